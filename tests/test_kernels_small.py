@@ -1,0 +1,281 @@
+"""The small kernels (loss, embedding, elementwise and optimizer updates): Numba vs the numpy reference.
+
+Each cpu kernel runs on the same inputs as its reference, in float32 and float64, on awkward
+shapes. The references themselves are checked by finite differences (float64).
+"""
+import numpy as np
+import pytest
+
+from tinyrnn.kernels import cpu
+from tinyrnn.kernels import reference as ref
+
+DTYPES = [np.float32, np.float64]
+IGNORE = -100
+
+
+def tol(dtype):
+    return dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+def rand(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def targets_for(rng, N, V, n_ignored=0):
+    t = rng.integers(0, V, size=N).astype(np.int64)
+    if n_ignored:
+        t[rng.choice(N, size=n_ignored, replace=False)] = IGNORE
+    return t
+
+
+# ---- softmax cross-entropy and log-softmax ------------------------------------------------------
+
+def run_xent(K, logits, targets, scale):
+    N, V = logits.shape
+    probs = np.full((N, V), np.nan, dtype=logits.dtype)
+    losses = np.full(N, np.nan, dtype=logits.dtype)
+    K.softmax_xent_forward(logits, targets, IGNORE, probs, losses)
+    dlogits = np.full((N, V), np.nan, dtype=logits.dtype)
+    K.softmax_xent_backward(probs, targets, IGNORE, scale, dlogits)
+    return probs, losses, dlogits
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,V,n_ignored", [(1, 1, 0), (7, 13, 2), (31, 97, 5), (3, 2, 3)])
+def test_softmax_xent_matches_reference(dtype, N, V, n_ignored):
+    rng = np.random.default_rng(N * 1000 + V)
+    logits = rand(rng, (N, V), dtype, scale=4.0)
+    targets = targets_for(rng, N, V, n_ignored)
+    scale = 1.0 / max(1, N - n_ignored)
+    got = run_xent(cpu, logits, targets, scale)
+    want = run_xent(ref, logits, targets, scale)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **tol(dtype))
+    probs, losses, dlogits = got
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    ignored = targets == IGNORE
+    assert np.all(losses[ignored] == 0) and np.all(dlogits[ignored] == 0)
+    assert np.all(losses[~ignored] >= 0)
+
+
+def test_softmax_xent_non_contiguous_logits():
+    rng = np.random.default_rng(1)
+    big = rng.standard_normal((11, 40))
+    logits = big[:, 3:40:3]  # (11, 13), strided rows and columns
+    assert not logits.flags.c_contiguous
+    targets = targets_for(rng, 11, 13, 1)
+    got = run_xent(cpu, logits, targets, 0.1)
+    want = run_xent(ref, np.ascontiguousarray(logits), targets, 0.1)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **tol(np.float64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K", [cpu, ref], ids=["cpu", "reference"])
+def test_softmax_xent_extreme_logits_stay_finite(K, dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4]], dtype=dtype)
+    targets = np.array([1, 2, 0], dtype=np.int64)
+    probs, losses, dlogits = run_xent(K, logits, targets, 1.0)
+    assert np.all(np.isfinite(probs)) and np.all(np.isfinite(losses)) and np.all(np.isfinite(dlogits))
+    # row 0: log(1 + e^-1e4 + e^-2e4) - (-1e4 - 1e4) = 2e4; row 1: log 3; row 2: log 2
+    np.testing.assert_allclose(losses, [2e4, np.log(3.0), np.log(2.0)], rtol=1e-6)
+    np.testing.assert_allclose(dlogits[0], [1.0, -1.0, 0.0], atol=1e-7)
+
+    out = np.empty_like(logits)
+    K.log_softmax_forward(logits, out)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out[0], [0.0, -2e4, -1e4], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,V", [(1, 1), (5, 3), (17, 67)])
+def test_log_softmax_matches_reference(dtype, N, V):
+    rng = np.random.default_rng(N + V)
+    x = rand(rng, (N, V), dtype, scale=5.0)
+    dout = rand(rng, (N, V), dtype)
+    results = []
+    for K in (cpu, ref):
+        out = np.full_like(x, np.nan)
+        dx = np.full_like(x, np.nan)
+        K.log_softmax_forward(x, out)
+        K.log_softmax_backward(out, dout, dx)
+        results.append((out, dx))
+    (out, dx), (out_ref, dx_ref) = results
+    np.testing.assert_allclose(out, out_ref, **tol(dtype))
+    np.testing.assert_allclose(dx, dx_ref, **tol(dtype))
+    np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def numerical_grad(f, x, eps=1e-6):
+    """Central differences of the scalar f() with respect to every element of x (changed in place)."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
+        up = f()
+        x[i] = old - eps
+        down = f()
+        x[i] = old
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def test_softmax_xent_reference_finite_differences():
+    rng = np.random.default_rng(2)
+    N, V = 6, 5
+    logits = rng.standard_normal((N, V)) * 2
+    targets = targets_for(rng, N, V, 2)
+    scale = 0.37
+    probs = np.empty_like(logits)
+    losses = np.empty(N)
+
+    def loss():
+        ref.softmax_xent_forward(logits, targets, IGNORE, probs, losses)
+        return scale * losses.sum()
+
+    loss()
+    dlogits = np.empty_like(logits)
+    ref.softmax_xent_backward(probs, targets, IGNORE, scale, dlogits)
+    np.testing.assert_allclose(dlogits, numerical_grad(loss, logits), rtol=1e-6, atol=1e-9)
+
+
+def test_log_softmax_reference_finite_differences():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 7)) * 2
+    w = rng.standard_normal((4, 7))
+    out = np.empty_like(x)
+
+    def loss():
+        ref.log_softmax_forward(x, out)
+        return np.sum(w * out)
+
+    loss()
+    dx = np.empty_like(x)
+    ref.log_softmax_backward(out, w, dx)
+    np.testing.assert_allclose(dx, numerical_grad(loss, x), rtol=1e-6, atol=1e-9)
+
+
+# ---- embedding ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("V,E,N", [(1, 1, 1), (5, 1, 9), (11, 7, 23), (3, 37, 50)])
+def test_embedding_matches_reference(dtype, V, E, N):
+    rng = np.random.default_rng(V * E + N)
+    weight = rand(rng, (V, E), dtype)
+    idx = rng.integers(0, V, size=N).astype(np.int64)
+    idx[: min(N, 4)] = idx[0]  # make sure some index repeats
+    out = np.full((N, E), np.nan, dtype=dtype)
+    cpu.embedding_forward(weight, idx, out)
+    np.testing.assert_array_equal(out, weight[idx])
+
+    dout = rand(rng, (N, E), dtype)
+    start = rand(rng, (V, E), dtype)  # the backward accumulates into dweight
+    dweight, dweight_ref = start.copy(), start.copy()
+    cpu.embedding_backward(idx, dout, dweight)
+    ref.embedding_backward(idx, dout, dweight_ref)
+    np.testing.assert_allclose(dweight, dweight_ref, **tol(dtype))
+
+
+def test_embedding_backward_repeated_indices_add_up():
+    idx = np.array([2, 0, 2, 2, 1, 0], dtype=np.int64)
+    dout = np.arange(6 * 3, dtype=np.float64).reshape(6, 3)
+    for K in (cpu, ref):
+        dweight = np.zeros((4, 3))
+        K.embedding_backward(idx, dout, dweight)
+        np.testing.assert_array_equal(dweight[2], dout[0] + dout[2] + dout[3])
+        np.testing.assert_array_equal(dweight[0], dout[1] + dout[5])
+        np.testing.assert_array_equal(dweight[1], dout[4])
+        np.testing.assert_array_equal(dweight[3], 0)
+
+
+# ---- bias --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,M", [(1, 1), (13, 1), (7, 67), (64, 3)])
+def test_bias_kernels_match_reference(dtype, N, M):
+    rng = np.random.default_rng(N * M)
+    x = rand(rng, (N, M), dtype)
+    bias = rand(rng, (M,), dtype)
+    x_cpu, x_ref = x.copy(), x.copy()
+    cpu.add_bias_forward(x_cpu, bias)
+    ref.add_bias_forward(x_ref, bias)
+    np.testing.assert_array_equal(x_cpu, x_ref)
+
+    dout = rand(rng, (N, M), dtype)
+    for accumulate in (False, True):
+        start = rand(rng, (M,), dtype)
+        db_cpu, db_ref = start.copy(), start.copy()
+        cpu.bias_backward(dout, db_cpu, accumulate)
+        ref.bias_backward(dout, db_ref, accumulate)
+        np.testing.assert_allclose(db_cpu, db_ref, **tol(dtype))
+
+
+def test_bias_kernels_non_contiguous():
+    rng = np.random.default_rng(4)
+    big = rng.standard_normal((9, 20))
+    x = big[:, 2:13:2]  # (9, 6) column-strided view, written in place
+    bias = rng.standard_normal(6)
+    want = x + bias
+    cpu.add_bias_forward(x, bias)
+    np.testing.assert_array_equal(big[:, 2:13:2], want)
+
+    dout = rng.standard_normal((6, 9)).T  # (9, 6), Fortran order
+    dbias = np.empty(6)
+    cpu.bias_backward(dout, dbias, False)
+    np.testing.assert_allclose(dbias, dout.sum(axis=0), rtol=1e-12)
+
+
+# ---- norms and the optimizer updates -----------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("P", [0, 1, 4097, 10007])
+def test_sum_of_squares_and_scale(dtype, P):
+    rng = np.random.default_rng(P)
+    x = rand(rng, (P,), dtype)
+    got = cpu.sum_of_squares(x)
+    assert isinstance(got, float)
+    np.testing.assert_allclose(got, ref.sum_of_squares(x), rtol=1e-12)
+    y, y_ref = x.copy(), x.copy()
+    cpu.scale_inplace(y, 0.3)
+    ref.scale_inplace(y_ref, 0.3)
+    np.testing.assert_allclose(y, y_ref, **tol(dtype))
+
+
+# (kernel name, function of (P, dtype) making its state buffers, hyperparameters after the buffers)
+def _zeros(n):
+    return lambda P, dtype: [np.zeros(P if i < n else 0, dtype) for i in range(n)]
+
+
+UPDATES = [
+    ("sgd_update", lambda P, d: [np.zeros(0, d)], (0.1, 0.0, False, 0.0)),
+    ("sgd_update", _zeros(1), (0.1, 0.9, False, 0.01)),
+    ("sgd_update", _zeros(1), (0.1, 0.9, True, 0.0)),
+    ("adam_update", _zeros(2), ("step", 1e-2, 0.9, 0.999, 1e-8, 0.0, False)),
+    ("adam_update", _zeros(2), ("step", 1e-2, 0.8, 0.99, 1e-6, 0.1, False)),
+    ("adam_update", _zeros(2), ("step", 1e-2, 0.9, 0.999, 1e-8, 0.1, True)),
+    ("adagrad_update", _zeros(1), (0.1, 1e-10, 0.0)),
+    ("adagrad_update", _zeros(1), (0.1, 1e-10, 0.05)),
+    ("rmsprop_update", lambda P, d: [np.zeros(P, d), np.zeros(0, d), np.zeros(0, d)],
+     (1e-2, 0.99, 1e-8, 0.0, 0.0, False)),
+    ("rmsprop_update", lambda P, d: [np.zeros(P, d), np.zeros(P, d), np.zeros(P, d)],
+     (1e-2, 0.9, 1e-8, 0.01, 0.9, True)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,make_state,hyper", UPDATES)
+def test_optimizer_update_kernels_match_reference(dtype, name, make_state, hyper):
+    rng = np.random.default_rng(7)
+    for P in (1, 257):
+        param = rand(rng, (P,), dtype)
+        state = make_state(P, dtype)
+        param_ref, state_ref = param.copy(), [s.copy() for s in state]
+        for step in range(1, 5):
+            grad = rand(rng, (P,), dtype)
+            args = tuple(step if h == "step" else h for h in hyper)
+            getattr(cpu, name)(param, grad, *state, *args)
+            getattr(ref, name)(param_ref, grad, *state_ref, *args)
+        np.testing.assert_allclose(param, param_ref, **tol(dtype))
+        for s, s_ref in zip(state, state_ref):
+            np.testing.assert_allclose(s, s_ref, **tol(dtype))
+        assert np.all(np.isfinite(param))

@@ -1,0 +1,62 @@
+"""Modules: parameter registration, state dicts, modes, and the feed-forward layers."""
+import numpy as np
+import pytest
+
+from tinyrnn import Tensor, gradcheck, manual_seed, nn
+
+
+class TwoLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.hidden = nn.Linear(4, 8)
+        self.drop = nn.Dropout(0.5)
+        self.out = nn.Linear(8, 3, bias=False)
+
+    def forward(self, idx):
+        return self.out(self.drop(self.hidden(self.embed(idx)).tanh()))
+
+
+def test_named_parameters_and_state_dict_round_trip():
+    manual_seed(0)
+    model = TwoLayer()
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["embed.weight", "hidden.weight", "hidden.bias", "out.weight"]
+    assert model.num_parameters() == 10 * 4 + 8 * 4 + 8 + 3 * 8
+    state = model.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    manual_seed(1)
+    other = TwoLayer().load_state_dict(state)
+    for (_, a), (_, b) in zip(model.named_parameters(), other.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    with pytest.raises(KeyError, match="missing"):
+        other.load_state_dict({"embed.weight": state["embed.weight"]})
+    with pytest.raises(ValueError, match="shape"):
+        other.load_state_dict({**state, "out.weight": np.zeros((2, 2))})
+
+
+def test_train_eval_propagates():
+    model = TwoLayer()
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    idx = np.array([1, 2, 3])
+    np.testing.assert_array_equal(model(idx).data, model(idx).data)
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+def test_linear_init_and_gradcheck():
+    manual_seed(2)
+    lin = nn.Linear(9, 4)
+    assert np.abs(lin.weight.data).max() <= 1 / 3
+    lin.double()
+    x = Tensor(np.random.default_rng(0).standard_normal((5, 9)), requires_grad=True)
+    assert gradcheck(lambda *a: lin(x), [x] + lin.parameters())
+
+
+def test_zero_grad():
+    model = TwoLayer()
+    model(np.array([1, 2])).sum().backward()
+    assert model.hidden.weight.grad is not None
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())

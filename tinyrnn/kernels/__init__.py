@@ -1,0 +1,66 @@
+"""Kernels: plain functions over arrays, apart from the Python-level API.
+
+Three modules share every function name and argument order:
+
+* ``tinyrnn.kernels.reference`` - naive numpy. The *spec*: short, obviously right, slow.
+* ``tinyrnn.kernels.cpu``       - Numba ``@njit`` kernels (``prange`` multithreaded).
+* ``tinyrnn.kernels.cuda``      - ``numba.cuda`` kernels (arrays are device arrays).
+
+Conventions (all three modules):
+
+* Outputs are passed in, preallocated by the caller (``out``, ``*_out``); kernels
+  allocate nothing inside their time loops. ``accumulate=True`` means ``out += ...``.
+* float32 and float64 both work; every array of one call has the same float dtype.
+  Integer index arrays are int64.
+* Names are ``<thing>_forward`` / ``<thing>_backward``.
+
+The kernels (shapes in brackets):
+
+matmul.py
+    matmul_nn(a[M,K], b[K,N], out[M,N], accumulate)       out (+)= a @ b
+    matmul_nt(a[M,K], b[N,K], out[M,N], accumulate)       out (+)= a @ b.T
+    matmul_tn(a[K,M], b[K,N], out[M,N], accumulate)       out (+)= a.T @ b
+
+loss.py
+    softmax_xent_forward(logits[N,V], targets[N], ignore_index, probs_out[N,V], losses_out[N])
+        probs = softmax(logits) per row; losses[n] = -log probs[n, targets[n]] (0 where ignored)
+    softmax_xent_backward(probs[N,V], targets[N], ignore_index, scale, dlogits_out[N,V])
+        dlogits = scale * (probs - onehot(targets)); rows with target == ignore_index get 0
+    log_softmax_forward(x[N,V], out[N,V])
+    log_softmax_backward(out[N,V], dout[N,V], dx_out[N,V])   dx = dout - exp(out) * sum(dout)
+
+embedding.py
+    embedding_forward(weight[V,E], idx[N], out[N,E])          out[n] = weight[idx[n]]
+    embedding_backward(idx[N], dout[N,E], dweight[V,E])       dweight[idx[n]] += dout[n]  (repeats add up)
+
+elementwise.py
+    add_bias_forward(x[N,M], bias[M])                          x += bias (in place, per row)
+    bias_backward(dout[N,M], dbias[M], accumulate)             dbias (+)= dout.sum(0)
+    sum_of_squares(x[P]) -> float                              sum(x**2), accumulated in float64
+    scale_inplace(x[P], s)                                     x *= s
+    fused optimizer steps, in place on the flat arrays of one parameter (all [P]; ``grad`` is only
+    read; a buffer the options do not use may be empty); formulas as in torch.optim, see the module:
+    sgd_update(param, grad, buf, lr, momentum, nesterov, weight_decay)
+    adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+        step counts this parameter's updates, this one included; decoupled=True is AdamW
+    adagrad_update(param, grad, sum_sq, lr, eps, weight_decay)
+    rmsprop_update(param, grad, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay, momentum, centered)
+
+cells.py   - one time step, from pre-activations (gate order as in PyTorch)
+    lstm_cell_forward(gates[B,4H], c_prev[B,H], acts_out[B,4H], c_out[B,H], h_out[B,H])
+    lstm_cell_backward(acts[B,4H], c_prev[B,H], c[B,H], dh[B,H], dc[B,H], dgates_out[B,4H], dc_prev_out[B,H])
+    gru_cell_forward(gi[B,3H], gh[B,3H], h_prev[B,H], acts_out[B,3H], h_out[B,H])
+    gru_cell_backward(acts[B,3H], gh[B,3H], h_prev[B,H], dh[B,H], dgi_out[B,3H], dgh_out[B,3H], dh_prev_out[B,H])
+    rnn_cell_forward(pre[B,H], h_out[B,H], relu)
+    rnn_cell_backward(h[B,H], dh[B,H], dpre_out[B,H], relu)
+
+sequence.py - a whole layer, one direction; the time loop runs inside the kernel
+    lstm_sequence_forward(xproj[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H], hs_out[T+1,B,H], cs_out[T+1,B,H], acts_out[T,B,4H])
+    lstm_sequence_backward(w_hh, hs, cs, acts, dhs[T,B,H], dh_n[B,H], dc_n[B,H], dgates_out[T,B,4H], dh0_out[B,H], dc0_out[B,H])
+    gru_sequence_forward(xproj[T,B,3H], w_hh[3H,H], b_hh[3H], h0[B,H], hs_out[T+1,B,H], acts_out[T,B,3H], ghn_out[T,B,H])
+    gru_sequence_backward(w_hh, hs, acts, ghn, dhs[T,B,H], dh_n[B,H], dgi_out[T,B,3H], dgh_out[T,B,3H], dh0_out[B,H])
+    rnn_sequence_forward(xproj[T,B,H], w_hh[H,H], h0[B,H], hs_out[T+1,B,H], relu)
+    rnn_sequence_backward(w_hh, hs, dhs[T,B,H], dh_n[B,H], relu, dpre_out[T,B,H], dh0_out[B,H])
+
+See each module for the exact math.
+"""

@@ -1,0 +1,351 @@
+"""The three recurrent cells: their equations, a composed form, and fused forms.
+
+Shapes: x: (B, I) one time step of input, h, c: (B, H) states, G gates per cell (RNN 1,
+GRU 3, LSTM 4); weights in PyTorch's layout: w_ih: (G*H, I), w_hh: (G*H, H), b_ih, b_hh: (G*H,).
+
+RNN (tanh or relu)
+    h' = act(W_ih x + b_ih + W_hh h + b_hh)
+
+LSTM (gate order i, f, g, o as in PyTorch)
+    i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)        input gate
+    f = sigmoid(W_if x + b_if + W_hf h + b_hf)        forget gate
+    g = tanh   (W_ig x + b_ig + W_hg h + b_hg)        candidate cell
+    o = sigmoid(W_io x + b_io + W_ho h + b_ho)        output gate
+    c' = f * c + i * g
+    h' = o * tanh(c')
+
+GRU (gate order r, z, n as in PyTorch)
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)        reset gate
+    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)        update gate
+    n = tanh   (W_in x + b_in + r * (W_hn h + b_hn))  candidate; r gates only the hidden part
+    h' = (1 - z) * n + z * h
+
+Each cell comes three ways, all computing the same function:
+
+* ``*_step_composed``: built from the tape's primitive ops. The readable spec; backward
+  comes for free from the primitives.
+* ``*_step_fused``: the two projections, then ONE op whose forward and backward are the
+  Numba gate kernels ``*_cell_forward`` / ``*_cell_backward`` (tinyrnn/kernels/*/cells.py).
+* ``*_sequence``: a whole layer in one direction over T steps, ONE op on the tape. The input
+  projection for all steps is one matmul; the time loop (h @ W_hh^T plus the gate kernel) and
+  backpropagation through time run inside Numba (``*_sequence_forward/backward``); the weight
+  gradients are single matmuls over all steps after the backward sweep:
+        dW_ih = dgates^T @ x,   dW_hh = dgates^T @ h_{t-1},   dx = dgates @ W_ih.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..backend import kernels
+from ..tensor import Tensor, record
+from .layers import uniform
+from .module import Module, Parameter
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _data(t):
+    return None if t is None else np.ascontiguousarray(t.data)
+
+
+def _project(x2: np.ndarray, w_ih: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """x2 @ w_ih.T (+ bias) for all rows at once: (N, I) -> (N, G*H)."""
+    K = kernels()
+    out = np.empty((x2.shape[0], w_ih.shape[0]), dtype=x2.dtype)
+    K.matmul_nt(x2, w_ih, out, False)
+    if bias is not None:
+        K.add_bias_forward(out, bias)
+    return out
+
+
+def _input_grads(dpre2, x2, w_ih, needs):
+    """Gradients of the input projection pre = x @ w_ih.T + b, from dpre2: (N, G*H).
+
+    Returns dx (N, I), dw_ih (G*H, I), db (G*H,), each None where not needed.
+    """
+    K = kernels()
+    dx = dw = db = None
+    if needs[0]:
+        dx = np.empty_like(x2)
+        K.matmul_nn(dpre2, w_ih, dx, False)
+    if needs[1]:
+        dw = np.empty_like(w_ih)
+        K.matmul_tn(dpre2, x2, dw, False)
+    if needs[2]:
+        db = np.empty(w_ih.shape[0], dtype=w_ih.dtype)
+        K.bias_backward(dpre2, db, False)
+    return dx, dw, db
+
+
+# ============================================================================================
+# RNN
+# ============================================================================================
+def rnn_step_composed(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    pre = ops.linear(x, w_ih, b_ih) + ops.linear(h, w_hh, b_hh)
+    return pre.tanh() if nonlinearity == "tanh" else pre.relu()
+
+
+def rnn_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    pre = ops.linear(x, w_ih, b_ih) + ops.linear(h, w_hh, b_hh)
+    relu = nonlinearity == "relu"
+    K = kernels()
+    pre_data = np.ascontiguousarray(pre.data)
+    h_new = np.empty_like(pre_data)
+    K.rnn_cell_forward(pre_data, h_new, relu)
+
+    def backward(g):
+        dpre = np.empty_like(h_new)
+        K.rnn_cell_backward(h_new, np.ascontiguousarray(g), dpre, relu)
+        return (dpre,)
+
+    return record(h_new, (pre,), backward, "rnn_cell")
+
+
+def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False):
+    """A whole RNN layer, one direction. x: (T, B, I), h0: (B, H) -> outputs (T, B, H) (time order).
+
+    reverse=True reads the sequence from the last step to the first; outputs are still
+    returned aligned with the input's time steps. h_n is outputs[-1] (reverse: outputs[0]).
+    """
+    T, B, I = x.shape
+    H = w_hh.shape[1]
+    relu = nonlinearity == "relu"
+    K = kernels()
+    x_seq = np.ascontiguousarray(x.data[::-1] if reverse else x.data)
+    x2 = x_seq.reshape(T * B, I)
+    w_i, w_h = _data(w_ih), _data(w_hh)
+    bias = None if b_ih is None else _data(b_ih) + _data(b_hh)
+    xproj = _project(x2, w_i, bias).reshape(T, B, H)
+    hs = np.empty((T + 1, B, H), dtype=x2.dtype)
+    K.rnn_sequence_forward(xproj, w_h, _data(h0), hs, relu)
+    out = hs[1:][::-1].copy() if reverse else hs[1:]
+
+    def backward(g):
+        dhs = np.ascontiguousarray(g[::-1] if reverse else g)
+        dpre = np.empty((T, B, H), dtype=x2.dtype)
+        dh0 = np.empty((B, H), dtype=x2.dtype)
+        K.rnn_sequence_backward(w_h, hs, dhs, np.zeros((B, H), x2.dtype), relu, dpre, dh0)
+        dpre2 = dpre.reshape(T * B, H)
+        dx, dw_ih, db = _input_grads(dpre2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
+        if dx is not None:
+            dx = dx.reshape(T, B, I)
+            dx = dx[::-1] if reverse else dx
+        dw_hh = np.empty_like(w_h)
+        K.matmul_tn(dpre2, hs[:T].reshape(T * B, H), dw_hh, False)
+        return (dx, dh0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
+
+    parents = (x, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
+    return record(out, parents, backward, "rnn_sequence")
+
+
+# ============================================================================================
+# LSTM
+# ============================================================================================
+def lstm_step_composed(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    gates = ops.linear(x, w_ih, b_ih) + ops.linear(h, w_hh, b_hh)
+    i, f, g, o = ops.split(gates, 4, axis=1)
+    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+    c_new = f * c + i * g
+    h_new = o * c_new.tanh()
+    return h_new, c_new
+
+
+def lstm_step_fused(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    gates = ops.linear(x, w_ih, b_ih) + ops.linear(h, w_hh, b_hh)
+    K = kernels()
+    gates_data, c_prev = np.ascontiguousarray(gates.data), _data(c)
+    B, H = c_prev.shape
+    acts = np.empty_like(gates_data)
+    hc = np.empty((2, B, H), dtype=c_prev.dtype)  # both outputs in one array: [h', c']
+    K.lstm_cell_forward(gates_data, c_prev, acts, hc[1], hc[0])
+
+    def backward(g):
+        dgates = np.empty_like(acts)
+        dc_prev = np.empty_like(c_prev)
+        K.lstm_cell_backward(acts, c_prev, hc[1], np.ascontiguousarray(g[0]), np.ascontiguousarray(g[1]),
+                             dgates, dc_prev)
+        return dgates, dc_prev
+
+    both = record(hc, (gates, c), backward, "lstm_cell")
+    return both[0], both[1]
+
+
+def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+    """A whole LSTM layer, one direction. x: (T, B, I), h0, c0: (B, H).
+
+    Returns ``packed``: (T + 1, B, H) where packed[:T] are the outputs h_1..h_T (in input time
+    order) and packed[T] is the final cell state c_n; h_n is the output of the last step read.
+    One op, so the tape holds one node per layer and direction, whatever T is.
+    """
+    T, B, I = x.shape
+    H = w_hh.shape[1]
+    K = kernels()
+    x_seq = np.ascontiguousarray(x.data[::-1] if reverse else x.data)
+    x2 = x_seq.reshape(T * B, I)
+    w_i, w_h = _data(w_ih), _data(w_hh)
+    bias = None if b_ih is None else _data(b_ih) + _data(b_hh)
+    xproj = _project(x2, w_i, bias).reshape(T, B, 4 * H)
+    hs = np.empty((T + 1, B, H), dtype=x2.dtype)
+    cs = np.empty((T + 1, B, H), dtype=x2.dtype)
+    acts = np.empty((T, B, 4 * H), dtype=x2.dtype)
+    K.lstm_sequence_forward(xproj, w_h, _data(h0), _data(c0), hs, cs, acts)
+    packed = np.empty((T + 1, B, H), dtype=x2.dtype)
+    packed[:T] = hs[1:][::-1] if reverse else hs[1:]
+    packed[T] = cs[T]
+
+    def backward(g):
+        dhs = np.ascontiguousarray(g[:T][::-1] if reverse else g[:T])
+        dc_n = np.ascontiguousarray(g[T])
+        dgates = np.empty((T, B, 4 * H), dtype=x2.dtype)
+        dh0 = np.empty((B, H), dtype=x2.dtype)
+        dc0 = np.empty((B, H), dtype=x2.dtype)
+        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, np.zeros((B, H), x2.dtype), dc_n, dgates, dh0, dc0)
+        dgates2 = dgates.reshape(T * B, 4 * H)
+        dx, dw_ih, db = _input_grads(dgates2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
+        if dx is not None:
+            dx = dx.reshape(T, B, I)
+            dx = dx[::-1] if reverse else dx
+        dw_hh = np.empty_like(w_h)
+        K.matmul_tn(dgates2, hs[:T].reshape(T * B, H), dw_hh, False)
+        return (dx, dh0, dc0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
+
+    parents = (x, h0, c0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
+    return record(packed, parents, backward, "lstm_sequence")
+
+
+# ============================================================================================
+# GRU
+# ============================================================================================
+def gru_step_composed(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+    gi = ops.linear(x, w_ih, b_ih)
+    gh = ops.linear(h, w_hh, b_hh)
+    i_r, i_z, i_n = ops.split(gi, 3, axis=1)
+    h_r, h_z, h_n = ops.split(gh, 3, axis=1)
+    r = (i_r + h_r).sigmoid()
+    z = (i_z + h_z).sigmoid()
+    n = (i_n + r * h_n).tanh()
+    return (1 - z) * n + z * h
+
+
+def gru_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+    gi = ops.linear(x, w_ih, b_ih)
+    gh = ops.linear(h, w_hh, b_hh)
+    K = kernels()
+    gi_data, gh_data, h_prev = np.ascontiguousarray(gi.data), np.ascontiguousarray(gh.data), _data(h)
+    acts = np.empty_like(gi_data)
+    h_new = np.empty_like(h_prev)
+    K.gru_cell_forward(gi_data, gh_data, h_prev, acts, h_new)
+
+    def backward(g):
+        dgi, dgh = np.empty_like(gi_data), np.empty_like(gh_data)
+        dh_prev = np.empty_like(h_prev)
+        K.gru_cell_backward(acts, gh_data, h_prev, np.ascontiguousarray(g), dgi, dgh, dh_prev)
+        return dgi, dgh, dh_prev  # dh_prev: the direct path z * g; the path through gh comes via linear
+
+    return record(h_new, (gi, gh, h), backward, "gru_cell")
+
+
+def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+    """A whole GRU layer, one direction. x: (T, B, I), h0: (B, H) -> outputs (T, B, H) (time order)."""
+    T, B, I = x.shape
+    H = w_hh.shape[1]
+    K = kernels()
+    x_seq = np.ascontiguousarray(x.data[::-1] if reverse else x.data)
+    x2 = x_seq.reshape(T * B, I)
+    w_i, w_h = _data(w_ih), _data(w_hh)
+    b_h = np.zeros(3 * H, dtype=x2.dtype) if b_hh is None else _data(b_hh)
+    xproj = _project(x2, w_i, _data(b_ih)).reshape(T, B, 3 * H)
+    hs = np.empty((T + 1, B, H), dtype=x2.dtype)
+    acts = np.empty((T, B, 3 * H), dtype=x2.dtype)
+    ghn = np.empty((T, B, H), dtype=x2.dtype)
+    K.gru_sequence_forward(xproj, w_h, b_h, _data(h0), hs, acts, ghn)
+    out = hs[1:][::-1].copy() if reverse else hs[1:]
+
+    def backward(g):
+        dhs = np.ascontiguousarray(g[::-1] if reverse else g)
+        dgi = np.empty((T, B, 3 * H), dtype=x2.dtype)
+        dgh = np.empty((T, B, 3 * H), dtype=x2.dtype)
+        dh0 = np.empty((B, H), dtype=x2.dtype)
+        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, np.zeros((B, H), x2.dtype), dgi, dgh, dh0)
+        dgi2, dgh2 = dgi.reshape(T * B, 3 * H), dgh.reshape(T * B, 3 * H)
+        dx, dw_ih, db_ih = _input_grads(dgi2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
+        if dx is not None:
+            dx = dx.reshape(T, B, I)
+            dx = dx[::-1] if reverse else dx
+        dw_hh = np.empty_like(w_h)
+        K.matmul_tn(dgh2, hs[:T].reshape(T * B, H), dw_hh, False)
+        grads = (dx, dh0, dw_ih, dw_hh)
+        if b_ih is not None:
+            db_hh = np.empty_like(b_h)
+            K.bias_backward(dgh2, db_hh, False)
+            grads += (db_ih, db_hh)
+        return grads
+
+    parents = (x, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
+    return record(out, parents, backward, "gru_sequence")
+
+
+# ============================================================================================
+# Cell modules (one time step), PyTorch's API and parameter names
+# ============================================================================================
+class _CellBase(Module):
+    kind = ""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, fused: bool = True,
+                 dtype=np.float32):
+        super().__init__()
+        self.input_size, self.hidden_size, self.fused = input_size, hidden_size, fused
+        G, bound = GATES[self.kind], 1.0 / np.sqrt(hidden_size)
+        self.weight_ih = Parameter(uniform((G * hidden_size, input_size), bound, dtype))
+        self.weight_hh = Parameter(uniform((G * hidden_size, hidden_size), bound, dtype))
+        self.bias_ih = Parameter(uniform((G * hidden_size,), bound, dtype)) if bias else None
+        self.bias_hh = Parameter(uniform((G * hidden_size,), bound, dtype)) if bias else None
+
+    def _zeros(self, x):
+        return Tensor(np.zeros((x.shape[0], self.hidden_size), dtype=x.dtype))
+
+    def _weights(self):
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
+    def extra_repr(self):
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "fused": self.fused}
+
+
+class RNNCell(_CellBase):
+    """h' = act(W_ih x + b_ih + W_hh h + b_hh).  forward(x: (B, I), h: (B, H) or None) -> h': (B, H)"""
+
+    kind = "rnn"
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", fused=True, dtype=np.float32):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias, fused, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x, h=None):
+        h = self._zeros(x) if h is None else h
+        step = rnn_step_fused if self.fused else rnn_step_composed
+        return step(x, h, *self._weights(), nonlinearity=self.nonlinearity)
+
+
+class LSTMCell(_CellBase):
+    """forward(x: (B, I), (h, c) or None) -> (h', c'), each (B, H). Equations: module docstring."""
+
+    kind = "lstm"
+
+    def forward(self, x, state=None):
+        h, c = (self._zeros(x), self._zeros(x)) if state is None else state
+        step = lstm_step_fused if self.fused else lstm_step_composed
+        return step(x, h, c, *self._weights())
+
+
+class GRUCell(_CellBase):
+    """forward(x: (B, I), h: (B, H) or None) -> h': (B, H). Equations: module docstring."""
+
+    kind = "gru"
+
+    def forward(self, x, h=None):
+        h = self._zeros(x) if h is None else h
+        step = gru_step_fused if self.fused else gru_step_composed
+        return step(x, h, *self._weights())

@@ -1,0 +1,255 @@
+"""Sequence layers: ``RNN``, ``LSTM``, ``GRU`` (PyTorch's API and parameter names) and ``Bidirectional``.
+
+Shapes (PyTorch's): x: (T, B, I), or (B, T, I) with ``batch_first``; D = 2 if bidirectional else 1;
+L = num_layers.
+    output: (T, B, D*H)           the last layer's hidden state at every step
+    h_n:    (L*D, B, H)           final hidden state of every layer and direction
+    c_n:    (L*D, B, H)           LSTM only: final cell state
+Parameters per layer k and direction: ``weight_ih_l{k}`` (G*H, I_k), ``weight_hh_l{k}`` (G*H, H),
+``bias_ih_l{k}``, ``bias_hh_l{k}`` (G*H,), and the same with ``_reverse`` for the backward direction,
+so ``load_state_dict({k: v.numpy() for k, v in torch_layer.state_dict().items()})`` just works.
+
+A bidirectional layer runs two independent recurrences over the same input: the forward one reads
+"I love mango juice", the backward one reads "juice mango love I". The backward outputs are put
+back in time order, so position t holds [forward state after x_0..x_t, backward state after
+x_T-1..x_t], and the two are concatenated. In a stack, layer k+1 reads layer k's concatenated
+output; dropout (if any) sits between layers, never after the last.
+
+Each layer-direction is one fused op on the tape (see ``cells.py``); ``fused=False`` runs the
+composed per-step cells instead - the slow, readable reference the tests compare against.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..random import generator
+from ..tensor import Tensor
+from . import cells
+from .layers import uniform
+from .module import Module, Parameter
+
+
+class _RNNBase(Module):
+    kind = ""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 nonlinearity: str = "tanh", forget_bias: float | None = None, fused: bool = True,
+                 dtype=np.float32):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if int(value) <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.config = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, bias=bias,
+                           batch_first=batch_first, dropout=dropout, bidirectional=bidirectional, fused=fused, dtype=dtype)
+        if self.kind == "rnn":
+            self.config["nonlinearity"] = nonlinearity
+        if self.kind == "lstm":
+            self.config["forget_bias"] = forget_bias
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
+        self.bidirectional, self.nonlinearity, self.fused = bidirectional, nonlinearity, fused
+        self.num_directions = 2 if bidirectional else 1
+
+        G, H, bound = cells.GATES[self.kind], hidden_size, 1.0 / np.sqrt(hidden_size)
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else H * self.num_directions
+            for suffix in self._suffixes():
+                setattr(self, f"weight_ih_l{layer}{suffix}", Parameter(uniform((G * H, layer_input), bound, dtype)))
+                setattr(self, f"weight_hh_l{layer}{suffix}", Parameter(uniform((G * H, H), bound, dtype)))
+                if bias:
+                    b_ih = uniform((G * H,), bound, dtype)
+                    b_hh = uniform((G * H,), bound, dtype)
+                    if forget_bias is not None:  # LSTM: the sum b_if + b_hf is what the forget gate sees
+                        b_ih[H:2 * H], b_hh[H:2 * H] = forget_bias, 0.0
+                    setattr(self, f"bias_ih_l{layer}{suffix}", Parameter(b_ih))
+                    setattr(self, f"bias_hh_l{layer}{suffix}", Parameter(b_hh))
+
+    def _suffixes(self):
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def _weights(self, layer: int, suffix: str):
+        get = lambda name: getattr(self, f"{name}_l{layer}{suffix}", None)  # noqa: E731
+        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+    def extra_repr(self):
+        return {k: v for k, v in self.config.items() if v not in (None, False, 0.0) or k == "hidden_size"}
+
+    # ---- forward -------------------------------------------------------------------------------
+    def forward(self, x, state=None):
+        """x: (T, B, I) (or (B, T, I) if batch_first); state: h0 (L*D, B, H), or (h0, c0) for LSTM.
+
+        Returns (output, h_n), or (output, (h_n, c_n)) for LSTM.
+        """
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if x.ndim != 3:
+            raise ValueError(f"{type(self).__name__} expects a 3-D input (T, B, I), got shape {x.shape}")
+        if self.batch_first:
+            x = ops.transpose(x, (1, 0, 2))
+        T, B, I = x.shape
+        if I != self.input_size:
+            raise ValueError(f"{type(self).__name__}: input has {I} features, expected {self.input_size}")
+        if T == 0:
+            raise ValueError("empty sequence (T = 0)")
+        h0, c0 = self._initial_state(state, B, x.dtype)
+
+        finals_h, finals_c = [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for d, suffix in enumerate(self._suffixes()):
+                k = layer * self.num_directions + d
+                out, h_n, c_n = self._run_direction(x, layer, suffix, h0[k], c0[k] if c0 else None,
+                                                    reverse=suffix == "_reverse")
+                outputs.append(out)
+                finals_h.append(h_n)
+                finals_c.append(c_n)
+            x = outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=2)
+            if layer < self.num_layers - 1 and self.dropout > 0:
+                x = ops.dropout(x, self.dropout, self.training, generator())
+
+        output = ops.transpose(x, (1, 0, 2)) if self.batch_first else x
+        h_n = ops.stack(finals_h, axis=0)
+        if self.kind == "lstm":
+            return output, (h_n, ops.stack(finals_c, axis=0))
+        return output, h_n
+
+    def _initial_state(self, state, B, dtype):
+        """Per layer-direction initial states: lists of (B, H) tensors (zeros when not given)."""
+        n, H = self.num_layers * self.num_directions, self.hidden_size
+
+        def split(s, name):
+            s = s if isinstance(s, Tensor) else Tensor(s)
+            if s.shape != (n, B, H):
+                raise ValueError(f"{name} must have shape {(n, B, H)}, got {s.shape}")
+            if s.dtype != dtype:
+                raise TypeError(f"{name} is {s.dtype} but the input is {dtype}")
+            return [s[k] for k in range(n)]
+
+        zeros = [Tensor(np.zeros((B, H), dtype=dtype)) for _ in range(n)]
+        if self.kind == "lstm":
+            if state is None:
+                return zeros, [Tensor(np.zeros((B, H), dtype=dtype)) for _ in range(n)]
+            h0, c0 = state
+            return split(h0, "h0"), split(c0, "c0")
+        return (zeros if state is None else split(state, "h0")), None
+
+    def _run_direction(self, x, layer, suffix, h0, c0, reverse):
+        """One layer, one direction over the whole sequence -> (outputs (T, B, H), h_n, c_n or None)."""
+        T = x.shape[0]
+        w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
+        last = 0 if reverse else T - 1  # the step read last holds the final state
+        if not self.fused:
+            return self._run_composed(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
+        if self.kind == "lstm":
+            packed = cells.lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
+            return packed[:T], packed[last], packed[T]
+        if self.kind == "gru":
+            out = cells.gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
+        else:
+            out = cells.rnn_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse=reverse)
+        return out, out[last], None
+
+    def _run_composed(self, x, h, c, w_ih, w_hh, b_ih, b_hh, reverse):
+        """The reference: a Python loop over time calling the composed cell (one tape node per primitive)."""
+        T = x.shape[0]
+        outputs = [None] * T
+        for t in (reversed(range(T)) if reverse else range(T)):
+            if self.kind == "lstm":
+                h, c = cells.lstm_step_composed(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
+            elif self.kind == "gru":
+                h = cells.gru_step_composed(x[t], h, w_ih, w_hh, b_ih, b_hh)
+            else:
+                h = cells.rnn_step_composed(x[t], h, w_ih, w_hh, b_ih, b_hh, self.nonlinearity)
+            outputs[t] = h
+        return ops.stack(outputs, axis=0), h, c
+
+
+class RNN(_RNNBase):
+    """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act = tanh or relu."""
+
+    kind = "rnn"
+
+
+class LSTM(_RNNBase):
+    """Long short-term memory; equations in ``tinyrnn.nn.cells``. ``forget_bias`` sets b_if (b_hf = 0)."""
+
+    kind = "lstm"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, forget_bias=None, fused=True, dtype=np.float32):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         forget_bias=forget_bias, fused=fused, dtype=dtype)
+
+
+class GRU(_RNNBase):
+    """Gated recurrent unit; equations in ``tinyrnn.nn.cells``."""
+
+    kind = "gru"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, fused=True, dtype=np.float32):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         fused=fused, dtype=dtype)
+
+
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+class Bidirectional(Module):
+    """Keras-style wrapper: run ``layer`` forward in time and a fresh copy of it backward, then merge.
+
+    layer: a unidirectional RNN, LSTM or GRU (its copy gets its own, newly initialised weights).
+    merge_mode: 'concat' (features side by side, (T, B, 2H)), 'sum', 'mul', 'ave', or None (return
+    both outputs as a tuple). forward returns (merged, (state_forward, state_backward)).
+    Parameters are named ``forward_layer.*`` and ``backward_layer.*``.
+    """
+
+    def __init__(self, layer: _RNNBase, merge_mode: str | None = "concat"):
+        super().__init__()
+        if not isinstance(layer, _RNNBase) or layer.bidirectional:
+            raise ValueError("Bidirectional wraps a unidirectional RNN, LSTM or GRU")
+        if merge_mode not in MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {MERGE_MODES}, got {merge_mode!r}")
+        self.merge_mode = merge_mode
+        self.forward_layer = layer
+        self.backward_layer = type(layer)(**_constructor_args(layer))
+
+    def forward(self, x, state=None):
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        time_axis = 1 if self.forward_layer.batch_first else 0
+        state_f, state_b = (None, None) if state is None else state
+        out_f, final_f = self.forward_layer(x, state_f)
+        out_b_reversed, final_b = self.backward_layer(_reverse_time(x, time_axis), state_b)
+        out_b = _reverse_time(out_b_reversed, time_axis)  # back in time order before merging
+        if self.merge_mode == "concat":
+            merged = ops.concat([out_f, out_b], axis=-1)
+        elif self.merge_mode == "sum":
+            merged = out_f + out_b
+        elif self.merge_mode == "mul":
+            merged = out_f * out_b
+        elif self.merge_mode == "ave":
+            merged = (out_f + out_b) * 0.5
+        else:
+            merged = (out_f, out_b)
+        return merged, (final_f, final_b)
+
+    def extra_repr(self):
+        return {"merge_mode": self.merge_mode}
+
+
+def _reverse_time(x, axis):
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(None, None, -1)
+    return x[tuple(index)]
+
+
+def _constructor_args(layer: _RNNBase) -> dict:
+    args = dict(layer.config)
+    if layer.kind != "rnn":
+        args.pop("nonlinearity", None)
+    return args

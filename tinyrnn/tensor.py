@@ -1,0 +1,282 @@
+"""The tape: ``Tensor``, ``backward`` and ``no_grad``.
+
+A ``Tensor`` wraps a numpy array. Every op that takes part in a computation records, on
+the tensor it returns, its inputs (``_parents``) and a function (``_backward``) that maps
+the gradient of the output to the gradients of the inputs. ``loss.backward()`` sorts the
+recorded graph topologically (iteratively, so a graph unrolled over 10,000 time steps does
+not hit Python's recursion limit) and calls those functions from the loss back to the leaves,
+adding (``+=``) each gradient into ``.grad``.
+
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    y = (x * 2).tanh().sum()
+    y.backward()          # x.grad == 2 * (1 - tanh(2)**2)
+
+The ops themselves, each a forward/backward pair, live in ``tinyrnn.ops``.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+DEFAULT_DTYPE = np.float32
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Within this block ops record nothing: no graph, no saved arrays (inference, sampling)."""
+    previous = is_grad_enabled()
+    _state.grad_enabled = False
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+
+
+def as_array(data, dtype=None) -> np.ndarray:
+    """Turn ``data`` into a numpy array; floats default to float32, ints stay ints."""
+    if isinstance(data, Tensor):
+        data = data.data
+    arr = np.asarray(data)
+    if dtype is not None:
+        return arr.astype(dtype, copy=False)
+    if not isinstance(data, (np.ndarray, np.generic)) and arr.dtype.kind in "fiub":
+        return arr.astype(DEFAULT_DTYPE)  # Python numbers and lists become float32
+    if arr.dtype.kind == "f" and arr.dtype not in FLOAT_DTYPES:
+        return arr.astype(DEFAULT_DTYPE)  # float16 and friends
+    return arr
+
+
+class Tensor:
+    """An array plus what is needed to differentiate through it.
+
+    data:          the numpy array (float32 by default; float64 for gradient checks)
+    grad:          d loss / d data after ``backward()``, same shape, or None
+    requires_grad: whether gradients flow to this tensor
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "__weakref__")
+    __array_priority__ = 100  # so ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = as_array(data, dtype)
+        if requires_grad and self.data.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"only float32/float64 tensors can require gradients, got {self.data.dtype}")
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()
+        self._backward = None
+        self._op = ""
+
+    # ---- array-like properties -------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    device = property(lambda self: "cpu")
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        op = f", op={self._op}" if self._op else ""
+        return f"Tensor({self.data!r}{grad}{op})"
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """The same array, cut from the graph (truncated BPTT feeds final states in this way)."""
+        return Tensor(self.data)
+
+    def astype(self, dtype) -> "Tensor":
+        from . import ops
+
+        return ops.astype(self, dtype)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ---- the backward pass -----------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False):
+        """Back-propagate from this tensor: fill ``.grad`` of every tensor it depends on.
+
+        grad: d loss / d self; defaults to 1 for a scalar.
+        retain_graph: keep the recorded graph (and its saved arrays) for a second backward.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input had requires_grad=True, or it was made under no_grad())")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a scalar, got shape {self.shape}")
+            grad = np.ones_like(self.data)
+        grad = as_array(grad, self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
+
+        order = self._topological_order()
+        for node in order:  # gradients of intermediate results are per pass; leaves accumulate
+            if node._backward is not None:
+                node.grad = None
+        _accumulate(self, grad)
+        for node in reversed(order):
+            if node._backward is None or node.grad is None:
+                continue
+            parent_grads = node._backward(node.grad)
+            for parent, g in zip(node._parents, parent_grads):
+                if g is not None and parent.requires_grad:
+                    _accumulate(parent, g)
+            if not retain_graph:  # free the saved arrays as we go, like PyTorch
+                node._backward = None
+                node._parents = ()
+
+    def _topological_order(self) -> list:
+        """Every tensor this one depends on, inputs before the ops that use them (iterative DFS)."""
+        order, seen = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if children_done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for parent in node._parents:
+                if parent.requires_grad and id(parent) not in seen:
+                    stack.append((parent, False))
+        return order
+
+    # ---- operators and methods: thin wrappers over tinyrnn.ops -----------------------
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops().sub(other, self)
+
+    def __mul__(self, other):
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().div(other, self)
+
+    def __neg__(self):
+        return _ops().neg(self)
+
+    def __pow__(self, exponent):
+        return _ops().pow(self, exponent)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops().matmul(other, self)
+
+    def __getitem__(self, index):
+        return _ops().getitem(self, index)
+
+    def tanh(self):
+        return _ops().tanh(self)
+
+    def sigmoid(self):
+        return _ops().sigmoid(self)
+
+    def relu(self):
+        return _ops().relu(self)
+
+    def exp(self):
+        return _ops().exp(self)
+
+    def log(self):
+        return _ops().log(self)
+
+    def pow(self, exponent):
+        return _ops().pow(self, exponent)
+
+    def sum(self, axis=None, keepdims=False):
+        return _ops().sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _ops().mean(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops().reshape(self, shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _ops().transpose(self, axes or None)
+
+    @property
+    def T(self):
+        return _ops().transpose(self, None)
+
+    def log_softmax(self, axis=-1):
+        return _ops().log_softmax(self, axis)
+
+
+def _ops():
+    from . import ops  # ops imports this module; import late to avoid a cycle
+
+    return ops
+
+
+def _accumulate(tensor: Tensor, grad: np.ndarray):
+    """tensor.grad += grad (a fresh array the first time, so no two tensors share a buffer)."""
+    if tensor.grad is None:
+        tensor.grad = np.array(grad, dtype=tensor.dtype, copy=True)
+    else:
+        tensor.grad += grad
+
+
+def record(data: np.ndarray, parents: tuple, backward, op: str) -> Tensor:
+    """Wrap an op's result; remember how to differentiate it if any input needs gradients.
+
+    backward(grad_out) returns one gradient (or None) per parent, each shaped like that parent.
+    """
+    out = Tensor.__new__(Tensor)
+    out.data = data
+    out.grad = None
+    out._op = op
+    if is_grad_enabled() and any(p.requires_grad for p in parents):
+        out.requires_grad = True
+        out._parents = parents
+        out._backward = backward
+    else:
+        out.requires_grad = False
+        out._parents = ()
+        out._backward = None
+    return out
+
+
+def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
+    """Make a tensor: ``tinyrnn.tensor([[1, 2], [3, 4]], requires_grad=True)`` (float32 by default)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)

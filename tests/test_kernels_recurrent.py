@@ -1,0 +1,304 @@
+"""Recurrent kernels: cells and whole sequences (forward + BPTT), and batch-1 generation.
+
+* every Numba kernel against its numpy reference (float64 tight, float32 loose: fast tanh there);
+* the reference sequences against an explicit loop over the reference cells, against finite
+  differences (float64) and, if installed, against PyTorch's nn.LSTM / nn.GRU / nn.RNN.
+"""
+import numpy as np
+import pytest
+
+from tinyrnn.kernels import cpu, reference as ref
+
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+# (T, B, H): awkward sizes, more than one block of hidden units (UNITS = 16), a partial tile
+SIZES = [(1, 1, 1), (5, 3, 7), (4, 6, 37)]
+
+
+def randn(rng, *shape, dtype=np.float64, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def assert_close(got, want, dtype):
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+# --------------------------------------------------------------------------------------- cells
+
+def run_cells(kernels, kind, arrays, relu=False):
+    """One forward + backward step of a cell; returns every output."""
+    a = arrays
+    B, H = a["h_prev"].shape
+    dt = a["h_prev"].dtype
+    G = GATES[kind]
+    acts, h, c = np.zeros((B, G * H), dt), np.zeros((B, H), dt), np.zeros((B, H), dt)
+    d1, d2, d3 = np.zeros((B, G * H), dt), np.zeros((B, G * H), dt), np.zeros((B, H), dt)
+    if kind == "lstm":
+        kernels.lstm_cell_forward(a["gates"], a["c_prev"], acts, c, h)
+        kernels.lstm_cell_backward(acts, a["c_prev"], c, a["dh"], a["dc"], d1, d3)
+    elif kind == "gru":
+        kernels.gru_cell_forward(a["gi"], a["gh"], a["h_prev"], acts, h)
+        kernels.gru_cell_backward(acts, a["gh"], a["h_prev"], a["dh"], d1, d2, d3)
+    else:
+        kernels.rnn_cell_forward(a["pre"], h, relu)
+        kernels.rnn_cell_backward(h, a["dh"], d3, relu)
+    return acts, h, c, d1, d2, d3
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind,relu", [("lstm", False), ("gru", False), ("rnn", False), ("rnn", True)])
+@pytest.mark.parametrize("B,H", [(1, 1), (3, 7)])
+def test_cells_cpu_match_reference(kind, relu, dtype, B, H):
+    rng = np.random.default_rng(B * 100 + H)
+    G = GATES[kind]
+    arrays = {name: randn(rng, B, G * H, dtype=dtype, scale=2) for name in ("gates", "gi", "gh")}
+    arrays |= {name: randn(rng, B, H, dtype=dtype) for name in ("c_prev", "h_prev", "dh", "dc")}
+    arrays["pre"] = randn(rng, B, H, dtype=dtype, scale=2)
+    for got, want in zip(run_cells(cpu, kind, arrays, relu), run_cells(ref, kind, arrays, relu)):
+        assert_close(got, want, dtype)
+
+
+def test_reference_cell_formulas():
+    """Spot-check the reference cells against the formulas written out by hand."""
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    gates, c_prev = np.array([[0.3, -1.0, 0.5, 2.0]]), np.array([[0.7]])
+    acts, c, h = np.zeros((1, 4)), np.zeros((1, 1)), np.zeros((1, 1))
+    ref.lstm_cell_forward(gates, c_prev, acts, c, h)
+    i, f, g, o = sig(0.3), sig(-1.0), np.tanh(0.5), sig(2.0)
+    assert np.allclose(acts, [[i, f, g, o]]) and np.isclose(c, f * 0.7 + i * g) and np.isclose(h, o * np.tanh(f * 0.7 + i * g))
+    gi, gh, h_prev = np.array([[0.1, 0.2, 0.3]]), np.array([[-0.4, 0.5, 0.6]]), np.array([[0.9]])
+    acts, h = np.zeros((1, 3)), np.zeros((1, 1))
+    ref.gru_cell_forward(gi, gh, h_prev, acts, h)
+    r, z = sig(0.1 - 0.4), sig(0.2 + 0.5)
+    n = np.tanh(0.3 + r * 0.6)
+    assert np.allclose(acts, [[r, z, n]]) and np.isclose(h, (1 - z) * n + z * 0.9)
+
+
+# ------------------------------------------------------------------------------------ sequence
+
+def make_sequence_inputs(rng, kind, T, B, H, dtype=np.float64):
+    G = GATES[kind]
+    return dict(
+        xproj=randn(rng, T, B, G * H, dtype=dtype), w_hh=randn(rng, G * H, H, dtype=dtype, scale=1.5 / np.sqrt(H)),
+        b_hh=randn(rng, G * H, dtype=dtype, scale=0.5), h0=randn(rng, B, H, dtype=dtype),
+        c0=randn(rng, B, H, dtype=dtype), dhs=randn(rng, T, B, H, dtype=dtype),
+        dh_n=randn(rng, B, H, dtype=dtype), dc_n=randn(rng, B, H, dtype=dtype))
+
+
+def run_sequence(kernels, kind, a, relu=False):
+    """Forward + backward of one layer; returns a dict of every output."""
+    T, B, GH = a["xproj"].shape
+    H = GH // GATES[kind]
+    dt = a["xproj"].dtype
+    o = dict(hs=np.zeros((T + 1, B, H), dt), cs=np.zeros((T + 1, B, H), dt), acts=np.zeros((T, B, GH), dt),
+             ghn=np.zeros((T, B, H), dt), d1=np.zeros((T, B, GH), dt), d2=np.zeros((T, B, GH), dt),
+             dh0=np.zeros((B, H), dt), dc0=np.zeros((B, H), dt))
+    if kind == "lstm":
+        kernels.lstm_sequence_forward(a["xproj"], a["w_hh"], a["h0"], a["c0"], o["hs"], o["cs"], o["acts"])
+        kernels.lstm_sequence_backward(a["w_hh"], o["hs"], o["cs"], o["acts"], a["dhs"], a["dh_n"], a["dc_n"],
+                                       o["d1"], o["dh0"], o["dc0"])
+    elif kind == "gru":
+        kernels.gru_sequence_forward(a["xproj"], a["w_hh"], a["b_hh"], a["h0"], o["hs"], o["acts"], o["ghn"])
+        kernels.gru_sequence_backward(a["w_hh"], o["hs"], o["acts"], o["ghn"], a["dhs"], a["dh_n"],
+                                      o["d1"], o["d2"], o["dh0"])
+    else:
+        kernels.rnn_sequence_forward(a["xproj"], a["w_hh"], a["h0"], o["hs"], relu)
+        kernels.rnn_sequence_backward(a["w_hh"], o["hs"], a["dhs"], a["dh_n"], relu, o["d1"], o["dh0"])
+    return o
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind,relu", [("lstm", False), ("gru", False), ("rnn", False), ("rnn", True)])
+def test_sequence_cpu_matches_reference(kind, relu, dtype):
+    for T, B, H in SIZES:
+        a = make_sequence_inputs(np.random.default_rng(T + B + H), kind, T, B, H, dtype)
+        got, want = run_sequence(cpu, kind, a, relu), run_sequence(ref, kind, a, relu)
+        for name in want:
+            assert_close(got[name], want[name], dtype)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_reference_sequence_matches_cell_loop(kind):
+    """The reference sequence = a Python loop of reference cells with explicit recurrent matmuls."""
+    T, B, H = 4, 2, 5
+    a = make_sequence_inputs(np.random.default_rng(1), kind, T, B, H)
+    o = run_sequence(ref, kind, a)
+    G = GATES[kind]
+    h, c = a["h0"], a["c0"]
+    dgates, hs, cs = [], [h], [c]
+    for t in range(T):
+        acts, h_new, c_new = np.zeros((B, G * H)), np.zeros((B, H)), np.zeros((B, H))
+        if kind == "lstm":
+            ref.lstm_cell_forward(a["xproj"][t] + h @ a["w_hh"].T, c, acts, c_new, h_new)
+        elif kind == "gru":
+            ref.gru_cell_forward(a["xproj"][t], h @ a["w_hh"].T + a["b_hh"], h, acts, h_new)
+        else:
+            ref.rnn_cell_forward(a["xproj"][t] + h @ a["w_hh"].T, h_new, False)
+        assert np.array_equal(o["hs"][t + 1], h_new)
+        if kind != "rnn":
+            assert np.array_equal(o["acts"][t], acts)
+        h, c = h_new, c_new
+        hs.append(h)
+        cs.append(c)
+    # backward, one cell at a time
+    dh, dc = a["dh_n"], a["dc_n"]
+    for t in reversed(range(T)):
+        d, d2, dprev = np.zeros((B, G * H)), np.zeros((B, G * H)), np.zeros((B, H))
+        if kind == "lstm":
+            ref.lstm_cell_backward(o["acts"][t], cs[t], cs[t + 1], dh + a["dhs"][t], dc, d, dprev)
+            dh, dc = d @ a["w_hh"], dprev
+        elif kind == "gru":
+            gh = hs[t] @ a["w_hh"].T + a["b_hh"]
+            ref.gru_cell_backward(o["acts"][t], gh, hs[t], dh + a["dhs"][t], d, d2, dprev)
+            dh = dprev + d2 @ a["w_hh"]
+            np.testing.assert_allclose(o["d2"][t], d2, rtol=1e-13, atol=1e-13)
+        else:
+            ref.rnn_cell_backward(hs[t + 1], dh + a["dhs"][t], d, False)
+            dh = d @ a["w_hh"]
+        np.testing.assert_allclose(o["d1"][t], d, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(o["dh0"], dh, rtol=1e-13, atol=1e-13)
+
+
+def sequence_loss_and_grads(kind, a, R, relu=False):
+    """loss = sum(hs[1:] * R["hs"]) + sum(h_n * R["h_n"]) (+ sum(c_n * R["c_n"])), and its gradients
+    w.r.t. xproj, w_hh, h0 (c0, b_hh) formed from the backward kernel's outputs."""
+    o = run_sequence(ref, kind, a, relu)
+    loss = np.sum(o["hs"][1:] * R["hs"]) + np.sum(o["hs"][-1] * R["h_n"])
+    if kind == "lstm":
+        loss += np.sum(o["cs"][-1] * R["c_n"])
+    b = dict(a, dhs=R["hs"], dh_n=R["h_n"], dc_n=R["c_n"])
+    g = run_sequence(ref, kind, b, relu)
+    dgh = g["d2"] if kind == "gru" else g["d1"]    # gradient w.r.t. h_{t-1} @ W_hh.T (+ b_hh)
+    grads = dict(xproj=g["d1"], w_hh=np.einsum("tbg,tbh->gh", dgh, o["hs"][:-1]), h0=g["dh0"])
+    if kind == "lstm":
+        grads["c0"] = g["dc0"]
+    if kind == "gru":
+        grads["b_hh"] = dgh.sum(axis=(0, 1))
+    return loss, grads
+
+
+@pytest.mark.parametrize("kind,relu", [("lstm", False), ("gru", False), ("rnn", False), ("rnn", True)])
+def test_reference_sequence_backward_finite_differences(kind, relu):
+    T, B, H = 3, 2, 3
+    rng = np.random.default_rng(7)
+    a = make_sequence_inputs(rng, kind, T, B, H)
+    R = dict(hs=randn(rng, T, B, H), h_n=randn(rng, B, H), c_n=randn(rng, B, H))
+    _, grads = sequence_loss_and_grads(kind, a, R, relu)
+    eps = 1e-6
+    for name, grad in grads.items():
+        x = a[name]
+        numeric = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):
+            old = x[idx]
+            x[idx] = old + eps
+            plus = sequence_loss_and_grads(kind, a, R, relu)[0]
+            x[idx] = old - eps
+            minus = sequence_loss_and_grads(kind, a, R, relu)[0]
+            x[idx] = old
+            numeric[idx] = (plus - minus) / (2 * eps)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=f"{kind} d{name}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_reference_sequence_matches_torch(kind):
+    torch = pytest.importorskip("torch")
+    T, B, I, H = 4, 3, 5, 6
+    rng = np.random.default_rng(3)
+    layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind](I, H).double()
+    x, h0, c0 = randn(rng, T, B, I), randn(rng, 1, B, H), randn(rng, 1, B, H)
+    xt, h0t, c0t = (torch.tensor(v, requires_grad=True) for v in (x, h0, c0))
+    out, state = layer(xt, (h0t, c0t) if kind == "lstm" else h0t)
+    R = randn(rng, T, B, H)
+    (out * torch.tensor(R)).sum().backward()
+
+    w_ih, w_hh, b_ih, b_hh = (p.detach().numpy() for p in (layer.weight_ih_l0, layer.weight_hh_l0,
+                                                           layer.bias_ih_l0, layer.bias_hh_l0))
+    a = dict(xproj=x @ w_ih.T + b_ih + (0 if kind == "gru" else b_hh), w_hh=w_hh, b_hh=b_hh, h0=h0[0], c0=c0[0],
+             dhs=R, dh_n=np.zeros((B, H)), dc_n=np.zeros((B, H)))
+    o = run_sequence(ref, kind, a)
+    np.testing.assert_allclose(o["hs"][1:], out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    dgh = o["d2"] if kind == "gru" else o["d1"]
+    np.testing.assert_allclose(np.einsum("tbg,tbh->gh", dgh, o["hs"][:-1]), layer.weight_hh_l0.grad.numpy(),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.einsum("tbg,tbi->gi", o["d1"], x), layer.weight_ih_l0.grad.numpy(),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(o["d1"] @ w_ih, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(o["dh0"], h0t.grad.numpy()[0], rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------- generation
+
+def make_char_model(rng, kind, V=11, E=5, H=6, L=2, dtype=np.float64):
+    G = GATES[kind]
+    m = dict(embedding=randn(rng, V, E, dtype=dtype), w_ih0=randn(rng, G * H, E, dtype=dtype, scale=0.7),
+             w_ih=randn(rng, L - 1, G * H, H, dtype=dtype, scale=0.7),
+             w_hh=randn(rng, L, G * H, H, dtype=dtype, scale=0.5), b=randn(rng, L, G * H, dtype=dtype, scale=0.3),
+             b_hh=randn(rng, L, G * H, dtype=dtype, scale=0.3), w_out=randn(rng, V, H, dtype=dtype, scale=2.0),
+             b_out=randn(rng, V, dtype=dtype), h=randn(rng, L, H, dtype=dtype, scale=0.5),
+             c=randn(rng, L, H, dtype=dtype, scale=0.5))
+    return m
+
+
+def generate(kernels, kind, m, prime, uniforms, temperature, top_k, top_p):
+    m = {k: v.copy() for k, v in m.items()}      # the state is updated in place
+    out = np.full(len(uniforms), -1, dtype=np.int64)
+    tail = (prime, uniforms, temperature, top_k, top_p, out)
+    if kind == "lstm":
+        kernels.lstm_generate(m["embedding"], m["w_ih0"], m["w_ih"], m["w_hh"], m["b"], m["w_out"], m["b_out"],
+                              m["h"], m["c"], *tail)
+    elif kind == "gru":
+        kernels.gru_generate(m["embedding"], m["w_ih0"], m["w_ih"], m["w_hh"], m["b"], m["b_hh"], m["w_out"],
+                             m["b_out"], m["h"], *tail)
+    else:
+        kernels.rnn_generate(m["embedding"], m["w_ih0"], m["w_ih"], m["w_hh"], m["b"], True, m["w_out"],
+                             m["b_out"], m["h"], *tail)
+    return out, m
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_generate_cpu_matches_reference(kind):
+    rng = np.random.default_rng(11)
+    m = make_char_model(rng, kind)
+    prime = np.array([3, 1, 4, 1, 5], dtype=np.int64)
+    uniforms = rng.random(40)
+    for temperature, top_k, top_p in [(1.0, 0, 1.0), (0.7, 4, 1.0), (1.3, 0, 0.8), (1.0, 3, 0.5), (0.0, 0, 1.0)]:
+        want, m_ref = generate(ref, kind, m, prime, uniforms, temperature, top_k, top_p)
+        got, m_cpu = generate(cpu, kind, m, prime, uniforms, temperature, top_k, top_p)
+        assert np.array_equal(got, want), (temperature, top_k, top_p)
+        assert want.min() >= 0 and want.max() < len(m["b_out"])
+        np.testing.assert_allclose(m_cpu["h"], m_ref["h"], rtol=1e-12, atol=1e-12)
+    # top_k = 1 and temperature 0 are both greedy; greedy is deterministic whatever the uniforms
+    greedy, _ = generate(cpu, kind, m, prime, uniforms, 0.0, 0, 1.0)
+    assert np.array_equal(generate(cpu, kind, m, prime, rng.random(40), 0.0, 0, 1.0)[0], greedy)
+    assert np.array_equal(generate(cpu, kind, m, prime, uniforms, 1.0, 1, 1.0)[0], greedy)
+    assert len(np.unique(generate(cpu, kind, m, prime, uniforms, 5.0, 0, 1.0)[0])) > 1  # it samples
+
+
+def test_generate_state_matches_sequence_forward():
+    """After generating, h and c are the LSTM state after reading prime + out[:-1]."""
+    rng = np.random.default_rng(5)
+    m = make_char_model(rng, "lstm", L=2)
+    prime = np.array([2, 7], dtype=np.int64)
+    out, m_after = generate(cpu, "lstm", m, prime, rng.random(6), 1.0, 0, 1.0)
+    inputs = np.concatenate([prime, out[:-1]])
+    x = m["embedding"][inputs][:, None, :]        # (T, 1, E)
+    for layer in range(2):
+        w_in = m["w_ih0"] if layer == 0 else m["w_ih"][layer - 1]
+        T, H = len(inputs), m["h"].shape[1]
+        hs, cs, acts = np.zeros((T + 1, 1, H)), np.zeros((T + 1, 1, H)), np.zeros((T, 1, 4 * H))
+        ref.lstm_sequence_forward(x @ w_in.T + m["b"][layer], m["w_hh"][layer], m["h"][layer][None],
+                                  m["c"][layer][None], hs, cs, acts)
+        np.testing.assert_allclose(m_after["h"][layer], hs[-1, 0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(m_after["c"][layer], cs[-1, 0], rtol=1e-12, atol=1e-12)
+        x = hs[1:]
+
+
+def test_generate_float32_one_layer():
+    rng = np.random.default_rng(2)
+    m = make_char_model(rng, "lstm", L=1, dtype=np.float32)
+    assert m["w_ih"].shape[0] == 0
+    prime, uniforms = np.array([1], dtype=np.int64), rng.random(30).astype(np.float32)
+    got, m_cpu = generate(cpu, "lstm", m, prime, uniforms, 0.0, 0, 1.0)
+    want, m_ref = generate(ref, "lstm", m, prime, uniforms, 0.0, 0, 1.0)
+    assert np.array_equal(got, want)
+    np.testing.assert_allclose(m_cpu["h"], m_ref["h"], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,187 @@
+"""Helpers shared by the CUDA kernels: moving arrays, allocating on the device, launch shapes.
+
+Every public kernel in ``tinyrnn.kernels.cuda`` is a host-side Python function that takes
+*device* arrays (``numba.cuda`` DeviceNDArrays) and launches one or more ``@cuda.jit``
+kernels on the default stream. Launches are asynchronous: nothing waits for the GPU until
+an array is copied back (``to_host``) or ``synchronize()`` is called.
+
+Without a GPU, set ``NUMBA_ENABLE_CUDASIM=1`` *before* ``numba.cuda`` is first imported:
+numba then runs every kernel in its CUDA simulator (plain Python threads, one per GPU
+thread: slow, but it runs the same code, shared memory and barriers included). The tests do
+this. Only ``tinyrnn/kernels/cuda/*`` imports ``numba.cuda``; the CPU path never does.
+
+Launch shapes: one thread per output element for elementwise work (1-D grids of
+``THREADS`` threads), one block of ``ROW_THREADS`` threads per row for row reductions
+(softmax), and ``TILE x TILE`` blocks for the matmuls. Small problems get smaller blocks
+(rounded up to a warp), which also keeps the simulator, which starts one Python thread per
+GPU thread, quick.
+"""
+import math
+
+import numpy as np
+from numba import config, cuda
+
+WARP = 32
+THREADS = 256          # threads per block for 1-D elementwise launches
+ROW_THREADS = 256      # threads per block for one-block-per-row reductions (a power of two)
+TILE = 16              # matmul tile edge: blocks of TILE x TILE threads, one output element each
+
+# Kernel options used by every kernel: compiled code cached on disk; no fastmath, so exp/tanh/log
+# are libdevice's full-precision functions (within an ulp or two) in both dtypes, not the fast
+# approximate intrinsics.
+JIT = dict(cache=True)
+
+
+def jit(fn):
+    """A CUDA kernel (launched as ``fn[blocks, threads](...)``), with the project's options."""
+    return cuda.jit(**JIT)(fn)
+
+
+def device_function(fn):
+    """A function callable from CUDA kernels (not launchable by itself)."""
+    return cuda.jit(device=True, **JIT)(fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Availability
+# --------------------------------------------------------------------------------------------
+def is_simulator() -> bool:
+    """True when numba runs kernels in its CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
+    return bool(config.ENABLE_CUDASIM)
+
+
+def is_available() -> bool:
+    """True when kernels can run: a usable CUDA GPU and driver, or the simulator."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver install raises instead of answering False
+        return False
+
+
+def synchronize():
+    """Wait until every kernel launched so far has finished."""
+    cuda.synchronize()
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays
+# --------------------------------------------------------------------------------------------
+def is_device_array(x) -> bool:
+    """True for a numba.cuda device array (the simulator's stand-in included)."""
+    return not isinstance(x, np.ndarray) and hasattr(x, "copy_to_host")
+
+
+def to_device(a):
+    """A device copy of host array ``a`` (made C-contiguous first); device arrays pass through."""
+    if is_device_array(a):
+        return a
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def to_host(d) -> np.ndarray:
+    """A host (numpy) copy of device array ``d``; waits for the kernels writing it. Host arrays
+    (and lists) pass through as numpy arrays."""
+    if is_device_array(d):
+        return d.copy_to_host()
+    return np.asarray(d)
+
+
+def empty(shape, dtype=np.float32):
+    """An uninitialised device array."""
+    return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+
+def zeros(shape, dtype=np.float32):
+    """A device array of zeros, filled on the device (no host buffer is copied over)."""
+    d = cuda.device_array(shape, dtype=np.dtype(dtype))
+    fill(d, 0)
+    return d
+
+
+def empty_like(d):
+    return cuda.device_array(d.shape, dtype=d.dtype)
+
+
+def zeros_like(d):
+    return zeros(d.shape, d.dtype)
+
+
+def copy(src, dst):
+    """dst[...] = src, device to device (same shape and dtype)."""
+    dst.copy_to_device(src)
+
+
+@jit
+def _fill_kernel(flat, value):
+    i = cuda.grid(1)
+    if i < flat.size:
+        flat[i] = value
+
+
+def fill(d, value):
+    """d[...] = value, in place, on the device (``d`` must be contiguous)."""
+    flat = d.reshape(d.size)
+    if flat.size:
+        _fill_kernel[blocks_for(flat.size), threads_for(flat.size)](flat, d.dtype.type(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Block reductions, used by the one-block-per-row kernels. Every thread of the block must call
+# them (they contain barriers); every thread gets the result. blockDim.x must be a power of two
+# no larger than the shared array. (Comparisons are written out: the builtin max() failed to
+# compile for CUDA with numba 0.68.)
+# --------------------------------------------------------------------------------------------
+@device_function
+def block_max(shared, value):
+    tid = cuda.threadIdx.x
+    shared[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride and shared[tid + stride] > shared[tid]:
+            shared[tid] = shared[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    result = shared[0]
+    cuda.syncthreads()   # everyone has read shared[0] before the next reduction overwrites it
+    return result
+
+
+@device_function
+def block_sum(shared, value):
+    tid = cuda.threadIdx.x
+    shared[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            shared[tid] += shared[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    result = shared[0]
+    cuda.syncthreads()
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Launch shapes
+# --------------------------------------------------------------------------------------------
+def threads_for(n: int, most: int = THREADS) -> int:
+    """Threads per block for ``n`` independent items: ``most``, or ``n`` rounded up to a warp."""
+    return max(WARP, min(most, -(-n // WARP) * WARP))
+
+
+def blocks_for(n: int, most_threads: int = THREADS) -> int:
+    """Blocks needed to give each of ``n`` items a thread, with ``threads_for(n)`` per block."""
+    return max(1, -(-n // threads_for(n, most_threads)))
+
+
+def row_threads(width: int) -> int:
+    """Threads per block for a one-block-per-row reduction over ``width`` columns: a power of
+    two (the tree reduction halves it) between a warp and ``ROW_THREADS``."""
+    return max(WARP, min(ROW_THREADS, 1 << max(0, math.ceil(math.log2(max(width, 1))))))
+
+
+def tile_grid(rows: int, cols: int):
+    """(blocks, threads) for a TILE x TILE tiling of a rows x cols output; x runs over columns."""
+    return (-(-cols // TILE), -(-rows // TILE)), (TILE, TILE)

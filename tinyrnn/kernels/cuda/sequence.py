@@ -1,0 +1,330 @@
+"""A whole recurrent layer (one direction) on the GPU: the time loop runs on the host, every
+step's work on the device.
+
+Shapes and meaning as in ``tinyrnn.kernels.reference.sequence``: ``T`` steps, batch ``B``,
+hidden ``H``, ``G`` gates; ``xproj: (T, B, G*H)`` holds the input projections (with biases,
+GRU: ``b_ih`` only), ``w_hh: (G*H, H)``, ``hs: (T+1, B, H)`` with ``hs[0] = h0``.
+
+Each step is two kernel launches, and nothing comes back to the host inside the loop
+(launches are asynchronous, so the host only queues work):
+
+    forward,  step t:   recurrent matmul   h_t @ W_hh^T                  (matmul.py, tiled)
+                        fused gate kernel  one thread per (b, j)          (cells.py's point math)
+    backward, step t:   fused gate kernel  dgates[t] from dh = dhs[t] + dh_next
+                        recurrent matmul   dh_next = dgates[t] @ W_hh
+
+The matmuls address one step's rows of the (T*B, .) views of the 3-D arrays by a row offset,
+so no array is sliced or allocated per step. The running gradients of the backward pass live
+in the outputs ``dh0_out`` / ``dc0_out`` themselves: they hold dL/dh_t (dL/dc_t) for the step
+being processed and, after step 0, dL/dh_0 (dL/dc_0).
+
+    LSTM forward: acts = xproj (one device copy), then per step acts[t] += h_t @ W_hh^T (the
+        matmul accumulates into the pre-activations) and the gate kernel turns acts[t] into the
+        activated gates in place, writing c_{t+1}, h_{t+1}.
+    GRU forward: gh = h_t @ W_hh^T into a (B, 3H) scratch array (b_hh is added by the gate
+        kernel, which also saves ghn[t] = gh_n + b_hn for the backward).
+    RNN forward: hs[1:] = xproj, then hs[t+1] += h_t @ W_hh^T and the activation in place.
+
+``*_generate`` (batch-1 sampling from a stacked character model) is at the end.
+"""
+import numpy as np
+from numba import cuda
+
+from ..reference.sequence import sample_index   # numpy only: the sampling rule, run on the host
+from .cells import gru_cell_forward, gru_point_backward, gru_point_forward, lstm_cell_forward
+from .cells import lstm_point_backward, lstm_point_forward, rnn_cell_forward, rnn_point_backward, rnn_point_forward
+from .device import blocks_for, copy, is_device_array, jit, threads_for, to_host
+from .elementwise import add_bias_forward
+from .matmul import matmul_nn_rows, matmul_nt_rows
+
+
+def _units(B, H):
+    n = B * H
+    return blocks_for(n), threads_for(n)
+
+
+# ============================================================================================
+# LSTM
+# ============================================================================================
+@jit
+def _lstm_step_forward_kernel(acts, cs, hs, t):
+    """acts[t]: pre-activations in, activated gates (i, f, g, o) out; writes cs[t+1], hs[t+1]."""
+    idx = cuda.grid(1)
+    B, H = hs.shape[1], hs.shape[2]
+    if idx < B * H:
+        b, j = idx // H, idx % H
+        i, f, g, o, c, h = lstm_point_forward(acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j],
+                                              acts[t, b, 3 * H + j], cs[t, b, j], acts.dtype.type(1.0))
+        acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j], acts[t, b, 3 * H + j] = i, f, g, o
+        cs[t + 1, b, j] = c
+        hs[t + 1, b, j] = h
+
+
+@jit
+def _lstm_step_backward_kernel(acts, cs, dhs, t, dh_next, dc_next, dgates):
+    """dh = dhs[t] + dh_next, dc = dc_next -> dgates[t]; dc_next becomes dL/dc_t (in place)."""
+    idx = cuda.grid(1)
+    B, H = dhs.shape[1], dhs.shape[2]
+    if idx < B * H:
+        b, j = idx // H, idx % H
+        d_i, d_f, d_g, d_o, d_c = lstm_point_backward(
+            acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j], acts[t, b, 3 * H + j],
+            cs[t, b, j], cs[t + 1, b, j], dhs[t, b, j] + dh_next[b, j], dc_next[b, j], acts.dtype.type(1.0))
+        dgates[t, b, j], dgates[t, b, H + j], dgates[t, b, 2 * H + j], dgates[t, b, 3 * H + j] = d_i, d_f, d_g, d_o
+        dc_next[b, j] = d_c
+
+
+def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
+    """xproj: (T, B, 4H); w_hh: (4H, H); h0, c0: (B, H).
+    Writes hs_out, cs_out (T+1, B, H) and acts_out (T, B, 4H) (activated gates i, f, g, o)."""
+    T, B, G = xproj.shape
+    H = G // 4
+    copy(h0, hs_out[0])
+    copy(c0, cs_out[0])
+    if T == 0 or B * H == 0:
+        return
+    copy(xproj, acts_out)                          # pre-activations; the matmul adds h_t @ W_hh^T
+    hs2 = hs_out.reshape((T + 1) * B, H)
+    acts2 = acts_out.reshape(T * B, G)
+    blocks, threads = _units(B, H)
+    for t in range(T):
+        matmul_nt_rows(hs2, t * B, w_hh, acts2, t * B, B, True)
+        _lstm_step_forward_kernel[blocks, threads](acts_out, cs_out, hs_out, t)
+
+
+def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_out, dc0_out):
+    """Forward tensors hs, cs (T+1, B, H), acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H).
+    Writes dgates_out (T, B, 4H) and dh0_out, dc0_out (B, H)."""
+    T, B, H = dhs.shape
+    copy(dh_n, dh0_out)                            # running dL/dh, dL/dc of the state after step t
+    copy(dc_n, dc0_out)
+    if T == 0 or B * H == 0:
+        return
+    dgates2 = dgates_out.reshape(T * B, 4 * H)
+    blocks, threads = _units(B, H)
+    for t in range(T - 1, -1, -1):
+        _lstm_step_backward_kernel[blocks, threads](acts, cs, dhs, t, dh0_out, dc0_out, dgates_out)
+        matmul_nn_rows(dgates2, t * B, w_hh, dh0_out, 0, B, False)     # dh_{t} = dgates[t] @ W_hh
+
+
+# ============================================================================================
+# GRU
+# ============================================================================================
+@jit
+def _gru_step_forward_kernel(xproj, gh, b_hh, hs, acts, ghn, t):
+    """gh = h_t @ W_hh^T (without b_hh) -> acts[t] = (r, z, n), hs[t+1], ghn[t] = gh_n + b_hn."""
+    idx = cuda.grid(1)
+    B, H = hs.shape[1], hs.shape[2]
+    if idx < B * H:
+        b, j = idx // H, idx % H
+        gh_n = gh[b, 2 * H + j] + b_hh[2 * H + j]
+        r, z, n, h = gru_point_forward(xproj[t, b, j], xproj[t, b, H + j], xproj[t, b, 2 * H + j],
+                                       gh[b, j] + b_hh[j], gh[b, H + j] + b_hh[H + j], gh_n,
+                                       hs[t, b, j], xproj.dtype.type(1.0))
+        acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j] = r, z, n
+        ghn[t, b, j] = gh_n
+        hs[t + 1, b, j] = h
+
+
+@jit
+def _gru_step_backward_kernel(acts, ghn, hs, dhs, t, dh_next, dgi, dgh):
+    """dh = dhs[t] + dh_next -> dgi[t], dgh[t]; dh_next becomes the direct path dh * z (in place)."""
+    idx = cuda.grid(1)
+    B, H = dhs.shape[1], dhs.shape[2]
+    if idx < B * H:
+        b, j = idx // H, idx % H
+        d_r, d_z, dgi_n, dgh_n, d_h = gru_point_backward(
+            acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j], ghn[t, b, j], hs[t, b, j],
+            dhs[t, b, j] + dh_next[b, j], acts.dtype.type(1.0))
+        dgi[t, b, j], dgi[t, b, H + j], dgi[t, b, 2 * H + j] = d_r, d_z, dgi_n
+        dgh[t, b, j], dgh[t, b, H + j], dgh[t, b, 2 * H + j] = d_r, d_z, dgh_n
+        dh_next[b, j] = d_h
+
+
+def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
+    """xproj: (T, B, 3H) (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H).
+    Writes hs_out (T+1, B, H), acts_out (T, B, 3H) (r, z, n) and ghn_out (T, B, H) = h_t @ W_hn.T + b_hn."""
+    T, B, G = xproj.shape
+    H = G // 3
+    copy(h0, hs_out[0])
+    if T == 0 or B * H == 0:
+        return
+    gh = cuda.device_array((B, G), dtype=xproj.dtype)   # scratch: h_t @ W_hh^T, reused every step
+    hs2 = hs_out.reshape((T + 1) * B, H)
+    blocks, threads = _units(B, H)
+    for t in range(T):
+        matmul_nt_rows(hs2, t * B, w_hh, gh, 0, B, False)
+        _gru_step_forward_kernel[blocks, threads](xproj, gh, b_hh, hs_out, acts_out, ghn_out, t)
+
+
+def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_out):
+    """Forward tensors hs (T+1, B, H), acts (T, B, 3H), ghn (T, B, H); dhs (T, B, H); dh_n (B, H).
+    Writes dgi_out, dgh_out (T, B, 3H) and dh0_out (B, H)."""
+    T, B, H = dhs.shape
+    copy(dh_n, dh0_out)                            # running dL/dh of the state after step t
+    if T == 0 or B * H == 0:
+        return
+    dgh2 = dgh_out.reshape(T * B, 3 * H)
+    blocks, threads = _units(B, H)
+    for t in range(T - 1, -1, -1):
+        _gru_step_backward_kernel[blocks, threads](acts, ghn, hs, dhs, t, dh0_out, dgi_out, dgh_out)
+        matmul_nn_rows(dgh2, t * B, w_hh, dh0_out, 0, B, True)      # dh_t = dh * z + dgh[t] @ W_hh
+
+
+# ============================================================================================
+# RNN
+# ============================================================================================
+@jit
+def _rnn_step_forward_kernel(hs, t, relu):
+    """hs[t+1] holds the pre-activation; replace it by its activation."""
+    idx = cuda.grid(1)
+    B, H = hs.shape[1], hs.shape[2]
+    if idx < B * H:
+        b, j = idx // H, idx % H
+        hs[t + 1, b, j] = rnn_point_forward(hs[t + 1, b, j], relu, hs.dtype.type(0.0))
+
+
+@jit
+def _rnn_step_backward_kernel(hs, dhs, t, dh_next, dpre, relu):
+    """dpre[t] = (dhs[t] + dh_next) * activation'(pre), from the output hs[t+1]."""
+    idx = cuda.grid(1)
+    B, H = dhs.shape[1], dhs.shape[2]
+    if idx < B * H:
+        b, j = idx // H, idx % H
+        dpre[t, b, j] = rnn_point_backward(hs[t + 1, b, j], dhs[t, b, j] + dh_next[b, j], relu,
+                                           hs.dtype.type(0.0), hs.dtype.type(1.0))
+
+
+def rnn_sequence_forward(xproj, w_hh, h0, hs_out, relu):
+    """xproj: (T, B, H); w_hh: (H, H); h0: (B, H). Writes hs_out (T+1, B, H)."""
+    T, B, H = xproj.shape
+    copy(h0, hs_out[0])
+    if T == 0 or B * H == 0:
+        return
+    copy(xproj, hs_out[1:])                        # pre-activations; the matmul adds h_t @ W_hh^T
+    hs2 = hs_out.reshape((T + 1) * B, H)
+    blocks, threads = _units(B, H)
+    for t in range(T):
+        matmul_nt_rows(hs2, t * B, w_hh, hs2, (t + 1) * B, B, True)   # reads rows of step t, writes t+1
+        _rnn_step_forward_kernel[blocks, threads](hs_out, t, bool(relu))
+
+
+def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, dpre_out, dh0_out):
+    """hs (T+1, B, H); dhs (T, B, H); dh_n (B, H). Writes dpre_out (T, B, H) and dh0_out (B, H)."""
+    T, B, H = dhs.shape
+    copy(dh_n, dh0_out)
+    if T == 0 or B * H == 0:
+        return
+    dpre2 = dpre_out.reshape(T * B, H)
+    blocks, threads = _units(B, H)
+    for t in range(T - 1, -1, -1):
+        _rnn_step_backward_kernel[blocks, threads](hs, dhs, t, dh0_out, dpre_out, bool(relu))
+        matmul_nn_rows(dpre2, t * B, w_hh, dh0_out, 0, B, False)      # dh_t = dpre[t] @ W_hh
+
+
+# ============================================================================================
+# Batch-1 generation (stacked, unidirectional character model)
+# ============================================================================================
+# Arguments and the sampling rule as in ``tinyrnn.kernels.reference.sequence`` (see the comment
+# above ``sample_index`` there): embedding (V, E), w_ih0 (G*H, E), w_ih (L-1, G*H, H),
+# w_hh (L, G*H, H), biases (L, G*H), w_out (V, H), b_out (V,) and the state h (L, H) (c (L, H))
+# are device arrays; h and c are updated in place. prime, uniforms and out may be host or device
+# arrays.
+#
+# Each step runs on the device, one launch per matmul and gate kernel, with the per-layer rows
+# addressed by row offsets: layer 0 multiplies the row ``index`` of the embedding, layer l > 0
+# the row l - 1 of h. The logits (V numbers) come back to the host, which samples with the
+# reference's ``sample_index``: batch-1 sampling is latency-bound, and this keeps the GPU's
+# samples identical to the reference's for the same uniforms.
+
+class _Generator:
+    """The parts shared by the three models: buffers, the head, and the sampling loop."""
+
+    def __init__(self, embedding, w_ih0, w_ih, w_hh, w_out, b_out, h):
+        self.embedding, self.w_ih0, self.w_out, self.b_out, self.h = embedding, w_ih0, w_out, b_out, h
+        self.L = w_hh.shape[0]
+        self.w_ih = [w_ih[l] for l in range(self.L - 1)]   # device views, made once per call
+        self.w_hh = [w_hh[l] for l in range(self.L)]
+        self.h_rows = [h[l:l + 1] for l in range(self.L)]  # (1, H) views of each layer's state
+        self.logits = cuda.device_array((1, w_out.shape[0]), dtype=w_out.dtype)
+
+    def input_projection(self, index, layer, out, accumulate):
+        """out (1, G*H) (+)= x @ W_ih^T, x = embedding[index] for layer 0, else h[layer - 1]."""
+        if layer == 0:
+            matmul_nt_rows(self.embedding, int(index), self.w_ih0, out, 0, 1, accumulate)
+        else:
+            matmul_nt_rows(self.h, layer - 1, self.w_ih[layer - 1], out, 0, 1, accumulate)
+
+    def run(self, step, prime, uniforms, temperature, top_k, top_p, out):
+        uniforms = to_host(uniforms)
+        samples = np.empty(out.shape[0], dtype=np.int64)
+        for index in to_host(prime):
+            step(index)
+        for n in range(samples.shape[0]):
+            matmul_nt_rows(self.h, self.L - 1, self.w_out, self.logits, 0, 1, False)
+            add_bias_forward(self.logits, self.b_out)
+            samples[n] = sample_index(self.logits.copy_to_host()[0], uniforms[n], temperature, top_k, top_p)
+            if n + 1 < samples.shape[0]:
+                step(samples[n])
+        if is_device_array(out):
+            out.copy_to_device(samples)
+        else:
+            out[...] = samples
+
+
+def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
+                  temperature, top_k, top_p, out):
+    """Batch-1 LSTM sampling; b (L, 4H) = b_ih + b_hh. Fills out (N,) int64, updates h, c (L, H)."""
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    gates = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    acts = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    b_rows = [b[l] for l in range(gen.L)]
+    c_rows = [c[l:l + 1] for l in range(gen.L)]
+
+    def step(index):
+        for layer in range(gen.L):
+            gen.input_projection(index, layer, gates, False)
+            matmul_nt_rows(h, layer, gen.w_hh[layer], gates, 0, 1, True)
+            add_bias_forward(gates, b_rows[layer])
+            lstm_cell_forward(gates, c_rows[layer], acts, c_rows[layer], gen.h_rows[layer])   # c, h in place
+
+    gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
+
+
+def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
+                 temperature, top_k, top_p, out):
+    """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    gi = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    gh = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    acts = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    b_ih_rows = [b_ih[l] for l in range(gen.L)]
+    b_hh_rows = [b_hh[l] for l in range(gen.L)]
+
+    def step(index):
+        for layer in range(gen.L):
+            gen.input_projection(index, layer, gi, False)
+            add_bias_forward(gi, b_ih_rows[layer])
+            matmul_nt_rows(h, layer, gen.w_hh[layer], gh, 0, 1, False)
+            add_bias_forward(gh, b_hh_rows[layer])
+            h_row = gen.h_rows[layer]
+            gru_cell_forward(gi, gh, h_row, acts, h_row)    # each thread reads its h element, then writes it
+
+    gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
+
+
+def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
+                 temperature, top_k, top_p, out):
+    """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    pre = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    b_rows = [b[l] for l in range(gen.L)]
+
+    def step(index):
+        for layer in range(gen.L):
+            gen.input_projection(index, layer, pre, False)
+            matmul_nt_rows(h, layer, gen.w_hh[layer], pre, 0, 1, True)
+            add_bias_forward(pre, b_rows[layer])
+            rnn_cell_forward(pre, gen.h_rows[layer], relu)
+
+    gen.run(step, prime, uniforms, temperature, top_k, top_p, out)

@@ -1,0 +1,185 @@
+"""A whole recurrent layer (one direction), the time loop inside the kernel (naive numpy; the spec).
+
+Shapes: ``T`` steps, batch ``B``, hidden ``H``, ``G`` gates (LSTM 4, GRU 3, RNN 1).
+
+* ``xproj: (T, B, G*H)`` the input projection ``x @ W_ih.T`` plus biases, computed by the caller
+  with one big matmul: for LSTM and RNN both biases (``b_ih + b_hh``); for GRU only ``b_ih``,
+  because ``b_hh`` sits inside ``r * (h @ W_hn.T + b_hn)`` and is passed separately.
+* ``w_hh: (G*H, H)`` in PyTorch's layout.
+* ``hs_out: (T+1, B, H)``: ``hs_out[0] = h0``, ``hs_out[t+1]`` the state after step ``t``
+  (so the layer's output is ``hs_out[1:]`` and ``h_n = hs_out[T]``); the same for ``cs_out``.
+* The backward takes ``dhs: (T, B, H)``, the gradient w.r.t. ``hs[1:]``, and ``dh_n`` (``dc_n``)
+  for the final state, runs BPTT, and writes the gradients w.r.t. the gate pre-activations of every
+  step plus the initial state(s). The caller finishes with single matmuls:
+  ``dW_hh = dgates^T @ hs[:-1]``, ``dW_ih = dgates^T @ x``, ``dx = dgates @ W_ih`` (dgates as (T*B, G*H)).
+  For GRU ``dgi`` is the gradient w.r.t. ``gi = x @ W_ih.T + b_ih`` and ``dgh`` w.r.t.
+  ``gh = h @ W_hh.T + b_hh`` (so ``dW_hh = dgh^T @ hs[:-1]``, ``db_hh = dgh.sum``).
+
+Batch-1 generation for a stacked, unidirectional character model (``*_generate``) is at the end.
+"""
+import numpy as np
+
+from .cells import (
+    gru_cell_backward, gru_cell_forward, lstm_cell_backward, lstm_cell_forward,
+    rnn_cell_backward, rnn_cell_forward,
+)
+
+
+# ---------------------------------------------------------------------------------------- LSTM
+
+def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
+    """xproj: (T, B, 4H); w_hh: (4H, H); h0, c0: (B, H).
+    Writes hs_out, cs_out (T+1, B, H) and acts_out (T, B, 4H) (activated gates i, f, g, o)."""
+    hs_out[0], cs_out[0] = h0, c0
+    for t in range(xproj.shape[0]):
+        gates = xproj[t] + hs_out[t] @ w_hh.T
+        lstm_cell_forward(gates, cs_out[t], acts_out[t], cs_out[t + 1], hs_out[t + 1])
+
+
+def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_out, dc0_out):
+    """Forward tensors hs, cs (T+1, B, H), acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H).
+    Writes dgates_out (T, B, 4H) and dh0_out, dc0_out (B, H)."""
+    dh, dc = dh_n.copy(), dc_n.copy()          # gradient flowing into the state after step t
+    for t in reversed(range(dhs.shape[0])):
+        dc_prev = np.empty_like(dc)
+        lstm_cell_backward(acts[t], cs[t], cs[t + 1], dh + dhs[t], dc, dgates_out[t], dc_prev)
+        dh, dc = dgates_out[t] @ w_hh, dc_prev
+    dh0_out[...], dc0_out[...] = dh, dc
+
+
+# ----------------------------------------------------------------------------------------- GRU
+
+def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
+    """xproj: (T, B, 3H) (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H).
+    Writes hs_out (T+1, B, H), acts_out (T, B, 3H) (r, z, n) and
+    ghn_out (T, B, H) = h_t @ W_hn.T + b_hn (the hidden part of n, needed by the backward)."""
+    H = h0.shape[1]
+    hs_out[0] = h0
+    for t in range(xproj.shape[0]):
+        gh = hs_out[t] @ w_hh.T + b_hh
+        gru_cell_forward(xproj[t], gh, hs_out[t], acts_out[t], hs_out[t + 1])
+        ghn_out[t] = gh[:, 2 * H:]
+
+
+def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_out):
+    """Forward tensors hs (T+1, B, H), acts (T, B, 3H), ghn (T, B, H); dhs (T, B, H); dh_n (B, H).
+    Writes dgi_out, dgh_out (T, B, 3H) and dh0_out (B, H)."""
+    H = dh_n.shape[1]
+    dh = dh_n.copy()
+    gh = np.zeros((dh_n.shape[0], 3 * H), dh_n.dtype)  # the backward reads only its n part
+    for t in reversed(range(dhs.shape[0])):
+        gh[:, 2 * H:] = ghn[t]
+        dh_direct = np.empty_like(dh)
+        gru_cell_backward(acts[t], gh, hs[t], dh + dhs[t], dgi_out[t], dgh_out[t], dh_direct)
+        dh = dh_direct + dgh_out[t] @ w_hh
+    dh0_out[...] = dh
+
+
+# ----------------------------------------------------------------------------------------- RNN
+
+def rnn_sequence_forward(xproj, w_hh, h0, hs_out, relu):
+    """xproj: (T, B, H); w_hh: (H, H); h0: (B, H). Writes hs_out (T+1, B, H)."""
+    hs_out[0] = h0
+    for t in range(xproj.shape[0]):
+        rnn_cell_forward(xproj[t] + hs_out[t] @ w_hh.T, hs_out[t + 1], relu)
+
+
+def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, dpre_out, dh0_out):
+    """hs (T+1, B, H); dhs (T, B, H); dh_n (B, H). Writes dpre_out (T, B, H) and dh0_out (B, H)."""
+    dh = dh_n.copy()
+    for t in reversed(range(dhs.shape[0])):
+        rnn_cell_backward(hs[t + 1], dh + dhs[t], dpre_out[t], relu)
+        dh = dpre_out[t] @ w_hh
+    dh0_out[...] = dh
+
+
+# ---------------------------------------------------------------------------------- generation
+#
+# Batch-1 sampling from a stacked, unidirectional character model:
+#     embedding (V, E) -> L recurrent layers (hidden H) -> linear head (V, H) -> sample.
+# Per-layer weights are stacked along a leading layer axis, because layer 0 reads the embedding
+# (width E) and the others read H:
+#     w_ih0 (G*H, E)        layer 0's input weights
+#     w_ih  (L-1, G*H, H)   the input weights of layers 1..L-1 (shape (0, G*H, H) when L == 1)
+#     w_hh  (L, G*H, H)
+#     b     (L, G*H)        LSTM and RNN: b_ih + b_hh;  GRU passes b_ih and b_hh separately
+#     w_out (V, H), b_out (V,)
+# h (L, H) (and c (L, H)) hold the initial state and are updated in place. The model first reads
+# prime (P,) (P >= 1, int64), then generates N = len(out) indices, one uniform from uniforms (N,)
+# per index. On return h (c) is the state after reading prime and out[:-1]: to continue, pass
+# out[-1:] as the next prime.
+#
+# Sampling one index from the logits z (V,), with u in [0, 1):
+#     temperature <= 0: argmax(z) (the first maximum), u unused.
+#     else p = softmax(z / temperature); order = indices by decreasing p (stable: ties by index);
+#          keep the first top_k of order (all if top_k <= 0), then, if top_p < 1, the shortest
+#          prefix of those whose probabilities sum to >= top_p; return the first kept index
+#          (walking in that order) at which the running sum of kept p exceeds u * (sum of kept p).
+
+def sample_index(logits, u, temperature, top_k, top_p):
+    """One index from logits (V,) with the uniform u, by the rule above."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    keep = len(p) if top_k <= 0 else min(top_k, len(p))
+    if top_p < 1:
+        cum = np.cumsum(p[order[:keep]])
+        keep = min(keep, int(np.searchsorted(cum, top_p, side="left")) + 1)
+    cum = np.cumsum(p[order[:keep]])
+    j = int(np.searchsorted(cum, u * cum[-1], side="right"))
+    return int(order[min(j, keep - 1)])
+
+
+def _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out):
+    """The loop shared by the three models: step(index) advances the state by one input."""
+    for index in prime:
+        step(index)
+    for n in range(len(out)):
+        logits = w_out @ h[-1] + b_out
+        out[n] = sample_index(logits, uniforms[n], temperature, top_k, top_p)
+        if n + 1 < len(out):
+            step(out[n])
+
+
+def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
+                  temperature, top_k, top_p, out):
+    """Batch-1 LSTM sampling (see the comment above); fills out (N,) int64, updates h, c (L, H)."""
+    def step(index):
+        x = embedding[index]
+        for layer in range(w_hh.shape[0]):
+            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
+            gates = w_in @ x + w_hh[layer] @ h[layer] + b[layer]
+            acts = np.empty_like(gates)
+            lstm_cell_forward(gates[None], c[layer][None], acts[None], c[layer][None], h[layer][None])
+            x = h[layer]
+    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
+
+
+def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
+                 temperature, top_k, top_p, out):
+    """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
+    def step(index):
+        x = embedding[index]
+        for layer in range(w_hh.shape[0]):
+            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
+            gi = w_in @ x + b_ih[layer]
+            gh = w_hh[layer] @ h[layer] + b_hh[layer]
+            acts = np.empty_like(gi)
+            gru_cell_forward(gi[None], gh[None], h[layer][None].copy(), acts[None], h[layer][None])
+            x = h[layer]
+    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
+
+
+def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
+                 temperature, top_k, top_p, out):
+    """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
+    def step(index):
+        x = embedding[index]
+        for layer in range(w_hh.shape[0]):
+            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
+            rnn_cell_forward((w_in @ x + w_hh[layer] @ h[layer] + b[layer])[None], h[layer][None], relu)
+            x = h[layer]
+    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)

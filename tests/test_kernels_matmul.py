@@ -1,0 +1,118 @@
+"""The Numba matmuls (tinyrnn.kernels.cpu.matmul) against the numpy reference.
+
+Shapes cover the register tile (4 x 4) and its ragged edges, the cache blocks (KC = 256 over
+k, MB = NB = 128 over m and n), K = 1 and K = 0, and non-contiguous inputs (step slices,
+transposed views), each with accumulate True and False.
+"""
+import numpy as np
+import pytest
+
+from tinyrnn.kernels import cpu, reference
+from tinyrnn.kernels.cpu import matmul as cpu_matmul
+
+VARIANTS = ["nn", "nt", "tn"]
+SHAPES = [  # (M, K, N)
+    (1, 1, 1),
+    (7, 13, 5),
+    (31, 17, 37),
+    (4, 4, 4),
+    (8, 1, 12),           # K = 1
+    (9, 259, 6),          # one full k block and a 3-wide one
+    (133, 20, 131),       # over MB / NB: several tiles, ragged last ones
+    (5, 0, 3),            # K = 0: out = 0 (or unchanged when accumulating)
+]
+
+
+def operands(rng, variant, M, K, N, dtype):
+    a = rng.standard_normal((K, M) if variant == "tn" else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if variant == "nt" else (K, N)).astype(dtype)
+    return a, b
+
+
+def tolerances(dtype, K):
+    # Entries are N(0, 1): a sum of K products has size ~sqrt(K); rounding error grows ~K * eps.
+    if dtype == np.float32:
+        return dict(rtol=1e-5, atol=1e-6 * max(K, 1))
+    return dict(rtol=1e-12, atol=1e-13 * max(K, 1))
+
+
+def check(variant, a, b, out0, accumulate):
+    M, N = out0.shape
+    K = a.shape[0] if variant == "tn" else a.shape[1]
+    ours, ref = out0.copy(), out0.copy()
+    getattr(cpu, "matmul_" + variant)(a, b, ours, accumulate)
+    getattr(reference, "matmul_" + variant)(a, b, ref, accumulate)
+    np.testing.assert_allclose(ours, ref, **tolerances(out0.dtype, K))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matches_reference(variant, dtype):
+    rng = np.random.default_rng(0)
+    for M, K, N in SHAPES:
+        a, b = operands(rng, variant, M, K, N, dtype)
+        out0 = rng.standard_normal((M, N)).astype(dtype)   # garbage that accumulate=False must overwrite
+        for accumulate in (False, True):
+            check(variant, a, b, out0, accumulate)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_non_contiguous_inputs(variant):
+    """Step slices and transposed views of bigger arrays, as inputs (float32)."""
+    rng = np.random.default_rng(1)
+    M, K, N = 11, 37, 9
+    a, b = operands(rng, variant, M, K, N, np.float32)
+    # The same values, stored with other strides.
+    big_a = np.zeros((2 * a.shape[0], 3 * a.shape[1]), np.float32)
+    big_a[::2, ::3] = a
+    a_strided = big_a[::2, ::3]
+    a_transposed_view = np.ascontiguousarray(a.T).T        # F-ordered, same values
+    b_strided = np.zeros((b.shape[0], 2 * b.shape[1]), np.float32)[:, ::2]
+    b_strided[...] = b
+    b_transposed_view = np.ascontiguousarray(b.T).T
+    out0 = rng.standard_normal((M, N)).astype(np.float32)
+    for aa, bb in [(a_strided, b), (a, b_strided), (a_transposed_view, b_transposed_view),
+                   (a_strided, b_transposed_view)]:
+        assert not (aa.flags.c_contiguous and bb.flags.c_contiguous)
+        for accumulate in (False, True):
+            check(variant, aa, bb, out0, accumulate)
+
+
+def test_non_contiguous_out():
+    """out may be a strided view too; only its own elements are written."""
+    rng = np.random.default_rng(2)
+    a, b = operands(rng, "nt", 6, 10, 7, np.float64)
+    big = rng.standard_normal((12, 7))
+    before = big.copy()
+    reference_out = big[::2].copy()
+    cpu.matmul_nt(a, b, big[::2], True)
+    reference.matmul_nt(a, b, reference_out, True)
+    np.testing.assert_allclose(big[::2], reference_out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(big[1::2], before[1::2])
+
+
+def test_float32_result_is_float32_accurate_at_training_shapes():
+    """A typical per-step shape (B=32, H=256, 4H=1024 gates): max error vs a float64 product."""
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((32, 256)).astype(np.float32)
+    w = rng.standard_normal((1024, 256)).astype(np.float32)
+    out = np.empty((32, 1024), np.float32)
+    cpu.matmul_nt(h, w, out, False)
+    exact = h.astype(np.float64) @ w.astype(np.float64).T
+    assert np.abs(out - exact).max() < 1e-4 * np.sqrt(256) * 4
+
+
+def test_gemm_nt_block_writes_only_its_block():
+    """The serial building block: out[i0:i1, j0:j1] (+)= x[i0:i1] @ y[j0:j1].T, nothing else."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((13, 300))
+    y = rng.standard_normal((11, 300))
+    for accumulate in (False, True):
+        out = rng.standard_normal((13, 11))
+        before = out.copy()
+        i0, i1, j0, j1 = 2, 11, 1, 10
+        cpu_matmul.gemm_nt_block(x, y, out, i0, i1, j0, j1, accumulate)
+        expect = before.copy()
+        block = x[i0:i1] @ y[j0:j1].T
+        expect[i0:i1, j0:j1] = block + (before[i0:i1, j0:j1] if accumulate else 0)
+        np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,279 @@
+"""The ``tinyrnn`` command: train, sample, eval and fill character-level models.
+
+    tinyrnn train                       # the bundled corpus, default model (a few minutes on 2 cores)
+    tinyrnn train poems.txt --cell gru --hidden 128 --steps 2000 --out runs/poems
+    tinyrnn sample runs/poems --prime "The " --length 300 --temperature 0.8
+    tinyrnn eval runs/poems test.txt
+    tinyrnn train poems.txt --bidir --out runs/fill && tinyrnn fill runs/fill "th_ qu_ck br_wn f_x"
+
+Only click is imported at module level: ``tinyrnn --help`` must be instant, so numpy, numba and the
+library load inside each command. Errors the user can fix (``TinyRNNError``) and usage errors are
+printed as one line on stderr with a non-zero exit code; ``--debug`` (anywhere on the command
+line) shows the full traceback instead.
+"""
+import os
+import sys
+
+import click
+
+# Defaults, mirrored from tinyrnn.train.TrainConfig (kept here so --help imports nothing heavy;
+# tests/test_cli.py checks that the two agree).
+DEFAULTS = dict(cell="lstm", layers=2, hidden=256, embed=64, dropout=0.0, optimizer="adam", lr=3e-3,
+                lr_schedule="cosine", warmup=50, clip=5.0, batch_size=32, seq_len=64, val_frac=0.1,
+                encoding_errors="strict", eval_every=250, save_every=500, eval_chars=32768, seed=1337)
+DEFAULT_STEPS = 1500
+EXIT_INTERRUPTED = 130
+
+
+# ----------------------------------------------------------------------------- error handling
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+class App(click.Group):
+    """A click group whose errors are one line on stderr (``--debug``: the traceback)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in args or bool(os.environ.get("TINYRNN_DEBUG"))
+        args = [a for a in args if a != "--debug"]
+        if debug:
+            return super().main(args, prog_name or "tinyrnn", complete_var, standalone_mode, **extra)
+        code = 0
+        try:
+            rv = super().main(args, prog_name or "tinyrnn", complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"error: {_one_line(e.format_message())}{hint}", err=True)
+            code = e.exit_code
+        except click.ClickException as e:
+            click.echo(f"error: {_one_line(e.format_message())}", err=True)
+            code = e.exit_code
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            code = EXIT_INTERRUPTED
+        except Exception as e:                        # noqa: BLE001 - every error becomes one line
+            from tinyrnn.errors import TinyRNNError
+
+            if isinstance(e, TinyRNNError):
+                click.echo(f"error: {_one_line(e)}", err=True)
+            else:
+                click.echo(f"error: {type(e).__name__}: {_one_line(e)} (unexpected; run again with --debug "
+                           "for the traceback and please report it)", err=True)
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+# ----------------------------------------------------------------------------- grouped options
+
+class GroupedOption(click.Option):
+    """An option that belongs to a named section of the help text."""
+
+    def __init__(self, *args, group="Other", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.group = group
+
+
+class GroupedCommand(click.Command):
+    """Lists options in sections (Model, Optimisation, ...) instead of one long list."""
+
+    def format_options(self, ctx, formatter):
+        sections = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "group", "Other"), []).append(record)
+        for name, records in sections.items():
+            with formatter.section(f"{name} options"):
+                formatter.write_dl(records)
+
+
+def opt(*args, group, **kwargs):
+    return click.option(*args, cls=GroupedOption, group=group, **kwargs)
+
+
+def model_opt(*a, **k):
+    return opt(*a, group="Model", **k)
+
+
+def optim_opt(*a, **k):
+    return opt(*a, group="Optimisation", **k)
+
+
+def data_opt(*a, **k):
+    return opt(*a, group="Data", **k)
+
+
+def book_opt(*a, **k):
+    return opt(*a, group="Bookkeeping", **k)
+
+
+def _print_stream():
+    """stdout that never fails on characters the terminal's encoding lacks."""
+    stream = sys.stdout
+    if hasattr(stream, "reconfigure"):
+        try:
+            stream.reconfigure(errors="replace")
+        except (ValueError, OSError):
+            pass
+    return stream
+
+
+# ----------------------------------------------------------------------------- commands
+
+@click.group(cls=App, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option("0.1.0", prog_name="tinyrnn")
+def cli():
+    """Character-level RNN/LSTM/GRU models: train on any UTF-8 text, then sample, evaluate or fill in.
+
+    Add --debug to any command to see full tracebacks.
+    """
+
+
+@cli.command(cls=GroupedCommand)
+@click.argument("corpus", required=False)
+@model_opt("--cell", type=click.Choice(["rnn", "lstm", "gru"]), default=DEFAULTS["cell"], show_default=True,
+           help="Recurrent cell.")
+@model_opt("--layers", type=int, default=DEFAULTS["layers"], show_default=True, help="Stacked layers.")
+@model_opt("--hidden", type=int, default=DEFAULTS["hidden"], show_default=True, help="Hidden units per layer.")
+@model_opt("--embed", type=int, default=DEFAULTS["embed"], show_default=True, help="Character embedding size.")
+@model_opt("--dropout", type=float, default=DEFAULTS["dropout"], show_default=True,
+           help="Dropout between layers and before the output.")
+@model_opt("--bidir", is_flag=True, help="Fill-in objective: predict each character from both sides "
+           "(two separate stacks merged at the output). Use `tinyrnn fill` afterwards.")
+@optim_opt("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "rmsprop", "adagrad"]),
+           default=DEFAULTS["optimizer"], show_default=True)
+@optim_opt("--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="Peak learning rate.")
+@optim_opt("--lr-schedule", type=click.Choice(["cosine", "constant", "step"]), default=DEFAULTS["lr_schedule"],
+           show_default=True, help="After --warmup steps of linear warm-up.")
+@optim_opt("--warmup", type=int, default=DEFAULTS["warmup"], show_default=True, help="Warm-up steps.")
+@optim_opt("--clip", type=float, default=DEFAULTS["clip"], show_default=True,
+           help="Clip the gradient norm to this (0: off).")
+@optim_opt("--batch-size", type=int, default=DEFAULTS["batch_size"], show_default=True,
+           help="Parallel streams over the text.")
+@optim_opt("--seq-len", type=int, default=DEFAULTS["seq_len"], show_default=True,
+           help="Characters per backpropagation window.")
+@optim_opt("--steps", type=int, default=None, help=f"Updates to run [default: {DEFAULT_STEPS}, unless "
+           "--epochs or --time-limit is given].")
+@optim_opt("--epochs", type=float, default=None, help="Passes over the training text (instead of --steps).")
+@optim_opt("--time-limit", type=float, default=None, help="Stop after this many seconds (and save).")
+@data_opt("--val-frac", type=float, default=DEFAULTS["val_frac"], show_default=True,
+          help="The last fraction of the text held out for validation.")
+@data_opt("--encoding-errors", type=click.Choice(["strict", "replace"]), default=DEFAULTS["encoding_errors"],
+          show_default=True, help="What to do with invalid UTF-8.")
+@book_opt("--out", type=str, default=None, help="Run directory [default: runs/<corpus>-<cell>].")
+@book_opt("--eval-every", type=int, default=DEFAULTS["eval_every"], show_default=True)
+@book_opt("--save-every", type=int, default=DEFAULTS["save_every"], show_default=True)
+@book_opt("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@book_opt("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@book_opt("--threads", type=int, default=None, help="Compute threads [default: all cores].")
+@book_opt("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train(ctx, corpus, quiet, resume, out, **options):
+    """Train a character model on CORPUS (UTF-8 text; default: the bundled sample corpus).
+
+    Writes OUT/last and OUT/best checkpoints, OUT/metrics.jsonl and (with matplotlib) OUT/loss.png.
+    Ctrl-C saves a checkpoint; --resume continues from it.
+    """
+    from click.core import ParameterSource
+
+    from tinyrnn.train import TrainConfig, train as run_training
+
+    explicit = {name for name in options
+                if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    cfg = TrainConfig(corpus=corpus, **options)
+    summary = run_training(cfg, out=out, resume=resume, explicit=explicit, progress=not quiet)
+    click.echo(summary["line"])
+    if summary["stopped"] == "interrupted":
+        click.echo(f"interrupted at step {summary['step']}: saved {summary['out']}/last; continue with: "
+                   f"tinyrnn train --resume --out {summary['out']}", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+
+
+@cli.command()
+@click.argument("checkpoint")
+@click.option("--prime", default="", help="Text to start from (not repeated in the output).")
+@click.option("--length", type=int, default=500, show_default=True, help="Characters to generate.")
+@click.option("--temperature", type=float, default=0.8, show_default=True,
+              help="Lower is more conservative; 0 means --argmax.")
+@click.option("--top-k", type=int, default=None, help="Sample only among the k most likely characters.")
+@click.option("--top-p", type=float, default=None, help="Sample only from the smallest set with probability >= p.")
+@click.option("--seed", type=int, default=None, help="Seed for repeatable samples.")
+@click.option("--argmax", is_flag=True, help="Always take the most likely character.")
+def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax):
+    """Generate text from a checkpoint (a run directory, or a .json/.npz file), streaming to stdout."""
+    from tinyrnn.generate import check_sampling_options, generate
+    from tinyrnn.train import load_model
+
+    check_sampling_options(length, temperature, top_k, top_p)
+    model, vocab, _ = load_model(checkpoint)
+    out = _print_stream()
+    out.write(prime)
+    for ch in generate(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax):
+        out.write(ch)
+        out.flush()
+    out.write("\n")
+    out.flush()
+
+
+@cli.command(name="eval")
+@click.argument("checkpoint")
+@click.argument("file")
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
+@click.option("--seq-len", type=int, default=256, show_default=True, help="Characters per evaluation window.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size):
+    """Bits per character and perplexity of a checkpoint on FILE (fill-in bits/char for --bidir models)."""
+    import math
+
+    from tinyrnn.data import describe_chars, load_corpus, remap
+    from tinyrnn.errors import TinyRNNError
+    from tinyrnn.generate import evaluate
+    from tinyrnn.train import load_model
+
+    if seq_len <= 0 or batch_size <= 0:
+        raise TinyRNNError("--seq-len and --batch-size must be positive")
+    model, vocab, _ = load_model(checkpoint)
+    corpus = load_corpus(file, encoding_errors=encoding_errors)
+    ids, unknown = remap(corpus.ids, corpus.vocab, vocab)
+    if unknown:
+        ids = ids[ids >= 0]
+    if len(ids) < 2:
+        raise TinyRNNError(f"{file} has fewer than 2 characters the model knows: nothing to evaluate")
+    loss, count = evaluate(model, ids, batch_size=batch_size, seq_len=seq_len)
+    bpc = loss / math.log(2)
+    kind = "fill-in bits/char" if model.bidir else "bits/char"
+    click.echo(f"{file}: {bpc:.4f} {kind}, perplexity {math.exp(loss):.3f} per character ({count} characters scored)")
+    if unknown:
+        listed = ", ".join(f"{describe_chars(c)} x{n}" for c, n in sorted(unknown.items(), key=lambda kv: -kv[1])[:10])
+        click.echo(f"skipped {sum(unknown.values())} characters outside the model's vocabulary: {listed}")
+
+
+@cli.command()
+@click.argument("checkpoint")
+@click.argument("text")
+@click.option("--mask", default="_", show_default=True, help="The character that marks a gap.")
+@click.option("--sweeps", type=int, default=2, show_default=True, help="Passes over the gaps.")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 picks the most likely character.")
+@click.option("--seed", type=int, default=None)
+def fill(checkpoint, text, mask, sweeps, temperature, seed):
+    """Fill the gaps in TEXT with a bidirectional checkpoint: tinyrnn fill CKPT "th_ qu_ck br_wn f_x"."""
+    from tinyrnn.generate import fill as fill_text
+    from tinyrnn.train import load_model
+
+    model, vocab, _ = load_model(checkpoint)
+    _print_stream().write(fill_text(model, vocab, text, mask=mask, sweeps=sweeps, temperature=temperature,
+                                    seed=seed) + "\n")
+
+
+def main(argv=None):
+    """Console-script entry point (``tinyrnn``)."""
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""The command line end to end: train / sample / eval / fill round trips, resume, Ctrl-C, bad input.
+
+Models are tiny (hidden 16, a handful of steps) so the whole file runs in well under a few minutes.
+"""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tinyrnn import checkpoint
+
+try:                                   # installed (pip install -e .): the real package name
+    import tinyrnn_cli.main as climain
+    CLI_MODULE = "tinyrnn_cli.main"
+except ImportError:                    # a plain checkout: the same file as `cli.main`
+    import cli.main as climain
+    CLI_MODULE = "cli.main"
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHINESE = os.path.join(ROOT, "samples", "corpora", "chinese.txt")
+TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--seq-len", "16",
+        "--eval-every", "4", "--save-every", "4", "--quiet"]
+TEXT = ("the quick brown fox jumps over the lazy dog. a lamp burns by the harbour wall, "
+        "and the boats come home when the tide turns.\n") * 20
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def run(*args):
+    return CliRunner().invoke(climain.cli, [str(a) for a in args], catch_exceptions=True)
+
+
+def ok(*args):
+    r = run(*args)
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    return r
+
+
+def fails(args, *needles, code=None):
+    """The command fails with one `error: ...` line on stderr that mentions every needle."""
+    r = run(*args)
+    assert r.exit_code != 0, r.output
+    if code is not None:
+        assert r.exit_code == code
+    assert "Traceback" not in r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- startup
+
+def test_import_does_not_load_numba():
+    code = f"import {CLI_MODULE}, sys; assert 'numba' not in sys.modules; assert 'numpy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, env=env())
+
+
+def test_help_does_not_load_numba_and_is_quick():
+    code = (f"import sys, time; t = time.perf_counter(); from {CLI_MODULE} import cli\n"
+            "from click.testing import CliRunner\n"
+            "for args in (['--help'], ['train', '--help'], ['sample', '--help']):\n"
+            "    r = CliRunner().invoke(cli, args); assert r.exit_code == 0, r.output\n"
+            "assert 'numba' not in sys.modules and 'tinyrnn' not in sys.modules, sorted(sys.modules)\n"
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env(), capture_output=True, text=True)
+    assert float(out.stdout) < 1.0           # the budget is 0.3 s; a loaded CI machine gets slack
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", CLI_MODULE, "--help"], check=True, env=env(), capture_output=True)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_cli_defaults_match_train_config():
+    from tinyrnn.train import DEFAULT_STEPS, TrainConfig
+
+    cfg = TrainConfig()
+    for name, value in climain.DEFAULTS.items():
+        assert getattr(cfg, name) == value, name
+    assert climain.DEFAULT_STEPS == DEFAULT_STEPS
+
+
+def test_train_help_groups_options():
+    r = ok("train", "--help")
+    for section in ("Model options", "Optimisation options", "Bookkeeping options"):
+        assert section in r.stdout
+
+
+# ----------------------------------------------------------------------------- round trips
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_round_trip_unidirectional(tmp_path, corpus, cell):
+    out = tmp_path / "run"
+    r = ok("train", corpus, "--cell", cell, *TINY, "--steps", "6", "--out", out)
+    assert "val" in r.stdout and "bits/char" in r.stdout
+    for name in ("last.json", "last.npz", "best.json", "best.npz", "metrics.jsonl"):
+        assert (out / name).exists()
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert any("val_bpc" in row for row in rows) and any("loss_bpc" in row for row in rows)
+    r = ok("sample", out, "--prime", "the ", "--length", "40", "--seed", "1")
+    text = r.stdout.rstrip("\n")
+    assert text.startswith("the ") and len(text) == 44 and set(text) <= set(TEXT)
+    assert ok("sample", out, "--length", "20", "--seed", "1").stdout == ok("sample", out, "--length", "20",
+                                                                            "--seed", "1").stdout
+    ok("sample", out, "--length", "10", "--argmax")
+    ok("sample", out / "last.npz", "--length", "10", "--top-k", "3", "--top-p", "0.9", "--temperature", "0.5")
+    r = ok("eval", out, corpus)
+    bpc = float(r.stdout.split(":")[1].split()[0])
+    assert 0 < bpc < 8 and "perplexity" in r.stdout and "fill-in" not in r.stdout
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_round_trip_bidirectional(tmp_path, corpus, cell):
+    out = tmp_path / "run"
+    ok("train", corpus, "--cell", cell, *TINY, "--layers", "2", "--bidir", "--steps", "6", "--out", out)
+    r = ok("fill", out, "th_ qu_ck br_wn f_x")
+    filled = r.stdout.rstrip("\n")
+    assert len(filled) == len("th_ qu_ck br_wn f_x") and "_" not in filled
+    assert filled[:2] == "th" and filled[4:6] == "qu" and set(filled) <= set(TEXT)
+    r = ok("fill", out, "th* qu*ck", "--mask", "*")
+    assert "*" not in r.stdout
+    r = ok("eval", out, corpus)
+    assert "fill-in bits/char" in r.stdout
+    line = fails(["sample", out], "bidirectional", "fill")
+    assert "unidirectional" in line
+
+
+def test_default_corpus(tmp_path):
+    r = ok("train", *TINY, "--steps", "2", "--out", tmp_path / "run")
+    meta, _ = checkpoint.load(tmp_path / "run" / "last")
+    assert meta["data"]["corpus"].endswith("harbour.txt") and meta["data"]["chars"] > 60_000
+    assert "step 2/2" in r.stdout
+
+
+def test_chinese_round_trip(tmp_path):
+    out = tmp_path / "zh"
+    ok("train", CHINESE, "--cell", "gru", "--hidden", "48", "--layers", "1", "--embed", "16", "--batch-size", "8",
+       "--seq-len", "32", "--steps", "40", "--lr", "0.01", "--eval-every", "20", "--quiet", "--out", out)
+    meta, _ = checkpoint.load(out / "last")
+    vocab = set(meta["vocab"])
+    assert {"的", "山", "。"} <= vocab
+    text = ok("sample", out, "--prime", "春天", "--length", "60", "--seed", "3").stdout.rstrip("\n")
+    assert text.startswith("春天") and len(text) == 62
+    assert set(text) <= vocab
+    assert sum("\u4e00" <= c <= "\u9fff" for c in text) > 20
+    r = ok("eval", out, CHINESE)
+    assert float(r.stdout.split(":")[1].split()[0]) < math.log2(len(vocab))
+
+
+# ----------------------------------------------------------------------------- resume and Ctrl-C
+
+def weights(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_resume_continues_exactly(tmp_path, corpus):
+    args = [corpus, "--hidden", "16", "--layers", "2", "--embed", "8", "--batch-size", "4", "--seq-len", "16",
+            "--dropout", "0.2", "--lr-schedule", "constant", "--eval-every", "4", "--save-every", "100",
+            "--threads", "1", "--quiet"]
+    ok("train", *args, "--steps", "12", "--out", tmp_path / "straight")
+    ok("train", *args, "--steps", "5", "--out", tmp_path / "split")
+    r = ok("train", "--resume", "--out", tmp_path / "split", "--steps", "12", "--quiet")
+    assert "resuming" in r.stderr and "step 12/12" in r.stdout
+    a, b = weights(tmp_path / "straight" / "last.npz"), weights(tmp_path / "split" / "last.npz")
+    assert set(a) == set(b)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl")]
+    assert steps == sorted(steps)
+
+
+def test_ctrl_c_saves_a_checkpoint(tmp_path, corpus):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", CLI_MODULE, "train", corpus, *TINY, "--steps", "1000000", "--save-every",
+           "1000000", "--eval-every", "1000000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            metrics = out / "metrics.jsonl"
+            if metrics.exists() and metrics.read_text().count("\n") >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted at step" in stderr and "--resume" in stderr
+    meta, arrays = checkpoint.load(out / "last")
+    assert meta["step"] >= 20 and all(np.isfinite(v).all() for v in arrays.values())
+    r = ok("train", "--resume", "--out", out, "--steps", str(meta["step"] + 2), "--quiet")
+    assert f"step {meta['step'] + 2}" in r.stdout
+
+
+# ----------------------------------------------------------------------------- bidirectional: no leak
+
+def test_bidirectional_does_not_leak(tmp_path):
+    """On i.i.d. random text nothing predicts a character but itself: a fill-in model that can see
+    the character it predicts would drive the loss far below log2(V); a correct one stays near it."""
+    from tinyrnn.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    alphabet = "abcdefghijklmnop"                       # V = 16: log2(V) = 4 bits
+    path = tmp_path / "random.txt"
+    path.write_text("".join(rng.choice(list(alphabet), 20000)), encoding="utf-8")
+    cfg = TrainConfig(corpus=str(path), cell="lstm", layers=2, hidden=32, embed=16, bidir=True, batch_size=16,
+                      seq_len=32, steps=120, lr=1e-2, eval_every=60, save_every=1000)
+    summary = train(cfg, out=str(tmp_path / "run"), progress=False, log=lambda m: None)
+    assert summary["train_bpc"] > 3.8 and summary["val_bpc"] > 3.8, summary
+    # The same model does learn when the neighbours do tell: on "abcdabcd..." the fill-in loss collapses.
+    path2 = tmp_path / "periodic.txt"
+    path2.write_text("abcdefgh" * 2500, encoding="utf-8")
+    cfg.corpus, cfg.steps = str(path2), 60
+    summary = train(cfg, out=str(tmp_path / "run2"), progress=False, log=lambda m: None)
+    assert summary["val_bpc"] < 1.0, summary
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_bad_corpus_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fails(["train", tmp_path / "missing.txt"], "no such file", code=1)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    fails(["train", tmp_path / "empty.txt"], "empty")
+    (tmp_path / "bin.dat").write_bytes(b"\x7fELF\x02\x01\x00\x00binary")
+    fails(["train", tmp_path / "bin.dat"], "binary", "NUL")
+    fails(["train", tmp_path], "directory")
+    assert not (tmp_path / "runs").exists()          # bad input leaves no empty run directory
+
+
+def test_invalid_utf8(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(TEXT.encode() + "caf\xe9 au lait".encode("latin-1") + TEXT.encode())
+    offset = len(TEXT.encode()) + 3
+    fails(["train", bad, *TINY, "--steps", "2", "--out", tmp_path / "r"], f"byte offset {offset}",
+          "--encoding-errors replace")
+    ok("train", bad, *TINY, "--steps", "2", "--encoding-errors", "replace", "--out", tmp_path / "r")
+
+
+def test_short_corpus(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("a tiny poem about the sea, " * 2, encoding="utf-8")     # 54 characters
+    r = ok("train", short, *TINY, "--steps", "2", "--out", tmp_path / "r")
+    assert "using --batch-size" in r.stderr                                 # shrunk with a warning
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("sea", encoding="utf-8")
+    fails(["train", tiny, *TINY, "--out", tmp_path / "r2"], "too short", "at least 19 characters")
+
+
+@pytest.mark.parametrize("option,value,needle", [
+    ("--hidden", "0", "--hidden must be positive"), ("--layers", "-1", "--layers must be positive"),
+    ("--seq-len", "0", "--seq-len must be positive"), ("--batch-size", "0", "--batch-size must be positive"),
+    ("--steps", "0", "--steps must be positive"), ("--lr", "-1", "--lr must be positive"),
+    ("--dropout", "1.5", "--dropout"), ("--cell", "transformer", "'transformer' is not one of"),
+    ("--hidden", "many", "'many' is not a valid integer")])
+def test_bad_options(tmp_path, corpus, option, value, needle):
+    fails(["train", corpus, option, value, "--out", tmp_path / "r"], needle)
+
+
+def test_bad_sampling_options(tmp_path, corpus):
+    out = tmp_path / "run"
+    ok("train", corpus, *TINY, "--steps", "2", "--out", out)
+    fails(["sample", out, "--prime", "the 🙂 Zebra"], "never saw", "'🙂'", "'Z'")
+    fails(["sample", out, "--length", "-1"], "--length")
+    fails(["sample", out, "--top-p", "2"], "--top-p")
+    fails(["fill", out, "th_ qu_ck"], "bidirectional")
+
+
+def test_bad_checkpoints(tmp_path, corpus):
+    out = tmp_path / "run"
+    ok("train", corpus, *TINY, "--steps", "2", "--out", out)
+    fails(["sample", tmp_path / "nowhere"], "no checkpoint")
+    data = (out / "last.npz").read_bytes()
+    (out / "last.npz").write_bytes(data[:100])
+    fails(["sample", out / "last"], "truncated")
+    meta = json.loads((out / "best.json").read_text())
+    meta["version"] = 999
+    (out / "best.json").write_text(json.dumps(meta))
+    fails(["eval", out / "best", corpus], "format version 999")
+    (out / "best.json").write_text("{not json")
+    fails(["sample", out / "best"], "corrupt")
+
+
+def test_eval_reports_unknown_characters(tmp_path, corpus):
+    out = tmp_path / "run"
+    ok("train", corpus, *TINY, "--steps", "2", "--out", out)
+    other = tmp_path / "other.txt"
+    other.write_text("the Zebra ate crème brûlée 🙂 by the sea", encoding="utf-8")
+    r = ok("eval", out, other)
+    assert "bits/char" in r.stdout and "skipped" in r.stdout and "'Z'" in r.stdout and "'🙂'" in r.stdout
+
+
+def test_existing_run_and_resume_conflicts(tmp_path, corpus):
+    out = tmp_path / "run"
+    ok("train", corpus, *TINY, "--steps", "2", "--out", out)
+    fails(["train", corpus, *TINY, "--out", out], "already holds a run", "--resume")
+    fails(["train", "--resume", "--out", out, "--hidden", "32"], "--hidden 32 conflicts", "hidden = 16")
+    fails(["train", "--resume", "--out", out, "--bidir"], "--bidir")
+    fails(["train", "--resume", "--out", tmp_path / "none"], "nothing to resume")
+    fails(["train", "--resume"], "--resume needs --out")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus):
+    out = tmp_path / "run"
+    line = fails(["train", corpus, *TINY, "--optimizer", "sgd", "--lr", "1e30", "--clip", "0", "--warmup", "0",
+                  "--steps", "50", "--save-every", "1", "--out", out], "loss became", "at step", "last good")
+    step = int(line.split("at step ")[1].split(";")[0])
+    meta, arrays = checkpoint.load(out / "last")
+    assert meta["step"] < step
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("model/"))
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(climain.cli, ["train", str(tmp_path / "missing.txt"), "--debug"])
+    assert r.exit_code != 0 and type(r.exception).__name__ == "TinyRNNError"
+    out = subprocess.run([sys.executable, "-m", CLI_MODULE, "train", str(tmp_path / "missing.txt"), "--debug"],
+                         env=env(), capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" in out.stderr

@@ -270,6 +270,19 @@ def fill(checkpoint, text, mask, sweeps, temperature, seed):
                                     seed=seed) + "\n")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("bench_args", nargs=-1, type=click.UNPROCESSED)
+def bench(bench_args):
+    """Speed benchmark: training chars/s for five configs side by side with PyTorch, sampling, start-up, memory.
+
+    All arguments go to the benchmark script (see `tinyrnn bench --help`), e.g.
+    tinyrnn bench --configs a,b --repeats 5 --threads 2
+    """
+    from tinyrnn.bench import main as run_bench
+
+    run_bench(list(bench_args))
+
+
 def main(argv=None):
     """Console-script entry point (``tinyrnn``)."""
     return cli.main(argv)

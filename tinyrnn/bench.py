@@ -2,6 +2,7 @@
 
     python -m tinyrnn.bench                 # everything (PyTorch columns when torch is installed)
     python -m tinyrnn.bench --configs a,b --repeats 5 --threads 2
+    python -m tinyrnn.bench --skip sampling,help,startup,rss   # training throughput only
     tinyrnn bench ...                       # the same, from the CLI
 
 Every config is a character model: vocab 65, embedding size = hidden size, a full softmax head;
@@ -153,17 +154,21 @@ def matmul_peak_gflops(np, repeats=5) -> float:
 
 # ---- sampling --------------------------------------------------------------------------------------
 def tinyrnn_sampling_rate(cfg, length: int) -> float:
+    """Batch-1 generation through the fused generation kernel (what `tinyrnn sample` runs)."""
     import numpy as np
 
     from tinyrnn import manual_seed
     from tinyrnn.generate import sample_indices
+    from tinyrnn.models import CharRNN
 
     manual_seed(0)
-    model = tinyrnn_model(cfg)
-    sample_indices(model, cfg["cell"], [0], 10, temperature=1.0, seed=0)  # compile / warm up
+    model = CharRNN(VOCAB, cell=cfg["cell"], hidden=cfg["hidden"], layers=cfg["layers"], embed=cfg["hidden"])
+    model.eval()
+    for _ in sample_indices(model, [0], 10, temperature=1.0, seed=0):  # compile / warm up
+        pass
     t0 = time.perf_counter()
-    sample_indices(model, cfg["cell"], [0], length, temperature=1.0, seed=0)
-    return length / (time.perf_counter() - t0)
+    n = sum(len(chunk) for chunk in sample_indices(model, [0], length, temperature=1.0, seed=0))
+    return n / (time.perf_counter() - t0)
 
 
 def torch_sampling_rate(cfg, length: int) -> float:
@@ -243,48 +248,86 @@ def _thread_env(threads):
     return env
 
 
+# ---- isolated measurements --------------------------------------------------------------------------
+# Each measurement runs in a fresh worker process: Numba's OpenMP threads and PyTorch's spin-wait
+# after their parallel regions, so two frameworks in one process slow each other down.
+
+def run_worker(kind: str, framework: str, config: str, threads: int, steps: int = 0, sample_length: int = 0) -> float:
+    code = (f"import sys; from tinyrnn.bench import _measure; "
+            f"print(_measure({kind!r}, {framework!r}, {config!r}, {threads}, {steps}, {sample_length}))")
+    out = subprocess.run([sys.executable, "-c", code], env=_thread_env(threads), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark worker {kind}:{framework}:{config} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _measure(kind, framework, config, threads, steps, sample_length) -> float:
+    cfg = CONFIGS[config]
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    else:
+        from tinyrnn import set_num_threads
+
+        set_num_threads(threads)
+    if kind == "sample":
+        return (tinyrnn_sampling_rate if framework == "tinyrnn" else torch_sampling_rate)(cfg, sample_length)
+    step = (tinyrnn_step_fn if framework == "tinyrnn" else torch_step_fn)(cfg)
+    return cfg["batch"] * cfg["seq"] / time_steps(step, steps, repeats=1)
+
+
+def default_steps(cfg) -> int:
+    """Enough steps for a timed block of roughly a second or two."""
+    seconds_per_step = train_flops_per_char(cfg) * cfg["batch"] * cfg["seq"] / 100e9
+    return int(min(20, max(3, 1.5 / seconds_per_step)))
+
+
 # ---- main ------------------------------------------------------------------------------------------
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="tinyrnn bench", description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="timed blocks per measurement (median)")
-    parser.add_argument("--steps", type=int, default=0, help="steps per timed block (default: by config size)")
-    parser.add_argument("--sample-length", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
+    parser.add_argument("--steps", type=int, default=0, help="steps per timed run (default: by config size)")
+    parser.add_argument("--sample-length", type=int, default=3000)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
-    parser.add_argument("--skip", default="", help="comma-separated: sampling,help,startup,rss")
+    parser.add_argument("--skip", default="", help="comma-separated: train,sampling,help,startup,rss")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    os.environ.update(_thread_env(args.threads))
     import numpy as np
 
-    from tinyrnn import set_num_threads
-
-    set_num_threads(args.threads)
-    torch = None
+    have_torch = False
     if not args.no_torch:
         try:
-            import torch
+            import torch  # noqa: F401
 
-            torch.set_num_threads(args.threads)
+            have_torch = True
         except ImportError:
             print("PyTorch not installed: tinyrnn columns only")
     skip = set(filter(None, args.skip.split(",")))
     results = {"threads": args.threads, "configs": {}}
+    nan = float("nan")
+
+    def median_of(kind, framework, config, steps=0, length=0):
+        return _median([run_worker(kind, framework, config, args.threads, steps, length) for _ in range(args.repeats)])
 
     peak = matmul_peak_gflops(np)
     results["matmul_peak_gflops"] = peak
     print(f"matmul peak (numpy float32 2048^3, {args.threads} threads): {peak:.0f} GFLOP/s")
-    print(f"{'cfg':<4}{'model':<22}{'tinyrnn c/s':>12}{'torch c/s':>12}{'ratio':>8}{'FLOP cap':>10}{'% cap':>7}")
-    for name in args.configs.split(","):
+    if "train" not in skip:
+        print(f"{'cfg':<4}{'model':<22}{'tinyrnn c/s':>12}{'torch c/s':>12}{'ratio':>8}{'FLOP cap':>10}{'% cap':>7}")
+    for name in ([] if "train" in skip else args.configs.split(",")):
         cfg = CONFIGS[name]
-        chars = cfg["batch"] * cfg["seq"]
-        steps = args.steps or max(2, int(60_000 / (train_flops_per_char(cfg) * chars / 2e9 * 100)))
-        steps = min(steps, 20)
-        ours = chars / time_steps(tinyrnn_step_fn(cfg), steps, args.repeats)
-        theirs = chars / time_steps(torch_step_fn(cfg), steps, args.repeats) if torch else float("nan")
+        steps = args.steps or default_steps(cfg)
+        ours, theirs = [], []
+        for _ in range(args.repeats):  # interleaved, so slow drifts in machine load hit both alike
+            ours.append(run_worker("train", "tinyrnn", name, args.threads, steps))
+            if have_torch:
+                theirs.append(run_worker("train", "torch", name, args.threads, steps))
+        ours, theirs = _median(ours), (_median(theirs) if theirs else nan)
         cap = peak * 1e9 / train_flops_per_char(cfg)
         desc = f"{'bi-' if cfg['bidir'] else ''}{cfg['cell'].upper()} {cfg['layers']}x{cfg['hidden']} B{cfg['batch']} T{cfg['seq']}"
         print(f"{name:<4}{desc:<22}{ours:>12.0f}{theirs:>12.0f}{ours / theirs:>8.2f}{cap:>10.0f}{100 * ours / cap:>6.0f}%",
@@ -292,8 +335,8 @@ def main(argv=None):
         results["configs"][name] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs, flop_cap=cap)
 
     if "sampling" not in skip:
-        ours = tinyrnn_sampling_rate(CONFIGS["b"], args.sample_length)
-        theirs = torch_sampling_rate(CONFIGS["b"], min(args.sample_length, 500)) if torch else float("nan")
+        ours = median_of("sample", "tinyrnn", "b", length=args.sample_length)
+        theirs = median_of("sample", "torch", "b", length=min(args.sample_length, 500)) if have_torch else nan
         print(f"batch-1 sampling (b): tinyrnn {ours:.0f} chars/s, torch {theirs:.0f} chars/s, ratio {ours / theirs:.1f}")
         results["sampling"] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs)
     if "help" not in skip:
@@ -305,13 +348,13 @@ def main(argv=None):
 
         with tempfile.TemporaryDirectory() as cold:
             cold_t = first_step_time(cold)
-        warm_t = first_step_time(None)
-        warm_t = min(warm_t, first_step_time(None))
+        first_step_time(None)  # make sure the default cache is filled
+        warm_t = _median([first_step_time(None) for _ in range(3)])
         print(f"time to first training step (b): warm JIT cache {warm_t:.2f} s, cold cache {cold_t:.2f} s")
         results["first_step"] = dict(warm=warm_t, cold=cold_t)
     if "rss" not in skip:
         ours = peak_rss_mb("tinyrnn", args.threads)
-        theirs = peak_rss_mb("torch", args.threads) if torch else float("nan")
+        theirs = peak_rss_mb("torch", args.threads) if have_torch else nan
         print(f"peak RSS (c, 3 steps): tinyrnn {ours:.0f} MB, torch {theirs:.0f} MB")
         results["peak_rss_mb"] = dict(tinyrnn=ours, torch=theirs)
     if args.json:

@@ -1,15 +1,18 @@
 """Using a trained character model: sample text, fill in masked characters, measure bits/char.
 
-Everything here runs under ``no_grad``: no tape is built. Generation goes through one function,
-``make_stepper(model)``, which returns ``feed(ids) -> logits of the last position``; a faster
-batch-1 kernel only has to replace it.
+Everything here runs under ``no_grad``: no tape is built. Sampling runs the batch-1 generation
+kernels (``lstm_generate`` / ``gru_generate`` / ``rnn_generate`` in ``tinyrnn.kernels``): the whole
+loop - embedding, the stacked cells, the head, softmax, top-k/top-p and the draw - stays inside
+Numba, with no Python per character. The sampling rule is ``sample_index`` of the reference kernels.
 """
 import math
 
 import numpy as np
 
 from . import ops
+from .backend import kernels
 from .errors import TinyRNNError
+from .kernels.reference.sequence import sample_index
 from .tensor import no_grad
 
 LN2 = math.log(2.0)
@@ -17,41 +20,65 @@ LN2 = math.log(2.0)
 
 # ----------------------------------------------------------------------------- sampling
 
-def sample_index(logits, rng, temperature=1.0, top_k=None, top_p=None, argmax=False):
-    """Pick a vocabulary index from one row of logits (V,).
+def generation_weights(model) -> dict:
+    """A unidirectional CharRNN's weights in the layout of the ``*_generate`` kernels.
 
-    temperature: divide the logits by it (lower = more conservative); 0 means argmax.
-    top_k: keep only the k most likely characters.  top_p: keep the smallest set of most likely
-    characters whose probabilities add up to at least p ("nucleus" sampling).
+    Per-layer arrays are stacked on a leading layer axis; layer 0's input weights (which read the
+    embedding) stand apart as ``w_ih0``. LSTM and RNN take one bias b = b_ih + b_hh per layer.
     """
-    if argmax or temperature == 0:
-        return int(np.argmax(logits))
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    p = np.exp(z - z.max())
-    if top_k is not None and top_k < len(p):
-        p[p < np.partition(p, -top_k)[-top_k]] = 0.0
-    if top_p is not None and top_p < 1.0:
-        order = np.argsort(-p)
-        cum = np.cumsum(p[order]) / p.sum()
-        p[order[np.searchsorted(cum, top_p) + 1:]] = 0.0
-    cdf = np.cumsum(p)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+    rnn, L, H = model.rnn, model.layers, model.hidden
+    dtype = model.embed.weight.dtype
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[model.cell]
+    get = lambda name, k: np.ascontiguousarray(getattr(rnn, f"{name}_l{k}").data)  # noqa: E731
+    zeros = np.zeros(G * H, dtype=dtype)
+    b_ih = np.stack([get("bias_ih", k) if rnn.bias else zeros for k in range(L)])
+    b_hh = np.stack([get("bias_hh", k) if rnn.bias else zeros for k in range(L)])
+    w = dict(embedding=np.ascontiguousarray(model.embed.weight.data),
+             w_ih0=get("weight_ih", 0),
+             w_ih=np.stack([get("weight_ih", k) for k in range(1, L)]) if L > 1 else np.zeros((0, G * H, H), dtype),
+             w_hh=np.stack([get("weight_hh", k) for k in range(L)]),
+             w_out=np.ascontiguousarray(model.head.weight.data),
+             b_out=np.ascontiguousarray(model.head.bias.data))
+    if model.cell == "gru":
+        w.update(b_ih=b_ih, b_hh=b_hh)
+    else:
+        w.update(b=b_ih + b_hh)
+    return w
 
 
-def make_stepper(model):
-    """feed(ids: list of int) -> logits (V,) after the last id; the recurrent state lives inside.
+def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=None, seed=None, chunk=32):
+    """Yield arrays of sampled vocabulary indices (``chunk`` at a time, ``length`` in all).
 
-    This is the batch-1 generation loop's only contact with the model (a fused kernel can replace it).
+    The model reads ``prime_ids`` first. temperature 0 means argmax; top_k / top_p restrict the
+    draw to the k most likely characters / the smallest set with probability >= p.
     """
-    state = None
-
-    def feed(ids):
-        nonlocal state
-        x = np.asarray(ids, dtype=np.int64).reshape(-1, 1)          # (T, B=1)
-        logits, state = model(x, state)
-        return logits.data[-1, 0]
-
-    return feed
+    w = generation_weights(model)
+    L, H = model.layers, model.hidden
+    dtype = w["w_out"].dtype
+    h = np.zeros((L, H), dtype=dtype)
+    c = np.zeros((L, H), dtype=dtype)
+    rng = np.random.default_rng(seed)
+    top_k = 0 if top_k is None else int(top_k)
+    top_p = 1.0 if top_p is None else float(top_p)
+    K = kernels()
+    prime = np.ascontiguousarray(prime_ids, dtype=np.int64)
+    done = 0
+    while done < length:
+        n = min(chunk, length - done)
+        out = np.empty(n, dtype=np.int64)
+        uniforms = rng.random(n)
+        if model.cell == "lstm":
+            K.lstm_generate(w["embedding"], w["w_ih0"], w["w_ih"], w["w_hh"], w["b"], w["w_out"], w["b_out"],
+                            h, c, prime, uniforms, temperature, top_k, top_p, out)
+        elif model.cell == "gru":
+            K.gru_generate(w["embedding"], w["w_ih0"], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["w_out"],
+                           w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
+        else:
+            K.rnn_generate(w["embedding"], w["w_ih0"], w["w_ih"], w["w_hh"], w["b"], model.rnn.nonlinearity == "relu",
+                           w["w_out"], w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
+        yield out
+        prime = out[-1:]  # the state now holds everything before the last sampled index
+        done += n
 
 
 def check_sampling_options(length, temperature, top_k, top_p):
@@ -83,15 +110,10 @@ def generate(model, vocab, prime="", length=500, temperature=1.0, top_k=None, to
                            "remove them from the prime")
     if not prime:
         prime = next((c for c in "\n " if c in vocab.index), vocab.chars[0])
-    rng = np.random.default_rng(seed)
-    model.eval()
-    with no_grad():
-        feed = make_stepper(model)
-        logits = feed(vocab.encode(prime))
-        for _ in range(length):
-            i = sample_index(logits, rng, temperature, top_k, top_p, argmax)
+    temperature = 0.0 if argmax else temperature
+    for chunk in sample_indices(model, vocab.encode(prime), length, temperature, top_k, top_p, seed):
+        for i in chunk:
             yield vocab.chars[i]
-            logits = feed([i])
 
 
 # ----------------------------------------------------------------------------- fill in
@@ -123,7 +145,7 @@ def fill(model, vocab, text, mask="_", sweeps=2, temperature=0.0, seed=None):
         for _ in range(max(1, sweeps)):
             for t in positions:
                 logits = model.fill_logits(ids.reshape(-1, 1)).data[t, 0]
-                ids[t] = sample_index(logits, rng, temperature=temperature)
+                ids[t] = sample_index(np.asarray(logits, np.float64), rng.random(), temperature, 0, 1.0)
     return vocab.decode(ids)
 
 

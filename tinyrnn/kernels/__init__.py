@@ -73,3 +73,27 @@ sequence.py - a whole layer, one direction; the time loop runs inside the kernel
 
 See each module for the exact math.
 """
+
+import importlib
+
+SUBMODULES = ("matmul", "loss", "embedding", "elementwise", "cells", "sequence")
+
+
+def lazy_lookup(package: str, namespace: dict):
+    """A module ``__getattr__`` for the three kernel packages: find a kernel name in the submodules
+    on first use (importing only then, so ``import tinyrnn`` compiles and imports nothing)."""
+
+    def __getattr__(name):
+        for sub in SUBMODULES:
+            try:
+                module = importlib.import_module(f"{package}.{sub}")
+            except ModuleNotFoundError as e:
+                if e.name == f"{package}.{sub}":
+                    continue
+                raise
+            if hasattr(module, name):
+                namespace[name] = value = getattr(module, name)
+                return value
+        raise AttributeError(f"module {package!r} has no kernel {name!r}")
+
+    return __getattr__

@@ -171,6 +171,8 @@ def cli():
 @book_opt("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
 @book_opt("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @book_opt("--threads", type=int, default=None, help="Compute threads [default: all cores].")
+@book_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+          help="Where to compute (cuda: an NVIDIA GPU through numba.cuda).")
 @book_opt("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx, corpus, quiet, resume, out, **options):
@@ -204,13 +206,15 @@ def train(ctx, corpus, quiet, resume, out, **options):
 @click.option("--top-p", type=float, default=None, help="Sample only from the smallest set with probability >= p.")
 @click.option("--seed", type=int, default=None, help="Seed for repeatable samples.")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
-def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax):
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to run the model (cuda: an NVIDIA GPU).")
+def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, device):
     """Generate text from a checkpoint (a run directory, or a .json/.npz file), streaming to stdout."""
     from tinyrnn.generate import check_sampling_options, generate
     from tinyrnn.train import load_model
 
     check_sampling_options(length, temperature, top_k, top_p)
-    model, vocab, _ = load_model(checkpoint)
+    model, vocab, _ = load_model(checkpoint, device)
     out = _print_stream()
     out.write(prime)
     for ch in generate(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax):
@@ -226,7 +230,9 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax):
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
 @click.option("--seq-len", type=int, default=256, show_default=True, help="Characters per evaluation window.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
-def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size):
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to run the model (cuda: an NVIDIA GPU).")
+def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device):
     """Bits per character and perplexity of a checkpoint on FILE (fill-in bits/char for --bidir models)."""
     import math
 
@@ -237,7 +243,7 @@ def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size):
 
     if seq_len <= 0 or batch_size <= 0:
         raise TinyRNNError("--seq-len and --batch-size must be positive")
-    model, vocab, _ = load_model(checkpoint)
+    model, vocab, _ = load_model(checkpoint, device)
     corpus = load_corpus(file, encoding_errors=encoding_errors)
     ids, unknown = remap(corpus.ids, corpus.vocab, vocab)
     if unknown:
@@ -260,12 +266,14 @@ def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size):
 @click.option("--sweeps", type=int, default=2, show_default=True, help="Passes over the gaps.")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 picks the most likely character.")
 @click.option("--seed", type=int, default=None)
-def fill(checkpoint, text, mask, sweeps, temperature, seed):
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to run the model (cuda: an NVIDIA GPU).")
+def fill(checkpoint, text, mask, sweeps, temperature, seed, device):
     """Fill the gaps in TEXT with a bidirectional checkpoint: tinyrnn fill CKPT "th_ qu_ck br_wn f_x"."""
     from tinyrnn.generate import fill as fill_text
     from tinyrnn.train import load_model
 
-    model, vocab, _ = load_model(checkpoint)
+    model, vocab, _ = load_model(checkpoint, device)
     _print_stream().write(fill_text(model, vocab, text, mask=mask, sweeps=sweeps, temperature=temperature,
                                     seed=seed) + "\n")
 

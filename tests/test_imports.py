@@ -18,7 +18,7 @@ def test_building_a_model_imports_numba_only_when_a_kernel_runs():
         "from tinyrnn import nn\n"
         "lstm = nn.LSTM(3, 4)\n"
         "print('numba' in sys.modules)\n"
-        "lstm(tinyrnn.tensor(np.zeros((2, 1, 3))))\n"
+        "lstm(tinyrnn.tensor(np.zeros((2, 1, 3)), dtype=np.float32))\n"
         "print('numba' in sys.modules, 'numba.cuda' in sys.modules)\n"
     )
     assert _run(code).split() == ["False", "True", "False"]

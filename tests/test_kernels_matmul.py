@@ -1,8 +1,10 @@
 """The Numba matmuls (tinyrnn.kernels.cpu.matmul) against the numpy reference.
 
-Shapes cover the register tile (4 x 4) and its ragged edges, the cache blocks (KC = 256 over
-k, MB = NB = 128 over m and n), K = 1 and K = 0, and non-contiguous inputs (step slices,
-transposed views), each with accumulate True and False.
+Shapes cover the tiles (4 x 64 outer-product micro tiles for nn / tn, 4 x 4 dot-product tiles
+for nt) and their ragged edges, the cache blocks (KC = 256 over k, MB = 128 rows of S,
+NB = 512 rows of V, 128 columns of the dot engine), K = 1 and K = 0, and non-contiguous
+inputs (step slices, transposed views: these exercise packing S and writing out transposed),
+each with accumulate True and False.
 """
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ SHAPES = [  # (M, K, N)
     (9, 259, 6),          # one full k block and a 3-wide one
     (133, 20, 131),       # over MB / NB: several tiles, ragged last ones
     (5, 0, 3),            # K = 0: out = 0 (or unchanged when accumulating)
+    (70, 514, 517),       # over NR = 64 and NB = 512 (ragged panels), two k blocks + 2
 ]
 
 

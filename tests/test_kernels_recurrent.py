@@ -11,8 +11,9 @@ from tinyrnn.kernels import cpu, reference as ref
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-# (T, B, H): awkward sizes, more than one block of hidden units (UNITS = 16), a partial tile
-SIZES = [(1, 1, 1), (5, 3, 7), (4, 6, 37)]
+# (T, B, H): awkward sizes, partial 4 x 4 tiles, more than one block of hidden units (UNITS = 16),
+# and more than one parallel chunk (CHUNK = 64) with a partial last chunk
+SIZES = [(1, 1, 1), (5, 3, 7), (4, 6, 37), (3, 5, 83)]
 
 
 def randn(rng, *shape, dtype=np.float64, scale=1.0):

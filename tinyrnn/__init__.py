@@ -13,12 +13,15 @@ side; also importable as ``tinyrnn.functional``), ``kernels/`` (numpy reference,
 ``nn/`` (modules, cells, sequence layers), ``optim/``, ``gradcheck``, and for character models
 ``data``, ``models``, ``train``, ``generate``, ``checkpoint``.
 
+On a GPU: ``tinyrnn.set_device('cuda')`` before building the model (or ``model.to('cuda')``,
+``x.to('cuda')``); the same code then runs with numba.cuda kernels.
+
 Importing tinyrnn compiles nothing and does not import numba: kernels load on first use and are
 cached on disk.
 """
 from . import ops
 from . import ops as functional
-from .backend import set_num_threads
+from .backend import DeviceError, get_device, require_device, set_device, set_num_threads
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
 from .tensor import Tensor, is_grad_enabled, no_grad, tensor
@@ -26,7 +29,8 @@ from .tensor import Tensor, is_grad_enabled, no_grad, tensor
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError", "manual_seed",
-           "set_num_threads", "ops", "functional", "nn", "optim"]
+           "set_num_threads", "set_device", "get_device", "require_device", "DeviceError",
+           "ops", "functional", "nn", "optim"]
 
 
 def __getattr__(name):

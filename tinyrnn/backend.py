@@ -1,19 +1,77 @@
-"""Which kernel module runs the ops: the Numba CPU kernels, the CUDA kernels, or the numpy reference.
+"""Devices and kernels: where tensors live ('cpu' or 'cuda') and which kernel module runs the ops.
 
 The three modules in ``tinyrnn.kernels`` share function names and arguments, so an op calls
-``kernels().matmul_nn(...)`` without caring which one it gets. The module is imported on first
-use: ``import tinyrnn`` does not import numba.
+``kernels(device).matmul_nn(...)`` without caring which one it gets. The module is imported on
+first use: ``import tinyrnn`` does not import numba, and the CPU path never imports numba.cuda.
 
+A tensor's device follows from its data's type: a numpy array is on the CPU, a numba.cuda device
+array on the GPU. Ops take the device from their inputs (all inputs must agree) and allocate
+their outputs on it through ``arrays(device)``: numpy itself for 'cpu', and
+``tinyrnn.kernels.cuda.arrays`` (the same function names over device arrays) for 'cuda'.
+
+``set_device('cuda')`` makes new tensors and parameters start on the GPU;
 ``TINYRNN_KERNELS=reference`` in the environment selects the slow, plain-numpy reference
-kernels (handy for reading along in a debugger, and for checking a suspected kernel bug).
+kernels for the CPU (handy for reading along in a debugger, and for checking a suspected kernel bug).
 """
 import importlib
 import os
+from types import SimpleNamespace
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+NO_GPU = "--device cuda: no CUDA GPU found (numba.cuda.is_available() is False); use --device cpu"
+
+HOST = (np.ndarray, np.generic)   # what CPU tensors hold (an op on 0-d arrays may give a numpy scalar)
 
 _modules = {}
 _default_device = "cpu"
 
 
+class DeviceError(RuntimeError):
+    """An op got tensors on different devices, or an op that has no CUDA version got a CUDA tensor."""
+
+
+# ---- which device -----------------------------------------------------------------------------
+def device_of(array) -> str:
+    """'cpu' for a numpy array, 'cuda' for a numba.cuda device array (no numba import needed)."""
+    return "cpu" if isinstance(array, HOST) else "cuda"
+
+
+def is_device_array(x) -> bool:
+    """True for a numba.cuda device array (or the CUDA simulator's stand-in)."""
+    return not isinstance(x, HOST) and hasattr(x, "copy_to_host")
+
+
+def require_device(device: str) -> str:
+    """Check that ``device`` can be used; returns it. Raises ValueError with one line otherwise:
+    an unknown name, or 'cuda' with neither a CUDA GPU nor the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+    if device == "cuda":
+        try:
+            from numba import cuda
+
+            available = bool(cuda.is_available())
+        except Exception:  # numba without CUDA support, or a broken driver install
+            available = False
+        if not available:
+            raise ValueError(NO_GPU)
+    return device
+
+
+def set_device(device: str):
+    """Make ``device`` the default for new tensors and parameters ('cpu' or 'cuda')."""
+    global _default_device
+    _default_device = require_device(device)
+
+
+def get_device() -> str:
+    """The default device for new tensors and parameters."""
+    return _default_device
+
+
+# ---- which kernels, which allocator -------------------------------------------------------------
 def kernels(device: str | None = None):
     """The kernel module for ``device`` ('cpu' or 'cuda'; default: the current default device)."""
     device = device or _default_device
@@ -22,6 +80,40 @@ def kernels(device: str | None = None):
     if module is None:
         module = _modules[name] = importlib.import_module(f"tinyrnn.kernels.{name}")
     return module
+
+
+# Array helpers for the CPU: numpy itself. ``tinyrnn.kernels.cuda.arrays`` has the same names.
+_NUMPY = SimpleNamespace(
+    empty=np.empty, zeros=np.zeros, empty_like=np.empty_like, zeros_like=np.zeros_like,
+    ones_like=np.ones_like, contiguous=np.ascontiguousarray, copyto=np.copyto, add=np.add,
+)
+
+
+def arrays(device: str):
+    """Allocation and copy helpers for ``device``: empty, zeros, empty_like, zeros_like, ones_like,
+    contiguous, copyto(dst, src), add(a, b). For 'cpu' these are numpy's own functions."""
+    if device == "cpu":
+        return _NUMPY
+    module = _modules.get("cuda.arrays")
+    if module is None:
+        module = _modules["cuda.arrays"] = importlib.import_module("tinyrnn.kernels.cuda.arrays")
+    return module
+
+
+def to_device(array, device: str):
+    """``array`` on ``device``: the same object if it is there already, else a copy."""
+    if device == "cpu":
+        return array.copy_to_host() if is_device_array(array) else np.asarray(array)
+    if device != "cuda":
+        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+    if is_device_array(array):
+        return array
+    return arrays("cuda").to_device(array)
+
+
+def to_numpy(array) -> np.ndarray:
+    """A numpy array with ``array``'s values (the array itself on the CPU, a host copy from the GPU)."""
+    return array.copy_to_host() if is_device_array(array) else array
 
 
 def set_num_threads(n: int):

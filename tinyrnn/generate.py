@@ -29,16 +29,16 @@ def generation_weights(model) -> dict:
     rnn, L, H = model.rnn, model.layers, model.hidden
     dtype = model.embed.weight.dtype
     G = {"rnn": 1, "lstm": 4, "gru": 3}[model.cell]
-    get = lambda name, k: np.ascontiguousarray(getattr(rnn, f"{name}_l{k}").data)  # noqa: E731
+    get = lambda name, k: np.ascontiguousarray(getattr(rnn, f"{name}_l{k}").numpy())  # noqa: E731
     zeros = np.zeros(G * H, dtype=dtype)
     b_ih = np.stack([get("bias_ih", k) if rnn.bias else zeros for k in range(L)])
     b_hh = np.stack([get("bias_hh", k) if rnn.bias else zeros for k in range(L)])
-    w = dict(embedding=np.ascontiguousarray(model.embed.weight.data),
+    w = dict(embedding=np.ascontiguousarray(model.embed.weight.numpy()),
              w_ih0=get("weight_ih", 0),
              w_ih=np.stack([get("weight_ih", k) for k in range(1, L)]) if L > 1 else np.zeros((0, G * H, H), dtype),
              w_hh=np.stack([get("weight_hh", k) for k in range(L)]),
-             w_out=np.ascontiguousarray(model.head.weight.data),
-             b_out=np.ascontiguousarray(model.head.bias.data))
+             w_out=np.ascontiguousarray(model.head.weight.numpy()),
+             b_out=np.ascontiguousarray(model.head.bias.numpy()))
     if model.cell == "gru":
         w.update(b_ih=b_ih, b_hh=b_hh)
     else:
@@ -50,7 +50,9 @@ def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=
     """Yield arrays of sampled vocabulary indices (``chunk`` at a time, ``length`` in all).
 
     The model reads ``prime_ids`` first. temperature 0 means argmax; top_k / top_p restrict the
-    draw to the k most likely characters / the smallest set with probability >= p.
+    draw to the k most likely characters / the smallest set with probability >= p. Batch-1
+    sampling is bound by latency, not arithmetic, so it always runs the CPU kernel (for a model
+    on the GPU too: its weights are copied to the host once).
     """
     w = generation_weights(model)
     L, H = model.layers, model.hidden
@@ -60,7 +62,7 @@ def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=
     rng = np.random.default_rng(seed)
     top_k = 0 if top_k is None else int(top_k)
     top_p = 1.0 if top_p is None else float(top_p)
-    K = kernels()
+    K = kernels("cpu")
     prime = np.ascontiguousarray(prime_ids, dtype=np.int64)
     done = 0
     while done < length:
@@ -144,7 +146,7 @@ def fill(model, vocab, text, mask="_", sweeps=2, temperature=0.0, seed=None):
     with no_grad():
         for _ in range(max(1, sweeps)):
             for t in positions:
-                logits = model.fill_logits(ids.reshape(-1, 1)).data[t, 0]
+                logits = model.fill_logits(ids.reshape(-1, 1)).numpy()[t, 0]
                 ids[t] = sample_index(np.asarray(logits, np.float64), rng.random(), temperature, 0, 1.0)
     return vocab.decode(ids)
 

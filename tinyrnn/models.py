@@ -69,7 +69,7 @@ class CharRNN(nn.Module):
         fwd, _ = self.rnn(e)                                     # fwd[t]: after x_0..x_t
         bwd_rev, _ = self.rnn_backward(e[::-1])                  # bwd_rev[j]: after x_{T-1}..x_{T-1-j}
         bwd = bwd_rev[::-1]                                      # bwd[t]: after x_{T-1}..x_t
-        zeros = Tensor(np.zeros((1, B, self.hidden), dtype=fwd.dtype))
+        zeros = Tensor(np.zeros((1, B, self.hidden), dtype=fwd.dtype), device=fwd.device)
         before = ops.concat([zeros, fwd[:T - 1]], axis=0)        # before[t]: after x_0..x_{t-1}
         after = ops.concat([bwd[1:], zeros], axis=0)             # after[t]: after x_{T-1}..x_{t+1}
         return self.head(self.drop(ops.concat([before, after], axis=2)))

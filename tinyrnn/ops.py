@@ -12,16 +12,44 @@ Every op follows one pattern (micrograd's, on arrays):
 Binary ops broadcast like numpy; their backward sums the gradient back down to each input's
 shape (``unbroadcast``). The heavy ops (matmul, linear, embedding, softmax cross-entropy)
 call kernels from ``tinyrnn.kernels`` through ``tinyrnn.backend``.
+
+Devices: an op runs where its inputs are (all on the CPU, or all on the GPU; a mix is an error),
+calling ``kernels(device)`` and allocating through ``arrays(device)`` (numpy on the CPU, the
+same names over device arrays on the GPU). The ops a character model needs run on CUDA
+tensors: matmul, linear, embedding, cross_entropy, log_softmax (last axis), add/sub/mul (same
+shapes, or a tensor and a Python number), neg, sum/mean of everything, reshape, getitem with
+ints and slices, concat, stack, split, dropout. The others raise ``DeviceError`` on a CUDA tensor.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .backend import kernels
+from .backend import HOST, DeviceError, arrays, kernels
 from .tensor import FLOAT_DTYPES, Tensor, record
 
 
 # ---- helpers ------------------------------------------------------------------------------
+def _device(op: str, *tensors) -> str:
+    """The device all ``tensors`` are on (None entries skipped); DeviceError if they disagree."""
+    device = tensors[0].device
+    for t in tensors[1:]:
+        if t is not None and t.device != device:
+            raise DeviceError(f"{op}: tensors on different devices ({device} and {t.device}); "
+                              f"move them to one device first, e.g. x.to('{device}')")
+    return device
+
+
+def _cpu_only(op: str, x: Tensor):
+    if not isinstance(x.data, HOST):
+        raise DeviceError(f"{op} is not supported on CUDA tensors; move to the CPU first: x.to('cpu')")
+
+
+def _on_cuda(a, b) -> bool:
+    """True if either operand is a tensor on the GPU (cheap: two isinstance checks per operand)."""
+    return (isinstance(a, Tensor) and not isinstance(a.data, HOST)) or \
+           (isinstance(b, Tensor) and not isinstance(b.data, HOST))
+
+
 def _check_dtype(a: np.ndarray, b: np.ndarray, op: str):
     if a.dtype != b.dtype:
         raise TypeError(f"{op}: mixed dtypes {a.dtype} and {b.dtype}; convert one first, "
@@ -37,7 +65,7 @@ def _lift(x, like: Tensor | None = None) -> Tensor:
         if arr.dtype.kind == "f" and arr.ndim > 0 and arr.dtype != like.dtype:
             _check_dtype(like.data, arr, "operand")
         arr = arr.astype(like.dtype, copy=False)
-    return Tensor(arr)
+    return Tensor(arr, device=like.device if like is not None else None)
 
 
 def _binary(a, b, op: str):
@@ -47,6 +75,38 @@ def _binary(a, b, op: str):
     b = _lift(b, a)
     _check_dtype(a.data, b.data, op)
     return a, b
+
+
+def _cuda_arith(op: str, a, b):
+    """add, sub or mul with a CUDA tensor: both tensors of one shape, or a tensor and a number.
+
+    The number may be on either side (2 - x); numpy's broadcasting of other shapes is not
+    supported on the GPU.
+    """
+    A = arrays("cuda")
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        _device(op, a, b)
+        _check_dtype(a.data, b.data, op)
+        if a.shape != b.shape:
+            raise DeviceError(f"{op}: shapes {a.shape} and {b.shape} differ; broadcasting is not supported "
+                              f"on CUDA tensors (only a tensor and a number)")
+        if op == "add":
+            return record(A.add(a.data, b.data), (a, b), lambda g: (g, g), op)
+        if op == "sub":
+            return record(A.sub(a.data, b.data), (a, b), lambda g: (g, A.affine(g, -1.0)), op)
+        return record(A.mul(a.data, b.data), (a, b), lambda g: (A.mul(g, b.data), A.mul(g, a.data)), op)
+    x, c, number_first = (b, a, True) if isinstance(b, Tensor) else (a, b, False)
+    if isinstance(c, Tensor) or np.ndim(c) != 0:
+        raise DeviceError(f"{op}: a CUDA tensor and {type(c).__name__} {np.shape(c)}: move it to the "
+                          f"GPU as a tensor of the same shape, or use a number")
+    c = float(c)
+    if op == "add":                                         # x + c
+        return record(A.affine(x.data, 1.0, c), (x,), lambda g: (g,), op)
+    if op == "sub" and number_first:                        # c - x
+        return record(A.affine(x.data, -1.0, c), (x,), lambda g: (A.affine(g, -1.0),), op)
+    if op == "sub":                                         # x - c
+        return record(A.affine(x.data, 1.0, -c), (x,), lambda g: (g,), op)
+    return record(A.affine(x.data, c), (x,), lambda g: (A.affine(g, c),), op)   # x * c
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -64,8 +124,15 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def _rows(A, x):
+    """x: (..., n) as a C-contiguous (rows, n) array (a copy only if x is not contiguous)."""
+    return A.contiguous(x).reshape(-1, x.shape[x.ndim - 1])
+
+
 # ---- arithmetic -----------------------------------------------------------------------------
 def add(a, b):
+    if _on_cuda(a, b):
+        return _cuda_arith("add", a, b)
     a, b = _binary(a, b, "add")
 
     def backward(g):
@@ -75,6 +142,8 @@ def add(a, b):
 
 
 def sub(a, b):
+    if _on_cuda(a, b):
+        return _cuda_arith("sub", a, b)
     a, b = _binary(a, b, "sub")
 
     def backward(g):
@@ -84,6 +153,8 @@ def sub(a, b):
 
 
 def mul(a, b):
+    if _on_cuda(a, b):
+        return _cuda_arith("mul", a, b)
     a, b = _binary(a, b, "mul")
 
     def backward(g):
@@ -93,6 +164,11 @@ def mul(a, b):
 
 
 def div(a, b):
+    if _on_cuda(a, b):
+        if not isinstance(b, Tensor) and np.ndim(b) == 0:
+            return mul(a, 1.0 / float(b))
+        raise DeviceError("div is not supported on CUDA tensors (only division by a number); "
+                          "move to the CPU first: x.to('cpu')")
     a, b = _binary(a, b, "div")
     out = a.data / b.data
 
@@ -105,12 +181,16 @@ def div(a, b):
 
 def neg(x):
     x = _lift(x)
+    if not isinstance(x.data, HOST):
+        A = arrays("cuda")
+        return record(A.affine(x.data, -1.0), (x,), lambda g: (A.affine(g, -1.0),), "neg")
     return record(-x.data, (x,), lambda g: (-g,), "neg")
 
 
 def pow(x, exponent: float):
     """x ** p for a constant p."""
     x = _lift(x)
+    _cpu_only("pow", x)
     if isinstance(exponent, Tensor):
         raise TypeError("pow: the exponent must be a constant number")
     p = float(exponent)
@@ -124,6 +204,7 @@ def pow(x, exponent: float):
 def astype(x, dtype):
     """Convert between float32 and float64 explicitly (the only way dtypes may mix)."""
     x = _lift(x)
+    _cpu_only("astype", x)
     source = x.dtype
 
     def backward(g):
@@ -135,12 +216,14 @@ def astype(x, dtype):
 # ---- elementwise functions --------------------------------------------------------------------
 def tanh(x):
     x = _lift(x)
+    _cpu_only("tanh", x)
     out = np.tanh(x.data)
     return record(out, (x,), lambda g: (g * (1 - out * out),), "tanh")
 
 
 def sigmoid(x):
     x = _lift(x)
+    _cpu_only("sigmoid", x)
     # 1/(1+exp(-x)) overflows for very negative x; this form is exact and never overflows.
     out = 0.5 * (1 + np.tanh(0.5 * x.data))
     return record(out, (x,), lambda g: (g * out * (1 - out),), "sigmoid")
@@ -148,18 +231,21 @@ def sigmoid(x):
 
 def relu(x):
     x = _lift(x)
+    _cpu_only("relu", x)
     out = np.maximum(x.data, 0)
     return record(out, (x,), lambda g: (g * (x.data > 0),), "relu")
 
 
 def exp(x):
     x = _lift(x)
+    _cpu_only("exp", x)
     out = np.exp(x.data)
     return record(out, (x,), lambda g: (g * out,), "exp")
 
 
 def log(x):
     x = _lift(x)
+    _cpu_only("log", x)
     return record(np.log(x.data), (x,), lambda g: (g / x.data,), "log")
 
 
@@ -174,6 +260,8 @@ def _normalize_axes(axis, ndim):
 def sum(x, axis=None, keepdims=False):
     x = _lift(x)
     axes = _normalize_axes(axis, x.ndim)
+    if not isinstance(x.data, HOST):
+        return _cuda_sum(x, axes, keepdims)
     out = np.asarray(x.data.sum(axis=axes, keepdims=keepdims))
 
     def backward(g):
@@ -182,6 +270,18 @@ def sum(x, axis=None, keepdims=False):
         return (np.broadcast_to(g, x.shape),)
 
     return record(out, (x,), backward, "sum")
+
+
+def _cuda_sum(x, axes, keepdims):
+    """The sum of every element of a CUDA tensor, a scalar on the GPU (backward: g everywhere)."""
+    if len(axes) != x.ndim:
+        raise DeviceError("sum over some axes is not supported on CUDA tensors (only of all elements); "
+                          "move to the CPU first: x.to('cpu')")
+    A = arrays("cuda")
+    out = A.sum(x.data)
+    if keepdims:
+        out = out.reshape((1,) * x.ndim)
+    return record(out, (x,), lambda g: (A.broadcast_scalar(g, x.shape),), "sum")
 
 
 def mean(x, axis=None, keepdims=False):
@@ -194,11 +294,16 @@ def mean(x, axis=None, keepdims=False):
 # ---- shape ops ----------------------------------------------------------------------------------
 def reshape(x, shape):
     x = _lift(x)
+    if not isinstance(x.data, HOST):  # device arrays reshape only when contiguous
+        A = arrays("cuda")
+        return record(A.contiguous(x.data).reshape(shape), (x,),
+                      lambda g: (A.contiguous(g).reshape(x.shape),), "reshape")
     return record(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),), "reshape")
 
 
 def transpose(x, axes=None):
     x = _lift(x)
+    _cpu_only("transpose", x)
     inverse = None if axes is None else tuple(np.argsort(axes))
     return record(np.transpose(x.data, axes), (x,), lambda g: (np.transpose(g, inverse),), "transpose")
 
@@ -212,6 +317,8 @@ def getitem(x, index):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
 
     basic = _is_basic_index(index)
+    if not isinstance(x.data, HOST):
+        return _cuda_getitem(x, index, basic)
 
     def backward(g):
         grad = np.zeros_like(x.data)
@@ -222,6 +329,24 @@ def getitem(x, index):
         return (grad,)
 
     return record(x.data[index], (x,), backward, "getitem")
+
+
+def _cuda_getitem(x, index, basic):
+    """x[index] on the GPU for ints and slices (any step, e.g. x[::-1]); the result is a contiguous copy."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if not basic or any(i is None or i is Ellipsis for i in parts):
+        raise DeviceError("getitem on CUDA tensors takes only ints and slices; move to the CPU first: x.to('cpu')")
+    A = arrays("cuda")
+    view = x.data[index]
+    if not A.is_device_array(view) or view.ndim == 0:
+        raise DeviceError("getitem: picking one element of a CUDA tensor is not supported; use x.numpy()[...]")
+
+    def backward(g):
+        grad = A.zeros(x.shape, x.dtype)
+        A.add_into(grad[index], g)
+        return (grad,)
+
+    return record(A.contiguous(view), (x,), backward, "getitem")
 
 
 def _is_basic_index(index) -> bool:
@@ -236,6 +361,8 @@ def concat(tensors, axis=0):
         _check_dtype(tensors[0].data, t.data, "concat")
     axis = axis % tensors[0].ndim
     bounds = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    if _device("concat", *tensors) == "cuda":
+        return _cuda_join(tensors, axis, new_axis=False)
 
     def backward(g):
         return tuple(np.split(g, bounds, axis=axis))
@@ -248,6 +375,8 @@ def stack(tensors, axis=0):
     tensors = [_lift(t) for t in tensors]
     for t in tensors[1:]:
         _check_dtype(tensors[0].data, t.data, "stack")
+    if _device("stack", *tensors) == "cuda":
+        return _cuda_join(tensors, axis % (tensors[0].ndim + 1), new_axis=True)
     out = np.stack([t.data for t in tensors], axis=axis)
     axis = axis % out.ndim
 
@@ -255,6 +384,35 @@ def stack(tensors, axis=0):
         return tuple(np.take(g, i, axis=axis) for i in range(len(tensors)))
 
     return record(out, tuple(tensors), backward, "stack")
+
+
+def _cuda_join(tensors, axis, new_axis):
+    """concat (new_axis=False) or stack (True) on the GPU: each input is copied into its slab of
+    the output; backward copies the slabs of the gradient out again."""
+    A = arrays("cuda")
+    first = tensors[0]
+    for t in tensors[1:]:
+        if (t.shape if new_axis else t.shape[:axis] + t.shape[axis + 1:]) != \
+                (first.shape if new_axis else first.shape[:axis] + first.shape[axis + 1:]):
+            raise ValueError(f"{'stack' if new_axis else 'concat'}: shapes {first.shape} and {t.shape} do not fit")
+    slabs, start = [], 0
+    for t in tensors:
+        if new_axis:
+            slabs.append((slice(None),) * axis + (start,))
+            start += 1
+        else:
+            slabs.append((slice(None),) * axis + (slice(start, start + t.shape[axis]),))
+            start += t.shape[axis]
+    rest = first.shape[axis:] if new_axis else first.shape[axis + 1:]
+    shape = first.shape[:axis] + (start,) + rest
+    out = A.empty(shape, first.dtype)
+    for t, slab in zip(tensors, slabs):
+        A.copyto(out[slab], t.data)
+
+    def backward(g):
+        return tuple(A.contiguous(g[slab]) for slab in slabs)
+
+    return record(out, tuple(tensors), backward, "stack" if new_axis else "concat")
 
 
 def split(x, sizes_or_sections, axis=0):
@@ -289,21 +447,22 @@ def matmul(a, b):
         raise ValueError(f"matmul supports (..., M, K) @ (K, N); got {a.shape} @ {b.shape}")
     if a.shape[-1] != b.shape[0]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({a.shape[-1]} != {b.shape[0]})")
-    K = kernels()
-    a2 = _contiguous(a.data.reshape(-1, a.shape[-1]))
-    bd = _contiguous(b.data)
-    out = np.empty((a2.shape[0], bd.shape[1]), dtype=a.dtype)
+    device = _device("matmul", a, b)
+    K, A = kernels(device), arrays(device)
+    a2 = _rows(A, a.data)
+    bd = A.contiguous(b.data)
+    out = A.empty((a2.shape[0], bd.shape[1]), dtype=a.dtype)
     K.matmul_nn(a2, bd, out, False)
 
     def backward(g):
-        g2 = _contiguous(g.reshape(-1, g.shape[-1]))
+        g2 = _rows(A, g)
         da = db = None
         if a.requires_grad:
-            da = np.empty_like(a2)
+            da = A.empty_like(a2)
             K.matmul_nt(g2, bd, da, False)
             da = da.reshape(a.shape)
         if b.requires_grad:
-            db = np.empty_like(bd)
+            db = A.empty_like(bd)
             K.matmul_tn(a2, g2, db, False)
         return da, db
 
@@ -321,26 +480,27 @@ def linear(x, weight, bias=None):
         bias = _lift(bias, weight)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input features {x.shape[-1]} != weight's {weight.shape[1]}")
-    K = kernels()
-    x2 = _contiguous(x.data.reshape(-1, x.shape[-1]))
-    w = _contiguous(weight.data)
-    out = np.empty((x2.shape[0], w.shape[0]), dtype=x.dtype)
+    device = _device("linear", x, weight, bias)
+    K, A = kernels(device), arrays(device)
+    x2 = _rows(A, x.data)
+    w = A.contiguous(weight.data)
+    out = A.empty((x2.shape[0], w.shape[0]), dtype=x.dtype)
     K.matmul_nt(x2, w, out, False)
     if bias is not None:
-        K.add_bias_forward(out, _contiguous(bias.data))
+        K.add_bias_forward(out, A.contiguous(bias.data))
 
     def backward(g):
-        g2 = _contiguous(g.reshape(-1, g.shape[-1]))
+        g2 = _rows(A, g)
         dx = dw = db = None
         if x.requires_grad:
-            dx = np.empty_like(x2)
+            dx = A.empty_like(x2)
             K.matmul_nn(g2, w, dx, False)
             dx = dx.reshape(x.shape)
         if weight.requires_grad:
-            dw = np.empty_like(w)
+            dw = A.empty_like(w)
             K.matmul_tn(g2, x2, dw, False)
         if bias is not None and bias.requires_grad:
-            db = np.empty_like(bias.data)
+            db = A.empty(bias.shape, dtype=bias.dtype)
             K.bias_backward(g2, db, False)
         return dx, dw, db
 
@@ -349,11 +509,26 @@ def linear(x, weight, bias=None):
 
 
 # ---- lookups, dropout ------------------------------------------------------------------------
-def _index_array(idx) -> np.ndarray:
-    arr = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
+def _index_array(idx, device: str = "cpu"):
+    """Integer indices as a contiguous int64 array on ``device`` (host indices are uploaded)."""
+    arr = idx.data if isinstance(idx, Tensor) else idx
+    if not isinstance(arr, np.ndarray) and hasattr(arr, "copy_to_host"):  # already on the GPU
+        if device == "cpu":
+            raise DeviceError("indices are on the GPU but the tensor is on the CPU; move them with .to('cpu')")
+        if arr.dtype != np.int64:
+            raise TypeError(f"indices on the GPU must be int64, got {arr.dtype}")
+        return arrays("cuda").contiguous(arr)
+    arr = np.asarray(arr)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"indices must be integers, got {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _upload(arr, device):
+    """A host index array on ``device`` (checks are done on the host first, then one copy)."""
+    if device == "cpu" or not isinstance(arr, np.ndarray):
+        return arr
+    return arrays(device).to_device(arr)
 
 
 def embedding(weight, idx):
@@ -362,19 +537,20 @@ def embedding(weight, idx):
     backward: a scatter-add of the gradient rows into dweight (repeated indices add up).
     """
     weight = _lift(weight)
-    idx = _index_array(idx)
+    device = weight.device
+    idx = _index_array(idx, device)
     V, E = weight.shape
-    if idx.size and (idx.min() < 0 or idx.max() >= V):
+    if isinstance(idx, np.ndarray) and idx.size and (idx.min() < 0 or idx.max() >= V):  # (not checked on the GPU)
         raise IndexError(f"embedding: index out of range [0, {V}) (got {idx.min()}..{idx.max()})")
-    K = kernels()
-    flat = idx.reshape(-1)
-    w = _contiguous(weight.data)
-    out = np.empty((flat.size, E), dtype=weight.dtype)
+    K, A = kernels(device), arrays(device)
+    flat = _upload(idx.reshape(-1), device)
+    w = A.contiguous(weight.data)
+    out = A.empty((flat.size, E), dtype=weight.dtype)
     K.embedding_forward(w, flat, out)
 
     def backward(g):
-        dweight = np.zeros_like(w)
-        K.embedding_backward(flat, _contiguous(g.reshape(-1, E)), dweight)
+        dweight = A.zeros_like(w)
+        K.embedding_backward(flat, _rows(A, g), dweight)
         return (dweight,)
 
     return record(out.reshape(idx.shape + (E,)), (weight,), backward, "embedding")
@@ -388,6 +564,10 @@ def dropout(x, p: float, training: bool = True, rng: np.random.Generator | None 
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     rng = rng if rng is not None else np.random.default_rng()
+    if not isinstance(x.data, HOST):  # a mask drawn on the GPU (seeded from rng; see kernels/cuda/arrays.py)
+        A = arrays("cuda")
+        mask = A.dropout_mask(x.shape, x.dtype, p, rng)
+        return record(A.mul(x.data, mask), (x,), lambda g: (A.mul(g, mask),), "dropout")
     mask = (rng.random(x.shape) >= p).astype(x.dtype) / x.dtype.type(1.0 - p)
     return record(x.data * mask, (x,), lambda g: (g * mask,), "dropout")
 
@@ -400,6 +580,8 @@ def log_softmax(x, axis=-1):
     """
     x = _lift(x)
     axis = axis % x.ndim
+    if not isinstance(x.data, HOST):
+        return _cuda_log_softmax(x, axis)
     moved = np.moveaxis(x.data, axis, -1)
     flat = _contiguous(moved.reshape(-1, moved.shape[-1]))
     K = kernels()
@@ -415,6 +597,22 @@ def log_softmax(x, axis=-1):
     return record(np.moveaxis(out.reshape(moved.shape), -1, axis), (x,), backward, "log_softmax")
 
 
+def _cuda_log_softmax(x, axis):
+    if axis != x.ndim - 1:
+        raise DeviceError("log_softmax on CUDA tensors works along the last axis only; move to the CPU first")
+    K, A = kernels("cuda"), arrays("cuda")
+    flat = _rows(A, x.data)
+    out = A.empty_like(flat)
+    K.log_softmax_forward(flat, out)
+
+    def backward(g):
+        dx = A.empty_like(flat)
+        K.log_softmax_backward(out, _rows(A, g), dx)
+        return (dx.reshape(x.shape),)
+
+    return record(out.reshape(x.shape), (x,), backward, "log_softmax")
+
+
 def cross_entropy(logits, targets, ignore_index: int = -100):
     """Mean over tokens of -log softmax(logits)[target], fused and numerically stable.
 
@@ -423,24 +621,36 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
     backward: dlogits = (softmax(logits) - onehot(target)) / count
     """
     logits = _lift(logits)
-    targets = _index_array(targets).reshape(-1)
+    device = logits.device
+    targets = _index_array(targets)
+    if device == "cuda" and not isinstance(targets, np.ndarray):
+        targets = targets.copy_to_host()   # small; the checks and the count below are made on the host
+    targets = targets.reshape(-1)
     V = logits.shape[-1]
-    flat = _contiguous(logits.data.reshape(-1, V))
+    K, A = kernels(device), arrays(device)
+    flat = _rows(A, logits.data)
     if targets.size != flat.shape[0]:
         raise ValueError(f"cross_entropy: {flat.shape[0]} rows of logits but {targets.size} targets")
     valid = targets != ignore_index
     if np.any((targets[valid] < 0) | (targets[valid] >= V)):
         raise IndexError(f"cross_entropy: target out of range [0, {V})")
     count = max(int(valid.sum()), 1)
-    K = kernels()
-    probs = np.empty_like(flat)
-    losses = np.empty(flat.shape[0], dtype=flat.dtype)
+    targets = _upload(targets, device)
+    probs = A.empty_like(flat)
+    losses = A.empty(flat.shape[0], dtype=flat.dtype)
     K.softmax_xent_forward(flat, targets, ignore_index, probs, losses)
-    loss = np.asarray(losses.sum(dtype=np.float64) / count, dtype=flat.dtype)
+    if device == "cpu":
+        loss = np.asarray(losses.sum(dtype=np.float64) / count, dtype=flat.dtype)
+    else:
+        loss = A.sum(losses, 1.0 / count)   # a 0-d device array: nothing comes back until .item()
 
     def backward(g):
-        dlogits = np.empty_like(probs)
-        K.softmax_xent_backward(probs, targets, ignore_index, float(g) / count, dlogits)
+        dlogits = A.empty_like(probs)
+        if device == "cpu":
+            K.softmax_xent_backward(probs, targets, ignore_index, float(g) / count, dlogits)
+        else:  # g stays on the GPU: scale by 1/count in the kernel, then by g
+            K.softmax_xent_backward(probs, targets, ignore_index, 1.0 / count, dlogits)
+            A.scale_by(dlogits, g)
         return (dlogits.reshape(logits.shape),)
 
     return record(loss, (logits,), backward, "cross_entropy")

@@ -12,6 +12,11 @@ adding (``+=``) each gradient into ``.grad``.
     y.backward()          # x.grad == 2 * (1 - tanh(2)**2)
 
 The ops themselves, each a forward/backward pair, live in ``tinyrnn.ops``.
+
+Devices: ``data`` is a numpy array (the tensor is on the CPU) or a numba.cuda device array (on
+the GPU: ``x.to('cuda')``, or any tensor made after ``tinyrnn.set_device('cuda')``). The tape
+is the same on both; the ops pick their kernels from their inputs' device, and gradients are
+accumulated on the device of the tensor they belong to.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import contextlib
 import threading
 
 import numpy as np
+
+from . import backend
 
 DEFAULT_DTYPE = np.float32
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -58,16 +65,30 @@ def as_array(data, dtype=None) -> np.ndarray:
 class Tensor:
     """An array plus what is needed to differentiate through it.
 
-    data:          the numpy array (float32 by default; float64 for gradient checks)
-    grad:          d loss / d data after ``backward()``, same shape, or None
+    data:          the array: numpy on the CPU, a numba.cuda device array on the GPU
+                   (float32 by default; float64 for gradient checks)
+    grad:          d loss / d data after ``backward()``, same shape and device, or None
     requires_grad: whether gradients flow to this tensor
+    device:        where ``data`` lives: 'cpu', or 'cuda'; host data given to the constructor
+                   goes to ``device`` (default: ``tinyrnn.get_device()``), device arrays stay put
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "__weakref__")
     __array_priority__ = 100  # so ndarray + Tensor calls Tensor.__radd__
 
-    def __init__(self, data, requires_grad: bool = False, dtype=None):
-        self.data = as_array(data, dtype)
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if backend.is_device_array(data):
+            if dtype is not None and np.dtype(dtype) != data.dtype:
+                raise TypeError(f"cannot convert a CUDA array from {data.dtype} to {np.dtype(dtype)} on the "
+                                f"device; move it to the CPU first")
+            self.data = data if device is None else backend.to_device(data, device)
+        else:
+            self.data = as_array(data, dtype)
+            device = device or backend._default_device
+            if device != "cpu":
+                self.data = backend.to_device(self.data, device)
         if requires_grad and self.data.dtype not in FLOAT_DTYPES:
             raise TypeError(f"only float32/float64 tensors can require gradients, got {self.data.dtype}")
         self.grad = None
@@ -77,11 +98,15 @@ class Tensor:
         self._op = ""
 
     # ---- array-like properties -------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
+    shape = property(lambda self: self.data.shape if isinstance(self.data, backend.HOST) else tuple(self.data.shape))
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
     size = property(lambda self: self.data.size)
-    device = property(lambda self: "cpu")
+
+    @property
+    def device(self) -> str:
+        """'cpu' (numpy data) or 'cuda' (numba.cuda device data)."""
+        return "cpu" if isinstance(self.data, backend.HOST) else "cuda"
 
     def __len__(self):
         return len(self.data)
@@ -89,13 +114,26 @@ class Tensor:
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
         op = f", op={self._op}" if self._op else ""
-        return f"Tensor({self.data!r}{grad}{op})"
+        where = "" if self.device == "cpu" else f", device='{self.device}'"
+        return f"Tensor({self.numpy()!r}{where}{grad}{op})"
 
     def numpy(self) -> np.ndarray:
-        return self.data
+        """The data as a numpy array: the array itself on the CPU, a host copy of GPU data."""
+        return backend.to_numpy(self.data)
 
     def item(self) -> float:
-        return self.data.item()
+        """The value of a one-element tensor as a Python number (from the GPU: copies one number back)."""
+        return self.numpy().item()
+
+    def to(self, device: str) -> "Tensor":
+        """This tensor on ``device`` ('cpu' or 'cuda'): itself if it is there already, else a copy.
+        The move is recorded on the tape: gradients flow back to the original device."""
+        if device == self.device:
+            return self
+        source = self.device
+        backend.require_device(device)
+        return record(backend.to_device(self.data, device), (self,),
+                      lambda g: (backend.to_device(g, source),), "to")
 
     def detach(self) -> "Tensor":
         """The same array, cut from the graph (truncated BPTT feeds final states in this way)."""
@@ -119,12 +157,18 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input had requires_grad=True, or it was made under no_grad())")
+        device = self.device
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(f"backward() without a gradient needs a scalar, got shape {self.shape}")
-            grad = np.ones_like(self.data)
-        grad = as_array(grad, self.dtype)
-        if grad.shape != self.shape:
+            grad = backend.arrays(device).ones_like(self.data)
+        elif isinstance(grad, Tensor):
+            grad = grad.data
+        if device == "cpu":
+            grad = as_array(grad, self.dtype)
+        else:
+            grad = backend.to_device(grad if backend.is_device_array(grad) else as_array(grad, self.dtype), device)
+        if tuple(grad.shape) != self.shape:
             raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
         order = self._topological_order()
@@ -249,12 +293,21 @@ def _ops():
     return ops
 
 
-def _accumulate(tensor: Tensor, grad: np.ndarray):
+def _accumulate(tensor: Tensor, grad):
     """tensor.grad += grad (a fresh array the first time, so no two tensors share a buffer)."""
+    if isinstance(tensor.data, backend.HOST):
+        if tensor.grad is None:
+            tensor.grad = np.array(grad, dtype=tensor.dtype, copy=True)
+        else:
+            tensor.grad += grad
+        return
+    if not backend.is_device_array(grad):  # an op's backward returned a host array: a bug in the op
+        raise backend.DeviceError(f"gradient for a CUDA tensor of op {tensor._op or 'leaf'!r} came back on the CPU")
+    A = backend.arrays("cuda")
     if tensor.grad is None:
-        tensor.grad = np.array(grad, dtype=tensor.dtype, copy=True)
+        tensor.grad = A.copy(grad)
     else:
-        tensor.grad += grad
+        A.add_into(tensor.grad, grad)
 
 
 def record(data: np.ndarray, parents: tuple, backward, op: str) -> Tensor:
@@ -277,6 +330,7 @@ def record(data: np.ndarray, parents: tuple, backward, op: str) -> Tensor:
     return out
 
 
-def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
-    """Make a tensor: ``tinyrnn.tensor([[1, 2], [3, 4]], requires_grad=True)`` (float32 by default)."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+def tensor(data, dtype=None, requires_grad: bool = False, device: str | None = None) -> Tensor:
+    """Make a tensor: ``tinyrnn.tensor([[1, 2], [3, 4]], requires_grad=True)`` (float32 by default;
+    on ``device``, default ``tinyrnn.get_device()``)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)

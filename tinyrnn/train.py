@@ -40,7 +40,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("cosine", "constant", "step")
 # Options that may differ when resuming; everything else must match the run being continued.
 RESUMABLE = {"steps", "epochs", "time_limit", "eval_every", "save_every", "threads", "clip", "eval_chars",
-             "log_every"}
+             "log_every", "device"}
 
 
 @dataclass
@@ -74,6 +74,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 1337
     threads: int | None = None
+    device: str = "cpu"                # 'cpu' or 'cuda'
 
     def validate(self):
         from .models import CELLS
@@ -254,10 +255,21 @@ def save_model(stem, model, vocab, **meta):
     checkpoint.save(stem, arrays, {"model": model.config(), "vocab": vocab.chars, "step": 0, **meta})
 
 
-def load_model(path):
-    """A checkpoint -> (model, vocab, meta), ready for sampling / evaluation."""
+def use_device(device: str):
+    """Make ``device`` the default for new tensors, or raise TinyRNNError with one clear line."""
+    from .backend import set_device
+
+    try:
+        set_device(device)
+    except ValueError as e:
+        raise TinyRNNError(str(e)) from None
+
+
+def load_model(path, device="cpu"):
+    """A checkpoint -> (model, vocab, meta), ready for sampling / evaluation on ``device``."""
     from .models import CharRNN
 
+    use_device(device)
     meta, arrays = checkpoint.load(path)
     try:
         model = CharRNN(**meta["model"])
@@ -266,6 +278,7 @@ def load_model(path):
     except (KeyError, TypeError, ValueError) as e:
         raise TinyRNNError(f"checkpoint {path} is incomplete or inconsistent ({e}): use another checkpoint "
                            "or retrain") from None
+    model.to(device)
     model.eval()
     return model, vocab, meta
 
@@ -303,6 +316,7 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
         raise TinyRNNError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.threads:
         tinyrnn.set_num_threads(cfg.threads)
+    use_device(cfg.device)
 
     # ---- data
     path = corpus_path(cfg)
@@ -329,6 +343,7 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
     # ---- model, optimizer, schedule
     random.manual_seed(cfg.seed)
     model = CharRNN(len(vocab), cfg.cell, cfg.hidden, cfg.layers, cfg.embed, cfg.dropout, cfg.bidir)
+    model.to(cfg.device)              # before the optimizer: its buffers live where the parameters do
     params = model.parameters()
     opt = make_optimizer(cfg, params)
     sched = make_schedule(cfg, opt, total)
@@ -397,7 +412,7 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
                 if not (math.isfinite(loss_value) and math.isfinite(norm)):
                     what = (f"loss became {loss_value}" if not math.isfinite(loss_value)
                             else f"the gradient norm became {norm}")
-                    good = all(np.isfinite(p.data).all() for p in params)
+                    good = all(np.isfinite(p.numpy()).all() for p in params)
                     if good:                     # the weights before this update are fine: keep them
                         save("last", step, state, history)
                     saved_step = checkpoint.load(os.path.join(out, "last"))[0]["step"] \

@@ -31,13 +31,18 @@ Each cell comes three ways, all computing the same function:
   backpropagation through time run inside Numba (``*_sequence_forward/backward``); the weight
   gradients are single matmuls over all steps after the backward sweep:
         dW_ih = dgates^T @ x,   dW_hh = dgates^T @ h_{t-1},   dx = dgates @ W_ih.
+
+The fused and sequence ops run on the CPU or the GPU, wherever their inputs are: ``K`` is the
+kernel module and ``A`` the array helpers (numpy, or ``tinyrnn.kernels.cuda.arrays``) of that
+device, so the same lines allocate, reverse time (``x[::-1]`` made contiguous) and pack outputs
+on both.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import ops
-from ..backend import kernels
+from ..backend import arrays, kernels
 from ..tensor import Tensor, record
 from .layers import uniform
 from .module import Module, Parameter
@@ -45,35 +50,49 @@ from .module import Module, Parameter
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def _data(t):
-    return None if t is None else np.ascontiguousarray(t.data)
+def _device(op, *tensors):
+    return ops._device(op, *tensors)
 
 
-def _project(x2: np.ndarray, w_ih: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+def _data(A, t):
+    return None if t is None else A.contiguous(t.data)
+
+
+def _bias_sum(A, b_ih, b_hh):
+    """b_ih + b_hh (the LSTM and RNN gates see only the sum), or None without biases."""
+    if b_ih is None:
+        return None
+    return A.add(_data(A, b_ih), _data(A, b_hh))
+
+
+def _time_order(A, x, reverse):
+    """x (T, ...) as a contiguous array, in reading order (time reversed if ``reverse``)."""
+    return A.contiguous(x[::-1] if reverse else x)
+
+
+def _project(K, A, x2, w_ih, bias):
     """x2 @ w_ih.T (+ bias) for all rows at once: (N, I) -> (N, G*H)."""
-    K = kernels()
-    out = np.empty((x2.shape[0], w_ih.shape[0]), dtype=x2.dtype)
+    out = A.empty((x2.shape[0], w_ih.shape[0]), dtype=x2.dtype)
     K.matmul_nt(x2, w_ih, out, False)
     if bias is not None:
         K.add_bias_forward(out, bias)
     return out
 
 
-def _input_grads(dpre2, x2, w_ih, needs):
+def _input_grads(K, A, dpre2, x2, w_ih, needs):
     """Gradients of the input projection pre = x @ w_ih.T + b, from dpre2: (N, G*H).
 
     Returns dx (N, I), dw_ih (G*H, I), db (G*H,), each None where not needed.
     """
-    K = kernels()
     dx = dw = db = None
     if needs[0]:
-        dx = np.empty_like(x2)
+        dx = A.empty_like(x2)
         K.matmul_nn(dpre2, w_ih, dx, False)
     if needs[1]:
-        dw = np.empty_like(w_ih)
+        dw = A.empty_like(w_ih)
         K.matmul_tn(dpre2, x2, dw, False)
     if needs[2]:
-        db = np.empty(w_ih.shape[0], dtype=w_ih.dtype)
+        db = A.empty(w_ih.shape[0], dtype=w_ih.dtype)
         K.bias_backward(dpre2, db, False)
     return dx, dw, db
 
@@ -89,14 +108,15 @@ def rnn_step_composed(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh
 def rnn_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     pre = ops.linear(x, w_ih, b_ih) + ops.linear(h, w_hh, b_hh)
     relu = nonlinearity == "relu"
-    K = kernels()
-    pre_data = np.ascontiguousarray(pre.data)
-    h_new = np.empty_like(pre_data)
+    device = pre.device
+    K, A = kernels(device), arrays(device)
+    pre_data = A.contiguous(pre.data)
+    h_new = A.empty_like(pre_data)
     K.rnn_cell_forward(pre_data, h_new, relu)
 
     def backward(g):
-        dpre = np.empty_like(h_new)
-        K.rnn_cell_backward(h_new, np.ascontiguousarray(g), dpre, relu)
+        dpre = A.empty_like(h_new)
+        K.rnn_cell_backward(h_new, A.contiguous(g), dpre, relu)
         return (dpre,)
 
     return record(h_new, (pre,), backward, "rnn_cell")
@@ -111,27 +131,26 @@ def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", r
     T, B, I = x.shape
     H = w_hh.shape[1]
     relu = nonlinearity == "relu"
-    K = kernels()
-    x_seq = np.ascontiguousarray(x.data[::-1] if reverse else x.data)
-    x2 = x_seq.reshape(T * B, I)
-    w_i, w_h = _data(w_ih), _data(w_hh)
-    bias = None if b_ih is None else _data(b_ih) + _data(b_hh)
-    xproj = _project(x2, w_i, bias).reshape(T, B, H)
-    hs = np.empty((T + 1, B, H), dtype=x2.dtype)
-    K.rnn_sequence_forward(xproj, w_h, _data(h0), hs, relu)
-    out = hs[1:][::-1].copy() if reverse else hs[1:]
+    device = _device("rnn_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
+    K, A = kernels(device), arrays(device)
+    x2 = _time_order(A, x.data, reverse).reshape(T * B, I)
+    w_i, w_h = _data(A, w_ih), _data(A, w_hh)
+    xproj = _project(K, A, x2, w_i, _bias_sum(A, b_ih, b_hh)).reshape(T, B, H)
+    hs = A.empty((T + 1, B, H), dtype=x2.dtype)
+    K.rnn_sequence_forward(xproj, w_h, _data(A, h0), hs, relu)
+    out = A.contiguous(hs[1:][::-1]) if reverse else hs[1:]
 
     def backward(g):
-        dhs = np.ascontiguousarray(g[::-1] if reverse else g)
-        dpre = np.empty((T, B, H), dtype=x2.dtype)
-        dh0 = np.empty((B, H), dtype=x2.dtype)
-        K.rnn_sequence_backward(w_h, hs, dhs, np.zeros((B, H), x2.dtype), relu, dpre, dh0)
+        dhs = _time_order(A, g, reverse)
+        dpre = A.empty((T, B, H), dtype=x2.dtype)
+        dh0 = A.empty((B, H), dtype=x2.dtype)
+        K.rnn_sequence_backward(w_h, hs, dhs, A.zeros((B, H), x2.dtype), relu, dpre, dh0)
         dpre2 = dpre.reshape(T * B, H)
-        dx, dw_ih, db = _input_grads(dpre2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
+        dx, dw_ih, db = _input_grads(K, A, dpre2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
         if dx is not None:
             dx = dx.reshape(T, B, I)
             dx = dx[::-1] if reverse else dx
-        dw_hh = np.empty_like(w_h)
+        dw_hh = A.empty_like(w_h)
         K.matmul_tn(dpre2, hs[:T].reshape(T * B, H), dw_hh, False)
         return (dx, dh0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
@@ -153,18 +172,18 @@ def lstm_step_composed(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
 
 def lstm_step_fused(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     gates = ops.linear(x, w_ih, b_ih) + ops.linear(h, w_hh, b_hh)
-    K = kernels()
-    gates_data, c_prev = np.ascontiguousarray(gates.data), _data(c)
+    device = _device("lstm_cell", gates, c)
+    K, A = kernels(device), arrays(device)
+    gates_data, c_prev = A.contiguous(gates.data), _data(A, c)
     B, H = c_prev.shape
-    acts = np.empty_like(gates_data)
-    hc = np.empty((2, B, H), dtype=c_prev.dtype)  # both outputs in one array: [h', c']
+    acts = A.empty_like(gates_data)
+    hc = A.empty((2, B, H), dtype=c_prev.dtype)  # both outputs in one array: [h', c']
     K.lstm_cell_forward(gates_data, c_prev, acts, hc[1], hc[0])
 
     def backward(g):
-        dgates = np.empty_like(acts)
-        dc_prev = np.empty_like(c_prev)
-        K.lstm_cell_backward(acts, c_prev, hc[1], np.ascontiguousarray(g[0]), np.ascontiguousarray(g[1]),
-                             dgates, dc_prev)
+        dgates = A.empty_like(acts)
+        dc_prev = A.empty_like(c_prev)
+        K.lstm_cell_backward(acts, c_prev, hc[1], A.contiguous(g[0]), A.contiguous(g[1]), dgates, dc_prev)
         return dgates, dc_prev
 
     both = record(hc, (gates, c), backward, "lstm_cell")
@@ -180,33 +199,32 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
     """
     T, B, I = x.shape
     H = w_hh.shape[1]
-    K = kernels()
-    x_seq = np.ascontiguousarray(x.data[::-1] if reverse else x.data)
-    x2 = x_seq.reshape(T * B, I)
-    w_i, w_h = _data(w_ih), _data(w_hh)
-    bias = None if b_ih is None else _data(b_ih) + _data(b_hh)
-    xproj = _project(x2, w_i, bias).reshape(T, B, 4 * H)
-    hs = np.empty((T + 1, B, H), dtype=x2.dtype)
-    cs = np.empty((T + 1, B, H), dtype=x2.dtype)
-    acts = np.empty((T, B, 4 * H), dtype=x2.dtype)
-    K.lstm_sequence_forward(xproj, w_h, _data(h0), _data(c0), hs, cs, acts)
-    packed = np.empty((T + 1, B, H), dtype=x2.dtype)
-    packed[:T] = hs[1:][::-1] if reverse else hs[1:]
-    packed[T] = cs[T]
+    device = _device("lstm_sequence", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    K, A = kernels(device), arrays(device)
+    x2 = _time_order(A, x.data, reverse).reshape(T * B, I)
+    w_i, w_h = _data(A, w_ih), _data(A, w_hh)
+    xproj = _project(K, A, x2, w_i, _bias_sum(A, b_ih, b_hh)).reshape(T, B, 4 * H)
+    hs = A.empty((T + 1, B, H), dtype=x2.dtype)
+    cs = A.empty((T + 1, B, H), dtype=x2.dtype)
+    acts = A.empty((T, B, 4 * H), dtype=x2.dtype)
+    K.lstm_sequence_forward(xproj, w_h, _data(A, h0), _data(A, c0), hs, cs, acts)
+    packed = A.empty((T + 1, B, H), dtype=x2.dtype)
+    A.copyto(packed[:T], hs[1:][::-1] if reverse else hs[1:])
+    A.copyto(packed[T], cs[T])
 
     def backward(g):
-        dhs = np.ascontiguousarray(g[:T][::-1] if reverse else g[:T])
-        dc_n = np.ascontiguousarray(g[T])
-        dgates = np.empty((T, B, 4 * H), dtype=x2.dtype)
-        dh0 = np.empty((B, H), dtype=x2.dtype)
-        dc0 = np.empty((B, H), dtype=x2.dtype)
-        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, np.zeros((B, H), x2.dtype), dc_n, dgates, dh0, dc0)
+        dhs = _time_order(A, g[:T], reverse)
+        dc_n = A.contiguous(g[T])
+        dgates = A.empty((T, B, 4 * H), dtype=x2.dtype)
+        dh0 = A.empty((B, H), dtype=x2.dtype)
+        dc0 = A.empty((B, H), dtype=x2.dtype)
+        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, A.zeros((B, H), x2.dtype), dc_n, dgates, dh0, dc0)
         dgates2 = dgates.reshape(T * B, 4 * H)
-        dx, dw_ih, db = _input_grads(dgates2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
+        dx, dw_ih, db = _input_grads(K, A, dgates2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
         if dx is not None:
             dx = dx.reshape(T, B, I)
             dx = dx[::-1] if reverse else dx
-        dw_hh = np.empty_like(w_h)
+        dw_hh = A.empty_like(w_h)
         K.matmul_tn(dgates2, hs[:T].reshape(T * B, H), dw_hh, False)
         return (dx, dh0, dc0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
@@ -231,16 +249,17 @@ def gru_step_composed(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
 def gru_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     gi = ops.linear(x, w_ih, b_ih)
     gh = ops.linear(h, w_hh, b_hh)
-    K = kernels()
-    gi_data, gh_data, h_prev = np.ascontiguousarray(gi.data), np.ascontiguousarray(gh.data), _data(h)
-    acts = np.empty_like(gi_data)
-    h_new = np.empty_like(h_prev)
+    device = _device("gru_cell", gi, gh, h)
+    K, A = kernels(device), arrays(device)
+    gi_data, gh_data, h_prev = A.contiguous(gi.data), A.contiguous(gh.data), _data(A, h)
+    acts = A.empty_like(gi_data)
+    h_new = A.empty_like(h_prev)
     K.gru_cell_forward(gi_data, gh_data, h_prev, acts, h_new)
 
     def backward(g):
-        dgi, dgh = np.empty_like(gi_data), np.empty_like(gh_data)
-        dh_prev = np.empty_like(h_prev)
-        K.gru_cell_backward(acts, gh_data, h_prev, np.ascontiguousarray(g), dgi, dgh, dh_prev)
+        dgi, dgh = A.empty_like(gi_data), A.empty_like(gh_data)
+        dh_prev = A.empty_like(h_prev)
+        K.gru_cell_backward(acts, gh_data, h_prev, A.contiguous(g), dgi, dgh, dh_prev)
         return dgi, dgh, dh_prev  # dh_prev: the direct path z * g; the path through gh comes via linear
 
     return record(h_new, (gi, gh, h), backward, "gru_cell")
@@ -250,34 +269,34 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
     """A whole GRU layer, one direction. x: (T, B, I), h0: (B, H) -> outputs (T, B, H) (time order)."""
     T, B, I = x.shape
     H = w_hh.shape[1]
-    K = kernels()
-    x_seq = np.ascontiguousarray(x.data[::-1] if reverse else x.data)
-    x2 = x_seq.reshape(T * B, I)
-    w_i, w_h = _data(w_ih), _data(w_hh)
-    b_h = np.zeros(3 * H, dtype=x2.dtype) if b_hh is None else _data(b_hh)
-    xproj = _project(x2, w_i, _data(b_ih)).reshape(T, B, 3 * H)
-    hs = np.empty((T + 1, B, H), dtype=x2.dtype)
-    acts = np.empty((T, B, 3 * H), dtype=x2.dtype)
-    ghn = np.empty((T, B, H), dtype=x2.dtype)
-    K.gru_sequence_forward(xproj, w_h, b_h, _data(h0), hs, acts, ghn)
-    out = hs[1:][::-1].copy() if reverse else hs[1:]
+    device = _device("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
+    K, A = kernels(device), arrays(device)
+    x2 = _time_order(A, x.data, reverse).reshape(T * B, I)
+    w_i, w_h = _data(A, w_ih), _data(A, w_hh)
+    b_h = A.zeros(3 * H, dtype=x2.dtype) if b_hh is None else _data(A, b_hh)
+    xproj = _project(K, A, x2, w_i, _data(A, b_ih)).reshape(T, B, 3 * H)
+    hs = A.empty((T + 1, B, H), dtype=x2.dtype)
+    acts = A.empty((T, B, 3 * H), dtype=x2.dtype)
+    ghn = A.empty((T, B, H), dtype=x2.dtype)
+    K.gru_sequence_forward(xproj, w_h, b_h, _data(A, h0), hs, acts, ghn)
+    out = A.contiguous(hs[1:][::-1]) if reverse else hs[1:]
 
     def backward(g):
-        dhs = np.ascontiguousarray(g[::-1] if reverse else g)
-        dgi = np.empty((T, B, 3 * H), dtype=x2.dtype)
-        dgh = np.empty((T, B, 3 * H), dtype=x2.dtype)
-        dh0 = np.empty((B, H), dtype=x2.dtype)
-        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, np.zeros((B, H), x2.dtype), dgi, dgh, dh0)
+        dhs = _time_order(A, g, reverse)
+        dgi = A.empty((T, B, 3 * H), dtype=x2.dtype)
+        dgh = A.empty((T, B, 3 * H), dtype=x2.dtype)
+        dh0 = A.empty((B, H), dtype=x2.dtype)
+        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, A.zeros((B, H), x2.dtype), dgi, dgh, dh0)
         dgi2, dgh2 = dgi.reshape(T * B, 3 * H), dgh.reshape(T * B, 3 * H)
-        dx, dw_ih, db_ih = _input_grads(dgi2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
+        dx, dw_ih, db_ih = _input_grads(K, A, dgi2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
         if dx is not None:
             dx = dx.reshape(T, B, I)
             dx = dx[::-1] if reverse else dx
-        dw_hh = np.empty_like(w_h)
+        dw_hh = A.empty_like(w_h)
         K.matmul_tn(dgh2, hs[:T].reshape(T * B, H), dw_hh, False)
         grads = (dx, dh0, dw_ih, dw_hh)
         if b_ih is not None:
-            db_hh = np.empty_like(b_h)
+            db_hh = A.empty_like(b_h)
             K.bias_backward(dgh2, db_hh, False)
             grads += (db_ih, db_hh)
         return grads
@@ -303,7 +322,7 @@ class _CellBase(Module):
         self.bias_hh = Parameter(uniform((G * hidden_size,), bound, dtype)) if bias else None
 
     def _zeros(self, x):
-        return Tensor(np.zeros((x.shape[0], self.hidden_size), dtype=x.dtype))
+        return Tensor(arrays(x.device).zeros((x.shape[0], self.hidden_size), dtype=x.dtype))
 
     def _weights(self):
         return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh

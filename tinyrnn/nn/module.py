@@ -3,11 +3,13 @@
 A module's attributes that are ``Parameter``s or ``Module``s are registered automatically,
 so ``named_parameters()`` yields dotted names (``rnn.weight_ih_l0``) and ``state_dict()`` maps
 those names to numpy arrays (what checkpoints store, and what PyTorch's state dicts hold).
+``to('cuda')`` / ``to('cpu')`` moves every parameter in place; state dicts are numpy either way.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..tensor import Tensor
 
 
@@ -68,11 +70,37 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    # ---- dtype ------------------------------------------------------------------------------
+    # ---- device and dtype -------------------------------------------------------------------
+    def to(self, device: str):
+        """Move every parameter (and its gradient) to ``device`` ('cpu' or 'cuda'), in place.
+
+        Optimizers hold the parameter objects, not their arrays, but their state buffers stay where
+        they were made: move the model first, then build the optimizer.
+        """
+        backend.require_device(device)
+        for p in self.parameters():
+            p.data = backend.to_device(p.data, device)
+            if p.grad is not None:
+                p.grad = backend.to_device(p.grad, device)
+        return self
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def cpu(self):
+        return self.to("cpu")
+
+    @property
+    def device(self) -> str:
+        """The device of the first parameter ('cpu' for a module without parameters)."""
+        params = self.parameters()
+        return params[0].device if params else "cpu"
+
     def to_dtype(self, dtype):
         """Convert every parameter in place (e.g. ``np.float64`` for gradient checks)."""
         for p in self.parameters():
-            p.data = p.data.astype(dtype)
+            device = p.device
+            p.data = backend.to_device(backend.to_numpy(p.data).astype(dtype), device)
             p.grad = None
         return self
 
@@ -84,8 +112,8 @@ class Module:
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """{name: numpy array} (copies)."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """{name: numpy array} (copies, also of parameters on the GPU)."""
+        return {name: p.data.copy() if p.device == "cpu" else p.numpy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: dict, strict: bool = True):
         """Copy arrays into the parameters (cast to their dtype). Accepts anything np.asarray takes."""
@@ -101,7 +129,7 @@ class Module:
             p = own[name]
             if value.shape != p.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {value.shape}, expected {p.shape}")
-            p.data = np.array(value, dtype=p.dtype)
+            p.data = backend.to_device(np.array(value, dtype=p.dtype), p.device)
         return self
 
     def __repr__(self):

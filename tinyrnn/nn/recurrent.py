@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from ..backend import arrays
 from ..random import generator
 from ..tensor import Tensor
 from . import cells
@@ -86,7 +87,7 @@ class _RNNBase(Module):
 
         Returns (output, h_n), or (output, (h_n, c_n)) for LSTM.
         """
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = x if isinstance(x, Tensor) else Tensor(x, device=self.weight_ih_l0.device)
         if x.ndim != 3:
             raise ValueError(f"{type(self).__name__} expects a 3-D input (T, B, I), got shape {x.shape}")
         if self.batch_first:
@@ -96,7 +97,7 @@ class _RNNBase(Module):
             raise ValueError(f"{type(self).__name__}: input has {I} features, expected {self.input_size}")
         if T == 0:
             raise ValueError("empty sequence (T = 0)")
-        h0, c0 = self._initial_state(state, B, x.dtype)
+        h0, c0 = self._initial_state(state, B, x.dtype, x.device)
 
         finals_h, finals_c = [], []
         for layer in range(self.num_layers):
@@ -118,22 +119,23 @@ class _RNNBase(Module):
             return output, (h_n, ops.stack(finals_c, axis=0))
         return output, h_n
 
-    def _initial_state(self, state, B, dtype):
-        """Per layer-direction initial states: lists of (B, H) tensors (zeros when not given)."""
+    def _initial_state(self, state, B, dtype, device):
+        """Per layer-direction initial states: lists of (B, H) tensors on ``device`` (zeros when not given)."""
         n, H = self.num_layers * self.num_directions, self.hidden_size
 
         def split(s, name):
-            s = s if isinstance(s, Tensor) else Tensor(s)
+            s = s if isinstance(s, Tensor) else Tensor(s, device=device)
             if s.shape != (n, B, H):
                 raise ValueError(f"{name} must have shape {(n, B, H)}, got {s.shape}")
             if s.dtype != dtype:
                 raise TypeError(f"{name} is {s.dtype} but the input is {dtype}")
             return [s[k] for k in range(n)]
 
-        zeros = [Tensor(np.zeros((B, H), dtype=dtype)) for _ in range(n)]
+        A = arrays(device)
+        zeros = [Tensor(A.zeros((B, H), dtype=dtype)) for _ in range(n)]
         if self.kind == "lstm":
             if state is None:
-                return zeros, [Tensor(np.zeros((B, H), dtype=dtype)) for _ in range(n)]
+                return zeros, [Tensor(A.zeros((B, H), dtype=dtype)) for _ in range(n)]
             h0, c0 = state
             return split(h0, "h0"), split(c0, "c0")
         return (zeros if state is None else split(state, "h0")), None
@@ -220,7 +222,7 @@ class Bidirectional(Module):
         self.backward_layer = type(layer)(**_constructor_args(layer))
 
     def forward(self, x, state=None):
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = x if isinstance(x, Tensor) else Tensor(x, device=self.forward_layer.weight_ih_l0.device)
         time_axis = 1 if self.forward_layer.batch_first else 0
         state_f, state_b = (None, None) if state is None else state
         out_f, final_f = self.forward_layer(x, state_f)

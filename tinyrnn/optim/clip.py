@@ -23,10 +23,14 @@ def clip_grad_norm(params, max_norm):
     Returns ``total``, the norm before clipping, as a float (accumulated in float64; the sum does
     not depend on the thread count). A non-finite total (a NaN or inf gradient) leaves the
     gradients untouched and is returned, for the caller to notice.
+
+    Gradients on the GPU are summed on the GPU into one float64 number, the only thing copied back.
     """
     from tinyrnn.kernels import cpu, reference
 
     grads = _grads(params)
+    if grads and not isinstance(grads[0], np.ndarray):
+        return _clip_grad_norm_cuda(grads, max_norm)
     sum_sq = 0.0
     for g in grads:
         K = cpu if _fast(g) else reference
@@ -42,9 +46,31 @@ def clip_grad_norm(params, max_norm):
     return total
 
 
+def _clip_grad_norm_cuda(grads, max_norm):
+    from tinyrnn.kernels import cuda
+    from tinyrnn.kernels.cuda import arrays
+
+    acc = arrays.zeros(1, np.float64)
+    for g in grads:
+        if isinstance(g, np.ndarray):
+            raise TypeError("clip_grad_norm: gradients on both the CPU and the GPU; move the model to one device")
+        cuda.sum_of_squares_into(g, acc, True)
+    total = math.sqrt(float(acc.copy_to_host()[0]))
+    coef = max_norm / (total + 1e-6)
+    if math.isfinite(total) and coef < 1.0:
+        for g in grads:
+            cuda.scale_inplace(g, coef)
+    return total
+
+
 def clip_grad_value(params, value):
     """Clamp every gradient element into [-value, value], in place."""
     if value < 0:
         raise ValueError(f"clip value must be >= 0, got {value}")
     for g in _grads(params):
-        np.clip(g, -value, value, out=g)
+        if isinstance(g, np.ndarray):
+            np.clip(g, -value, value, out=g)
+        else:
+            from tinyrnn.kernels.cuda import arrays
+
+            arrays.clip_inplace(g, -value, value)

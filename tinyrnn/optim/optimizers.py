@@ -7,7 +7,8 @@ A parameter is any object with ``.data`` (a float32 or float64 ndarray, updated 
 The update formulas, written once, are next to the kernels in
 ``tinyrnn/kernels/reference/elementwise.py``. ``step`` runs the fused Numba kernels of
 ``tinyrnn.kernels.cpu`` on flat views of C-contiguous parameters, and the numpy reference kernels
-(same math) on anything else.
+(same math) on anything else. Parameters on the GPU (numba.cuda device arrays) are updated by the
+kernels of ``tinyrnn.kernels.cuda``, with state buffers made on the GPU: nothing is copied back.
 
 State dict layout (plain Python numbers, lists, strings and ndarrays only; no pickle needed):
 
@@ -19,10 +20,12 @@ State dict layout (plain Python numbers, lists, strings and ndarrays only; no pi
     }
 
 Everything but ``"state"`` is JSON; ``"state"`` maps names to arrays, e.g. for ``np.savez``.
-Arrays are copied both ways. Loading a state dict into an optimizer built over the same
+Arrays are copied both ways (numpy arrays, also for an optimizer over GPU parameters). Loading a state dict into an optimizer built over the same
 parameters (same order, shapes and dtypes, same values) continues training bit for bit.
 """
 import numpy as np
+
+from .. import backend
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -39,6 +42,10 @@ def _reference():
     return reference
 
 
+def _on_gpu(a) -> bool:
+    return not isinstance(a, backend.HOST)
+
+
 class Optimizer:
     """Base class: keeps the parameters, per-parameter step counts and state buffers.
 
@@ -53,8 +60,9 @@ class Optimizer:
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         for i, p in enumerate(self.params):
-            if not isinstance(getattr(p, "data", None), np.ndarray) or p.data.dtype not in _FLOAT_DTYPES:
-                raise TypeError(f"parameter {i}: .data must be a float32 or float64 ndarray")
+            data = getattr(p, "data", None)
+            if not (isinstance(data, np.ndarray) or backend.is_device_array(data)) or data.dtype not in _FLOAT_DTYPES:
+                raise TypeError(f"parameter {i}: .data must be a float32 or float64 ndarray (or CUDA device array)")
         if lr < 0:
             raise ValueError(f"invalid learning rate {lr}")
         self.lr = float(lr)
@@ -63,7 +71,7 @@ class Optimizer:
 
     def _new_buffer(self, p, name):
         """A zero buffer shaped like the parameter (an empty one if this configuration does not use it)."""
-        return np.zeros(p.data.shape, dtype=p.data.dtype)
+        return _zeros(p, p.data.shape)
 
     def zero_grad(self, set_to_none=False):
         """Zero every gradient in place (or drop it: ``.grad = None``)."""
@@ -72,6 +80,8 @@ class Optimizer:
                 continue
             if set_to_none:
                 p.grad = None
+            elif _on_gpu(p.grad):
+                backend.arrays("cuda").fill(p.grad, 0)
             else:
                 p.grad[...] = 0
 
@@ -84,8 +94,15 @@ class Optimizer:
                 raise ValueError(f"parameter {i}: grad shape {p.grad.shape} != data shape {p.data.shape}")
             self.steps[i] += 1
             data = p.data
-            grad = np.asarray(p.grad, dtype=data.dtype)
             buffers = self.state[i]
+            if _on_gpu(data):  # parameters on the GPU are contiguous; flat views, as below
+                if not _on_gpu(p.grad) or p.grad.dtype != data.dtype:
+                    raise TypeError(f"parameter {i} is on the GPU: its grad must be a CUDA array of dtype {data.dtype}")
+                flat = {name: b.reshape(b.size) for name, b in buffers.items()}
+                self._update(backend.kernels("cuda"), data.reshape(data.size), p.grad.reshape(p.grad.size), flat,
+                             self.steps[i])
+                continue
+            grad = np.asarray(p.grad, dtype=data.dtype)
             if data.flags.c_contiguous:
                 # Flat views: the kernels write through them into p.data and the state buffers.
                 flat = {name: b.reshape(-1) for name, b in buffers.items()}
@@ -106,7 +123,7 @@ class Optimizer:
         state = {}
         for i, buffers in enumerate(self.state):
             for name, b in buffers.items():
-                state[f"{i}.{name}"] = b.copy()
+                state[f"{i}.{name}"] = b.copy_to_host() if _on_gpu(b) else b.copy()
         return {"type": type(self).__name__, "hyper": self.hyper(), "steps": list(self.steps), "state": state}
 
     def load_state_dict(self, d):
@@ -121,14 +138,24 @@ class Optimizer:
         for i, buffers in enumerate(self.state):
             for name, b in buffers.items():
                 saved = np.asarray(d["state"][f"{i}.{name}"])
-                if saved.shape != b.shape:
+                if saved.shape != tuple(b.shape):
                     raise ValueError(f"state {i}.{name}: shape {saved.shape} != expected {b.shape}")
-                b[...] = saved
+                if _on_gpu(b):
+                    b.copy_to_device(np.ascontiguousarray(saved, dtype=b.dtype))
+                else:
+                    b[...] = saved
         self.steps = [int(s) for s in d["steps"]]
 
     def __repr__(self):
         args = ", ".join(f"{k}={v}" for k, v in self.hyper().items())
         return f"{type(self).__name__}({len(self.params)} parameters, {args})"
+
+
+def _zeros(p, shape):
+    """A zero state buffer on the parameter's device."""
+    if _on_gpu(p.data):
+        return backend.arrays("cuda").zeros(shape, p.data.dtype)
+    return np.zeros(shape, dtype=p.data.dtype)
 
 
 class SGD(Optimizer):
@@ -148,8 +175,7 @@ class SGD(Optimizer):
         super().__init__(params, lr)
 
     def _new_buffer(self, p, name):
-        size = p.data.shape if self.momentum != 0 else (0,)
-        return np.zeros(size, dtype=p.data.dtype)
+        return _zeros(p, p.data.shape if self.momentum != 0 else (0,))
 
     def _update(self, K, param, grad, s, step):
         K.sgd_update(param, grad, s["momentum_buffer"], self.lr, self.momentum, self.nesterov, self.weight_decay)
@@ -233,7 +259,7 @@ class RMSprop(Optimizer):
     def _new_buffer(self, p, name):
         used = name == "square_avg" or (name == "grad_avg" and self.centered) or (
             name == "momentum_buffer" and self.momentum > 0)
-        return np.zeros(p.data.shape if used else (0,), dtype=p.data.dtype)
+        return _zeros(p, p.data.shape if used else (0,))
 
     def _update(self, K, param, grad, s, step):
         K.rmsprop_update(param, grad, s["square_avg"], s["grad_avg"], s["momentum_buffer"], self.lr, self.alpha,

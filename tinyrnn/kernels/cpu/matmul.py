@@ -1,4 +1,4 @@
-"""Blocked, register-tiled, multithreaded matrix multiplies (Numba).
+"""Blocked, multithreaded matrix multiplies (Numba).
 
     matmul_nn(a[M,K], b[K,N], out[M,N], accumulate)    out (+)= a @ b
     matmul_nt(a[M,K], b[N,K], out[M,N], accumulate)    out (+)= a @ b.T
@@ -9,37 +9,41 @@ One engine does all three. Each variant is first written as
     out[i, j] (+)= sum_k x[i, k] * y[j, k]          x: (M, K) rows,  y: (N, K) rows
 
 with x and y *views* (no copy): nn is x = a, y = b.T; nt is x = a, y = b; tn is x = a.T, y = b.T.
-The engine wants both x and y "k-contiguous" (row-major, a row holds one k range). An operand
-that already is (a C-contiguous ``a`` or ``b`` in nt) is read in place; any other one (the
-transposed views, strided slices) is *packed*: one block of it is copied, k-contiguous, into
-a small workspace right before it is used, as BLAS does. Nothing the size of an input is
-ever transposed.
 
-Blocking scheme, from the inside out:
+The engine is BLAS's outer-product scheme. Of x and y, one is the "broadcast side" S and the
+other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T:
 
-1. Register tile (``_tile_4x4``). A 4 x 4 block of out is 16 dot products of length kc.
-   The k loop keeps the 16 running sums in 16 SIMD registers (LLVM vectorises the k loop
-   because ``fastmath`` allows re-association) and loads 4 rows of x and 4 rows of y per
-   step: 8 vector loads feed 16 fused multiply-adds. At the end the 16 vectors are summed
-   across lanes and added into out. On this AVX-512 machine one 4 x 4 tile runs at about
-   the core's peak when its operands sit in L1. (An outer-product tile, vectorised along
-   n, would need the accumulators in a local array, which LLVM keeps in memory, not
-   registers: 20x slower here.)
-2. Cache block over k (``KC``). A 4-row strip of x is KC numbers per row: 4 KB for float32
-   at KC = 256, so it stays in L1 while it is multiplied against every 4-row strip of y
-   (``_block``: strips of x outside, strips of y inside).
-3. Cache block over n (``NB``): out is cut into NB-wide column panels. A panel's block of y
-   (NB x KC, 128 KB at float32) stays in L2 while the rows of x stream past it; when y
-   must be packed, that block is packed once per k block and reused by every row of the
-   tile. When x must be packed it goes MB rows at a time (MB x KC, in L2 as well).
-4. Threads: the panels are cut into row chunks only as far as needed to give each thread
-   about two tiles (tall tiles = few repacks of y). ``prange`` runs over the threads, each
-   taking tiles w, w + n_threads, ... and owning one packing workspace, allocated once per
-   call. Every element of out belongs to exactly one tile, so no two threads write it.
+    t[r, c] += s[r, k] * v[k, c]     for each k: MR numbers of S times NR numbers of V
 
-Edges (M or N not a multiple of 4, any K) fall back to single dot products (``_dot``).
+1. Micro tile (``_micro``). An MR x NR = 4 x 64 block t of the result, kept in a small
+   per-thread buffer (1 KB, in L1). For each k, 4 numbers of S (broadcast to all lanes) are
+   multiplied with 64 consecutive numbers of V (4 zmm vectors at float32) and added into t.
+   The c loop is innermost so LLVM vectorises it; the k loop is unrolled by 4 by hand so each
+   load and store of t carries 4 FMAs. No horizontal sums: every lane is its own output.
+   (Numba does not run LLVM's SLP vectoriser, so a tile held in scalar locals would stay
+   scalar; and a dot-product tile, vectorised along k, must sum its 16 vectors across lanes
+   at the end of every k block: at K = 256 that cost ~40% of the time.)
+2. Packing. V must give NR consecutive numbers per k, so it is always packed, one KC x NB
+   block at a time, into NR-column panels (``_pack_panels``: zero-padded, k-major). S must be
+   k-contiguous (row-major): read in place when it is, else packed MB rows at a time
+   (``_pack``). Which of x, y is S: the k-contiguous one (nn: S = a, V = b, whose rows are
+   already NR-contiguous, so packing V is a plain copy); when neither is (tn), S = x, packed
+   (transposed) MB rows at a time. (S may also be y: then out is written transposed.)
+3. Cache blocks: k by KC = 256, V by NB = 512 rows per tile (its packed KC x NB block, 512 KB
+   at float32, stays in L2), S by MB = 128 rows. Loop order per k block: pack V; for each S
+   block: for each V panel: for each 4 rows of S: micro tile, then add t into out.
+4. Threads: out is cut into tiles (S row chunks x NB-wide V chunks) only as far as needed to
+   give each thread about two; ``prange`` runs over the threads, each taking tiles w,
+   w + n_threads, ... and owning its workspaces, allocated once per call. Every element of
+   out belongs to one tile, so no two threads write it.
 
-Serial building blocks other kernels can call inside their own ``prange``:
+nt products (x and y both k-contiguous) go to a dot-product engine that reads both operands
+in place (``_gemm_dot``: 4 x 4 tiles of dot products, vectorised along k, KC x 128 blocks):
+the outer-product engine would first have to transpose one of them into panels, which
+measured no faster (and at one time step, h @ W_hh.T with 32 rows, half of a panel would be
+padding).
+
+Serial building block other kernels can call inside their own ``prange``:
 
     gemm_nt_block(x, y, out, i0, i1, j0, j1, accumulate)
         out[i0:i1, j0:j1] (+)= x[i0:i1, :] @ y[j0:j1, :].T      x, y C-contiguous
@@ -49,14 +53,283 @@ import numba
 
 from ..jit import kernel, parallel_kernel, prange
 
-MR = 4      # register tile rows (rows of x)
-NR = 4      # register tile cols (rows of y)
-KC = 256    # k block: one 4-row strip of x (and y) is 4*KC numbers
-MB = 128    # rows of x packed at a time (when x must be packed)
-NB = 128    # cols of out per tile (rows of y per packed y block)
+MR = 4      # rows of S per micro tile (and rows / cols of a dot-product tile)
+NR = 64     # numbers of V per k in a packed panel: the vector lanes of a micro tile
+KC = 256    # k block
+MB = 128    # rows of S packed at a time (when S must be packed)
+NB = 512    # rows of V per thread tile (a multiple of NR): its packed block stays in L2
+DB = 128    # cols of out per tile of the dot-product engine
 
 
-# ----------------------------------------------------------------------------- register tiles
+# ----------------------------------------------------------------------------- micro tile
+
+@kernel
+def _micro(s, r0, rlast, sk, kc, v, vo, t):
+    """t[r*NR + c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR, c < NR)
+
+    s: rows of S, k-contiguous; v: packed panels, NR numbers per k (``_pack_panels``); t: the
+    MR x NR tile, flat. Rows past rlast (the ragged end of a block) repeat row rlast; their
+    results are computed but not stored. The c loop is vectorised (NR lanes); written out for
+    4 rows and 4 k per pass: 16 numbers of S times 4 x NR numbers of V."""
+    s0 = s[r0, sk:sk + kc]
+    s1 = s[min(r0 + 1, rlast), sk:sk + kc]
+    s2 = s[min(r0 + 2, rlast), sk:sk + kc]
+    s3 = s[min(r0 + 3, rlast), sk:sk + kc]
+    for i in range(MR * NR):
+        t[i] = 0
+    kc4 = kc - kc % 4
+    for p in range(0, kc4, 4):
+        a00 = s0[p]; a01 = s0[p + 1]; a02 = s0[p + 2]; a03 = s0[p + 3]
+        a10 = s1[p]; a11 = s1[p + 1]; a12 = s1[p + 2]; a13 = s1[p + 3]
+        a20 = s2[p]; a21 = s2[p + 1]; a22 = s2[p + 2]; a23 = s2[p + 3]
+        a30 = s3[p]; a31 = s3[p + 1]; a32 = s3[p + 2]; a33 = s3[p + 3]
+        vq = v[vo + p * NR:vo + (p + 4) * NR]
+        for c in range(NR):
+            b0 = vq[c]
+            b1 = vq[NR + c]
+            b2 = vq[2 * NR + c]
+            b3 = vq[3 * NR + c]
+            t[c] += (a00 * b0 + a01 * b1) + (a02 * b2 + a03 * b3)
+            t[NR + c] += (a10 * b0 + a11 * b1) + (a12 * b2 + a13 * b3)
+            t[2 * NR + c] += (a20 * b0 + a21 * b1) + (a22 * b2 + a23 * b3)
+            t[3 * NR + c] += (a30 * b0 + a31 * b1) + (a32 * b2 + a33 * b3)
+    for p in range(kc4, kc):
+        a0 = s0[p]; a1 = s1[p]; a2 = s2[p]; a3 = s3[p]
+        vq = v[vo + p * NR:vo + (p + 1) * NR]
+        for c in range(NR):
+            b = vq[c]
+            t[c] += a0 * b
+            t[NR + c] += a1 * b
+            t[2 * NR + c] += a2 * b
+            t[3 * NR + c] += a3 * b
+
+
+@kernel
+def _store(t, out, transposed, si, vj, mr, nr, add):
+    """Write (or add) the valid mr x nr corner of the micro tile t into out: t[r, c] goes to
+    out[si + r, vj + c], or to out[vj + c, si + r] when S holds the columns of out."""
+    if not transposed:
+        for r in range(mr):
+            row = out[si + r]
+            if add:
+                for c in range(nr):
+                    row[vj + c] += t[r * NR + c]
+            else:
+                for c in range(nr):
+                    row[vj + c] = t[r * NR + c]
+    else:
+        for c in range(nr):
+            row = out[vj + c]
+            if add:
+                for r in range(mr):
+                    row[si + r] += t[r * NR + c]
+            else:
+                for r in range(mr):
+                    row[si + r] = t[r * NR + c]
+
+
+# ----------------------------------------------------------------------------- packing
+
+TB = 16     # transpose block of _pack
+
+
+@kernel
+def _pack(src, st, r0, nrows, k0, kc, dst):
+    """dst[r, p] = x[r0 + r, k0 + p] for r < nrows, p < kc: a k-contiguous copy of a block of x.
+
+    x is given as its memory, src (1-D), and its strides in elements, st: x[r, p] is
+    src[r*st[0] + p*st[1]]. (One type for every layout: one compilation, not one per layout.)
+    When k is the slow axis of x (a transposed view such as b.T) the copy goes by TB x TB
+    squares with constant bounds, which LLVM turns into vector loads, in-register shuffles
+    and vector stores: 3x faster here than element by element."""
+    s0, s1 = st
+    if s1 == 1:                                   # rows of x are contiguous: row copies
+        for r in range(nrows):
+            row = src[(r0 + r) * s0 + k0:(r0 + r) * s0 + k0 + kc]
+            for p in range(kc):
+                dst[r, p] = row[p]
+    elif s0 == 1:                                 # columns of x are contiguous: transpose
+        rt = nrows - nrows % TB
+        pt = kc - kc % TB
+        for rb in range(0, rt, TB):
+            for pb in range(0, pt, TB):
+                for pp in range(TB):
+                    col = src[(k0 + pb + pp) * s1 + r0 + rb:(k0 + pb + pp) * s1 + r0 + rb + TB]
+                    for rr in range(TB):
+                        dst[rb + rr, pb + pp] = col[rr]
+            for p in range(pt, kc):
+                for rr in range(TB):
+                    dst[rb + rr, p] = src[(k0 + p) * s1 + r0 + rb + rr]
+        for p in range(kc):
+            for r in range(rt, nrows):
+                dst[r, p] = src[(k0 + p) * s1 + r0 + r]
+    else:                                         # any other strides
+        for r in range(nrows):
+            for p in range(kc):
+                dst[r, p] = src[(r0 + r) * s0 + (k0 + p) * s1]
+
+
+@kernel
+def _pack_panels(src, st, r0, nrows, k0, kc, dst):
+    """dst[(q*kc + p)*NR + c] = x[r0 + q*NR + c, k0 + p], 0 where r0 + q*NR + c is past nrows:
+    x[r0:r0+nrows, k0:k0+kc] cut into NR-row panels, each stored k-major (NR numbers per k)."""
+    s0, s1 = st
+    z = dst.dtype.type(0)
+    npan = (nrows + NR - 1) // NR
+    for q in range(npan):
+        nr = min(NR, nrows - q * NR)
+        base = q * kc * NR
+        rq = r0 + q * NR
+        if s0 == 1:                               # rows of a panel are contiguous at each k
+            for p in range(kc):
+                col = src[(k0 + p) * s1 + rq:(k0 + p) * s1 + rq + nr]
+                d = dst[base + p * NR:base + (p + 1) * NR]
+                for c in range(nr):
+                    d[c] = col[c]
+                for c in range(nr, NR):
+                    d[c] = z
+        elif s1 == 1 and nr == NR:                # k-contiguous rows: transpose TB x TB squares
+            pt = kc - kc % TB
+            for cb in range(0, NR, TB):
+                for pb in range(0, pt, TB):
+                    for cc in range(TB):
+                        row = src[(rq + cb + cc) * s0 + k0 + pb:(rq + cb + cc) * s0 + k0 + pb + TB]
+                        for pp in range(TB):
+                            dst[base + (pb + pp) * NR + cb + cc] = row[pp]
+                for p in range(pt, kc):
+                    for cc in range(TB):
+                        dst[base + p * NR + cb + cc] = src[(rq + cb + cc) * s0 + k0 + p]
+        else:
+            for p in range(kc):
+                for c in range(nr):
+                    dst[base + p * NR + c] = src[(rq + c) * s0 + (k0 + p) * s1]
+                for c in range(nr, NR):
+                    dst[base + p * NR + c] = z
+
+
+
+# ----------------------------------------------------------------------------- the engine
+
+@kernel
+def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0, s1, v0, v1, ws, wv, t):
+    """One thread's tile: rows s0:s1 of S times rows v0:v1 of V, over all of K (K >= 1).
+
+    S comes twice: sd is S itself when it is k-contiguous (read in place); when it is not
+    (pack_s), ss / sst is its memory and strides (see ``_pack``), copied MB rows at a time
+    into ws. V is always packed (memory vs, strides vst), one k block at a time, into wv.
+    t is the micro tile buffer."""
+    nv = v1 - v0
+    n_panels = (nv + NR - 1) // NR
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        add = accumulate or k0 > 0
+        _pack_panels(vs, vst, v0, nv, k0, kc, wv)
+        for sb in range(s0, s1, MB):
+            m = min(MB, s1 - sb)
+            if pack_s:
+                _pack(ss, sst, sb, m, k0, kc, ws)
+                sx, si, sk = ws, 0, 0
+            else:
+                sx, si, sk = sd, sb, k0
+            for q in range(n_panels):          # one panel (kc x NR) serves every row of the block
+                nr = min(NR, nv - q * NR)
+                for r in range(0, m, MR):
+                    _micro(sx, si + r, si + m - 1, sk, kc, wv, q * kc * NR, t)
+                    _store(t, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
+
+
+@parallel_kernel
+def _gemm(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, n_threads):
+    """out (+)= S @ V.T (or out.T when transposed), S and V as in ``_gemm_tile``, multithreaded.
+
+    Tiles: V chunks of NB rows, S cut into row chunks only as far as needed to give every
+    thread about two tiles (each S chunk repacks V). ``prange`` runs over the threads, not the
+    tiles, so each owns its workspaces (allocated here, once per call)."""
+    if transposed:
+        N, M = out.shape                       # M: rows of S, N: rows of V
+    else:
+        M, N = out.shape
+    n_nt = (N + NB - 1) // NB
+    n_mc = min((2 * n_threads + n_nt - 1) // n_nt, (M + MR - 1) // MR)
+    mc = (((M + n_mc - 1) // n_mc + MR - 1) // MR) * MR     # rows per chunk, a multiple of MR
+    n_mc = (M + mc - 1) // mc
+    n_tiles = n_mc * n_nt
+    n_workers = max(1, min(n_threads, n_tiles))
+    kc_max = min(KC, K)
+    ws = np.empty((n_workers, MB if pack_s else 1, kc_max if pack_s else 1), dtype=out.dtype)
+    wv = np.empty((n_workers, NB * kc_max), dtype=out.dtype)
+    wt = np.empty((n_workers, MR * NR), dtype=out.dtype)
+    for w in prange(n_workers):
+        for tile in range(w, n_tiles, n_workers):
+            i0 = (tile // n_nt) * mc
+            j0 = (tile % n_nt) * NB
+            _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate,
+                       i0, min(i0 + mc, M), j0, min(j0 + NB, N), ws[w], wv[w], wt[w])
+
+
+def _memory_and_strides(x):
+    """x (R, C) as (flat, (s0, s1)) with x[r, c] == flat[r*s0 + c*s1]: a 1-D read-only view
+    of the memory x spans, and its strides in elements. No copy, except for the odd array
+    with negative or unaligned strides."""
+    item = x.itemsize
+    if any(s < 0 or s % item for s in x.strides):
+        x = np.ascontiguousarray(x)
+    s0, s1 = x.strides[0] // item, x.strides[1] // item
+    span = (x.shape[0] - 1) * s0 + (x.shape[1] - 1) * s1 + 1
+    flat = np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,), writeable=False)
+    return flat, (s0, s1)
+
+
+def _run(x, y, out, accumulate):
+    """out (+)= x @ y.T for views x (M, K), y (N, K): picks S and V (see the module docstring)."""
+    assert x.dtype == y.dtype == out.dtype and out.dtype in (np.float32, np.float64)
+    assert x.shape[1] == y.shape[1] and out.shape == (x.shape[0], y.shape[0])
+    if out.size == 0:
+        return
+    if x.shape[1] == 0:
+        if not accumulate:
+            out[...] = 0
+        return
+    x_in_place, y_in_place = x.flags.c_contiguous, y.flags.c_contiguous
+    if x_in_place and y_in_place:
+        # nt: both operands are read in place by the dot-product engine. (The outer-product
+        # engine would have to transpose one of them into panels; measured, it did not win.)
+        _gemm_dot(x, y, out, bool(accumulate), numba.get_num_threads())
+        return
+    # S = the k-contiguous one (nn: S = a); when neither is (tn), S = x, packed (transposed).
+    # Tried for tn: S = the smaller one; out is then written transposed, and at M = 4096 that
+    # was 20% slower.
+    transposed = y_in_place
+    s, v = (y, x) if transposed else (x, y)
+    # An S read in place must be typed C-contiguous (so the micro tile vectorises); a packed
+    # operand goes in as memory + strides, so every layout shares one compilation.
+    dummy2d = np.zeros((1, 1), out.dtype)
+    pack_s = not s.flags.c_contiguous
+    if pack_s:
+        sd, (ss, sst) = dummy2d, _memory_and_strides(s)
+    else:
+        sd, (ss, sst) = s, _memory_and_strides(dummy2d)
+    vs, vst = _memory_and_strides(v)
+    _gemm(sd, ss, sst, pack_s, vs, vst, x.shape[1], out, transposed, bool(accumulate),
+          numba.get_num_threads())
+
+
+def matmul_nn(a, b, out, accumulate):
+    """out[M,N] (+)= a[M,K] @ b[K,N]."""
+    _run(a, b.T, out, accumulate)
+
+
+def matmul_nt(a, b, out, accumulate):
+    """out[M,N] (+)= a[M,K] @ b[N,K].T."""
+    _run(a, b, out, accumulate)
+
+
+def matmul_tn(a, b, out, accumulate):
+    """out[M,N] (+)= a[K,M].T @ b[K,N]."""
+    _run(a.T, b.T, out, accumulate)
+
+
+# ----------------------------------------------------------------------------- dot-product engine (nt)
 
 @kernel
 def _tile_4x4(x, xi, xk, y, yj, yk, kc, out, oi, oj, add):
@@ -142,13 +415,13 @@ def _block(x, xi0, xk, y, yj0, yk, kc, out, oi0, oj0, m, n, add):
     x, y C-contiguous. 4x4 register tiles, dot products on the ragged edges. The loop over
     the 4-row strips of x is outside, so one x strip (4*kc numbers) stays in L1 while the
     strips of y stream past it."""
-    m4 = m - m % MR
-    n4 = n - n % NR
-    for i in range(0, m4, MR):
-        for j in range(0, n4, NR):
+    m4 = m - m % 4
+    n4 = n - n % 4
+    for i in range(0, m4, 4):
+        for j in range(0, n4, 4):
             _tile_4x4(x, xi0 + i, xk, y, yj0 + j, yk, kc, out, oi0 + i, oj0 + j, add)
         for j in range(n4, n):
-            for r in range(MR):
+            for r in range(4):
                 s = _dot(x, xi0 + i + r, xk, y, yj0 + j, yk, kc)
                 if add:
                     out[oi0 + i + r, oj0 + j] += s
@@ -182,150 +455,20 @@ def gemm_nt_block(x, y, out, i0, i1, j0, j1, accumulate):
         _block(x, i0, k0, y, j0, k0, kc, out, i0, j0, i1 - i0, j1 - j0, add)
 
 
-# ----------------------------------------------------------------------------- packing
-
-TB = 16     # transpose block of _pack
-
-
-@kernel
-def _pack(src, st, r0, nrows, k0, kc, dst):
-    """dst[r, p] = x[r0 + r, k0 + p] for r < nrows, p < kc: a k-contiguous copy of a block of x.
-
-    x is given as its memory, src (1-D), and its strides in elements, st: x[r, p] is
-    src[r*st[0] + p*st[1]]. (One type for every layout: one compilation, not one per layout.)
-    When k is the slow axis of x (a transposed view such as b.T) the copy goes by TB x TB
-    squares with constant bounds, which LLVM turns into vector loads, in-register shuffles
-    and vector stores: 3x faster here than element by element."""
-    s0, s1 = st
-    if s1 == 1:                                   # rows of x are contiguous: row copies
-        for r in range(nrows):
-            row = src[(r0 + r) * s0 + k0:(r0 + r) * s0 + k0 + kc]
-            for p in range(kc):
-                dst[r, p] = row[p]
-    elif s0 == 1:                                 # columns of x are contiguous: transpose
-        rt = nrows - nrows % TB
-        pt = kc - kc % TB
-        for rb in range(0, rt, TB):
-            for pb in range(0, pt, TB):
-                for pp in range(TB):
-                    col = src[(k0 + pb + pp) * s1 + r0 + rb:(k0 + pb + pp) * s1 + r0 + rb + TB]
-                    for rr in range(TB):
-                        dst[rb + rr, pb + pp] = col[rr]
-            for p in range(pt, kc):
-                for rr in range(TB):
-                    dst[rb + rr, p] = src[(k0 + p) * s1 + r0 + rb + rr]
-        for p in range(kc):
-            for r in range(rt, nrows):
-                dst[r, p] = src[(k0 + p) * s1 + r0 + r]
-    else:                                         # any other strides
-        for r in range(nrows):
-            for p in range(kc):
-                dst[r, p] = src[(r0 + r) * s0 + (k0 + p) * s1]
-
-
-# ----------------------------------------------------------------------------- the engine
-
-@kernel
-def _gemm_tile(xd, xs, xst, pack_x, yd, ys, yst, pack_y, K, out, accumulate, i0, i1, j0, j1, wx, wy):
-    """One thread's tile: out[i0:i1, j0:j1] (+)= x[i0:i1, :] @ y[j0:j1, :].T   (K >= 1)
-
-    Each operand comes twice: xd is x itself when it is C-contiguous (read in place); when
-    it is not (pack_x), xs / xst is its memory and strides (see ``_pack``), copied one block
-    at a time into the workspace wx (MB x KC). The unused one is a 1 x 1 dummy. Same for y:
-    its NB x KC block is packed once per k block and reused by all rows i0:i1."""
-    n = j1 - j0
-    for k0 in range(0, K, KC):
-        kc = min(KC, K - k0)
-        add = accumulate or k0 > 0
-        if pack_y:
-            _pack(ys, yst, j0, n, k0, kc, wy)
-            yb, yj, yk = wy, 0, 0
-        else:
-            yb, yj, yk = yd, j0, k0
-        for ii in range(i0, i1, MB):
-            m = min(MB, i1 - ii)
-            if pack_x:
-                _pack(xs, xst, ii, m, k0, kc, wx)
-                xb, xi, xk = wx, 0, 0
-            else:
-                xb, xi, xk = xd, ii, k0
-            _block(xb, xi, xk, yb, yj, yk, kc, out, ii, j0, m, n, add)
-
-
 @parallel_kernel
-def _gemm(xd, xs, xst, pack_x, yd, ys, yst, pack_y, K, out, accumulate, n_threads):
-    """out[M,N] (+)= x[M,K] @ y[N,K].T (x, y as in ``_gemm_tile``), multithreaded.
-
-    out is cut into column panels (NB wide, 4 NB when x is packed) and, only as far as needed to give every thread
-    about two tiles, into row chunks: tall tiles reuse each packed block of y for many rows.
-    ``prange`` runs over the threads, not the tiles, so each thread owns one packing
-    workspace (allocated here, once per call) and takes tiles w, w + n_workers, ..."""
+def _gemm_dot(x, y, out, accumulate, n_threads):
+    """out[M,N] (+)= x[M,K] @ y[N,K].T with x, y C-contiguous and K >= 1: the dot-product engine,
+    for nt products (x @ W.T, h @ W_hh.T: both operands read in place). Column panels
+    of DB, cut into row chunks only as far as needed to give every thread about two tiles."""
     M, N = out.shape
-    # Panel width: NB, or 4 NB when x is packed too (tn), so each block of x is packed
-    # N / (4 NB) times rather than N / NB times (a 512 x KC block of y still fits in L2).
-    nb = NB * 4 if pack_x else NB
-    n_nt = (N + nb - 1) // nb
-    n_mc = min((2 * n_threads + n_nt - 1) // n_nt, (M + MB - 1) // MB)
-    mc = (((M + n_mc - 1) // n_mc + MR - 1) // MR) * MR     # rows per chunk, a multiple of MR
+    n_nt = (N + DB - 1) // DB
+    n_mc = min((2 * n_threads + n_nt - 1) // n_nt, (M + MR - 1) // MR)
+    mc = (((M + n_mc - 1) // n_mc + MR - 1) // MR) * MR
     n_mc = (M + mc - 1) // mc
     n_tiles = n_mc * n_nt
     n_workers = max(1, min(n_threads, n_tiles))
-    kc_max = min(KC, K)
-    wx = np.empty((n_workers, MB if pack_x else 1, kc_max if pack_x else 1), dtype=out.dtype)
-    wy = np.empty((n_workers, nb if pack_y else 1, kc_max if pack_y else 1), dtype=out.dtype)
     for w in prange(n_workers):
         for t in range(w, n_tiles, n_workers):
             i0 = (t // n_nt) * mc
-            j0 = (t % n_nt) * nb
-            _gemm_tile(xd, xs, xst, pack_x, yd, ys, yst, pack_y, K, out, accumulate,
-                       i0, min(i0 + mc, M), j0, min(j0 + nb, N), wx[w], wy[w])
-
-
-def _memory_and_strides(x):
-    """x (R, C) as (flat, (s0, s1)) with x[r, c] == flat[r*s0 + c*s1]: a 1-D read-only view
-    of the memory x spans, and its strides in elements. No copy, except for the odd array
-    with negative or unaligned strides."""
-    item = x.itemsize
-    if any(s < 0 or s % item for s in x.strides):
-        x = np.ascontiguousarray(x)
-    s0, s1 = x.strides[0] // item, x.strides[1] // item
-    span = (x.shape[0] - 1) * s0 + (x.shape[1] - 1) * s1 + 1
-    flat = np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,), writeable=False)
-    return flat, (s0, s1)
-
-
-def _run(x, y, out, accumulate):
-    """out (+)= x @ y.T for views x (M, K), y (N, K); packs whichever is not C-contiguous."""
-    assert x.dtype == y.dtype == out.dtype and out.dtype in (np.float32, np.float64)
-    assert x.shape[1] == y.shape[1] and out.shape == (x.shape[0], y.shape[0])
-    if out.size == 0:
-        return
-    if x.shape[1] == 0:
-        if not accumulate:
-            out[...] = 0
-        return
-    # An operand read in place must be typed C-contiguous (so the tile loops vectorise); one
-    # that is packed goes in as memory + strides, so every layout shares one compilation.
-    dummy2d = np.zeros((1, 1), out.dtype)
-    dummy_memory = _memory_and_strides(dummy2d)
-    pack_x = not x.flags.c_contiguous
-    pack_y = not y.flags.c_contiguous
-    xd, (xs, xst) = (dummy2d, _memory_and_strides(x)) if pack_x else (x, dummy_memory)
-    yd, (ys, yst) = (dummy2d, _memory_and_strides(y)) if pack_y else (y, dummy_memory)
-    _gemm(xd, xs, xst, pack_x, yd, ys, yst, pack_y, x.shape[1], out, bool(accumulate),
-          numba.get_num_threads())
-
-
-def matmul_nn(a, b, out, accumulate):
-    """out[M,N] (+)= a[M,K] @ b[K,N]."""
-    _run(a, b.T, out, accumulate)
-
-
-def matmul_nt(a, b, out, accumulate):
-    """out[M,N] (+)= a[M,K] @ b[N,K].T."""
-    _run(a, b, out, accumulate)
-
-
-def matmul_tn(a, b, out, accumulate):
-    """out[M,N] (+)= a[K,M].T @ b[K,N]."""
-    _run(a.T, b.T, out, accumulate)
+            j0 = (t % n_nt) * DB
+            gemm_nt_block(x, y, out, i0, min(i0 + mc, M), j0, min(j0 + DB, N), accumulate)

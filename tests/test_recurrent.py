@@ -256,3 +256,29 @@ def test_weights_round_trip_to_pytorch():
     out_t, _ = tl(torch.from_numpy(x))
     out, _ = ours(Tensor(x))
     np.testing.assert_allclose(out.data, out_t.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+# ---- embedding -> layer: the projected-table path ----------------------------------------------
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_layer_reading_an_embedding_projects_the_table(kind, bidirectional):
+    """x = E[idx] with V < T*B takes the table path; it must equal the dense path, values and gradients."""
+    manual_seed(9)
+    emb = nn.Embedding(5, 3).double()
+    layer = KINDS[kind](3, 4, num_layers=2, bidirectional=bidirectional).double()
+    idx = np.random.default_rng(0).integers(0, 5, size=(6, 3))        # T*B = 18 > V = 5
+    results = []
+    for table_path in (True, False):
+        for p in emb.parameters() + layer.parameters():
+            p.grad = None
+        x = emb(idx)
+        assert (x._lookup is not None)
+        if not table_path:
+            x = x * 1.0  # a plain tensor: the dense path
+        y = flat_outputs(*layer(x))
+        (y * Tensor(np.linspace(-1, 1, y.size))).sum().backward()
+        results.append((y.data, [p.grad.copy() for p in emb.parameters() + layer.parameters()]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12, atol=1e-13)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert gradcheck(lambda *args: flat_outputs(*layer(emb(idx))), emb.parameters() + layer.parameters()[:4])

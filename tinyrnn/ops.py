@@ -553,7 +553,10 @@ def embedding(weight, idx):
         K.embedding_backward(flat, _rows(A, g), dweight)
         return (dweight,)
 
-    return record(out.reshape(idx.shape + (E,)), (weight,), backward, "embedding")
+    result = record(out.reshape(idx.shape + (E,)), (weight,), backward, "embedding")
+    if device == "cpu":
+        result._lookup = (weight, idx)
+    return result
 
 
 def dropout(x, p: float, training: bool = True, rng: np.random.Generator | None = None):

@@ -73,7 +73,9 @@ class Tensor:
                    goes to ``device`` (default: ``tinyrnn.get_device()``), device arrays stay put
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "__weakref__")
+    # _lookup: set only on an embedding's output, (table, indices), so that a layer reading it can
+    # project the small table instead of every row (see ``nn/cells.py``, ``InputProjection``).
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "_lookup", "__weakref__")
     __array_priority__ = 100  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
@@ -96,6 +98,7 @@ class Tensor:
         self._parents = ()
         self._backward = None
         self._op = ""
+        self._lookup = None
 
     # ---- array-like properties -------------------------------------------------------
     shape = property(lambda self: self.data.shape if isinstance(self.data, backend.HOST) else tuple(self.data.shape))
@@ -319,6 +322,7 @@ def record(data: np.ndarray, parents: tuple, backward, op: str) -> Tensor:
     out.data = data
     out.grad = None
     out._op = op
+    out._lookup = None
     if is_grad_enabled() and any(p.requires_grad for p in parents):
         out.requires_grad = True
         out._parents = parents

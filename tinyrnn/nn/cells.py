@@ -79,6 +79,48 @@ def _project(K, A, x2, w_ih, bias):
     return out
 
 
+class InputProjection:
+    """pre = x @ W_ih^T + bias for all T*B steps of a sequence at once (in reading order), and its backward.
+
+    x: (T, B, I). When x is an embedding lookup, x = E[idx], over a vocabulary smaller than T*B,
+    the product is taken over the table instead of the rows - the same numbers for V rows of work
+    instead of T*B (a character model has V = 65 and T*B = 2048):
+        pre     = (E @ W_ih^T + bias)[idx]
+        dTable  = scatter-add of dpre's rows by idx          (V, G*H)
+        dW_ih   = dTable^T @ E,   dE = dTable @ W_ih,   dbias = dTable summed over rows
+    ``source`` is the tensor the input gradient goes to: x itself, or the table E.
+    """
+
+    def __init__(self, K, A, x, w_ih, bias, reverse):
+        T, B, I = x.shape
+        self.K, self.A, self.w, self.reverse, self.shape = K, A, A.contiguous(w_ih.data), reverse, x.shape
+        lookup = x._lookup
+        if lookup is not None and lookup[0].shape[0] < T * B:
+            table, idx = lookup
+            self.source, self.rows = table, A.contiguous(table.data)                     # E: (V, I)
+            self.idx = np.ascontiguousarray(idx[::-1] if reverse else idx).reshape(T * B)
+            projected_table = _project(K, A, self.rows, self.w, bias)                     # (V, G*H)
+            self.out = A.empty((T * B, self.w.shape[0]), dtype=self.rows.dtype)
+            K.embedding_forward(projected_table, self.idx, self.out)
+        else:
+            self.source, self.idx = x, None
+            self.rows = _time_order(A, x.data, reverse).reshape(T * B, I)
+            self.out = _project(K, A, self.rows, self.w, bias)                            # (T*B, G*H)
+
+    def backward(self, dpre, needs_w: bool, needs_bias: bool):
+        """dpre: (T*B, G*H) -> (d source, dW_ih, dbias), each None where not needed."""
+        K, A = self.K, self.A
+        if self.idx is not None:
+            dtable = A.zeros((self.rows.shape[0], dpre.shape[1]), dtype=dpre.dtype)
+            K.embedding_backward(self.idx, dpre, dtable)
+            dpre = dtable
+        dsource, dw, db = _input_grads(K, A, dpre, self.rows, self.w, (self.source.requires_grad, needs_w, needs_bias))
+        if dsource is not None and self.idx is None:
+            dsource = dsource.reshape(self.shape)
+            dsource = dsource[::-1] if self.reverse else dsource
+        return dsource, dw, db
+
+
 def _input_grads(K, A, dpre2, x2, w_ih, needs):
     """Gradients of the input projection pre = x @ w_ih.T + b, from dpre2: (N, G*H).
 
@@ -133,28 +175,25 @@ def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", r
     relu = nonlinearity == "relu"
     device = _device("rnn_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
     K, A = kernels(device), arrays(device)
-    x2 = _time_order(A, x.data, reverse).reshape(T * B, I)
-    w_i, w_h = _data(A, w_ih), _data(A, w_hh)
-    xproj = _project(K, A, x2, w_i, _bias_sum(A, b_ih, b_hh)).reshape(T, B, H)
-    hs = A.empty((T + 1, B, H), dtype=x2.dtype)
+    w_h, dtype = _data(A, w_hh), w_hh.dtype
+    proj = InputProjection(K, A, x, w_ih, _bias_sum(A, b_ih, b_hh), reverse)
+    xproj = proj.out.reshape(T, B, H)
+    hs = A.empty((T + 1, B, H), dtype=dtype)
     K.rnn_sequence_forward(xproj, w_h, _data(A, h0), hs, relu)
     out = A.contiguous(hs[1:][::-1]) if reverse else hs[1:]
 
     def backward(g):
         dhs = _time_order(A, g, reverse)
-        dpre = A.empty((T, B, H), dtype=x2.dtype)
-        dh0 = A.empty((B, H), dtype=x2.dtype)
-        K.rnn_sequence_backward(w_h, hs, dhs, A.zeros((B, H), x2.dtype), relu, dpre, dh0)
+        dpre = A.empty((T, B, H), dtype=dtype)
+        dh0 = A.empty((B, H), dtype=dtype)
+        K.rnn_sequence_backward(w_h, hs, dhs, A.zeros((B, H), dtype), relu, dpre, dh0)
         dpre2 = dpre.reshape(T * B, H)
-        dx, dw_ih, db = _input_grads(K, A, dpre2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
-        if dx is not None:
-            dx = dx.reshape(T, B, I)
-            dx = dx[::-1] if reverse else dx
+        dx, dw_ih, db = proj.backward(dpre2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
         K.matmul_tn(dpre2, hs[:T].reshape(T * B, H), dw_hh, False)
         return (dx, dh0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
-    parents = (x, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
+    parents = (proj.source, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
     return record(out, parents, backward, "rnn_sequence")
 
 
@@ -201,34 +240,31 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
     H = w_hh.shape[1]
     device = _device("lstm_sequence", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     K, A = kernels(device), arrays(device)
-    x2 = _time_order(A, x.data, reverse).reshape(T * B, I)
-    w_i, w_h = _data(A, w_ih), _data(A, w_hh)
-    xproj = _project(K, A, x2, w_i, _bias_sum(A, b_ih, b_hh)).reshape(T, B, 4 * H)
-    hs = A.empty((T + 1, B, H), dtype=x2.dtype)
-    cs = A.empty((T + 1, B, H), dtype=x2.dtype)
-    acts = A.empty((T, B, 4 * H), dtype=x2.dtype)
+    w_h, dtype = _data(A, w_hh), w_hh.dtype
+    proj = InputProjection(K, A, x, w_ih, _bias_sum(A, b_ih, b_hh), reverse)
+    xproj = proj.out.reshape(T, B, 4 * H)
+    hs = A.empty((T + 1, B, H), dtype=dtype)
+    cs = A.empty((T + 1, B, H), dtype=dtype)
+    acts = A.empty((T, B, 4 * H), dtype=dtype)
     K.lstm_sequence_forward(xproj, w_h, _data(A, h0), _data(A, c0), hs, cs, acts)
-    packed = A.empty((T + 1, B, H), dtype=x2.dtype)
+    packed = A.empty((T + 1, B, H), dtype=dtype)
     A.copyto(packed[:T], hs[1:][::-1] if reverse else hs[1:])
     A.copyto(packed[T], cs[T])
 
     def backward(g):
         dhs = _time_order(A, g[:T], reverse)
         dc_n = A.contiguous(g[T])
-        dgates = A.empty((T, B, 4 * H), dtype=x2.dtype)
-        dh0 = A.empty((B, H), dtype=x2.dtype)
-        dc0 = A.empty((B, H), dtype=x2.dtype)
-        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, A.zeros((B, H), x2.dtype), dc_n, dgates, dh0, dc0)
+        dgates = A.empty((T, B, 4 * H), dtype=dtype)
+        dh0 = A.empty((B, H), dtype=dtype)
+        dc0 = A.empty((B, H), dtype=dtype)
+        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, A.zeros((B, H), dtype), dc_n, dgates, dh0, dc0)
         dgates2 = dgates.reshape(T * B, 4 * H)
-        dx, dw_ih, db = _input_grads(K, A, dgates2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
-        if dx is not None:
-            dx = dx.reshape(T, B, I)
-            dx = dx[::-1] if reverse else dx
+        dx, dw_ih, db = proj.backward(dgates2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
         K.matmul_tn(dgates2, hs[:T].reshape(T * B, H), dw_hh, False)
         return (dx, dh0, dc0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
-    parents = (x, h0, c0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
+    parents = (proj.source, h0, c0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
     return record(packed, parents, backward, "lstm_sequence")
 
 
@@ -271,27 +307,24 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
     H = w_hh.shape[1]
     device = _device("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
     K, A = kernels(device), arrays(device)
-    x2 = _time_order(A, x.data, reverse).reshape(T * B, I)
-    w_i, w_h = _data(A, w_ih), _data(A, w_hh)
-    b_h = A.zeros(3 * H, dtype=x2.dtype) if b_hh is None else _data(A, b_hh)
-    xproj = _project(K, A, x2, w_i, _data(A, b_ih)).reshape(T, B, 3 * H)
-    hs = A.empty((T + 1, B, H), dtype=x2.dtype)
-    acts = A.empty((T, B, 3 * H), dtype=x2.dtype)
-    ghn = A.empty((T, B, H), dtype=x2.dtype)
+    w_h, dtype = _data(A, w_hh), w_hh.dtype
+    b_h = A.zeros(3 * H, dtype=dtype) if b_hh is None else _data(A, b_hh)
+    proj = InputProjection(K, A, x, w_ih, _data(A, b_ih), reverse)
+    xproj = proj.out.reshape(T, B, 3 * H)
+    hs = A.empty((T + 1, B, H), dtype=dtype)
+    acts = A.empty((T, B, 3 * H), dtype=dtype)
+    ghn = A.empty((T, B, H), dtype=dtype)
     K.gru_sequence_forward(xproj, w_h, b_h, _data(A, h0), hs, acts, ghn)
     out = A.contiguous(hs[1:][::-1]) if reverse else hs[1:]
 
     def backward(g):
         dhs = _time_order(A, g, reverse)
-        dgi = A.empty((T, B, 3 * H), dtype=x2.dtype)
-        dgh = A.empty((T, B, 3 * H), dtype=x2.dtype)
-        dh0 = A.empty((B, H), dtype=x2.dtype)
-        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, A.zeros((B, H), x2.dtype), dgi, dgh, dh0)
+        dgi = A.empty((T, B, 3 * H), dtype=dtype)
+        dgh = A.empty((T, B, 3 * H), dtype=dtype)
+        dh0 = A.empty((B, H), dtype=dtype)
+        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, A.zeros((B, H), dtype), dgi, dgh, dh0)
         dgi2, dgh2 = dgi.reshape(T * B, 3 * H), dgh.reshape(T * B, 3 * H)
-        dx, dw_ih, db_ih = _input_grads(K, A, dgi2, x2, w_i, (x.requires_grad, w_ih.requires_grad, b_ih is not None))
-        if dx is not None:
-            dx = dx.reshape(T, B, I)
-            dx = dx[::-1] if reverse else dx
+        dx, dw_ih, db_ih = proj.backward(dgi2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
         K.matmul_tn(dgh2, hs[:T].reshape(T * B, H), dw_hh, False)
         grads = (dx, dh0, dw_ih, dw_hh)
@@ -301,7 +334,7 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
             grads += (db_ih, db_hh)
         return grads
 
-    parents = (x, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
+    parents = (proj.source, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
     return record(out, parents, backward, "gru_sequence")
 
 

@@ -196,10 +196,14 @@ def torch_sampling_rate(cfg, length: int) -> float:
 
 # ---- start-up and memory (each in a fresh process) -------------------------------------------------
 def help_time(repeats=5) -> float:
+    """Seconds for `tinyrnn --help` in a fresh interpreter (median)."""
+    import importlib.util
+
+    module = "tinyrnn_cli.main" if importlib.util.find_spec("tinyrnn_cli") else "cli.main"  # installed, or a checkout
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tinyrnn_cli.main", "--help"], capture_output=True, check=True)
+        subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, check=True)
         times.append(time.perf_counter() - t0)
     return _median(times)
 

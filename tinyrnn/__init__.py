@@ -4,7 +4,7 @@
     from tinyrnn import nn, optim
 
     rnn = nn.LSTM(input_size=8, hidden_size=16, num_layers=2, bidirectional=True)
-    x = tinyrnn.tensor(np.random.randn(10, 4, 8))        # (T, B, I)
+    x = tinyrnn.tensor(np.random.randn(10, 4, 8), np.float32)   # (T, B, I)
     out, (h_n, c_n) = rnn(x)                             # out: (T, B, 2*16)
     out.sum().backward()
 

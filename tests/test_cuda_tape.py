@@ -260,6 +260,7 @@ from numba.cuda import dispatcher
 dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))  # device functions
 from numba.cuda.random import xoroshiro128p_dtype
 from tinyrnn.kernels.cuda import arrays as A
+from tinyrnn.kernels.cuda import device as D
 
 ty = numba.typeof
 n = 0
@@ -275,8 +276,8 @@ for dt in (np.float32, np.float64):
             (A._scale_by_kernel, (ty(v1), ty(s1))),
             (A._broadcast_kernel, (ty(s1), ty(v1), f)),
             (A._clip_kernel, (ty(v1), f, f)),
-            (A._sum_partial_kernel, (ty(v1), ty(np.zeros(2)))),
-            (A._sum_finish_kernel, (ty(np.zeros(2)), ty(s1), numba.float64)),
+            (D._partial_sums_kernel, (ty(v1), numba.boolean, ty(np.zeros(2)))),
+            (D._finish_sum_kernel, (ty(np.zeros(2)), ty(s1), numba.float64, numba.boolean)),
             (A._dropout_mask_kernel, (ty(np.zeros(4, xoroshiro128p_dtype)), ty(v1), numba.float64, f))]
     for kernel, sig in jobs:
         cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))

@@ -327,7 +327,7 @@ except Exception as e:
 
 compiled = {}
 FLOAT64_ON_PURPOSE = ("_sgd_kernel", "_adam_kernel", "_adagrad_kernel", "_rmsprop_kernel", "_scale_kernel",
-                      "_sum_of_squares_partial_kernel", "_sum_partials_kernel")
+                      "_partial_sums_kernel", "_finish_sum_kernel")
 
 def compile_instead_of_launch(self, config):
     def launch(*args):

@@ -126,7 +126,7 @@ def test_reference_sequence_matches_cell_loop(kind):
     o = run_sequence(ref, kind, a)
     G = GATES[kind]
     h, c = a["h0"], a["c0"]
-    dgates, hs, cs = [], [h], [c]
+    hs, cs = [h], [c]
     for t in range(T):
         acts, h_new, c_new = np.zeros((B, G * H)), np.zeros((B, H)), np.zeros((B, H))
         if kind == "lstm":

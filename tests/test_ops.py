@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import tinyrnn
 from tinyrnn import Tensor, gradcheck
 from tinyrnn import functional as F
 from tinyrnn.gradcheck import GradcheckError

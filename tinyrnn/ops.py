@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import HOST, DeviceError, arrays, kernels
-from .tensor import FLOAT_DTYPES, Tensor, record
+from .tensor import Tensor, record
 
 
 # ---- helpers ------------------------------------------------------------------------------

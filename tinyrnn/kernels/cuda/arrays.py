@@ -15,7 +15,7 @@ import numpy as np
 from numba import cuda
 from numba.cuda.random import create_xoroshiro128p_states, xoroshiro128p_uniform_float64
 
-from .device import ROW_THREADS, block_sum, blocks_for, is_simulator, jit, row_threads, threads_for
+from .device import blocks_for, is_simulator, jit, sum_into, threads_for
 from .device import empty, empty_like, fill, is_device_array, to_device, to_host, zeros, zeros_like  # noqa: F401
 
 MAX_DIMS = 4
@@ -225,40 +225,10 @@ def clip_inplace(x, lo, hi):
 # --------------------------------------------------------------------------------------------
 # Sum to a scalar (float64 accumulation, fixed order: reproducible run to run)
 # --------------------------------------------------------------------------------------------
-_SUM_BLOCKS = 256
-
-
-@jit
-def _sum_partial_kernel(x, partial):
-    shared = cuda.shared.array(ROW_THREADS, np.float64)
-    total = 0.0
-    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        total += np.float64(x[i])
-    total = block_sum(shared, total)
-    if cuda.threadIdx.x == 0:
-        partial[cuda.blockIdx.x] = total
-
-
-@jit
-def _sum_finish_kernel(partial, out, scale):
-    shared = cuda.shared.array(ROW_THREADS, np.float64)
-    total = 0.0
-    for i in range(cuda.threadIdx.x, partial.size, cuda.blockDim.x):
-        total += partial[i]
-    total = block_sum(shared, total)
-    if cuda.threadIdx.x == 0:
-        out[0] = total * scale
-
-
 def sum(x, scale=1.0):  # noqa: A001  (the numpy name)
     """scale * sum(x) as a 0-d device array of x's dtype (summed in float64, then rounded once)."""
     out = empty((), x.dtype)
-    flat = _flat(contiguous(x))
-    threads = row_threads(flat.size)
-    n_blocks = min(_SUM_BLOCKS, max(1, -(-flat.size // threads)))
-    partial = empty(n_blocks, np.float64)
-    _sum_partial_kernel[n_blocks, threads](flat, partial)
-    _sum_finish_kernel[1, row_threads(n_blocks)](partial, _scalar(out), float(scale))
+    sum_into(_flat(contiguous(x)), _scalar(out), scale=scale)
     return out
 
 

@@ -164,6 +164,52 @@ def block_sum(shared, value):
 
 
 # --------------------------------------------------------------------------------------------
+# Sum to one number: two passes, float64, in a fixed order (the same result run to run)
+# --------------------------------------------------------------------------------------------
+SUM_BLOCKS = 256
+
+
+@jit
+def _partial_sums_kernel(x, square, partial):
+    """Block b: partial[b] = sum of x[i] (x[i]**2 if square) over the i its threads visit, in float64."""
+    shared = cuda.shared.array(ROW_THREADS, np.float64)
+    total = 0.0
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = np.float64(x[i])
+        total += v * v if square else v
+    total = block_sum(shared, total)
+    if cuda.threadIdx.x == 0:
+        partial[cuda.blockIdx.x] = total
+
+
+@jit
+def _finish_sum_kernel(partial, out, scale, accumulate):
+    """One block: out[0] (+)= scale * sum(partial)."""
+    shared = cuda.shared.array(ROW_THREADS, np.float64)
+    total = 0.0
+    for i in range(cuda.threadIdx.x, partial.size, cuda.blockDim.x):
+        total += partial[i]
+    total = block_sum(shared, total)
+    if cuda.threadIdx.x == 0:
+        if accumulate:
+            out[0] += total * scale
+        else:
+            out[0] = total * scale
+
+
+def sum_into(flat, out, square=False, scale=1.0, accumulate=False):
+    """out[0] (+)= scale * sum(flat), or of flat**2 with ``square``, on the device, without waiting.
+
+    flat: a 1-D device array; out: a 1-element device array (float64 sums, rounded once into out).
+    """
+    threads = row_threads(flat.size)   # a power of two, as the tree reduction needs
+    n_blocks = min(SUM_BLOCKS, max(1, -(-flat.size // threads)))
+    partial = cuda.device_array(n_blocks, dtype=np.float64)
+    _partial_sums_kernel[n_blocks, threads](flat, bool(square), partial)
+    _finish_sum_kernel[1, row_threads(n_blocks)](partial, out, float(scale), bool(accumulate))
+
+
+# --------------------------------------------------------------------------------------------
 # Launch shapes
 # --------------------------------------------------------------------------------------------
 def threads_for(n: int, most: int = THREADS) -> int:

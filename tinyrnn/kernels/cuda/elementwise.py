@@ -17,10 +17,9 @@ import math
 import numpy as np
 from numba import cuda
 
-from .device import ROW_THREADS, block_sum, blocks_for, jit, row_threads, threads_for
+from .device import blocks_for, jit, sum_into, threads_for
 
 # sum_of_squares: at most this many blocks, each thread striding over x.
-_SUM_BLOCKS = 256
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,45 +67,12 @@ def bias_backward(dout, dbias, accumulate):
 # --------------------------------------------------------------------------------------------
 # Reductions and scaling (gradient clipping)
 # --------------------------------------------------------------------------------------------
-@jit
-def _sum_of_squares_partial_kernel(x, partial):
-    """Block b: partial[b] = sum of x[i]**2 over the i this block's threads visit (float64)."""
-    shared = cuda.shared.array(ROW_THREADS, np.float64)
-    total = 0.0
-    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = np.float64(x[i])
-        total += v * v
-    total = block_sum(shared, total)
-    if cuda.threadIdx.x == 0:
-        partial[cuda.blockIdx.x] = total
-
-
-@jit
-def _sum_partials_kernel(partial, acc, accumulate):
-    """One block: acc[0] (+)= sum(partial)."""
-    shared = cuda.shared.array(ROW_THREADS, np.float64)
-    total = 0.0
-    for i in range(cuda.threadIdx.x, partial.size, cuda.blockDim.x):
-        total += partial[i]
-    total = block_sum(shared, total)
-    if cuda.threadIdx.x == 0:
-        if accumulate:
-            acc[0] += total
-        else:
-            acc[0] = total
-
-
 def sum_of_squares_into(x, acc, accumulate=True):
     """acc[0] (+)= sum(x**2) in float64, on the device, without waiting for the result.
 
     x: any contiguous device array; acc: (1,) float64 device array. (CUDA only.)
     """
-    flat = x.reshape(x.size)
-    threads = row_threads(flat.size)   # a power of two, as the tree reduction needs
-    n_blocks = min(_SUM_BLOCKS, max(1, -(-flat.size // threads)))
-    partial = cuda.device_array(n_blocks, dtype=np.float64)
-    _sum_of_squares_partial_kernel[n_blocks, threads](flat, partial)
-    _sum_partials_kernel[1, row_threads(n_blocks)](partial, acc, bool(accumulate))
+    sum_into(x.reshape(x.size), acc, square=True, accumulate=accumulate)
 
 
 def sum_of_squares(x):

@@ -15,14 +15,16 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
 
     t[r, c] += s[r, k] * v[k, c]     for each k: MR numbers of S times NR numbers of V
 
-1. Micro tile (``_micro``). An MR x NR = 4 x 64 block t of the result, kept in a small
-   per-thread buffer (1 KB, in L1). For each k, 4 numbers of S (broadcast to all lanes) are
-   multiplied with 64 consecutive numbers of V (4 zmm vectors at float32) and added into t.
-   The c loop is innermost so LLVM vectorises it; the k loop is unrolled by 4 by hand so each
-   load and store of t carries 4 FMAs. No horizontal sums: every lane is its own output.
+1. Micro tile (``_micro``). An MR x NR = 4 x 64 block of the result, held in 16 SIMD
+   registers (``simd.py``: 4 rows x 4 vectors of 16 lanes) for the whole k block. For each k,
+   4 vectors of V are loaded, and each of the 4 numbers of S is broadcast to all lanes and
+   multiplied into its row: 16 fused multiply-adds per 8 loads, no stores, no horizontal sums
+   (every lane is its own output). At the end the tile is added into out straight from the
+   registers (through a 1 KB buffer t only at ragged edges). One core runs it at ~250 GFLOP/s
+   with data in cache, against ~100 for the same scheme with the tile in a memory buffer.
    (Numba does not run LLVM's SLP vectoriser, so a tile held in scalar locals would stay
-   scalar; and a dot-product tile, vectorised along k, must sum its 16 vectors across lanes
-   at the end of every k block: at K = 256 that cost ~40% of the time.)
+   scalar; hence the explicit vectors. A dot-product tile, vectorised along k, must sum its
+   16 vectors across lanes at the end of every k block: at K = 256 that cost ~40% of the time.)
 2. Packing. V must give NR consecutive numbers per k, so it is always packed, one KC x NB
    block at a time, into NR-column panels (``_pack_panels``: zero-padded, k-major). S must be
    k-contiguous (row-major): read in place when it is, else packed MB rows at a time
@@ -31,17 +33,16 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    (transposed) MB rows at a time. (S may also be y: then out is written transposed.)
 3. Cache blocks: k by KC = 256, V by NB = 512 rows per tile (its packed KC x NB block, 512 KB
    at float32, stays in L2), S by MB = 128 rows. Loop order per k block: pack V; for each S
-   block: for each V panel: for each 4 rows of S: micro tile, then add t into out.
+   block: for each V panel: for each 4 rows of S: micro tile into out.
 4. Threads: out is cut into tiles (S row chunks x NB-wide V chunks) only as far as needed to
    give each thread about two; ``prange`` runs over the threads, each taking tiles w,
    w + n_threads, ... and owning its workspaces, allocated once per call. Every element of
    out belongs to one tile, so no two threads write it.
 
-nt products (x and y both k-contiguous) go to a dot-product engine that reads both operands
-in place (``_gemm_dot``: 4 x 4 tiles of dot products, vectorised along k, KC x 128 blocks):
-the outer-product engine would first have to transpose one of them into panels, which
-measured no faster (and at one time step, h @ W_hh.T with 32 rows, half of a panel would be
-padding).
+nt products with few rows (fewer than DOT_MAX_ROWS = 64: h @ W_hh.T at one time step) go to a
+dot-product engine that reads both operands in place (``_gemm_dot``: 4 x 4 tiles of dot
+products, vectorised along k, KC x 128 blocks): there, transposing all of y into panels would
+cost more than it saves. Bigger nt products use the outer-product engine with S = x.
 
 Serial building block other kernels can call inside their own ``prange``:
 
@@ -52,56 +53,79 @@ import numpy as np
 import numba
 
 from ..jit import kernel, parallel_kernel, prange
+from .simd import LANES as L, vadd, vfma, vload, vsplat, vstore, vzeros
 
 MR = 4      # rows of S per micro tile (and rows / cols of a dot-product tile)
-NR = 64     # numbers of V per k in a packed panel: the vector lanes of a micro tile
+NR = 4 * L  # numbers of V per k in a packed panel (64): 4 SIMD vectors, the columns of a micro tile
 KC = 256    # k block
 MB = 128    # rows of S packed at a time (when S must be packed)
 NB = 512    # rows of V per thread tile (a multiple of NR): its packed block stays in L2
 DB = 128    # cols of out per tile of the dot-product engine
+DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product engine
 
 
 # ----------------------------------------------------------------------------- micro tile
 
 @kernel
-def _micro(s, r0, rlast, sk, kc, v, vo, t):
-    """t[r*NR + c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR, c < NR)
+def _micro(s, r0, rlast, sk, kc, v, vo, t, out, transposed, oi, oj, mr, nr, add):
+    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR, c < NR)
+    then out[oi + r, oj + c] (+)= tile[r, c] for r < mr, c < nr (out[oj + c, oi + r] if transposed).
 
-    s: rows of S, k-contiguous; v: packed panels, NR numbers per k (``_pack_panels``); t: the
-    MR x NR tile, flat. Rows past rlast (the ragged end of a block) repeat row rlast; their
-    results are computed but not stored. The c loop is vectorised (NR lanes); written out for
-    4 rows and 4 k per pass: 16 numbers of S times 4 x NR numbers of V."""
+    s: rows of S, k-contiguous; v: packed panels, NR numbers per k (``_pack_panels``). Rows past
+    rlast (the ragged end of a block) repeat row rlast; their results are computed but not
+    stored. A full tile goes from the registers straight into out (4 vectors per row); an edge
+    tile or a transposed one goes through t (MR x NR, flat) and ``_store``.
+
+    The tile lives in 16 SIMD registers (``simd.py``: 4 rows x 4 vectors of 16 lanes) for the
+    whole k loop. Per k: 4 vector loads of V, and for each of the 4 rows one number of S
+    broadcast to all lanes and 4 fused multiply-adds: 16 FMAs per 8 loads, no stores."""
     s0 = s[r0, sk:sk + kc]
     s1 = s[min(r0 + 1, rlast), sk:sk + kc]
     s2 = s[min(r0 + 2, rlast), sk:sk + kc]
     s3 = s[min(r0 + 3, rlast), sk:sk + kc]
-    for i in range(MR * NR):
-        t[i] = 0
-    kc4 = kc - kc % 4
-    for p in range(0, kc4, 4):
-        a00 = s0[p]; a01 = s0[p + 1]; a02 = s0[p + 2]; a03 = s0[p + 3]
-        a10 = s1[p]; a11 = s1[p + 1]; a12 = s1[p + 2]; a13 = s1[p + 3]
-        a20 = s2[p]; a21 = s2[p + 1]; a22 = s2[p + 2]; a23 = s2[p + 3]
-        a30 = s3[p]; a31 = s3[p + 1]; a32 = s3[p + 2]; a33 = s3[p + 3]
-        vq = v[vo + p * NR:vo + (p + 4) * NR]
-        for c in range(NR):
-            b0 = vq[c]
-            b1 = vq[NR + c]
-            b2 = vq[2 * NR + c]
-            b3 = vq[3 * NR + c]
-            t[c] += (a00 * b0 + a01 * b1) + (a02 * b2 + a03 * b3)
-            t[NR + c] += (a10 * b0 + a11 * b1) + (a12 * b2 + a13 * b3)
-            t[2 * NR + c] += (a20 * b0 + a21 * b1) + (a22 * b2 + a23 * b3)
-            t[3 * NR + c] += (a30 * b0 + a31 * b1) + (a32 * b2 + a33 * b3)
-    for p in range(kc4, kc):
-        a0 = s0[p]; a1 = s1[p]; a2 = s2[p]; a3 = s3[p]
-        vq = v[vo + p * NR:vo + (p + 1) * NR]
-        for c in range(NR):
-            b = vq[c]
-            t[c] += a0 * b
-            t[NR + c] += a1 * b
-            t[2 * NR + c] += a2 * b
-            t[3 * NR + c] += a3 * b
+    c00 = c01 = c02 = c03 = vzeros(t)       # row r of the tile: c_r0 .. c_r3, 16 lanes each
+    c10 = c11 = c12 = c13 = vzeros(t)
+    c20 = c21 = c22 = c23 = vzeros(t)
+    c30 = c31 = c32 = c33 = vzeros(t)
+    for p in range(kc):
+        o = vo + p * NR
+        b0 = vload(v, o)
+        b1 = vload(v, o + L)
+        b2 = vload(v, o + 2 * L)
+        b3 = vload(v, o + 3 * L)
+        a = vsplat(s0[p])
+        c00 = vfma(a, b0, c00); c01 = vfma(a, b1, c01); c02 = vfma(a, b2, c02); c03 = vfma(a, b3, c03)  # noqa: E702
+        a = vsplat(s1[p])
+        c10 = vfma(a, b0, c10); c11 = vfma(a, b1, c11); c12 = vfma(a, b2, c12); c13 = vfma(a, b3, c13)  # noqa: E702
+        a = vsplat(s2[p])
+        c20 = vfma(a, b0, c20); c21 = vfma(a, b1, c21); c22 = vfma(a, b2, c22); c23 = vfma(a, b3, c23)  # noqa: E702
+        a = vsplat(s3[p])
+        c30 = vfma(a, b0, c30); c31 = vfma(a, b1, c31); c32 = vfma(a, b2, c32); c33 = vfma(a, b3, c33)  # noqa: E702
+    if mr == MR and nr == NR and not transposed:
+        _put_row(out[oi], oj, add, c00, c01, c02, c03)
+        _put_row(out[oi + 1], oj, add, c10, c11, c12, c13)
+        _put_row(out[oi + 2], oj, add, c20, c21, c22, c23)
+        _put_row(out[oi + 3], oj, add, c30, c31, c32, c33)
+    else:
+        _put_row(t, 0, False, c00, c01, c02, c03)
+        _put_row(t, NR, False, c10, c11, c12, c13)
+        _put_row(t, 2 * NR, False, c20, c21, c22, c23)
+        _put_row(t, 3 * NR, False, c30, c31, c32, c33)
+        _store(t, out, transposed, oi, oj, mr, nr, add)
+
+
+@kernel
+def _put_row(row, j, add, v0, v1, v2, v3):
+    """row[j:j + NR] (+)= the 4 vectors v0..v3 (one row of a micro tile)."""
+    if add:
+        v0 = vadd(vload(row, j), v0)
+        v1 = vadd(vload(row, j + L), v1)
+        v2 = vadd(vload(row, j + 2 * L), v2)
+        v3 = vadd(vload(row, j + 3 * L), v3)
+    vstore(row, j, v0)
+    vstore(row, j + L, v1)
+    vstore(row, j + 2 * L, v2)
+    vstore(row, j + 3 * L, v3)
 
 
 @kernel
@@ -110,13 +134,13 @@ def _store(t, out, transposed, si, vj, mr, nr, add):
     out[si + r, vj + c], or to out[vj + c, si + r] when S holds the columns of out."""
     if not transposed:
         for r in range(mr):
-            row = out[si + r]
+            row, tr = out[si + r, vj:vj + nr], t[r * NR:r * NR + nr]     # slices: the loop vectorises
             if add:
                 for c in range(nr):
-                    row[vj + c] += t[r * NR + c]
+                    row[c] += tr[c]
             else:
                 for c in range(nr):
-                    row[vj + c] = t[r * NR + c]
+                    row[c] = tr[c]
     else:
         for c in range(nr):
             row = out[vj + c]
@@ -234,8 +258,8 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
             for q in range(n_panels):          # one panel (kc x NR) serves every row of the block
                 nr = min(NR, nv - q * NR)
                 for r in range(0, m, MR):
-                    _micro(sx, si + r, si + m - 1, sk, kc, wv, q * kc * NR, t)
-                    _store(t, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
+                    _micro(sx, si + r, si + m - 1, sk, kc, wv, q * kc * NR, t,
+                           out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
 
 
 @parallel_kernel
@@ -290,16 +314,25 @@ def _run(x, y, out, accumulate):
         if not accumulate:
             out[...] = 0
         return
+    if not out.flags.c_contiguous:     # the engines write whole rows of out as vectors
+        result = np.empty(out.shape, out.dtype)
+        _run(x, y, result, False)
+        if accumulate:
+            out += result
+        else:
+            out[...] = result
+        return
     x_in_place, y_in_place = x.flags.c_contiguous, y.flags.c_contiguous
-    if x_in_place and y_in_place:
-        # nt: both operands are read in place by the dot-product engine. (The outer-product
-        # engine would have to transpose one of them into panels; measured, it did not win.)
+    if x_in_place and y_in_place and x.shape[0] < DOT_MAX_ROWS:
+        # nt with few rows (h @ W.T at one time step): both operands are read in place by the
+        # dot-product engine. The outer-product engine would first transpose all of y into
+        # panels, which at 32 rows costs more than it saves (measured: 0.8x numpy vs 1.2x).
         _gemm_dot(x, y, out, bool(accumulate), numba.get_num_threads())
         return
-    # S = the k-contiguous one (nn: S = a); when neither is (tn), S = x, packed (transposed).
-    # Tried for tn: S = the smaller one; out is then written transposed, and at M = 4096 that
-    # was 20% slower.
-    transposed = y_in_place
+    # S = the k-contiguous one (nn, nt: S = a); when neither is (tn), S = x, packed (transposed).
+    # Only when y alone is k-contiguous is S = y, and out written transposed. (Tried for tn:
+    # S = the smaller one; out is then written transposed, and at M = 4096 that was 20% slower.)
+    transposed = y_in_place and not x_in_place
     s, v = (y, x) if transposed else (x, y)
     # An S read in place must be typed C-contiguous (so the micro tile vectorises); a packed
     # operand goes in as memory + strides, so every layout shares one compilation.

@@ -1,0 +1,141 @@
+"""Explicit SIMD vectors for Numba kernels: a 16-lane vector type and five operations on it.
+
+    v = vload(a, i)         v[l] = a[i + l]                  a: 1-D C-contiguous float array
+    vstore(a, i, v)         a[i + l] = v[l]
+    v = vsplat(x)           v[l] = x                         x: a float32 / float64 scalar
+    v = vfma(a, b, c)       v[l] = a[l] * b[l] + c[l]        (one fused multiply-add where the CPU has it)
+    v = vadd(a, b)          v[l] = a[l] + b[l]
+    v = vzeros(a)           v[l] = 0, of a's dtype
+
+    for l in range(LANES)
+
+Why: a matmul's inner loop wants a block of C, e.g. 4 rows x 64 columns, held in *registers*
+for the whole k loop. Numba runs LLVM's loop vectoriser but not its SLP vectoriser, so a block
+of C written as scalar locals stays scalar, and written as a small array it is loaded and stored
+at every k (the array may alias the operands). A value of type ``Vec`` is one LLVM vector
+(``<16 x float>``: one AVX-512 register, two AVX2 registers, four NEON registers), so 16 of them
+held in locals across a loop stay in 16 registers, and the loop is exactly the FMAs we wrote.
+LLVM lowers the vector operations for whatever CPU the kernel is compiled for (Numba compiles
+for the host), so the code is portable; only the speed depends on the register file.
+
+The operations are Numba ``@intrinsic``s: they are typed in Python and emit a few lines of LLVM IR
+each, inlined into the calling kernel, and cached with it (``cache=True``). Nothing checks bounds:
+like the rest of the kernels, the caller guarantees ``0 <= i`` and ``i + LANES <= len(a)``.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+LANES = 16
+
+
+class Vec(types.Type):
+    """A SIMD vector of LANES numbers of a float dtype (a Numba type; values live in registers)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(name=f"Vec({dtype} x {LANES})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, LANES))
+
+
+def _is_flat_float_array(a):
+    return (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+            and isinstance(a.dtype, types.Float))
+
+
+def _vector_pointer(context, builder, array_type, array, index_type, index):
+    """LLVM pointer to a[index], typed as a pointer to a vector of LANES elements."""
+    data = context.make_array(array_type)(context, builder, array).data
+    i = context.cast(builder, index, index_type, types.intp)
+    element_pointer = builder.gep(data, [i])
+    return builder.bitcast(element_pointer, ir.VectorType(data.type.pointee, LANES).as_pointer())
+
+
+@intrinsic
+def vload(typingctx, a, i):
+    if not (_is_flat_float_array(a) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _vector_pointer(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        return builder.load(p, align=sig.args[0].dtype.bitwidth // 8)     # unaligned is fine
+
+    return Vec(a.dtype)(a, i), codegen
+
+
+@intrinsic
+def vstore(typingctx, a, i, v):
+    if not (_is_flat_float_array(a) and isinstance(i, types.Integer)
+            and isinstance(v, Vec) and v.dtype == a.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _vector_pointer(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        builder.store(args[2], p, align=sig.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(a, i, v), codegen
+
+
+def _splat(builder, x):
+    vt = ir.VectorType(x.type, LANES)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, args[0])
+
+    return Vec(x)(x), codegen
+
+
+@intrinsic
+def vzeros(typingctx, a):
+    if not _is_flat_float_array(a):
+        return None
+
+    def codegen(context, builder, sig, args):
+        element = context.get_value_type(sig.args[0].dtype)
+        return ir.Constant(ir.VectorType(element, LANES), [0.0] * LANES)
+
+    return Vec(a.dtype)(a), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    if not (isinstance(a, Vec) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = args[0].type
+        # llvm.fmuladd: one FMA instruction where the CPU has one, else a multiply and an add
+        suffix = "f32" if sig.args[0].dtype == types.float32 else "f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                            f"llvm.fmuladd.v{LANES}{suffix}")
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen

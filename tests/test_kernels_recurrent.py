@@ -11,9 +11,10 @@ from tinyrnn.kernels import cpu, reference as ref
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-# (T, B, H): awkward sizes, partial 4 x 4 tiles, more than one block of hidden units (UNITS = 8),
-# and more than one parallel chunk (CHUNK = 64) with a partial last chunk
-SIZES = [(1, 1, 1), (5, 3, 7), (4, 6, 37), (3, 5, 83)]
+# (T, B, H): awkward sizes (only partial chunks: the plain loop), a full 64-unit chunk (the SIMD
+# micro tile) with a ragged last tile of batch rows, then a partial chunk, and two full chunks
+# with whole 4-row tiles (stored straight from the registers)
+SIZES = [(1, 1, 1), (5, 3, 7), (4, 6, 37), (3, 5, 83), (2, 8, 128)]
 
 
 def randn(rng, *shape, dtype=np.float64, scale=1.0):

@@ -44,10 +44,13 @@ dot-product engine that reads both operands in place (``_gemm_dot``: 4 x 4 tiles
 products, vectorised along k, KC x 128 blocks): there, transposing all of y into panels would
 cost more than it saves. Bigger nt products use the outer-product engine with S = x.
 
-Serial building block other kernels can call inside their own ``prange``:
+Serial building blocks other kernels can call inside their own ``prange``:
 
     gemm_nt_block(x, y, out, i0, i1, j0, j1, accumulate)
         out[i0:i1, j0:j1] (+)= x[i0:i1, :] @ y[j0:j1, :].T      x, y C-contiguous
+    gemm_panel_block(s, panel, init, out, out_col, n, add, t)
+        out[:, out_col:out_col+n] = (init[...] if add else 0) + s @ W    s, out C-contiguous, W (K, 64) packed by
+        pack_panels(w, by_columns, groups) once per call (h @ W for 64 columns of W at a time)
 """
 import numpy as np
 import numba
@@ -67,11 +70,14 @@ DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product e
 # ----------------------------------------------------------------------------- micro tile
 
 @kernel
-def _micro(s, r0, rlast, sk, kc, v, vo, t, out, transposed, oi, oj, mr, nr, add):
-    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR, c < NR)
-    then out[oi + r, oj + c] (+)= tile[r, c] for r < mr, c < nr (out[oj + c, oi + r] if transposed).
+def _micro(s, r0, rlast, sk, kc, v, vo, vstride, t, init, out, transposed, oi, oj, mr, nr, add):
+    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*vstride + c]    (r < MR, c < NR)
+    then out[oi + r, oj + c] = (init[oi + r, oj + c] if add else 0) + tile[r, c] for r < mr, c < nr
+    (init is out itself for ``out +=``, or another array of out's shape: xproj + h @ W_hh.T);
+    when transposed, out[oj + c, oi + r] (+)= tile[r, c] and init must be out.
 
-    s: rows of S, k-contiguous; v: packed panels, NR numbers per k (``_pack_panels``). Rows past
+    s: rows of S, k-contiguous; v: flat, NR consecutive numbers per k, vstride apart (packed
+    panels, ``_pack_panels``: vstride = NR; or a matrix read in place: its row length). Rows past
     rlast (the ragged end of a block) repeat row rlast; their results are computed but not
     stored. A full tile goes from the registers straight into out (4 vectors per row); an edge
     tile or a transposed one goes through t (MR x NR, flat) and ``_store``.
@@ -88,7 +94,7 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, out, transposed, oi, oj, mr, nr, add)
     c20 = c21 = c22 = c23 = vzeros(t)
     c30 = c31 = c32 = c33 = vzeros(t)
     for p in range(kc):
-        o = vo + p * NR
+        o = vo + p * vstride
         b0 = vload(v, o)
         b1 = vload(v, o + L)
         b2 = vload(v, o + 2 * L)
@@ -102,26 +108,26 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, out, transposed, oi, oj, mr, nr, add)
         a = vsplat(s3[p])
         c30 = vfma(a, b0, c30); c31 = vfma(a, b1, c31); c32 = vfma(a, b2, c32); c33 = vfma(a, b3, c33)  # noqa: E702
     if mr == MR and nr == NR and not transposed:
-        _put_row(out[oi], oj, add, c00, c01, c02, c03)
-        _put_row(out[oi + 1], oj, add, c10, c11, c12, c13)
-        _put_row(out[oi + 2], oj, add, c20, c21, c22, c23)
-        _put_row(out[oi + 3], oj, add, c30, c31, c32, c33)
+        _put_row(out[oi], init[oi], oj, add, c00, c01, c02, c03)
+        _put_row(out[oi + 1], init[oi + 1], oj, add, c10, c11, c12, c13)
+        _put_row(out[oi + 2], init[oi + 2], oj, add, c20, c21, c22, c23)
+        _put_row(out[oi + 3], init[oi + 3], oj, add, c30, c31, c32, c33)
     else:
-        _put_row(t, 0, False, c00, c01, c02, c03)
-        _put_row(t, NR, False, c10, c11, c12, c13)
-        _put_row(t, 2 * NR, False, c20, c21, c22, c23)
-        _put_row(t, 3 * NR, False, c30, c31, c32, c33)
-        _store(t, out, transposed, oi, oj, mr, nr, add)
+        _put_row(t, t, 0, False, c00, c01, c02, c03)
+        _put_row(t, t, NR, False, c10, c11, c12, c13)
+        _put_row(t, t, 2 * NR, False, c20, c21, c22, c23)
+        _put_row(t, t, 3 * NR, False, c30, c31, c32, c33)
+        _store(t, init, out, transposed, oi, oj, mr, nr, add)
 
 
 @kernel
-def _put_row(row, j, add, v0, v1, v2, v3):
-    """row[j:j + NR] (+)= the 4 vectors v0..v3 (one row of a micro tile)."""
+def _put_row(row, init_row, j, add, v0, v1, v2, v3):
+    """row[j:j + NR] = (init_row[j:j + NR] if add else 0) + the 4 vectors v0..v3 (a tile's row)."""
     if add:
-        v0 = vadd(vload(row, j), v0)
-        v1 = vadd(vload(row, j + L), v1)
-        v2 = vadd(vload(row, j + 2 * L), v2)
-        v3 = vadd(vload(row, j + 3 * L), v3)
+        v0 = vadd(vload(init_row, j), v0)
+        v1 = vadd(vload(init_row, j + L), v1)
+        v2 = vadd(vload(init_row, j + 2 * L), v2)
+        v3 = vadd(vload(init_row, j + 3 * L), v3)
     vstore(row, j, v0)
     vstore(row, j + L, v1)
     vstore(row, j + 2 * L, v2)
@@ -129,15 +135,17 @@ def _put_row(row, j, add, v0, v1, v2, v3):
 
 
 @kernel
-def _store(t, out, transposed, si, vj, mr, nr, add):
-    """Write (or add) the valid mr x nr corner of the micro tile t into out: t[r, c] goes to
-    out[si + r, vj + c], or to out[vj + c, si + r] when S holds the columns of out."""
+def _store(t, init, out, transposed, si, vj, mr, nr, add):
+    """Write the valid mr x nr corner of the micro tile t into out: t[r, c] (plus init[si + r, vj + c]
+    when add) goes to out[si + r, vj + c]; or, when S holds the columns of out, t[r, c] goes to
+    out[vj + c, si + r] (added when add: init is out then)."""
     if not transposed:
         for r in range(mr):
             row, tr = out[si + r, vj:vj + nr], t[r * NR:r * NR + nr]     # slices: the loop vectorises
             if add:
+                ir = init[si + r, vj:vj + nr]
                 for c in range(nr):
-                    row[c] += tr[c]
+                    row[c] = ir[c] + tr[c]
             else:
                 for c in range(nr):
                     row[c] = tr[c]
@@ -258,8 +266,8 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
             for q in range(n_panels):          # one panel (kc x NR) serves every row of the block
                 nr = min(NR, nv - q * NR)
                 for r in range(0, m, MR):
-                    _micro(sx, si + r, si + m - 1, sk, kc, wv, q * kc * NR, t,
-                           out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
+                    _micro(sx, si + r, si + m - 1, sk, kc, wv, q * kc * NR, NR, t,
+                           out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
 
 
 @parallel_kernel
@@ -505,3 +513,41 @@ def _gemm_dot(x, y, out, accumulate, n_threads):
             i0 = (t // n_nt) * mc
             j0 = (t % n_nt) * DB
             gemm_nt_block(x, y, out, i0, min(i0 + mc, M), j0, min(j0 + DB, N), accumulate)
+
+
+@kernel
+def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
+    """out[:, cols] = (init[:, cols] if add else 0) + s @ W,  cols = out_col:out_col + n
+    (serial; call it inside a prange)
+
+    s (M, K), init and out (M, .) C-contiguous (init may be out: ``out += s @ W``); W (K, NR) given as one packed panel (flat, NR numbers
+    per k: ``_pack_panels``, zero columns past n <= NR). t: an MR * NR work buffer (ragged
+    tiles). No blocking of k: the K x 64 panel (64 KB at K = 256) stays in L2 while every 4
+    rows of s pass over it. E.g. h_{t-1} @ W_hh.T for 64 gate columns at one time step."""
+    M, K = s.shape
+    for r in range(0, M, MR):
+        _micro(s, r, M - 1, 0, K, panel, 0, NR, t, init, out, False, r, out_col, min(MR, M - r), n, add)
+
+
+@kernel
+def pack_panels(w, by_columns, groups):
+    """w (R, C) C-contiguous -> its panels, (groups, n_panels, K * NR), for ``gemm_panel_block``.
+
+    by_columns False: the matrix multiplied is w.T (K = C), and its columns, the rows of w,
+    are cut into ``groups`` equal groups (gates: R = groups * U), each into NR-wide panels,
+    zero-padded: panel [g, q] holds rows g*U + q*NR ... of w. by_columns True: the matrix is w
+    itself (K = R), its columns cut into panels ([0, q]: columns q*NR ...; groups must be 1).
+    Packing once per call, O(R*C), keeps each panel's K rows of 64 numbers contiguous; read in
+    place, rows 4 KB apart fall into the same few cache sets and the micro tile ran at half
+    speed."""
+    R, C = w.shape
+    flat = w.reshape(w.size)
+    if by_columns:
+        K, U, st = R, C, (1, C)
+    else:
+        K, U, st = C, R // groups, (C, 1)
+    n_panels = (U + NR - 1) // NR
+    panels = np.empty((groups, n_panels, K * NR), w.dtype)
+    for g in range(groups):
+        _pack_panels(flat, st, g * U, U, 0, K, panels[g].reshape(n_panels * K * NR))
+    return panels

@@ -5,6 +5,12 @@ second run loads it instead of compiling. ``error_model="numpy"``: no zero-divis
 which would stop loops from vectorising. ``fastmath`` allows re-association (vectorised
 reductions) and fused multiply-add, but keeps NaN/inf semantics so bad losses are still seen.
 
+A caveat when *editing* kernels: Numba checks a cached kernel against its own source file
+only. A kernel that calls a kernel of another module (``sequence.py`` calls ``matmul.py``'s
+micro tile) keeps its cached copy of the callee when only the callee's file changed: delete the
+cache files (``find tinyrnn -name '*.nbi' -delete``) after such an edit. Installed releases
+are not affected (installing a version gives every file a new timestamp).
+
 Importing this module imports numba; nothing in ``tinyrnn`` imports it until a kernel is used.
 """
 import numba

@@ -270,46 +270,85 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                            out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
 
 
+@kernel
+def _tiling(M, N, pack_s, n_threads):
+    """(mc, nb): rows of S and rows of V per thread tile, nb a multiple of NR, nb <= NB.
+
+    Every tile packs its V rows (and its S rows, when pack_s) over all of K, so cutting M into
+    n_mc chunks packs V n_mc times, and cutting N into n_nb chunks packs S n_nb times. Among the
+    cuts that give every thread about two tiles, take the one that packs the least:
+    n_mc * N + n_nb * (M if pack_s else 0). (E.g. the weight gradient h.T @ dgates at H = 128,
+    M = 128, N = 512: four 128-wide V chunks, not four 32-row S chunks, which packed V 4x.)"""
+    max_mc = (M + MR - 1) // MR
+    max_nb = (N + NR - 1) // NR
+    best_cost, best_mc, best_nb = -1, M, NB
+    for n_nb in range((N + NB - 1) // NB, max_nb + 1):
+        nb = ((N + n_nb - 1) // n_nb + NR - 1) // NR * NR
+        n_nb = (N + nb - 1) // nb
+        n_mc = min(max((2 * n_threads + n_nb - 1) // n_nb, 1), max_mc)
+        mc = ((M + n_mc - 1) // n_mc + MR - 1) // MR * MR
+        n_mc = (M + mc - 1) // mc
+        cost = n_mc * N + (n_nb * M if pack_s else 0)
+        if best_cost < 0 or cost < best_cost:
+            best_cost, best_mc, best_nb = cost, mc, nb
+        if n_nb * n_mc >= 2 * n_threads and n_mc == 1:
+            break                              # more V chunks would only add S packing
+    return best_mc, best_nb
+
+
 @parallel_kernel
 def _gemm(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, n_threads):
     """out (+)= S @ V.T (or out.T when transposed), S and V as in ``_gemm_tile``, multithreaded.
 
-    Tiles: V chunks of NB rows, S cut into row chunks only as far as needed to give every
-    thread about two tiles (each S chunk repacks V). ``prange`` runs over the threads, not the
+    Tiles: mc rows of S x nb rows of V (``_tiling``). ``prange`` runs over the threads, not the
     tiles, so each owns its workspaces (allocated here, once per call)."""
     if transposed:
         N, M = out.shape                       # M: rows of S, N: rows of V
     else:
         M, N = out.shape
-    n_nt = (N + NB - 1) // NB
-    n_mc = min((2 * n_threads + n_nt - 1) // n_nt, (M + MR - 1) // MR)
-    mc = (((M + n_mc - 1) // n_mc + MR - 1) // MR) * MR     # rows per chunk, a multiple of MR
+    mc, nb = _tiling(M, N, pack_s, n_threads)
     n_mc = (M + mc - 1) // mc
-    n_tiles = n_mc * n_nt
+    n_nb = (N + nb - 1) // nb
+    n_tiles = n_mc * n_nb
     n_workers = max(1, min(n_threads, n_tiles))
     kc_max = min(KC, K)
     ws = np.empty((n_workers, MB if pack_s else 1, kc_max if pack_s else 1), dtype=out.dtype)
-    wv = np.empty((n_workers, NB * kc_max), dtype=out.dtype)
+    wv = np.empty((n_workers, nb * kc_max), dtype=out.dtype)
     wt = np.empty((n_workers, MR * NR), dtype=out.dtype)
     for w in prange(n_workers):
         for tile in range(w, n_tiles, n_workers):
-            i0 = (tile // n_nt) * mc
-            j0 = (tile % n_nt) * NB
+            i0 = (tile // n_nb) * mc
+            j0 = (tile % n_nb) * nb
             _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate,
-                       i0, min(i0 + mc, M), j0, min(j0 + NB, N), ws[w], wv[w], wt[w])
+                       i0, min(i0 + mc, M), j0, min(j0 + nb, N), ws[w], wv[w], wt[w])
 
 
 def _memory_and_strides(x):
-    """x (R, C) as (flat, (s0, s1)) with x[r, c] == flat[r*s0 + c*s1]: a 1-D read-only view
-    of the memory x spans, and its strides in elements. No copy, except for the odd array
-    with negative or unaligned strides."""
+    """x (R, C) as (flat, (s0, s1)) with x[r, c] == flat[r*s0 + c*s1]: a 1-D view of the memory
+    x spans, and its strides in elements. No copy, except for the odd array with negative or
+    unaligned strides."""
+    if x.flags.c_contiguous:                       # the common cases first: cheap reshapes
+        return _read_only(x.reshape(-1)), (x.shape[1], 1)
+    if x.flags.f_contiguous:
+        return _read_only(x.T.reshape(-1)), (1, x.shape[0])
     item = x.itemsize
     if any(s < 0 or s % item for s in x.strides):
         x = np.ascontiguousarray(x)
+        return _read_only(x.reshape(-1)), (x.shape[1], 1)
     s0, s1 = x.strides[0] // item, x.strides[1] // item
     span = (x.shape[0] - 1) * s0 + (x.shape[1] - 1) * s1 + 1
     flat = np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,), writeable=False)
     return flat, (s0, s1)
+
+
+def _read_only(view):
+    """The flat operand is always typed read-only: one compiled signature whatever the input."""
+    view.flags.writeable = False
+    return view
+
+
+_DUMMY = {np.dtype(np.float32): np.zeros((1, 1), np.float32),
+          np.dtype(np.float64): np.zeros((1, 1), np.float64)}
 
 
 def _run(x, y, out, accumulate):
@@ -344,7 +383,7 @@ def _run(x, y, out, accumulate):
     s, v = (y, x) if transposed else (x, y)
     # An S read in place must be typed C-contiguous (so the micro tile vectorises); a packed
     # operand goes in as memory + strides, so every layout shares one compilation.
-    dummy2d = np.zeros((1, 1), out.dtype)
+    dummy2d = _DUMMY[out.dtype]
     pack_s = not s.flags.c_contiguous
     if pack_s:
         sd, (ss, sst) = dummy2d, _memory_and_strides(s)

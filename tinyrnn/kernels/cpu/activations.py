@@ -15,14 +15,19 @@ Both are compiled *into* the calling kernel and dispatch on the argument's type:
   in exact arithmetic and at most 3.2e-7 (a few float32 ulps) when evaluated in float32;
   the result is clipped to [-1, 1].
 
-Kernels call them like any function: ``from .activations import sigmoid, tanh``. Outside a
-kernel (plain Python) they compute the exact float64 formulas.
+Kernels call them like any function: ``from .activations import sigmoid, tanh``. They also take
+SIMD vectors (``simd.Vec``): float32 vectors run the same rational formula on 16 lanes at once;
+float64 vectors apply the exact scalar formula lane by lane. Outside a kernel (plain Python)
+they compute the exact float64 formulas.
 """
 import math
 
 import numpy as np
 from numba import types
 from numba.extending import overload
+
+from ..jit import kernel
+from .simd import LANES, Vec, vget, vset
 
 # tanh(x) ~= x * (1 + P1 s + P2 s^2 + P3 s^3 + P4 s^4) / (1 + Q1 s + ... + Q4 s^4), s = x^2
 _P1, _P2, _P3, _P4 = 0.1337052837843038, 0.0034834593828489686, 2.0423079279166366e-05, 1.3122173285587839e-08
@@ -41,6 +46,9 @@ def sigmoid(x):
 
 
 def _is_float32(x):
+    """A float32 scalar or a vector of float32 (one formula serves both)."""
+    if isinstance(x, Vec):
+        x = x.dtype
     return isinstance(x, types.Float) and x.bitwidth == 32
 
 
@@ -61,6 +69,8 @@ def _tanh_overload(x):
         return tanh_float32
     if isinstance(x, types.Float):
         return lambda x: math.tanh(x)
+    if isinstance(x, Vec):
+        return lambda x: _tanh_lanes(x)
 
 
 @overload(sigmoid, inline="always")
@@ -70,3 +80,24 @@ def _sigmoid_overload(x):
         return lambda x: half + half * tanh(half * x)
     if isinstance(x, types.Float):
         return lambda x: 1.0 / (1.0 + math.exp(-x))
+    if isinstance(x, Vec):
+        return lambda x: _sigmoid_lanes(x)
+
+
+
+# float64 vectors: the exact scalar formulas, lane by lane (functions of their own, called from
+# the inlined overloads above: a loop inlined at Numba's IR level draws warnings)
+@kernel
+def _tanh_lanes(x):
+    out = x
+    for lane in range(LANES):
+        out = vset(out, lane, math.tanh(vget(x, lane)))
+    return out
+
+
+@kernel
+def _sigmoid_lanes(x):
+    out = x
+    for lane in range(LANES):
+        out = vset(out, lane, 1.0 / (1.0 + math.exp(-vget(x, lane))))
+    return out

@@ -1,13 +1,17 @@
-"""Explicit SIMD vectors for Numba kernels: a 16-lane vector type and five operations on it.
+"""Explicit SIMD vectors for Numba kernels: a 16-lane vector type and its operations.
 
     v = vload(a, i)         v[l] = a[i + l]                  a: 1-D C-contiguous float array
     vstore(a, i, v)         a[i + l] = v[l]
     v = vsplat(x)           v[l] = x                         x: a float32 / float64 scalar
+    v = vzeros(a)           v[l] = 0, of a's dtype
     v = vfma(a, b, c)       v[l] = a[l] * b[l] + c[l]        (one fused multiply-add where the CPU has it)
     v = vadd(a, b)          v[l] = a[l] + b[l]
-    v = vzeros(a)           v[l] = 0, of a's dtype
+    x = vget(v, l)          one lane, as a scalar;  v = vset(v, l, x): a copy with lane l replaced
 
-    for l in range(LANES)
+    for l in range(LANES). Inside kernels the arithmetic operators + - * / and min(), max()
+    also work lane by lane on vectors, and between a vector and a scalar (broadcast), so code
+    written for scalars runs unchanged on vectors: ``c = f * c_prev + i * g`` computes 16
+    units at once when its inputs are vectors (``activations.py`` gives tanh and sigmoid too).
 
 Why: a matmul's inner loop wants a block of C, e.g. 4 rows x 64 columns, held in *registers*
 for the whole k loop. Numba runs LLVM's loop vectoriser but not its SLP vectoriser, so a block
@@ -15,6 +19,8 @@ of C written as scalar locals stays scalar, and written as a small array it is l
 at every k (the array may alias the operands). A value of type ``Vec`` is one LLVM vector
 (``<16 x float>``: one AVX-512 register, two AVX2 registers, four NEON registers), so 16 of them
 held in locals across a loop stay in 16 registers, and the loop is exactly the FMAs we wrote.
+(The gate math uses them for the other reason: a loop vectorised by LLVM over 64 units pays
+for runtime alias checks and remainder loops on every row; vectors pay for neither.)
 LLVM lowers the vector operations for whatever CPU the kernel is compiled for (Numba compiles
 for the host), so the code is portable; only the speed depends on the register file.
 
@@ -22,10 +28,12 @@ The operations are Numba ``@intrinsic``s: they are typed in Python and emit a fe
 each, inlined into the calling kernel, and cached with it (``cache=True``). Nothing checks bounds:
 like the rest of the kernels, the caller guarantees ``0 <= i`` and ``i + LANES <= len(a)``.
 """
+import operator
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 LANES = 16
 
@@ -130,12 +138,79 @@ def vfma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+
 @intrinsic
-def vadd(typingctx, a, b):
-    if not (isinstance(a, Vec) and a == b):
+def vget(typingctx, v, lane):
+    if not (isinstance(v, Vec) and isinstance(lane, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
+        return builder.extract_element(args[0], args[1])
 
-    return a(a, b), codegen
+    return v.dtype(v, lane), codegen
+
+
+@intrinsic
+def vset(typingctx, v, lane, x):
+    if not (isinstance(v, Vec) and isinstance(lane, types.Integer) and _is_scalar(x)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)   # to the lane type
+        return builder.insert_element(args[0], value, args[1])
+
+    return v(v, lane, x), codegen
+
+
+# ---- arithmetic, lane by lane ----------------------------------------------------------------
+
+def _binary(build):
+    """An intrinsic (a, b) -> Vec for two vectors of one type, built by build(builder, a, b)."""
+    def typer(typingctx, a, b):
+        if not (isinstance(a, Vec) and a == b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return build(builder, args[0], args[1])
+
+        return a(a, b), codegen
+
+    return intrinsic(typer)
+
+
+vadd = _binary(lambda bld, a, b: bld.fadd(a, b))
+vsub = _binary(lambda bld, a, b: bld.fsub(a, b))
+vmul = _binary(lambda bld, a, b: bld.fmul(a, b))
+vdiv = _binary(lambda bld, a, b: bld.fdiv(a, b))
+vmin = _binary(lambda bld, a, b: bld.select(bld.fcmp_ordered("<", b, a), b, a))    # min(a, b)
+vmax = _binary(lambda bld, a, b: bld.select(bld.fcmp_ordered(">", b, a), b, a))    # max(a, b)
+
+
+def _is_scalar(x):
+    return isinstance(x, (types.Float, types.Integer))
+
+
+def _overload_binary(op, vector_op):
+    """op(a, b) for Vec op Vec, Vec op scalar and scalar op Vec (the scalar is broadcast)."""
+    @overload(op, inline="always")
+    def _impl(a, b):
+        if isinstance(a, Vec) and a == b:
+            return lambda a, b: vector_op(a, b)
+        if isinstance(a, Vec) and _is_scalar(b):
+            dt = a.dtype
+            return lambda a, b: vector_op(a, vsplat(dt(b)))
+        if _is_scalar(a) and isinstance(b, Vec):
+            dt = b.dtype
+            return lambda a, b: vector_op(vsplat(dt(a)), b)
+
+
+for _op, _vector_op in ((operator.add, vadd), (operator.sub, vsub), (operator.mul, vmul),
+                        (operator.truediv, vdiv), (min, vmin), (max, vmax)):
+    _overload_binary(_op, _vector_op)
+
+
+@overload(operator.neg, inline="always")
+def _neg(a):
+    if isinstance(a, Vec):
+        dt = a.dtype
+        return lambda a: vsub(vsplat(dt(0)), a)

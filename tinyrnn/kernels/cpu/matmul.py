@@ -26,18 +26,19 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    scalar; hence the explicit vectors. A dot-product tile, vectorised along k, must sum its
    16 vectors across lanes at the end of every k block: at K = 256 that cost ~40% of the time.)
 2. Packing. V must give NR consecutive numbers per k, so it is always packed, one KC x NB
-   block at a time, into NR-column panels (``_pack_panels``: zero-padded, k-major). S must be
-   k-contiguous (row-major): read in place when it is, else packed MB rows at a time
-   (``_pack``). Which of x, y is S: the k-contiguous one (nn: S = a, V = b, whose rows are
-   already NR-contiguous, so packing V is a plain copy); when neither is (tn), S = x, packed
-   (transposed) MB rows at a time. (S may also be y: then out is written transposed.)
-3. Cache blocks: k by KC = 256, V by NB = 512 rows per tile (its packed KC x NB block, 512 KB
-   at float32, stays in L2), S by MB = 128 rows. Loop order per k block: pack V; for each S
-   block: for each V panel: for each 4 rows of S: micro tile into out.
-4. Threads: out is cut into tiles (S row chunks x NB-wide V chunks) only as far as needed to
-   give each thread about two; ``prange`` runs over the threads, each taking tiles w,
-   w + n_threads, ... and owning its workspaces, allocated once per call. Every element of
-   out belongs to one tile, so no two threads write it.
+   block at a time, into NR-column panels (``_pack_panels``: zero-padded, k-major). S gives
+   one number per row and k, broadcast, so it is read in place whenever it is one dense block
+   of memory, row-major (nn, nt: S = a) or column-major (tn: S = a.T, read down a's columns:
+   measured 1.15-1.35x faster than packing it, whose transposing copy cost ~0.7 ns a number);
+   any other layout is packed MB rows at a time (``_pack``). Which of x, y is S: x, unless y
+   alone is k-contiguous; then S = y and out is written transposed.
+3. Cache blocks: k by KC = 256, V by at most NB = 512 rows per tile (its packed KC x NB block,
+   512 KB at float32, stays in L2), S by MB = 128 rows. Loop order per k block: pack V; for
+   each S block: for each V panel: for each 4 rows of S: micro tile into out.
+4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: the cut that packs
+   least while giving each thread about two tiles); ``prange`` runs over the threads, each
+   taking tiles w, w + n_threads, ... and owning its workspaces, allocated once per call.
+   Every element of out belongs to one tile, so no two threads write it.
 
 nt products with few rows (fewer than DOT_MAX_ROWS = 64: h @ W_hh.T at one time step) go to a
 dot-product engine that reads both operands in place (``_gemm_dot``: 4 x 4 tiles of dot
@@ -277,8 +278,9 @@ def _tiling(M, N, pack_s, n_threads):
     Every tile packs its V rows (and its S rows, when pack_s) over all of K, so cutting M into
     n_mc chunks packs V n_mc times, and cutting N into n_nb chunks packs S n_nb times. Among the
     cuts that give every thread about two tiles, take the one that packs the least:
-    n_mc * N + n_nb * (M if pack_s else 0). (E.g. the weight gradient h.T @ dgates at H = 128,
-    M = 128, N = 512: four 128-wide V chunks, not four 32-row S chunks, which packed V 4x.)"""
+    n_mc * N + n_nb * (M if pack_s else 0). (E.g. the weight gradient dgates.T @ h at
+    H = 128, M = 512, N = 128: 2 S chunks x 2 V chunks of 64, not 4 S chunks, which would pack
+    all of V 4 times.)"""
     max_mc = (M + MR - 1) // MR
     max_nb = (N + NR - 1) // NR
     best_cost, best_mc, best_nb = -1, M, NB
@@ -381,10 +383,11 @@ def _run(x, y, out, accumulate):
     # S = the smaller one; out is then written transposed, and at M = 4096 that was 20% slower.)
     transposed = y_in_place and not x_in_place
     s, v = (y, x) if transposed else (x, y)
-    # An S read in place must be typed C-contiguous (so the micro tile vectorises); a packed
-    # operand goes in as memory + strides, so every layout shares one compilation.
+    # S is read in place when it is one dense block, C- or F-ordered (Numba compiles the engine
+    # once for each); a packed operand goes in as memory + strides, so every other layout
+    # shares one compilation.
     dummy2d = _DUMMY[out.dtype]
-    pack_s = not s.flags.c_contiguous
+    pack_s = not (s.flags.c_contiguous or s.flags.f_contiguous)
     if pack_s:
         sd, (ss, sst) = dummy2d, _memory_and_strides(s)
     else:

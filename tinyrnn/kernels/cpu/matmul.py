@@ -77,7 +77,8 @@ def _micro(s, r0, rlast, sk, kc, v, vo, vstride, t, init, out, transposed, oi, o
     (init is out itself for ``out +=``, or another array of out's shape: xproj + h @ W_hh.T);
     when transposed, out[oj + c, oi + r] (+)= tile[r, c] and init must be out.
 
-    s: rows of S, k-contiguous; v: flat, NR consecutive numbers per k, vstride apart (packed
+    s: S as a 2-D array, row r = row r of S (C-ordered, F-ordered when S is read down a's
+    columns, or a packed block); only s[r, p], one number at a time, is read. v: flat, NR consecutive numbers per k, vstride apart (packed
     panels, ``_pack_panels``: vstride = NR; or a matrix read in place: its row length). Rows past
     rlast (the ragged end of a block) repeat row rlast; their results are computed but not
     stored. A full tile goes from the registers straight into out (4 vectors per row); an edge

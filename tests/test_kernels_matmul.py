@@ -3,8 +3,8 @@
 Shapes cover the tiles (4 x 64 outer-product micro tiles for nn / tn and nt with 64 rows or
 more, 4 x 4 dot-product tiles for smaller nt) and their ragged edges, the cache blocks
 (KC = 256 over k, MB = 128 rows of S, NB = 512 rows of V, 128 columns of the dot engine),
-K = 1 and K = 0, and non-contiguous inputs (step slices: S packed; transposed views: S read
-down its columns; out written transposed), each with accumulate True and False.
+K = 1 and K = 0, and non-contiguous inputs (step slices and transposed views: S packed, by
+vectors or number by number; out written transposed), each with accumulate True and False.
 """
 import numpy as np
 import pytest

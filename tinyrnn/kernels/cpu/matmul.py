@@ -27,11 +27,13 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    16 vectors across lanes at the end of every k block: at K = 256 that cost ~40% of the time.)
 2. Packing. V must give NR consecutive numbers per k, so it is always packed, one KC x NB
    block at a time, into NR-column panels (``_pack_panels``: zero-padded, k-major). S gives
-   one number per row and k, broadcast, so it is read in place whenever it is one dense block
-   of memory, row-major (nn, nt: S = a) or column-major (tn: S = a.T, read down a's columns:
-   measured 1.15-1.35x faster than packing it, whose transposing copy cost ~0.7 ns a number);
-   any other layout is packed MB rows at a time (``_pack``). Which of x, y is S: x, unless y
-   alone is k-contiguous; then S = y and out is written transposed.
+   one number per row and k, broadcast: it is read in place when it is row-major (nn, nt:
+   S = a), else packed MB rows at a time into 16-row k-major panels (``_pack``). For tn,
+   S = a.T, the 16 numbers of a panel at one k are 16 adjacent numbers of a row of a: one
+   vector copy. (Measured at tn 2048x8192x512: read in place down a's columns, 8 KB apart,
+   90 ms, as the rows fall into a few cache sets; an element-by-element transposing pack,
+   0.7 ns a number, 53 ms; the vector pack, 44 ms.) Which of x, y is S: x, unless y alone is
+   k-contiguous; then S = y and out is written transposed.
 3. Cache blocks: k by KC = 256, V by at most NB = 512 rows per tile (its packed KC x NB block,
    512 KB at float32, stays in L2), S by MB = 128 rows. Loop order per k block: pack V; for
    each S block: for each V panel: for each 4 rows of S: micro tile into out.
@@ -62,7 +64,7 @@ from .simd import LANES as L, vadd, vfma, vload, vsplat, vstore, vzeros
 MR = 4      # rows of S per micro tile (and rows / cols of a dot-product tile)
 NR = 4 * L  # numbers of V per k in a packed panel (64): 4 SIMD vectors, the columns of a micro tile
 KC = 256    # k block
-MB = 128    # rows of S packed at a time (when S must be packed)
+MB = 128    # rows of S packed at a time (when S must be packed; a multiple of 16, the panel height)
 NB = 512    # rows of V per thread tile (a multiple of NR): its packed block stays in L2
 DB = 128    # cols of out per tile of the dot-product engine
 DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product engine
@@ -77,8 +79,8 @@ def _micro(s, r0, rlast, sk, kc, v, vo, vstride, t, init, out, transposed, oi, o
     (init is out itself for ``out +=``, or another array of out's shape: xproj + h @ W_hh.T);
     when transposed, out[oj + c, oi + r] (+)= tile[r, c] and init must be out.
 
-    s: S as a 2-D array, row r = row r of S (C-ordered, F-ordered when S is read down a's
-    columns, or a packed block); only s[r, p], one number at a time, is read. v: flat, NR consecutive numbers per k, vstride apart (packed
+    s: S as a 2-D array, row r = row r of S (C-ordered in place, or a strided view of a packed
+    block); only s[r, p], one number at a time, is read. v: flat, NR consecutive numbers per k, vstride apart (packed
     panels, ``_pack_panels``: vstride = NR; or a matrix read in place: its row length). Rows past
     rlast (the ragged end of a block) repeat row rlast; their results are computed but not
     stored. A full tile goes from the registers straight into out (4 vectors per row); an edge
@@ -164,43 +166,40 @@ def _store(t, init, out, transposed, si, vj, mr, nr, add):
 
 # ----------------------------------------------------------------------------- packing
 
-TB = 16     # transpose block of _pack
+TB = 16     # transpose block of _pack_panels
 
 
 @kernel
 def _pack(src, st, r0, nrows, k0, kc, dst):
-    """dst[r, p] = x[r0 + r, k0 + p] for r < nrows, p < kc: a k-contiguous copy of a block of x.
+    """dst[i, p, r] = x[r0 + i*L + r, k0 + p] for p < kc, r < L (16); 0 for rows past nrows:
+    a block of x cut into 16-row panels, each k-major (the 16 numbers of one k side by side).
+    The micro tile reads S from it as a strided view: rows 4j .. 4j + 3 of panel i are
+    ``dst[i, :, 4*j:4*j + 4].T``.
 
     x is given as its memory, src (1-D), and its strides in elements, st: x[r, p] is
     src[r*st[0] + p*st[1]]. (One type for every layout: one compilation, not one per layout.)
-    When k is the slow axis of x (a transposed view such as b.T) the copy goes by TB x TB
-    squares with constant bounds, which LLVM turns into vector loads, in-register shuffles
-    and vector stores: 3x faster here than element by element."""
+    When the rows of x are adjacent at each k (s0 == 1: x = a.T, a row-major, as in tn), the 16
+    numbers of one k are 16 adjacent numbers of a row of a: one vector load and one store."""
     s0, s1 = st
-    if s1 == 1:                                   # rows of x are contiguous: row copies
-        for r in range(nrows):
-            row = src[(r0 + r) * s0 + k0:(r0 + r) * s0 + k0 + kc]
-            for p in range(kc):
-                dst[r, p] = row[p]
-    elif s0 == 1:                                 # columns of x are contiguous: transpose
-        rt = nrows - nrows % TB
-        pt = kc - kc % TB
-        for rb in range(0, rt, TB):
-            for pb in range(0, pt, TB):
-                for pp in range(TB):
-                    col = src[(k0 + pb + pp) * s1 + r0 + rb:(k0 + pb + pp) * s1 + r0 + rb + TB]
-                    for rr in range(TB):
-                        dst[rb + rr, pb + pp] = col[rr]
-            for p in range(pt, kc):
-                for rr in range(TB):
-                    dst[rb + rr, p] = src[(k0 + p) * s1 + r0 + rb + rr]
+    z = dst.dtype.type(0)
+    n_full = nrows // L
+    if s0 == 1:
         for p in range(kc):
-            for r in range(rt, nrows):
-                dst[r, p] = src[(k0 + p) * s1 + r0 + r]
-    else:                                         # any other strides
-        for r in range(nrows):
+            b = (k0 + p) * s1 + r0
+            for i in range(n_full):
+                vstore(dst[i, p], 0, vload(src, b + i * L))
+    else:
+        for i in range(n_full):
             for p in range(kc):
-                dst[r, p] = src[(r0 + r) * s0 + (k0 + p) * s1]
+                d = dst[i, p]
+                for r in range(L):
+                    d[r] = src[(r0 + i * L + r) * s0 + (k0 + p) * s1]
+    if nrows > n_full * L:                       # the ragged last panel, zero-padded
+        for p in range(kc):
+            d = dst[n_full, p]
+            for r in range(L):
+                row_index = n_full * L + r
+                d[r] = src[(r0 + row_index) * s0 + (k0 + p) * s1] if row_index < nrows else z
 
 
 @kernel
@@ -250,8 +249,8 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
 
     S comes twice: sd is S itself when it is k-contiguous (read in place); when it is not
     (pack_s), ss / sst is its memory and strides (see ``_pack``), copied MB rows at a time
-    into ws. V is always packed (memory vs, strides vst), one k block at a time, into wv.
-    t is the micro tile buffer."""
+    into ws as 16-row panels. V is always packed (memory vs, strides vst), one k block at a
+    time, into wv. t is the micro tile buffer."""
     nv = v1 - v0
     n_panels = (nv + NR - 1) // NR
     for k0 in range(0, K, KC):
@@ -262,14 +261,16 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
             m = min(MB, s1 - sb)
             if pack_s:
                 _pack(ss, sst, sb, m, k0, kc, ws)
-                sx, si, sk = ws, 0, 0
-            else:
-                sx, si, sk = sd, sb, k0
             for q in range(n_panels):          # one panel (kc x NR) serves every row of the block
                 nr = min(NR, nv - q * NR)
                 for r in range(0, m, MR):
-                    _micro(sx, si + r, si + m - 1, sk, kc, wv, q * kc * NR, NR, t,
-                           out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
+                    if pack_s:                 # rows r .. r + 3 of the packed block, as (MR, kc)
+                        j = r % L
+                        _micro(ws[r // L, :, j:j + MR].T, 0, MR - 1, 0, kc, wv, q * kc * NR, NR, t,
+                               out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
+                    else:
+                        _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, NR, t,
+                               out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
 
 
 @kernel
@@ -315,7 +316,7 @@ def _gemm(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, n_thread
     n_tiles = n_mc * n_nb
     n_workers = max(1, min(n_threads, n_tiles))
     kc_max = min(KC, K)
-    ws = np.empty((n_workers, MB if pack_s else 1, kc_max if pack_s else 1), dtype=out.dtype)
+    ws = np.empty((n_workers, MB // L if pack_s else 1, kc_max if pack_s else 1, L), dtype=out.dtype)
     wv = np.empty((n_workers, nb * kc_max), dtype=out.dtype)
     wt = np.empty((n_workers, MR * NR), dtype=out.dtype)
     for w in prange(n_workers):
@@ -384,11 +385,10 @@ def _run(x, y, out, accumulate):
     # S = the smaller one; out is then written transposed, and at M = 4096 that was 20% slower.)
     transposed = y_in_place and not x_in_place
     s, v = (y, x) if transposed else (x, y)
-    # S is read in place when it is one dense block, C- or F-ordered (Numba compiles the engine
-    # once for each); a packed operand goes in as memory + strides, so every other layout
-    # shares one compilation.
+    # An S read in place must be C-ordered; a packed operand goes in as memory + strides, so
+    # every other layout shares one compilation.
     dummy2d = _DUMMY[out.dtype]
-    pack_s = not (s.flags.c_contiguous or s.flags.f_contiguous)
+    pack_s = not s.flags.c_contiguous
     if pack_s:
         sd, (ss, sst) = dummy2d, _memory_and_strides(s)
     else:

@@ -428,12 +428,8 @@ def _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, index, gates):
             _matvec_acc(w_ih[layer - 1], h[layer - 1], gates)
         _matvec_acc(w_hh[layer], h[layer], gates)
         for j in range(H):
-            i = sigmoid(gates[j])
-            f = sigmoid(gates[H + j])
-            g = tanh(gates[2 * H + j])
-            o = sigmoid(gates[3 * H + j])
-            c[layer, j] = f * c[layer, j] + i * g
-            h[layer, j] = o * tanh(c[layer, j])
+            _, _, _, _, c[layer, j], h[layer, j] = _lstm_unit(
+                gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], c[layer, j])
 
 
 @kernel
@@ -463,11 +459,9 @@ def _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, index, gi, gh):
             _matvec_acc(w_ih[layer - 1], h[layer - 1], gi)
         gh[:] = b_hh[layer]
         _matvec_acc(w_hh[layer], h[layer], gh)
-        for j in range(H):
-            r = sigmoid(gi[j] + gh[j])
-            z = sigmoid(gi[H + j] + gh[H + j])
-            n = tanh(gi[2 * H + j] + r * gh[2 * H + j])
-            h[layer, j] = (one - z) * n + z * h[layer, j]
+        for j in range(H):     # gh holds b_hh: it is the b_r, b_z of _gru_unit
+            _, _, _, h[layer, j] = _gru_unit(gi[j], gi[H + j], gh[j], gh[H + j],
+                                             gi[2 * H + j], gh[2 * H + j], h[layer, j], one)
 
 
 @kernel

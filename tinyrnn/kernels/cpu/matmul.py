@@ -52,8 +52,9 @@ Serial building blocks other kernels can call inside their own ``prange``:
     gemm_nt_block(x, y, out, i0, i1, j0, j1, accumulate)
         out[i0:i1, j0:j1] (+)= x[i0:i1, :] @ y[j0:j1, :].T      x, y C-contiguous
     gemm_panel_block(s, panel, init, out, out_col, n, add, t)
-        out[:, out_col:out_col+n] = (init[...] if add else 0) + s @ W    s, out C-contiguous, W (K, 64) packed by
-        pack_panels(w, by_columns, groups) once per call (h @ W for 64 columns of W at a time)
+        out[:, out_col:out_col+n] = (init[...] if add else 0) + s @ W    s, out C-contiguous;
+        W (K, 64) packed by pack_panels(w, by_columns, groups) once per call (h @ W, 64 columns
+        of W at a time)
 """
 import numpy as np
 import numba
@@ -73,17 +74,16 @@ DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product e
 # ----------------------------------------------------------------------------- micro tile
 
 @kernel
-def _micro(s, r0, rlast, sk, kc, v, vo, vstride, t, init, out, transposed, oi, oj, mr, nr, add):
-    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*vstride + c]    (r < MR, c < NR)
+def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add):
+    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR, c < NR)
     then out[oi + r, oj + c] = (init[oi + r, oj + c] if add else 0) + tile[r, c] for r < mr, c < nr
     (init is out itself for ``out +=``, or another array of out's shape: xproj + h @ W_hh.T);
     when transposed, out[oj + c, oi + r] (+)= tile[r, c] and init must be out.
 
     s: S as a 2-D array, row r = row r of S (C-ordered in place, or a strided view of a packed
-    block); only s[r, p], one number at a time, is read. v: flat, NR consecutive numbers per k, vstride apart (packed
-    panels, ``_pack_panels``: vstride = NR; or a matrix read in place: its row length). Rows past
-    rlast (the ragged end of a block) repeat row rlast; their results are computed but not
-    stored. A full tile goes from the registers straight into out (4 vectors per row); an edge
+    block); only s[r, p], one number at a time, is read. v: a packed panel of V, flat, NR
+    numbers per k (``_pack_panels``), starting at vo. Rows past rlast (the ragged end of a
+    block) repeat row rlast; their results are computed but not stored. A full tile goes from the registers straight into out (4 vectors per row); an edge
     tile or a transposed one goes through t (MR x NR, flat) and ``_store``.
 
     The tile lives in 16 SIMD registers (``simd.py``: 4 rows x 4 vectors of 16 lanes) for the
@@ -98,7 +98,7 @@ def _micro(s, r0, rlast, sk, kc, v, vo, vstride, t, init, out, transposed, oi, o
     c20 = c21 = c22 = c23 = vzeros(t)
     c30 = c31 = c32 = c33 = vzeros(t)
     for p in range(kc):
-        o = vo + p * vstride
+        o = vo + p * NR
         b0 = vload(v, o)
         b1 = vload(v, o + L)
         b2 = vload(v, o + 2 * L)
@@ -266,10 +266,10 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                 for r in range(0, m, MR):
                     if pack_s:                 # rows r .. r + 3 of the packed block, as (MR, kc)
                         j = r % L
-                        _micro(ws[r // L, :, j:j + MR].T, 0, MR - 1, 0, kc, wv, q * kc * NR, NR, t,
+                        _micro(ws[r // L, :, j:j + MR].T, 0, MR - 1, 0, kc, wv, q * kc * NR, t,
                                out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
                     else:
-                        _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, NR, t,
+                        _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, t,
                                out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
 
 
@@ -569,7 +569,7 @@ def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
     rows of s pass over it. E.g. h_{t-1} @ W_hh.T for 64 gate columns at one time step."""
     M, K = s.shape
     for r in range(0, M, MR):
-        _micro(s, r, M - 1, 0, K, panel, 0, NR, t, init, out, False, r, out_col, min(MR, M - r), n, add)
+        _micro(s, r, M - 1, 0, K, panel, 0, t, init, out, False, r, out_col, min(MR, M - r), n, add)
 
 
 @kernel

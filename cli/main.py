@@ -211,7 +211,7 @@ def train(ctx, corpus, quiet, resume, out, **options):
 def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, device):
     """Generate text from a checkpoint (a run directory, or a .json/.npz file), streaming to stdout."""
     from tinyrnn.generate import check_sampling_options, generate
-    from tinyrnn.train import load_model
+    from tinyrnn.checkpoint import load_model
 
     check_sampling_options(length, temperature, top_k, top_p)
     model, vocab, _ = load_model(checkpoint, device)
@@ -239,7 +239,7 @@ def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device):
     from tinyrnn.data import describe_chars, load_corpus, remap
     from tinyrnn.errors import TinyRNNError
     from tinyrnn.generate import evaluate
-    from tinyrnn.train import load_model
+    from tinyrnn.checkpoint import load_model
 
     if seq_len <= 0 or batch_size <= 0:
         raise TinyRNNError("--seq-len and --batch-size must be positive")
@@ -271,7 +271,7 @@ def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device):
 def fill(checkpoint, text, mask, sweeps, temperature, seed, device):
     """Fill the gaps in TEXT with a bidirectional checkpoint: tinyrnn fill CKPT "th_ qu_ck br_wn f_x"."""
     from tinyrnn.generate import fill as fill_text
-    from tinyrnn.train import load_model
+    from tinyrnn.checkpoint import load_model
 
     model, vocab, _ = load_model(checkpoint, device)
     _print_stream().write(fill_text(model, vocab, text, mask=mask, sweeps=sweeps, temperature=temperature,

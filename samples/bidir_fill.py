@@ -9,7 +9,8 @@ the shell:  tinyrnn train --bidir --cell gru --out runs/fill && tinyrnn fill run
 import sys
 
 from tinyrnn.generate import fill
-from tinyrnn.train import TrainConfig, load_model, train
+from tinyrnn.checkpoint import load_model
+from tinyrnn.train import TrainConfig, train
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 400
 cfg = TrainConfig(cell="gru", layers=1, hidden=128, embed=32, bidir=True, steps=steps, eval_every=100)

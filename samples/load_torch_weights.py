@@ -12,7 +12,7 @@ import torch
 import tinyrnn
 from tinyrnn.data import Vocab
 from tinyrnn.models import CharRNN
-from tinyrnn.train import save_model
+from tinyrnn.checkpoint import save_model
 
 vocab = Vocab("abcdefghijklmnopqrstuvwxyz .,\n")
 V, E, H, L = len(vocab), 16, 64, 2

@@ -9,7 +9,7 @@ import tinyrnn
 from tinyrnn import functional as F, optim
 from tinyrnn.data import StreamBatches, load_corpus
 from tinyrnn.generate import generate
-from tinyrnn.models import CharRNN, detach_state
+from tinyrnn.models import CharRNN
 from tinyrnn.train import DEFAULT_CORPUS
 
 corpus = load_corpus(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_CORPUS)
@@ -29,7 +29,7 @@ for step in range(300):
     loss.backward()
     optim.clip_grad_norm(model.parameters(), 5.0)
     opt.step()
-    state = detach_state(state)                          # carry the state, not its history (TBPTT)
+    state = tuple(s.detach() for s in state)             # carry the state, not its history (TBPTT)
     if step % 50 == 0:
         print(f"step {step:4d}  loss {loss.item() / math.log(2):.3f} bits/char")
 print("".join(generate(model, corpus.vocab, prime="The ", length=300, temperature=0.8, seed=0)))

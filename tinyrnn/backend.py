@@ -146,3 +146,14 @@ def set_num_threads(n: int):
     import numba
 
     numba.set_num_threads(int(n))
+
+
+def use_device(device: str):
+    """``set_device(device)`` for the command line: a device that cannot be used raises TinyRNNError
+    (one clear line) instead of ValueError."""
+    from .errors import TinyRNNError
+
+    try:
+        set_device(device)
+    except ValueError as e:
+        raise TinyRNNError(str(e)) from None

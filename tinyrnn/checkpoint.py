@@ -11,6 +11,9 @@ then ``os.replace``'d over the old one, so a crash leaves either the old file or
 The JSON records the SHA-256 of the ``.npz``; loading checks it, so a weights file from another
 save (or a truncated one) is caught instead of silently loaded.
 
+A checkpoint's ``"family"`` says which model it holds (``"char"``: ``CharRNN``); ``load_model``
+rebuilds that model for ``sample``/``eval``/``fill`` and refuses a checkpoint of another family.
+
 Nested state (an optimizer's ``state_dict()``) is stored by ``pack``: its arrays go into the
 ``.npz`` and the JSON holds ``{"__array__": key}`` in their place; ``unpack`` reverses that.
 """
@@ -144,3 +147,57 @@ def load(path):
         raise TinyRNNError(f"checkpoint weights {stem}.npz are corrupt ({e}): use another checkpoint "
                            "or retrain") from None
     return meta, arrays
+
+
+# ----------------------------------------------------------------------------- models
+
+# family -> (module, class): the class has ``from_checkpoint(meta, arrays) -> (model, vocab)``
+FAMILIES = {"char": ("tinyrnn.models", "CharRNN")}
+FAMILY_NAMES = {"char": "a character model"}
+
+
+def model_arrays(arrays):
+    """The model's weights from a checkpoint's arrays: {parameter name: array}."""
+    return {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+
+
+def save_model(stem, model, vocab, **meta):
+    """Write a checkpoint that only holds a model (no optimizer): ``tinyrnn sample``/``eval``/``fill`` load it.
+
+    stem: e.g. ``runs/imported/best`` (the directory is created); vocab: the model's ``Vocab``.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    save(stem, arrays, {"family": model.family, "model": model.config(), "vocab": vocab.chars, "step": 0, **meta})
+
+
+def load_model(path, device="cpu", family="char"):
+    """A checkpoint -> (model, vocab, meta), ready for inference on ``device``.
+
+    path: a run directory, ``.json``, ``.npz`` or stem (see ``resolve``). family: the kind of model
+    the caller needs; a checkpoint of another family raises TinyRNNError naming what it holds."""
+    import importlib
+
+    from .backend import use_device
+
+    use_device(device)
+    meta, arrays = load(path)
+    found = meta.get("family", "char")
+    if found != family:
+        raise TinyRNNError(f"{path} holds {FAMILY_NAMES.get(found, found)}, not {FAMILY_NAMES[family]}: "
+                           f"{_command_for(found)}")
+    module, name = FAMILIES[family]
+    cls = getattr(importlib.import_module(module), name)
+    try:
+        model, vocab = cls.from_checkpoint(meta, arrays)
+    except (KeyError, TypeError, ValueError) as e:
+        raise TinyRNNError(f"checkpoint {path} is incomplete or inconsistent ({e}): use another checkpoint "
+                           "or retrain") from None
+    model.to(device)
+    model.eval()
+    return model, vocab, meta
+
+
+def _command_for(family):
+    return {"char": "use tinyrnn sample / eval / fill with it",
+            "tagger": "use tinyrnn tag predict / tag eval with it"}.get(family, "use the matching command")

@@ -28,6 +28,8 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 class CharRNN(nn.Module):
     """A character model. ``config()`` returns the constructor arguments (stored in checkpoints)."""
 
+    family = "char"      # the checkpoint family (see ``checkpoint.load_model``)
+
     def __init__(self, vocab_size, cell="lstm", hidden=256, layers=2, embed=64, dropout=0.0, bidir=False):
         super().__init__()
         if cell not in CELLS:
@@ -46,6 +48,16 @@ class CharRNN(nn.Module):
             self.rnn_backward = Stack(embed, hidden, layers, dropout=dropout)    # reads right to left
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden * (2 if bidir else 1), vocab_size)
+
+    @classmethod
+    def from_checkpoint(cls, meta, arrays):
+        """(model, vocab) from a checkpoint's meta and arrays (``checkpoint.load_model`` calls this)."""
+        from .checkpoint import model_arrays
+        from .data import Vocab
+
+        model = cls(**meta["model"])
+        model.load_state_dict(model_arrays(arrays))
+        return model, Vocab(meta["vocab"])
 
     def config(self):
         return dict(vocab_size=self.vocab_size, cell=self.cell, hidden=self.hidden, layers=self.layers,
@@ -73,29 +85,3 @@ class CharRNN(nn.Module):
         before = ops.concat([zeros, fwd[:T - 1]], axis=0)        # before[t]: after x_0..x_{t-1}
         after = ops.concat([bwd[1:], zeros], axis=0)             # after[t]: after x_{T-1}..x_{t+1}
         return self.head(self.drop(ops.concat([before, after], axis=2)))
-
-
-def detach_state(state):
-    """Cut the tape between chunks (truncated BPTT): same values, no history."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
-
-
-def state_arrays(state):
-    """The carried state as {name: array} (for checkpoints)."""
-    if state is None:
-        return {}
-    if isinstance(state, tuple):
-        return {"h": state[0].numpy(), "c": state[1].numpy()}
-    return {"h": state.numpy()}
-
-
-def state_from_arrays(arrays):
-    if "h" not in arrays:
-        return None
-    if "c" in arrays:
-        return Tensor(arrays["h"]), Tensor(arrays["c"])
-    return Tensor(arrays["h"])

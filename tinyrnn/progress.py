@@ -30,8 +30,8 @@ def format_rate(x):
 
 class Progress:
     def __init__(self, total=None, time_limit=None, stream=None, width=20, min_interval=0.1,
-                 log_interval=10.0, enabled=True):
-        self.total, self.time_limit = total, time_limit
+                 log_interval=10.0, enabled=True, unit="chars"):
+        self.total, self.time_limit, self.unit = total, time_limit, unit
         self.stream = stream if stream is not None else sys.stderr
         self.width, self.min_interval, self.log_interval = width, min_interval, log_interval
         self.enabled = enabled
@@ -51,7 +51,8 @@ class Progress:
             candidates.append(max(0.0, self.time_limit - elapsed))
         return min(candidates) if candidates else None
 
-    def render(self, step, loss=None, val_bpc=None, chars_per_s=None, eta=None):
+    def render(self, step, loss=None, metric=None, rate=None, eta=None):
+        """The bar's text; metric: preformatted (e.g. 'val 1.98 bpc'); rate: units per second."""
         parts = [f"step {step}" + (f"/{self.total}" if self.total else "")]
         if self.total:
             frac = min(1.0, step / self.total)
@@ -59,10 +60,10 @@ class Progress:
             parts[0] += f" [{'#' * filled}{'.' * (self.width - filled)}] {frac * 100:3.0f}%"
         if loss is not None:
             parts.append(f"loss {loss:.3f}")
-        if val_bpc is not None:
-            parts.append(f"val {val_bpc:.3f} bpc")
-        if chars_per_s:
-            parts.append(f"{format_rate(chars_per_s)} chars/s")
+        if metric is not None:
+            parts.append(metric)
+        if rate:
+            parts.append(f"{format_rate(rate)} {self.unit}/s")
         if eta is not None:
             parts.append(f"ETA {format_duration(eta)}")
         return " | ".join(parts)

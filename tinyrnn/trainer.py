@@ -1,0 +1,493 @@
+"""One training loop for every model family: set-up, one step, evaluation, checkpoints, the loop.
+
+    trainer = Trainer(CharTask, cfg, out="runs/poems")    # or TaggerTask, ...
+    summary = trainer.run()                                # {"step": ..., "line": "done: step ..."}
+
+The Trainer owns what every family shares: the optimizer and its learning-rate schedule (linear
+warm-up, then cosine, step or constant), gradient clipping, the budget (``steps``, ``epochs`` or
+``time_limit``), the progress bar, ``metrics.jsonl``, the ``last`` and ``best`` checkpoints, Ctrl-C
+(save, then stop), the stop on a NaN/inf loss, and exact resume. A *task* brings the rest - data,
+model, loss, evaluation - through a small interface (``Task`` below documents it).
+
+One step:
+
+    batch, new_epoch = task.batch(step)          # a pure function of (seed, step): resume is exact
+    loss, state = task.loss(batch, state)        # state: what a language model carries (TBPTT) or None
+    loss.backward() -> clip -> optimizer step -> lr schedule -> state = detach(state)
+
+Everything needed to continue exactly is in the checkpoint: weights, optimizer buffers, schedule
+position, the library's RNG state, the carried state and the step.
+"""
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+import numpy as np
+
+from . import checkpoint
+from .errors import TinyRNNError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+SCHEDULES = ("cosine", "constant", "step")
+
+
+@dataclass
+class LoopConfig:
+    """The options every model family shares (a family's config subclasses this)."""
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    lr_schedule: str = "cosine"
+    warmup: int = 50
+    clip: float = 5.0
+    steps: int | None = None           # default: the family's DEFAULT_STEPS unless epochs or time_limit
+    epochs: float | None = None
+    time_limit: float | None = None    # seconds
+    eval_every: int = 250
+    save_every: int = 500
+    log_every: int = 10
+    seed: int = 1337
+    threads: int | None = None
+    device: str = "cpu"                # 'cpu' or 'cuda'
+
+    DEFAULT_STEPS: ClassVar[int] = 1500
+    PATH_FIELDS: ClassVar[tuple] = ()    # file options, stored as absolute paths and compared by realpath
+    # Options that may differ when resuming; everything else must match the run being continued.
+    RESUMABLE: ClassVar[frozenset] = frozenset({"steps", "epochs", "time_limit", "eval_every", "save_every",
+                                                "threads", "clip", "log_every", "device"})
+    POSITIVE: ClassVar[tuple] = ("steps", "eval_every", "save_every", "log_every", "threads")
+
+    def validate(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise TinyRNNError(f"unknown optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in SCHEDULES:
+            raise TinyRNNError(f"unknown lr schedule {self.lr_schedule!r}: use one of {', '.join(SCHEDULES)}")
+        for name in self.POSITIVE:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise TinyRNNError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("lr", "epochs", "time_limit"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise TinyRNNError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.warmup < 0:
+            raise TinyRNNError(f"--warmup must be >= 0, got {self.warmup}")
+        if not self.clip >= 0:
+            raise TinyRNNError(f"--clip must be >= 0 (0 disables clipping), got {self.clip}")
+        return self
+
+    def to_json(self):
+        """The config as stored in a checkpoint (file options as absolute paths)."""
+        saved = asdict(self)
+        for name in self.PATH_FIELDS:
+            saved[name] = saved[name] and os.path.abspath(saved[name])
+        return saved
+
+
+class Task:
+    """What a model family gives the Trainer (subclass it; ``CharTask`` in ``train.py`` is one).
+
+    Built as ``Task(cfg, saved, log)``: ``saved`` is the checkpoint meta of the run being resumed,
+    or None. It sets these attributes:
+        model            the nn.Module being trained
+        steps_per_epoch  batches in one pass over the training data
+        has_eval         whether there is held-out data to evaluate on
+    and implements:
+        batch(step) -> (batch, starts_epoch)   the batch number ``step`` (a pure function of seed, step)
+        loss(batch, state) -> (loss, state)    a scalar Tensor (mean over units) and the carried state
+        evaluate() -> float                    the held-out metric (``metric``)
+        units(batch) -> int                    characters / tokens in a batch (for rates)
+        checkpoint_meta() -> dict              what rebuilds the model: {"model": config, "vocab": ...}
+        describe(value, best) -> str           the metric for the final line, e.g. "val 1.23 bits/char"
+    """
+    family = "char"              # stored in checkpoints: what ``checkpoint.load_model`` builds
+    unit = "chars"               # what the rates count
+    metric = "val_bpc"           # the evaluation metric that picks the best checkpoint
+    higher_is_better = False
+    loss_name, loss_scale = "loss_bpc", 1 / math.log(2)    # training loss as logged: nats * scale
+    short_metric = "val {:.3f} bpc"                        # the metric on the progress bar
+
+
+# ----------------------------------------------------------------------------- carried state
+
+def detach_state(state):
+    """Cut the tape between windows (truncated BPTT): same values, no history."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def state_arrays(state):
+    """The carried state as {name: array} (for checkpoints)."""
+    if state is None:
+        return {}
+    if isinstance(state, tuple):
+        return {"h": state[0].numpy(), "c": state[1].numpy()}
+    return {"h": state.numpy()}
+
+
+def state_from_arrays(arrays):
+    from .tensor import Tensor
+
+    if "h" not in arrays:
+        return None
+    if "c" in arrays:
+        return Tensor(arrays["h"]), Tensor(arrays["c"])
+    return Tensor(arrays["h"])
+
+
+# ----------------------------------------------------------------------------- resume
+
+def load_for_resume(cfg, out, explicit):
+    """The run in ``out`` to continue -> (merged config, checkpoint meta, arrays).
+
+    ``explicit`` names the options the user set: they must agree with the saved run unless they
+    are in ``cfg.RESUMABLE`` (those override it)."""
+    if out is None:
+        raise TinyRNNError("--resume needs --out DIR, the run to continue")
+    stem = os.path.join(out, "last")
+    if not os.path.exists(stem + ".json"):
+        raise TinyRNNError(f"nothing to resume in {out}: no {stem}.json (start a run without --resume)")
+    meta, arrays = checkpoint.load(stem)
+    saved = meta["train_config"]
+    given = set(explicit) | {name for name in cfg.PATH_FIELDS if getattr(cfg, name) is not None}
+    _check_conflicts(cfg, saved, given)
+    overrides = {name: getattr(cfg, name) for name in explicit if name in cfg.RESUMABLE}
+    kind = type(cfg)
+    merged = kind(**{**{f.name: saved.get(f.name, getattr(kind, f.name, None)) for f in fields(kind)}, **overrides})
+    return merged, meta, arrays
+
+
+def _check_conflicts(cfg, saved, given):
+    for name in sorted(given):
+        if name in cfg.RESUMABLE or name not in saved:
+            continue
+        mine, theirs = getattr(cfg, name), saved[name]
+        if name in cfg.PATH_FIELDS:
+            same = (mine is None and theirs is None) or (
+                mine is not None and theirs is not None and os.path.realpath(mine) == os.path.realpath(theirs))
+        else:
+            same = mine == theirs
+        if not same:
+            flag = name.upper() if name in cfg.PATH_FIELDS else "--" + name.replace("_", "-")
+            raise TinyRNNError(f"{flag} {mine} conflicts with the run being resumed ({name} = {theirs}): drop it to "
+                               "continue that run, or start a new run with another --out")
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def make_optimizer(cfg, params):
+    from . import optim
+
+    kinds = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD, "rmsprop": optim.RMSprop,
+             "adagrad": optim.Adagrad}
+    return kinds[cfg.optimizer](params, lr=cfg.lr)
+
+
+def make_schedule(cfg, opt, total_steps):
+    """Linear warm-up, then cosine decay to lr/10 over the run (constant when the length is unknown)."""
+    from . import optim
+
+    after = None
+    if cfg.lr_schedule == "cosine" and total_steps:
+        after = optim.CosineLR(opt, max(1, total_steps - cfg.warmup), min_lr=cfg.lr / 10)
+    elif cfg.lr_schedule == "step" and total_steps:
+        after = optim.StepLR(opt, max(1, total_steps // 3), gamma=0.3)
+    return optim.WarmupLR(opt, cfg.warmup, after=after)
+
+
+def read_metrics(path):
+    """The rows of a metrics.jsonl file (a line cut short by a crash is skipped)."""
+    rows = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+    return rows
+
+
+def plot_metrics(out, loss_name, metric):
+    """``out/loss.png`` from metrics.jsonl, if matplotlib is installed (it is optional)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    rows = read_metrics(os.path.join(out, "metrics.jsonl"))
+    train = [(r["step"], r[loss_name]) for r in rows if loss_name in r]
+    val = [(r["step"], r[metric]) for r in rows if metric in r]
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*zip(*train), label="train")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel(loss_name.replace("_", " "))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    path = os.path.join(out, "loss.png")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+class StopSignal:
+    """While active, Ctrl-C sets ``.hit`` instead of raising; the loop saves and stops. A second
+    Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __enter__(self):
+        self.hit, self.previous = False, None
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:          # not the main thread: leave Ctrl-C alone
+            pass
+        return self
+
+    def _handler(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class TrainingDiverged(TinyRNNError):
+    """The loss (or the gradient norm) became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+class Trainer:
+    """Train a task's model (or with ``resume=True`` continue the run in ``out``); ``run()`` returns a summary.
+
+    task_class: a ``Task`` subclass, built by ``setup``. cfg: its config (a ``LoopConfig`` subclass).
+    out: the run directory (default: ``default_out(cfg)``). explicit: the option names the user set.
+    log: a function for messages (default: print to stderr). Raises TinyRNNError for bad input,
+    TrainingDiverged when the loss becomes NaN/inf.
+    """
+
+    def __init__(self, task_class, cfg, out=None, resume=False, explicit=(), progress=True, log=None,
+                 default_out=None):
+        self.task_class, self.cfg, self.out, self.resume = task_class, cfg, out, resume
+        self.explicit, self.progress = explicit, progress
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.default_out = default_out
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def setup(self):
+        """Config (merged with the saved run when resuming), threads, device, task, optimizer, schedule."""
+        from . import random
+        from .backend import use_device
+
+        saved = arrays = None
+        if self.resume:
+            self.cfg, saved, arrays = load_for_resume(self.cfg, self.out, self.explicit)
+        cfg = self.cfg.validate()
+        self.out = self.out or self.default_out(cfg)
+        if not self.resume and os.path.exists(os.path.join(self.out, "last.json")):
+            raise TinyRNNError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
+        if cfg.threads:
+            from . import set_num_threads
+
+            set_num_threads(cfg.threads)
+        use_device(cfg.device)
+        self.task = task = self.task_class(cfg, saved, self.log)
+        self.total = cfg.steps or (math.ceil(cfg.epochs * task.steps_per_epoch) if cfg.epochs else None)
+        if self.total is None and not cfg.time_limit:
+            self.total = cfg.DEFAULT_STEPS
+        os.makedirs(self.out, exist_ok=True)      # only now: bad input leaves no empty run directory behind
+
+        random.manual_seed(cfg.seed)
+        task.build_model()
+        self.model = task.model
+        self.model.to(cfg.device)                 # before the optimizer: its buffers live where the parameters do
+        self.params = self.model.parameters()
+        self.opt = make_optimizer(cfg, self.params)
+        self.sched = make_schedule(cfg, self.opt, self.total)
+        self.step, self.state, self.best, self.history = 0, None, None, {}
+        if self.resume:
+            self._restore(saved, arrays)
+        self.model.train()
+
+    def _restore(self, meta, arrays):
+        from . import random
+
+        self.model.load_state_dict(checkpoint.model_arrays(arrays))
+        self.opt.load_state_dict(checkpoint.unpack(meta["optimizer"], arrays))
+        self.sched.load_state_dict({**self.sched.state_dict(), "t": meta["schedule"]["t"]})   # keep the (new) length
+        random.set_state(meta["rng"])
+        self.state = state_from_arrays({k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")})
+        self.step = int(meta["step"])
+        self.history = meta["metrics"]
+        self.best = self.history.get("best")
+        rows = [r for r in read_metrics(self._path("metrics.jsonl")) if r.get("step", 0) <= self.step]
+        checkpoint.atomic_write(self._path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows).encode())
+        self.log(f"resuming {self.out} at step {self.step}")
+
+    def _path(self, name):
+        return os.path.join(self.out, name)
+
+    # ---- one training step ------------------------------------------------------------------------
+    def train_step(self):
+        """One update: batch, loss, backward, clip, optimizer and schedule step -> (loss in nats, units)."""
+        from . import optim
+
+        batch, new_epoch = self.task.batch(self.step)
+        if new_epoch:
+            self.state = None
+        loss, new_state = self.task.loss(batch, self.state)
+        value = float(loss.item())
+        norm = 0.0
+        if math.isfinite(value):
+            self.model.zero_grad()
+            loss.backward()
+            norm = optim.clip_grad_norm(self.params, self.cfg.clip) if self.cfg.clip > 0 else 0.0
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            self._diverged(value, norm)
+        self.opt.step()
+        self.sched.step()
+        self.state = detach_state(new_state)
+        self.step += 1
+        return value, self.task.units(batch)
+
+    def _diverged(self, value, norm):
+        what = f"loss became {value}" if not math.isfinite(value) else f"the gradient norm became {norm}"
+        if all(np.isfinite(p.numpy()).all() for p in self.params):   # the weights before this update are fine
+            self.save("last")
+        last = self._path("last")
+        saved_step = checkpoint.load(last)[0]["step"] if os.path.exists(last + ".json") else None
+        where = (f"the last good checkpoint is {last} (step {saved_step})" if saved_step is not None
+                 else "no checkpoint was saved")
+        raise TrainingDiverged(f"{what} at step {self.step + 1}; stopped, {where}. "
+                               f"Try a lower --lr (was {self.cfg.lr:g}) or --clip")
+
+    # ---- evaluation and checkpoints -----------------------------------------------------------------
+    def evaluate(self):
+        """Score the held-out data, log it, and save ``best`` when it improved."""
+        metric = self.task.metric
+        value = self.task.evaluate()
+        self.record({"step": self.step, metric: round(value, 5)})
+        self.history[metric] = value
+        if self.best is None or (value > self.best[metric] if self.task.higher_is_better
+                                 else value < self.best[metric]):
+            self.best = {metric: value, "step": self.step}
+            self.history["best"] = self.best
+            self.save("best")
+        return value
+
+    def save(self, name):
+        """Write the ``name`` checkpoint (``last`` or ``best``) of the run as it is now."""
+        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        arrays.update({f"state/{k}": v for k, v in state_arrays(self.state).items()})
+        meta = {"family": self.task.family, **self.task.checkpoint_meta(), "step": self.step,
+                "train_config": self.cfg.to_json(),
+                "optimizer": checkpoint.pack(self.opt.state_dict(), arrays, "optim"),
+                "schedule": self.sched.state_dict(), "rng": _rng_state(), "metrics": self.history}
+        checkpoint.save(self._path(name), arrays, meta)
+
+    def record(self, row):
+        """Append one row to metrics.jsonl."""
+        self.metrics_file.write(json.dumps(row) + "\n")
+        self.metrics_file.flush()
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def run(self):
+        from .progress import Progress
+
+        self.setup()
+        cfg, task = self.cfg, self.task
+        self.metrics_file = open(self._path("metrics.jsonl"), "a", encoding="utf-8")
+        self.bar = Progress(total=self.total, time_limit=cfg.time_limit, enabled=self.progress, unit=task.unit)
+        start_step, self.t_start = self.step, time.perf_counter()
+        window = _Window(self.t_start)
+        rate, self.stopped = None, "done"
+        try:
+            with StopSignal() as stop:
+                while self.total is None or self.step < self.total:
+                    window.add(*self.train_step())
+                    if self.step % cfg.log_every == 0 or self.step == self.total:
+                        self.history["train_loss"], rate = window.flush(self, task)
+                    if task.has_eval and self.step % cfg.eval_every == 0:
+                        self.evaluate()
+                    if self.step % cfg.save_every == 0:
+                        self.save("last")
+                    elapsed = time.perf_counter() - self.t_start
+                    value = self.history.get(task.metric)
+                    self.bar.update(self.step, loss=self.history.get("train_loss"),
+                                    metric=None if value is None else task.short_metric.format(value),
+                                    rate=rate, eta=self.bar.eta(self.step, elapsed, start_step))
+                    if stop.hit:
+                        self.stopped = "interrupted"
+                        break
+                    if cfg.time_limit and elapsed >= cfg.time_limit:
+                        self.stopped = "time limit"
+                        break
+                self._finish()
+        finally:
+            self.bar.close()
+            self.metrics_file.close()
+        return self.summary(time.perf_counter() - self.t_start, window.total_units)
+
+    def _finish(self):
+        """The final evaluation (unless the last step just made one) and the last checkpoint."""
+        if self.task.has_eval and (self.step % self.cfg.eval_every != 0 or self.task.metric not in self.history):
+            self.evaluate()
+        self.save("last")
+
+    def summary(self, elapsed, units):
+        """A dict describing the run, with ``line``: the one-line report the CLI prints."""
+        from .progress import format_duration, format_rate
+
+        task, metric = self.task, self.task.metric
+        speed = units / max(elapsed, 1e-9)
+        last_loss = self.history.get("train_loss")
+        summary = {"out": self.out, "step": self.step, "stopped": self.stopped, metric: self.history.get(metric),
+                   "best": self.best, "train_loss": last_loss, "seconds": elapsed, f"{task.unit}_per_s": speed,
+                   "plot": plot_metrics(self.out, task.loss_name, metric)}
+        total = f"/{self.total}" if self.total else ""
+        summary["line"] = (f"{self.stopped}: step {self.step}{total} in {format_duration(elapsed)} "
+                           f"({format_rate(speed)} {task.unit}/s); {task.describe(summary[metric], self.best)}; "
+                           f"checkpoints in {self.out}")
+        return summary
+
+
+class _Window:
+    """Training loss and speed over the steps since the last log line (and units over the whole run)."""
+
+    def __init__(self, t0):
+        self.loss, self.n, self.units, self.t0, self.total_units = 0.0, 0, 0, t0, 0
+
+    def add(self, loss, units):
+        self.loss, self.n, self.units, self.total_units = self.loss + loss, self.n + 1, self.units + units, \
+            self.total_units + units
+
+    def flush(self, trainer, task):
+        """Log the window to metrics.jsonl -> (mean loss as logged, units per second); start a new window."""
+        now = time.perf_counter()
+        rate = self.units / max(now - self.t0, 1e-9)
+        mean = self.loss / self.n * task.loss_scale
+        trainer.record({"step": trainer.step, task.loss_name: round(mean, 5),
+                        "lr": trainer.opt.lr, f"{task.unit}_per_s": round(rate, 1),
+                        "time": round(now - trainer.t_start, 3)})
+        self.loss, self.n, self.units, self.t0 = 0.0, 0, 0, now
+        return mean, rate
+
+
+def _rng_state():
+    from . import random
+
+    return random.get_state()

@@ -1,4 +1,4 @@
-"""Primitive ops, each a forward and its backward side by side.
+"""Primitive ops, each a forward and its backward side by side (re-exported by ``tinyrnn.ops``).
 
 Every op follows one pattern (micrograd's, on arrays):
 
@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import HOST, DeviceError, arrays, kernels
-from .tensor import Tensor, record
+from ..backend import HOST, DeviceError, arrays, kernels
+from ..tensor import Tensor, record
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _device(op: str, *tensors) -> str:
-    """The device all ``tensors`` are on (None entries skipped); DeviceError if they disagree."""
+def same_device(op: str, *tensors) -> str:
+    """The device all ``tensors`` are on (None entries skipped); DeviceError if they disagree.
+
+    Public: every op with several tensor inputs (here, in ``recurrent.py``, or your own) starts with it.
+    """
     device = tensors[0].device
     for t in tensors[1:]:
         if t is not None and t.device != device:
@@ -85,7 +88,7 @@ def _cuda_arith(op: str, a, b):
     """
     A = arrays("cuda")
     if isinstance(a, Tensor) and isinstance(b, Tensor):
-        _device(op, a, b)
+        same_device(op, a, b)
         _check_dtype(a.data, b.data, op)
         if a.shape != b.shape:
             raise DeviceError(f"{op}: shapes {a.shape} and {b.shape} differ; broadcasting is not supported "
@@ -361,7 +364,7 @@ def concat(tensors, axis=0):
         _check_dtype(tensors[0].data, t.data, "concat")
     axis = axis % tensors[0].ndim
     bounds = np.cumsum([t.shape[axis] for t in tensors])[:-1]
-    if _device("concat", *tensors) == "cuda":
+    if same_device("concat", *tensors) == "cuda":
         return _cuda_join(tensors, axis, new_axis=False)
 
     def backward(g):
@@ -375,7 +378,7 @@ def stack(tensors, axis=0):
     tensors = [_lift(t) for t in tensors]
     for t in tensors[1:]:
         _check_dtype(tensors[0].data, t.data, "stack")
-    if _device("stack", *tensors) == "cuda":
+    if same_device("stack", *tensors) == "cuda":
         return _cuda_join(tensors, axis % (tensors[0].ndim + 1), new_axis=True)
     out = np.stack([t.data for t in tensors], axis=axis)
     axis = axis % out.ndim
@@ -447,7 +450,7 @@ def matmul(a, b):
         raise ValueError(f"matmul supports (..., M, K) @ (K, N); got {a.shape} @ {b.shape}")
     if a.shape[-1] != b.shape[0]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({a.shape[-1]} != {b.shape[0]})")
-    device = _device("matmul", a, b)
+    device = same_device("matmul", a, b)
     K, A = kernels(device), arrays(device)
     a2 = _rows(A, a.data)
     bd = A.contiguous(b.data)
@@ -480,7 +483,7 @@ def linear(x, weight, bias=None):
         bias = _lift(bias, weight)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input features {x.shape[-1]} != weight's {weight.shape[1]}")
-    device = _device("linear", x, weight, bias)
+    device = same_device("linear", x, weight, bias)
     K, A = kernels(device), arrays(device)
     x2 = _rows(A, x.data)
     w = A.contiguous(weight.data)

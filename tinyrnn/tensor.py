@@ -81,16 +81,13 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
         if isinstance(data, Tensor):
             data = data.data
-        if backend.is_device_array(data):
+        if backend.is_device_array(data):  # device arrays stay where they are unless told
             if dtype is not None and np.dtype(dtype) != data.dtype:
                 raise TypeError(f"cannot convert a CUDA array from {data.dtype} to {np.dtype(dtype)} on the "
                                 f"device; move it to the CPU first")
             self.data = data if device is None else backend.to_device(data, device)
         else:
-            self.data = as_array(data, dtype)
-            device = device or backend._default_device
-            if device != "cpu":
-                self.data = backend.to_device(self.data, device)
+            self.data = backend.to_device(as_array(data, dtype), device or backend.get_device())
         if requires_grad and self.data.dtype not in FLOAT_DTYPES:
             raise TypeError(f"only float32/float64 tensors can require gradients, got {self.data.dtype}")
         self.grad = None
@@ -101,7 +98,7 @@ class Tensor:
         self._lookup = None
 
     # ---- array-like properties -------------------------------------------------------
-    shape = property(lambda self: self.data.shape if isinstance(self.data, backend.HOST) else tuple(self.data.shape))
+    shape = property(lambda self: tuple(self.data.shape))
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
     size = property(lambda self: self.data.size)
@@ -109,7 +106,7 @@ class Tensor:
     @property
     def device(self) -> str:
         """'cpu' (numpy data) or 'cuda' (numba.cuda device data)."""
-        return "cpu" if isinstance(self.data, backend.HOST) else "cuda"
+        return backend.device_of(self.data)
 
     def __len__(self):
         return len(self.data)
@@ -167,10 +164,7 @@ class Tensor:
             grad = backend.arrays(device).ones_like(self.data)
         elif isinstance(grad, Tensor):
             grad = grad.data
-        if device == "cpu":
-            grad = as_array(grad, self.dtype)
-        else:
-            grad = backend.to_device(grad if backend.is_device_array(grad) else as_array(grad, self.dtype), device)
+        grad = backend.to_device(grad if backend.is_device_array(grad) else as_array(grad, self.dtype), device)
         if tuple(grad.shape) != self.shape:
             raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
@@ -298,17 +292,13 @@ def _ops():
 
 def _accumulate(tensor: Tensor, grad):
     """tensor.grad += grad (a fresh array the first time, so no two tensors share a buffer)."""
-    if isinstance(tensor.data, backend.HOST):
-        if tensor.grad is None:
-            tensor.grad = np.array(grad, dtype=tensor.dtype, copy=True)
-        else:
-            tensor.grad += grad
-        return
-    if not backend.is_device_array(grad):  # an op's backward returned a host array: a bug in the op
-        raise backend.DeviceError(f"gradient for a CUDA tensor of op {tensor._op or 'leaf'!r} came back on the CPU")
-    A = backend.arrays("cuda")
+    device = tensor.device
+    if backend.device_of(grad) != device:  # an op's backward returned its gradient elsewhere: a bug in the op
+        raise backend.DeviceError(f"gradient for a {device} tensor of op {tensor._op or 'leaf'!r} came back on "
+                                  f"{backend.device_of(grad)}")
+    A = backend.arrays(device)
     if tensor.grad is None:
-        tensor.grad = A.copy(grad)
+        tensor.grad = A.clone(grad, tensor.dtype)
     else:
         A.add_into(tensor.grad, grad)
 

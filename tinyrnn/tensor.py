@@ -140,8 +140,6 @@ class Tensor:
         return Tensor(self.data)
 
     def astype(self, dtype) -> "Tensor":
-        from . import ops
-
         return ops.astype(self, dtype)
 
     def zero_grad(self):
@@ -202,92 +200,86 @@ class Tensor:
                     stack.append((parent, False))
         return order
 
-    # ---- operators and methods: thin wrappers over tinyrnn.ops -----------------------
+    # ---- operators and methods: thin wrappers over the ops (``ops``, bound at the bottom) --
     def __add__(self, other):
-        return _ops().add(self, other)
+        return ops.add(self, other)
 
     def __radd__(self, other):
-        return _ops().add(other, self)
+        return ops.add(other, self)
 
     def __sub__(self, other):
-        return _ops().sub(self, other)
+        return ops.sub(self, other)
 
     def __rsub__(self, other):
-        return _ops().sub(other, self)
+        return ops.sub(other, self)
 
     def __mul__(self, other):
-        return _ops().mul(self, other)
+        return ops.mul(self, other)
 
     def __rmul__(self, other):
-        return _ops().mul(other, self)
+        return ops.mul(other, self)
 
     def __truediv__(self, other):
-        return _ops().div(self, other)
+        return ops.div(self, other)
 
     def __rtruediv__(self, other):
-        return _ops().div(other, self)
+        return ops.div(other, self)
 
     def __neg__(self):
-        return _ops().neg(self)
+        return ops.neg(self)
 
     def __pow__(self, exponent):
-        return _ops().pow(self, exponent)
+        return ops.pow(self, exponent)
 
     def __matmul__(self, other):
-        return _ops().matmul(self, other)
+        return ops.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _ops().matmul(other, self)
+        return ops.matmul(other, self)
 
     def __getitem__(self, index):
-        return _ops().getitem(self, index)
+        return ops.getitem(self, index)
 
     def tanh(self):
-        return _ops().tanh(self)
+        return ops.tanh(self)
 
     def sigmoid(self):
-        return _ops().sigmoid(self)
+        return ops.sigmoid(self)
 
     def relu(self):
-        return _ops().relu(self)
+        return ops.relu(self)
 
     def exp(self):
-        return _ops().exp(self)
+        return ops.exp(self)
 
     def log(self):
-        return _ops().log(self)
+        return ops.log(self)
 
     def pow(self, exponent):
-        return _ops().pow(self, exponent)
+        return ops.pow(self, exponent)
 
     def sum(self, axis=None, keepdims=False):
-        return _ops().sum(self, axis, keepdims)
+        return ops.sum(self, axis, keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        return _ops().mean(self, axis, keepdims)
+        return ops.mean(self, axis, keepdims)
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return _ops().reshape(self, shape)
+        return ops.reshape(self, shape)
 
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return _ops().transpose(self, axes or None)
+        return ops.transpose(self, axes or None)
 
     @property
     def T(self):
-        return _ops().transpose(self, None)
+        return ops.transpose(self, None)
 
     def log_softmax(self, axis=-1):
-        return _ops().log_softmax(self, axis)
-
-
-def _ops():
-    from . import ops  # ops imports this module; import late to avoid a cycle
-
-    return ops
+        return ops.log_softmax(self, axis)
 
 
 def _accumulate(tensor: Tensor, grad):
@@ -328,3 +320,8 @@ def tensor(data, dtype=None, requires_grad: bool = False, device: str | None = N
     """Make a tensor: ``tinyrnn.tensor([[1, 2], [3, 4]], requires_grad=True)`` (float32 by default;
     on ``device``, default ``tinyrnn.get_device()``)."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+# The ops import this module (for Tensor and record), so they are imported last, once: by the time
+# any method above runs, ``ops`` is the finished module.
+from .ops import primitives as ops  # noqa: E402

@@ -4,20 +4,26 @@ The three modules in ``tinyrnn.kernels`` share function names and arguments, so 
 ``kernels(device).matmul_nn(...)`` without caring which one it gets. The module is imported on
 first use: ``import tinyrnn`` does not import numba, and the CPU path never imports numba.cuda.
 
-A tensor's device follows from its data's type: a numpy array is on the CPU, a numba.cuda device
-array on the GPU. Ops take the device from their inputs (all inputs must agree) and allocate
-their outputs on it through ``arrays(device)``: numpy itself for 'cpu', and
-``tinyrnn.kernels.cuda.arrays`` (the same function names over device arrays) for 'cuda'.
+This module is the only door to the kernels and the array helpers: the ops, the optimizers,
+gradient clipping and generation all ask ``kernels(device)`` and ``arrays(device)``.
+
+A tensor's device follows from its data's type (``device_of``): a numpy array is on the CPU, a
+numba.cuda device array on the GPU. Ops take the device from their inputs (all inputs must agree)
+and allocate their outputs on it through ``arrays(device)``: ``tinyrnn.kernels.reference.arrays``
+(numpy) for 'cpu', and ``tinyrnn.kernels.cuda.arrays`` (the same function names over device
+arrays) for 'cuda'.
 
 ``set_device('cuda')`` makes new tensors and parameters start on the GPU;
 ``TINYRNN_KERNELS=reference`` in the environment selects the slow, plain-numpy reference
-kernels for the CPU (handy for reading along in a debugger, and for checking a suspected kernel bug).
+kernels for the CPU, everywhere (ops, optimizers, clipping): handy for reading along in a
+debugger, and for checking a suspected kernel bug. Numba is then never imported.
 """
 import importlib
 import os
-from types import SimpleNamespace
 
 import numpy as np
+
+from .kernels.reference import arrays as _cpu_arrays
 
 DEVICES = ("cpu", "cuda")
 NO_GPU = "--device cuda: no CUDA GPU found (numba.cuda.is_available() is False); use --device cpu"
@@ -34,8 +40,9 @@ class DeviceError(RuntimeError):
 
 # ---- which device -----------------------------------------------------------------------------
 def device_of(array) -> str:
-    """'cpu' for a numpy array, 'cuda' for a numba.cuda device array (no numba import needed)."""
-    return "cpu" if isinstance(array, HOST) else "cuda"
+    """'cuda' for a numba.cuda device array, 'cpu' for a numpy array (or anything else array-like);
+    no numba import needed."""
+    return "cuda" if is_device_array(array) else "cpu"
 
 
 def is_device_array(x) -> bool:
@@ -107,18 +114,12 @@ def keep_freed_memory():
         pass
 
 
-# Array helpers for the CPU: numpy itself. ``tinyrnn.kernels.cuda.arrays`` has the same names.
-_NUMPY = SimpleNamespace(
-    empty=np.empty, zeros=np.zeros, empty_like=np.empty_like, zeros_like=np.zeros_like,
-    ones_like=np.ones_like, contiguous=np.ascontiguousarray, copyto=np.copyto, add=np.add,
-)
-
-
 def arrays(device: str):
-    """Allocation and copy helpers for ``device``: empty, zeros, empty_like, zeros_like, ones_like,
-    contiguous, copyto(dst, src), add(a, b). For 'cpu' these are numpy's own functions."""
+    """The array helpers for ``device`` (allocation, copies, arithmetic, sums, joins, dropout masks):
+    ``tinyrnn.kernels.reference.arrays`` (numpy) for 'cpu', ``tinyrnn.kernels.cuda.arrays`` for
+    'cuda'; the same names in both, see either module."""
     if device == "cpu":
-        return _NUMPY
+        return _cpu_arrays
     module = _modules.get("cuda.arrays")
     if module is None:
         module = _modules["cuda.arrays"] = importlib.import_module("tinyrnn.kernels.cuda.arrays")

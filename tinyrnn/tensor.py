@@ -74,23 +74,20 @@ class Tensor:
     """
 
     # _lookup: set only on an embedding's output, (table, indices), so that a layer reading it can
-    # project the small table instead of every row (see ``nn/cells.py``, ``InputProjection``).
+    # project the small table instead of every row (see ``ops/recurrent.py``, ``InputProjection``).
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "_lookup", "__weakref__")
     __array_priority__ = 100  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
         if isinstance(data, Tensor):
             data = data.data
-        if backend.is_device_array(data):
+        if backend.is_device_array(data):  # device arrays stay where they are unless told
             if dtype is not None and np.dtype(dtype) != data.dtype:
                 raise TypeError(f"cannot convert a CUDA array from {data.dtype} to {np.dtype(dtype)} on the "
                                 f"device; move it to the CPU first")
             self.data = data if device is None else backend.to_device(data, device)
         else:
-            self.data = as_array(data, dtype)
-            device = device or backend._default_device
-            if device != "cpu":
-                self.data = backend.to_device(self.data, device)
+            self.data = backend.to_device(as_array(data, dtype), device or backend.get_device())
         if requires_grad and self.data.dtype not in FLOAT_DTYPES:
             raise TypeError(f"only float32/float64 tensors can require gradients, got {self.data.dtype}")
         self.grad = None
@@ -101,7 +98,7 @@ class Tensor:
         self._lookup = None
 
     # ---- array-like properties -------------------------------------------------------
-    shape = property(lambda self: self.data.shape if isinstance(self.data, backend.HOST) else tuple(self.data.shape))
+    shape = property(lambda self: tuple(self.data.shape))
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
     size = property(lambda self: self.data.size)
@@ -109,7 +106,7 @@ class Tensor:
     @property
     def device(self) -> str:
         """'cpu' (numpy data) or 'cuda' (numba.cuda device data)."""
-        return "cpu" if isinstance(self.data, backend.HOST) else "cuda"
+        return backend.device_of(self.data)
 
     def __len__(self):
         return len(self.data)
@@ -143,8 +140,6 @@ class Tensor:
         return Tensor(self.data)
 
     def astype(self, dtype) -> "Tensor":
-        from . import ops
-
         return ops.astype(self, dtype)
 
     def zero_grad(self):
@@ -167,10 +162,7 @@ class Tensor:
             grad = backend.arrays(device).ones_like(self.data)
         elif isinstance(grad, Tensor):
             grad = grad.data
-        if device == "cpu":
-            grad = as_array(grad, self.dtype)
-        else:
-            grad = backend.to_device(grad if backend.is_device_array(grad) else as_array(grad, self.dtype), device)
+        grad = backend.to_device(grad if backend.is_device_array(grad) else as_array(grad, self.dtype), device)
         if tuple(grad.shape) != self.shape:
             raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
@@ -208,107 +200,97 @@ class Tensor:
                     stack.append((parent, False))
         return order
 
-    # ---- operators and methods: thin wrappers over tinyrnn.ops -----------------------
+    # ---- operators and methods: thin wrappers over the ops (``ops``, bound at the bottom) --
     def __add__(self, other):
-        return _ops().add(self, other)
+        return ops.add(self, other)
 
     def __radd__(self, other):
-        return _ops().add(other, self)
+        return ops.add(other, self)
 
     def __sub__(self, other):
-        return _ops().sub(self, other)
+        return ops.sub(self, other)
 
     def __rsub__(self, other):
-        return _ops().sub(other, self)
+        return ops.sub(other, self)
 
     def __mul__(self, other):
-        return _ops().mul(self, other)
+        return ops.mul(self, other)
 
     def __rmul__(self, other):
-        return _ops().mul(other, self)
+        return ops.mul(other, self)
 
     def __truediv__(self, other):
-        return _ops().div(self, other)
+        return ops.div(self, other)
 
     def __rtruediv__(self, other):
-        return _ops().div(other, self)
+        return ops.div(other, self)
 
     def __neg__(self):
-        return _ops().neg(self)
+        return ops.neg(self)
 
     def __pow__(self, exponent):
-        return _ops().pow(self, exponent)
+        return ops.pow(self, exponent)
 
     def __matmul__(self, other):
-        return _ops().matmul(self, other)
+        return ops.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _ops().matmul(other, self)
+        return ops.matmul(other, self)
 
     def __getitem__(self, index):
-        return _ops().getitem(self, index)
+        return ops.getitem(self, index)
 
     def tanh(self):
-        return _ops().tanh(self)
+        return ops.tanh(self)
 
     def sigmoid(self):
-        return _ops().sigmoid(self)
+        return ops.sigmoid(self)
 
     def relu(self):
-        return _ops().relu(self)
+        return ops.relu(self)
 
     def exp(self):
-        return _ops().exp(self)
+        return ops.exp(self)
 
     def log(self):
-        return _ops().log(self)
+        return ops.log(self)
 
     def pow(self, exponent):
-        return _ops().pow(self, exponent)
+        return ops.pow(self, exponent)
 
     def sum(self, axis=None, keepdims=False):
-        return _ops().sum(self, axis, keepdims)
+        return ops.sum(self, axis, keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        return _ops().mean(self, axis, keepdims)
+        return ops.mean(self, axis, keepdims)
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return _ops().reshape(self, shape)
+        return ops.reshape(self, shape)
 
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return _ops().transpose(self, axes or None)
+        return ops.transpose(self, axes or None)
 
     @property
     def T(self):
-        return _ops().transpose(self, None)
+        return ops.transpose(self, None)
 
     def log_softmax(self, axis=-1):
-        return _ops().log_softmax(self, axis)
-
-
-def _ops():
-    from . import ops  # ops imports this module; import late to avoid a cycle
-
-    return ops
+        return ops.log_softmax(self, axis)
 
 
 def _accumulate(tensor: Tensor, grad):
     """tensor.grad += grad (a fresh array the first time, so no two tensors share a buffer)."""
-    if isinstance(tensor.data, backend.HOST):
-        if tensor.grad is None:
-            tensor.grad = np.array(grad, dtype=tensor.dtype, copy=True)
-        else:
-            tensor.grad += grad
-        return
-    if not backend.is_device_array(grad):  # an op's backward returned a host array: a bug in the op
-        raise backend.DeviceError(f"gradient for a CUDA tensor of op {tensor._op or 'leaf'!r} came back on the CPU")
-    A = backend.arrays("cuda")
+    device = tensor.device
+    if backend.device_of(grad) != device:  # an op's backward returned its gradient elsewhere: a bug in the op
+        raise backend.DeviceError(f"gradient for a {device} tensor of op {tensor._op or 'leaf'!r} came back on "
+                                  f"{backend.device_of(grad)}")
+    A = backend.arrays(device)
     if tensor.grad is None:
-        tensor.grad = A.copy(grad)
+        tensor.grad = A.clone(grad, tensor.dtype)
     else:
         A.add_into(tensor.grad, grad)
 
@@ -338,3 +320,8 @@ def tensor(data, dtype=None, requires_grad: bool = False, device: str | None = N
     """Make a tensor: ``tinyrnn.tensor([[1, 2], [3, 4]], requires_grad=True)`` (float32 by default;
     on ``device``, default ``tinyrnn.get_device()``)."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+# The ops import this module (for Tensor and record), so they are imported last, once: by the time
+# any method above runs, ``ops`` is the finished module.
+from .ops import primitives as ops  # noqa: E402

@@ -15,7 +15,7 @@ back in time order, so position t holds [forward state after x_0..x_t, backward 
 x_T-1..x_t], and the two are concatenated. In a stack, layer k+1 reads layer k's concatenated
 output; dropout (if any) sits between layers, never after the last.
 
-Each layer-direction is one fused op on the tape (see ``cells.py``); ``fused=False`` runs the
+Each layer-direction is one fused op on the tape (``tinyrnn.ops.recurrent``); ``fused=False`` runs the
 composed per-step cells instead - the slow, readable reference the tests compare against.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import ops
 from ..backend import arrays
+from ..ops.recurrent import gru_sequence, lstm_sequence, rnn_sequence
 from ..random import generator
 from ..tensor import Tensor
 from . import cells
@@ -148,12 +149,12 @@ class _RNNBase(Module):
         if not self.fused:
             return self._run_composed(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
         if self.kind == "lstm":
-            packed = cells.lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
+            packed = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
             return packed[:T], packed[last], packed[T]
         if self.kind == "gru":
-            out = cells.gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
+            out = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
         else:
-            out = cells.rnn_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse=reverse)
+            out = rnn_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse=reverse)
         return out, out[last], None
 
     def _run_composed(self, x, h, c, w_ih, w_hh, b_ih, b_hh, reverse):

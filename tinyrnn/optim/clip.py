@@ -1,17 +1,22 @@
-"""Gradient clipping, in place on ``p.grad`` of each parameter (parameters without a grad are skipped)."""
+"""Gradient clipping, in place on ``p.grad`` of each parameter (parameters without a grad are skipped).
+
+The kernels and array helpers come from ``tinyrnn.backend`` for the gradients' device, so
+``TINYRNN_KERNELS=reference`` applies here too.
+"""
 import math
 
 import numpy as np
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from .. import backend
 
 
 def _grads(params):
-    return [p.grad for p in params if p.grad is not None]
-
-
-def _fast(g):
-    return g.flags.c_contiguous and g.dtype in _FLOAT_DTYPES
+    """The gradients, and the one device they are all on (TypeError if they are on two)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    devices = {backend.device_of(g) for g in grads}
+    if len(devices) > 1:
+        raise TypeError("gradient clipping: gradients on both the CPU and the GPU; move the model to one device")
+    return grads, devices.pop() if devices else "cpu"
 
 
 def clip_grad_norm(params, max_norm):
@@ -26,51 +31,34 @@ def clip_grad_norm(params, max_norm):
 
     Gradients on the GPU are summed on the GPU into one float64 number, the only thing copied back.
     """
-    from tinyrnn.kernels import cpu, reference
-
-    grads = _grads(params)
-    if grads and not isinstance(grads[0], np.ndarray):
-        return _clip_grad_norm_cuda(grads, max_norm)
-    sum_sq = 0.0
-    for g in grads:
-        K = cpu if _fast(g) else reference
-        sum_sq += K.sum_of_squares(g.reshape(-1) if _fast(g) else g)
-    total = math.sqrt(sum_sq)
+    grads, device = _grads(params)
+    K, A = backend.kernels(device), backend.arrays(device)
+    flats = [A.contiguous(g) for g in grads]   # the gradients themselves, unless one is not contiguous
+    total = math.sqrt(_sum_of_squares(K, A, device, flats))
     coef = max_norm / (total + 1e-6)
     if math.isfinite(total) and coef < 1.0:
-        for g in grads:
-            if _fast(g):
-                cpu.scale_inplace(g.reshape(-1), coef)
-            else:
-                reference.scale_inplace(g, coef)
+        for g, flat in zip(grads, flats):
+            K.scale_inplace(flat.reshape(flat.size), coef)
+            if flat is not g:
+                A.copyto(g, flat)
     return total
 
 
-def _clip_grad_norm_cuda(grads, max_norm):
-    from tinyrnn.kernels import cuda
-    from tinyrnn.kernels.cuda import arrays
-
-    acc = arrays.zeros(1, np.float64)
-    for g in grads:
-        if isinstance(g, np.ndarray):
-            raise TypeError("clip_grad_norm: gradients on both the CPU and the GPU; move the model to one device")
-        cuda.sum_of_squares_into(g, acc, True)
-    total = math.sqrt(float(acc.copy_to_host()[0]))
-    coef = max_norm / (total + 1e-6)
-    if math.isfinite(total) and coef < 1.0:
-        for g in grads:
-            cuda.scale_inplace(g, coef)
-    return total
+def _sum_of_squares(K, A, device, flats):
+    """sum of g**2 over every element of every array, accumulated in float64."""
+    if device == "cuda":  # summed into one number on the GPU: one copy back, not one per gradient
+        acc = A.zeros(1, np.float64)
+        for g in flats:
+            K.sum_of_squares_into(g, acc, True)
+        return float(A.to_host(acc)[0])
+    return sum(K.sum_of_squares(g.reshape(g.size)) for g in flats)
 
 
 def clip_grad_value(params, value):
     """Clamp every gradient element into [-value, value], in place."""
     if value < 0:
         raise ValueError(f"clip value must be >= 0, got {value}")
-    for g in _grads(params):
-        if isinstance(g, np.ndarray):
-            np.clip(g, -value, value, out=g)
-        else:
-            from tinyrnn.kernels.cuda import arrays
-
-            arrays.clip_inplace(g, -value, value)
+    grads, device = _grads(params)
+    A = backend.arrays(device)
+    for g in grads:
+        A.clip_inplace(g, -value, value)

@@ -5,10 +5,11 @@ A parameter is any object with ``.data`` (a float32 or float64 ndarray, updated 
 ``.grad`` (an ndarray of the same shape, or None: such a parameter is skipped by ``step``).
 
 The update formulas, written once, are next to the kernels in
-``tinyrnn/kernels/reference/elementwise.py``. ``step`` runs the fused Numba kernels of
-``tinyrnn.kernels.cpu`` on flat views of C-contiguous parameters, and the numpy reference kernels
-(same math) on anything else. Parameters on the GPU (numba.cuda device arrays) are updated by the
-kernels of ``tinyrnn.kernels.cuda``, with state buffers made on the GPU: nothing is copied back.
+``tinyrnn/kernels/reference/elementwise.py``. ``step`` runs the fused update kernel of the
+parameter's device (``tinyrnn.backend.kernels``: Numba on the CPU, or the numpy reference with
+``TINYRNN_KERNELS=reference``; numba.cuda on the GPU, state buffers made there, nothing copied
+back) on flat views of the parameter, its gradient and its state. A parameter that is not
+C-contiguous is updated through a contiguous copy, written back after the step.
 
 State dict layout (plain Python numbers, lists, strings and ndarrays only; no pickle needed):
 
@@ -26,24 +27,7 @@ parameters (same order, shapes and dtypes, same values) continues training bit f
 import numpy as np
 
 from .. import backend
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _kernels():
-    from tinyrnn.kernels import cpu
-
-    return cpu
-
-
-def _reference():
-    from tinyrnn.kernels import reference
-
-    return reference
-
-
-def _on_gpu(a) -> bool:
-    return not isinstance(a, backend.HOST)
+from ..tensor import FLOAT_DTYPES
 
 
 class Optimizer:
@@ -61,7 +45,7 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         for i, p in enumerate(self.params):
             data = getattr(p, "data", None)
-            if not (isinstance(data, np.ndarray) or backend.is_device_array(data)) or data.dtype not in _FLOAT_DTYPES:
+            if not (isinstance(data, np.ndarray) or backend.is_device_array(data)) or data.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"parameter {i}: .data must be a float32 or float64 ndarray (or CUDA device array)")
         if lr < 0:
             raise ValueError(f"invalid learning rate {lr}")
@@ -80,10 +64,8 @@ class Optimizer:
                 continue
             if set_to_none:
                 p.grad = None
-            elif _on_gpu(p.grad):
-                backend.arrays("cuda").fill(p.grad, 0)
             else:
-                p.grad[...] = 0
+                backend.arrays(backend.device_of(p.grad)).fill(p.grad, 0)
 
     def step(self):
         """Update every parameter that has a gradient, in place."""
@@ -93,22 +75,19 @@ class Optimizer:
             if p.grad.shape != p.data.shape:
                 raise ValueError(f"parameter {i}: grad shape {p.grad.shape} != data shape {p.data.shape}")
             self.steps[i] += 1
-            data = p.data
-            buffers = self.state[i]
-            if _on_gpu(data):  # parameters on the GPU are contiguous; flat views, as below
-                if not _on_gpu(p.grad) or p.grad.dtype != data.dtype:
-                    raise TypeError(f"parameter {i} is on the GPU: its grad must be a CUDA array of dtype {data.dtype}")
-                flat = {name: b.reshape(b.size) for name, b in buffers.items()}
-                self._update(backend.kernels("cuda"), data.reshape(data.size), p.grad.reshape(p.grad.size), flat,
-                             self.steps[i])
-                continue
-            grad = np.asarray(p.grad, dtype=data.dtype)
-            if data.flags.c_contiguous:
-                # Flat views: the kernels write through them into p.data and the state buffers.
-                flat = {name: b.reshape(-1) for name, b in buffers.items()}
-                self._update(_kernels(), data.reshape(-1), np.ascontiguousarray(grad).reshape(-1), flat, self.steps[i])
-            else:
-                self._update(_reference(), data, grad, buffers, self.steps[i])
+            data, grad, device = p.data, p.grad, backend.device_of(p.data)
+            if backend.device_of(grad) != device:
+                raise TypeError(f"parameter {i} is on {device} but its grad is on {backend.device_of(grad)}")
+            A = backend.arrays(device)
+            if grad.dtype != data.dtype:
+                grad = A.clone(grad, data.dtype)   # converted on the CPU; the GPU raises TypeError
+            work = A.contiguous(data)   # data itself, or a contiguous copy written back below
+            # Flat views: the kernels write through them into the parameter and the state buffers.
+            flat = {name: b.reshape(b.size) for name, b in self.state[i].items()}
+            self._update(backend.kernels(device), work.reshape(work.size), A.contiguous(grad).reshape(grad.size),
+                         flat, self.steps[i])
+            if work is not data:
+                A.copyto(data, work)
 
     def hyper(self):
         """The hyperparameters as a JSON-ready dict."""
@@ -123,7 +102,7 @@ class Optimizer:
         state = {}
         for i, buffers in enumerate(self.state):
             for name, b in buffers.items():
-                state[f"{i}.{name}"] = b.copy_to_host() if _on_gpu(b) else b.copy()
+                state[f"{i}.{name}"] = backend.arrays(backend.device_of(b)).to_host(b)
         return {"type": type(self).__name__, "hyper": self.hyper(), "steps": list(self.steps), "state": state}
 
     def load_state_dict(self, d):
@@ -140,10 +119,8 @@ class Optimizer:
                 saved = np.asarray(d["state"][f"{i}.{name}"])
                 if saved.shape != tuple(b.shape):
                     raise ValueError(f"state {i}.{name}: shape {saved.shape} != expected {b.shape}")
-                if _on_gpu(b):
-                    b.copy_to_device(np.ascontiguousarray(saved, dtype=b.dtype))
-                else:
-                    b[...] = saved
+                A = backend.arrays(backend.device_of(b))
+                A.copyto(b, A.to_device(np.ascontiguousarray(saved, dtype=b.dtype)))
         self.steps = [int(s) for s in d["steps"]]
 
     def __repr__(self):
@@ -152,10 +129,8 @@ class Optimizer:
 
 
 def _zeros(p, shape):
-    """A zero state buffer on the parameter's device."""
-    if _on_gpu(p.data):
-        return backend.arrays("cuda").zeros(shape, p.data.dtype)
-    return np.zeros(shape, dtype=p.data.dtype)
+    """A zero state buffer on the parameter's device (C-contiguous: ``step`` updates flat views of it)."""
+    return backend.arrays(backend.device_of(p.data)).zeros(shape, p.data.dtype)
 
 
 class SGD(Optimizer):

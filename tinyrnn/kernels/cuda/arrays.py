@@ -1,13 +1,16 @@
 """Array helpers the tape needs on the GPU: allocation, strided copies, elementwise arithmetic,
-reductions to a scalar, and dropout masks. Not kernels of the spec (``tinyrnn.kernels``), but
-what numpy gives the CPU path for free; ``tinyrnn.backend.arrays('cuda')`` returns this module,
-and its first names match numpy's (``empty``, ``zeros``, ``empty_like``, ``zeros_like``,
-``ones_like``, ``contiguous``, ``copyto``).
+reductions, joins and dropout masks. Not kernels of the spec (``tinyrnn.kernels``), but what numpy
+gives the CPU path for free: ``tinyrnn.backend.arrays('cuda')`` returns this module, and
+``arrays('cpu')`` returns ``tinyrnn.kernels.reference.arrays``, which has the same names over
+numpy arrays, so each op is written once.
 
 Views (a slice, a reversed time axis ``x[::-1]``, one step ``x[t]``) are numba device arrays
 with their own strides; ``copyto`` / ``add_into`` walk any strides (up to 4 dimensions), so
 slicing costs one pass over the selected elements and nothing else. Every other helper wants
 C-contiguous arrays, which ``contiguous`` provides.
+
+What numpy does and the GPU does not (broadcasting two arrays of different shapes, sums over
+some axes, fancy indexing, moving axes) raises ``DeviceError`` naming the fix.
 
 Scalars (a loss, a sum) are 0-d device arrays; kernels see them as 1-element arrays.
 """
@@ -17,6 +20,7 @@ from numba.cuda.random import create_xoroshiro128p_states, xoroshiro128p_uniform
 
 from .device import blocks_for, is_simulator, jit, sum_into, threads_for
 from .device import empty, empty_like, fill, is_device_array, to_device, to_host, zeros, zeros_like  # noqa: F401
+from ...backend import DeviceError
 
 MAX_DIMS = 4
 
@@ -114,11 +118,28 @@ def contiguous(d):
     return out
 
 
-def copy(d):
-    """A fresh C-contiguous copy of ``d``."""
+def clone(d, dtype=None):
+    """A fresh C-contiguous copy of ``d`` (``dtype``, if given, must be d's: no conversion on the device)."""
+    if not is_device_array(d):
+        raise DeviceError("clone: expected a CUDA array, got a host array")
+    if dtype is not None and np.dtype(dtype) != d.dtype:
+        raise TypeError(f"cannot convert a CUDA array from {d.dtype} to {np.dtype(dtype)} on the device")
     out = empty(d.shape, d.dtype)
     copyto(out, d)
     return out
+
+
+def reshape(d, shape):
+    """``d`` reshaped (device arrays reshape only when contiguous: a copy first if it is not)."""
+    return contiguous(d).reshape(shape)
+
+
+def moveaxis(d, source, destination):
+    """``d`` itself when the axis stays put; moving axes is not supported on the GPU."""
+    if source % d.ndim != destination % d.ndim:
+        raise DeviceError("moving axes of CUDA tensors is not supported (softmax works along the last axis "
+                          "only); move to the CPU first: x.to('cpu')")
+    return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,6 +168,9 @@ def _affine_kernel(x, out, scale, shift):
 
 
 def _binary(a, b, op):
+    if tuple(a.shape) != tuple(b.shape):
+        raise DeviceError(f"{('add', 'sub', 'mul')[op]}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ; "
+                          f"broadcasting is not supported on CUDA tensors (only a tensor and a number)")
     out = empty(a.shape, a.dtype)
     if out.size:
         _binary_kernel[_launch(out.size)](_flat(contiguous(a)), _flat(contiguous(b)), _flat(out), op)
@@ -185,7 +209,7 @@ def _scale_by_kernel(x, s):
 
 
 def scale_by(x, s):
-    """x *= s in place, s a 0-d device array (a gradient arriving at a scalar)."""
+    """x *= s in place, s a 0-d device array (a gradient arriving at a scalar; not read back to skip s == 1)."""
     if x.size:
         _scale_by_kernel[_launch(x.size)](_flat(x), _scalar(s))
 
@@ -197,7 +221,7 @@ def _broadcast_kernel(s, out, scale):
         out[i] = s[0] * scale
 
 
-def broadcast_scalar(s, shape, scale=1.0):
+def _broadcast_scalar(s, shape, scale=1.0):
     """A new array of ``shape`` filled with scale * s, s a 0-d device array (backward of a sum)."""
     out = empty(shape, s.dtype)
     if out.size:
@@ -223,13 +247,86 @@ def clip_inplace(x, lo, hi):
 
 
 # --------------------------------------------------------------------------------------------
-# Sum to a scalar (float64 accumulation, fixed order: reproducible run to run)
+# Sums of everything to a scalar (float64 accumulation, fixed order: reproducible run to run)
 # --------------------------------------------------------------------------------------------
-def sum(x, scale=1.0):  # noqa: A001  (the numpy name)
+def sum_scaled(x, scale=1.0):
     """scale * sum(x) as a 0-d device array of x's dtype (summed in float64, then rounded once)."""
     out = empty((), x.dtype)
     sum_into(_flat(contiguous(x)), _scalar(out), scale=scale)
     return out
+
+
+def sum(x, axes, keepdims=False):  # noqa: A001  (the numpy name)
+    """x summed over ``axes``: on the GPU only all of them (a 0-d device array, or 1s with keepdims)."""
+    if len(axes) != x.ndim:
+        raise DeviceError("sum over some axes is not supported on CUDA tensors (only of all elements); "
+                          "move to the CPU first: x.to('cpu')")
+    out = sum_scaled(x)
+    return out.reshape((1,) * x.ndim) if keepdims else out
+
+
+def spread(g, shape, axes, keepdims=False):
+    """The backward of ``sum`` (of everything): a new array of ``shape`` filled with g."""
+    return _broadcast_scalar(g, shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Indexing and joins: ints and slices, via strided copies
+# --------------------------------------------------------------------------------------------
+def index(d, index):
+    """d[index] for ints and slices (any step, e.g. d[::-1]), as a contiguous copy."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if not all(isinstance(i, (int, np.integer, slice)) for i in parts):
+        raise DeviceError("getitem on CUDA tensors takes only ints and slices; move to the CPU first: x.to('cpu')")
+    view = d[index]
+    if not is_device_array(view) or view.ndim == 0:
+        raise DeviceError("getitem: picking one element of a CUDA tensor is not supported; use x.numpy()[...]")
+    return contiguous(view)
+
+
+def index_add(dst, index, src):
+    """dst[index] += src for ints and slices (no element is picked twice)."""
+    add_into(dst[index], src)
+
+
+def _join(arrays, axis, new_axis):
+    """concatenate (new_axis=False) or stack (True): each input copied into its slab of the output."""
+    first = arrays[0]
+    rest_of = (lambda s: tuple(s)) if new_axis else (lambda s: tuple(s[:axis]) + tuple(s[axis + 1:]))
+    for a in arrays[1:]:
+        if rest_of(a.shape) != rest_of(first.shape):
+            raise ValueError(f"{'stack' if new_axis else 'concat'}: shapes {tuple(first.shape)} and "
+                             f"{tuple(a.shape)} do not fit")
+    sizes = [1 if new_axis else a.shape[axis] for a in arrays]
+    rest = tuple(first.shape[axis:] if new_axis else first.shape[axis + 1:])
+    out = empty(tuple(first.shape[:axis]) + (int(np.sum(sizes)),) + rest, first.dtype)
+    start = 0
+    for a, size in zip(arrays, sizes):
+        slab = (slice(None),) * axis + ((start,) if new_axis else (slice(start, start + size),))
+        copyto(out[slab], a)
+        start += size
+    return out
+
+
+def concatenate(arrays, axis=0):
+    """Join device arrays along an existing axis (numpy.concatenate)."""
+    return _join(arrays, axis, False)
+
+
+def stack(arrays, axis=0):
+    """Join device arrays along a new axis (numpy.stack)."""
+    return _join(arrays, axis, True)
+
+
+def split(g, bounds, axis):
+    """g cut along ``axis`` at ``bounds`` (the backward of ``concatenate``), contiguous copies."""
+    edges = [0] + [int(b) for b in bounds] + [g.shape[axis]]
+    return tuple(contiguous(g[(slice(None),) * axis + (slice(lo, hi),)]) for lo, hi in zip(edges, edges[1:]))
+
+
+def unstack(g, axis):
+    """Each slice of g along ``axis`` (the backward of ``stack``), contiguous copies."""
+    return tuple(contiguous(g[(slice(None),) * axis + (i,)]) for i in range(g.shape[axis]))
 
 
 # --------------------------------------------------------------------------------------------

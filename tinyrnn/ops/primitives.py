@@ -1,4 +1,4 @@
-"""Primitive ops, each a forward and its backward side by side.
+"""Primitive ops, each a forward and its backward side by side (re-exported by ``tinyrnn.ops``).
 
 Every op follows one pattern (micrograd's, on arrays):
 
@@ -13,24 +13,29 @@ Binary ops broadcast like numpy; their backward sums the gradient back down to e
 shape (``unbroadcast``). The heavy ops (matmul, linear, embedding, softmax cross-entropy)
 call kernels from ``tinyrnn.kernels`` through ``tinyrnn.backend``.
 
-Devices: an op runs where its inputs are (all on the CPU, or all on the GPU; a mix is an error),
-calling ``kernels(device)`` and allocating through ``arrays(device)`` (numpy on the CPU, the
-same names over device arrays on the GPU). The ops a character model needs run on CUDA
-tensors: matmul, linear, embedding, cross_entropy, log_softmax (last axis), add/sub/mul (same
-shapes, or a tensor and a Python number), neg, sum/mean of everything, reshape, getitem with
-ints and slices, concat, stack, split, dropout. The others raise ``DeviceError`` on a CUDA tensor.
+Devices: an op runs where its inputs are (all on the CPU, or all on the GPU; a mix is an error:
+``same_device``), calling ``K = kernels(device)`` and ``A = arrays(device)`` for its kernels and
+array helpers (numpy on the CPU, the same names over device arrays on the GPU), so each op is
+written once. The ops a character model needs run on CUDA tensors: matmul, linear, embedding,
+cross_entropy, log_softmax (last axis), add/sub/mul (same shapes, or a tensor and a Python
+number), neg, sum/mean of everything, reshape, getitem with ints and slices, concat, stack,
+split, dropout; where the GPU helpers support less than numpy they raise ``DeviceError``. The
+rest (pow, astype, tanh, sigmoid, relu, exp, log, transpose, div by a tensor) are CPU-only.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .backend import HOST, DeviceError, arrays, kernels
-from .tensor import Tensor, record
+from ..backend import DeviceError, arrays, device_of, kernels, to_numpy
+from ..tensor import Tensor, record
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _device(op: str, *tensors) -> str:
-    """The device all ``tensors`` are on (None entries skipped); DeviceError if they disagree."""
+def same_device(op: str, *tensors) -> str:
+    """The device all ``tensors`` are on (None entries skipped); DeviceError if they disagree.
+
+    Public: every op with several tensor inputs (here, in ``recurrent.py``, or your own) starts with it.
+    """
     device = tensors[0].device
     for t in tensors[1:]:
         if t is not None and t.device != device:
@@ -40,14 +45,8 @@ def _device(op: str, *tensors) -> str:
 
 
 def _cpu_only(op: str, x: Tensor):
-    if not isinstance(x.data, HOST):
+    if x.device != "cpu":
         raise DeviceError(f"{op} is not supported on CUDA tensors; move to the CPU first: x.to('cpu')")
-
-
-def _on_cuda(a, b) -> bool:
-    """True if either operand is a tensor on the GPU (cheap: two isinstance checks per operand)."""
-    return (isinstance(a, Tensor) and not isinstance(a.data, HOST)) or \
-           (isinstance(b, Tensor) and not isinstance(b.data, HOST))
 
 
 def _check_dtype(a: np.ndarray, b: np.ndarray, op: str):
@@ -69,44 +68,22 @@ def _lift(x, like: Tensor | None = None) -> Tensor:
 
 
 def _binary(a, b, op: str):
+    """Both operands as tensors of one dtype on one device, and that device's array helpers."""
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         raise TypeError(f"{op}: at least one operand must be a Tensor")
     a = _lift(a, b if isinstance(b, Tensor) else None)
     b = _lift(b, a)
     _check_dtype(a.data, b.data, op)
-    return a, b
+    return a, b, arrays(same_device(op, a, b))
 
 
-def _cuda_arith(op: str, a, b):
-    """add, sub or mul with a CUDA tensor: both tensors of one shape, or a tensor and a number.
-
-    The number may be on either side (2 - x); numpy's broadcasting of other shapes is not
-    supported on the GPU.
-    """
-    A = arrays("cuda")
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
-        _device(op, a, b)
-        _check_dtype(a.data, b.data, op)
-        if a.shape != b.shape:
-            raise DeviceError(f"{op}: shapes {a.shape} and {b.shape} differ; broadcasting is not supported "
-                              f"on CUDA tensors (only a tensor and a number)")
-        if op == "add":
-            return record(A.add(a.data, b.data), (a, b), lambda g: (g, g), op)
-        if op == "sub":
-            return record(A.sub(a.data, b.data), (a, b), lambda g: (g, A.affine(g, -1.0)), op)
-        return record(A.mul(a.data, b.data), (a, b), lambda g: (A.mul(g, b.data), A.mul(g, a.data)), op)
-    x, c, number_first = (b, a, True) if isinstance(b, Tensor) else (a, b, False)
-    if isinstance(c, Tensor) or np.ndim(c) != 0:
-        raise DeviceError(f"{op}: a CUDA tensor and {type(c).__name__} {np.shape(c)}: move it to the "
-                          f"GPU as a tensor of the same shape, or use a number")
-    c = float(c)
-    if op == "add":                                         # x + c
-        return record(A.affine(x.data, 1.0, c), (x,), lambda g: (g,), op)
-    if op == "sub" and number_first:                        # c - x
-        return record(A.affine(x.data, -1.0, c), (x,), lambda g: (A.affine(g, -1.0),), op)
-    if op == "sub":                                         # x - c
-        return record(A.affine(x.data, 1.0, -c), (x,), lambda g: (g,), op)
-    return record(A.affine(x.data, c), (x,), lambda g: (A.affine(g, c),), op)   # x * c
+def _with_number(a, b):
+    """(tensor, number, number_first) when one operand is a Tensor and the other a number, else None."""
+    if isinstance(a, Tensor) and not isinstance(b, Tensor) and np.ndim(b) == 0:
+        return a, float(b), False
+    if isinstance(b, Tensor) and not isinstance(a, Tensor) and np.ndim(a) == 0:
+        return b, float(a), True
+    return None
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -120,56 +97,62 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad
 
 
-def _contiguous(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x)
-
-
 def _rows(A, x):
     """x: (..., n) as a C-contiguous (rows, n) array (a copy only if x is not contiguous)."""
     return A.contiguous(x).reshape(-1, x.shape[x.ndim - 1])
 
 
 # ---- arithmetic -----------------------------------------------------------------------------
+# A tensor and a number (x + 2, 2 - x, 3 * x) is one affine op on the tensor: scale * x + shift.
 def add(a, b):
-    if _on_cuda(a, b):
-        return _cuda_arith("add", a, b)
-    a, b = _binary(a, b, "add")
+    number = _with_number(a, b)
+    if number:
+        x, c, _ = number
+        return record(arrays(x.device).affine(x.data, 1.0, c), (x,), lambda g: (g,), "add")
+    a, b, A = _binary(a, b, "add")
 
     def backward(g):
         return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
 
-    return record(a.data + b.data, (a, b), backward, "add")
+    return record(A.add(a.data, b.data), (a, b), backward, "add")
 
 
 def sub(a, b):
-    if _on_cuda(a, b):
-        return _cuda_arith("sub", a, b)
-    a, b = _binary(a, b, "sub")
+    number = _with_number(a, b)
+    if number:
+        x, c, number_first = number
+        A = arrays(x.device)
+        if number_first:                                                         # c - x
+            return record(A.affine(x.data, -1.0, c), (x,), lambda g: (A.affine(g, -1.0),), "sub")
+        return record(A.affine(x.data, 1.0, -c), (x,), lambda g: (g,), "sub")    # x - c
+    a, b, A = _binary(a, b, "sub")
 
     def backward(g):
-        return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
+        return unbroadcast(g, a.shape), unbroadcast(A.affine(g, -1.0), b.shape)
 
-    return record(a.data - b.data, (a, b), backward, "sub")
+    return record(A.sub(a.data, b.data), (a, b), backward, "sub")
 
 
 def mul(a, b):
-    if _on_cuda(a, b):
-        return _cuda_arith("mul", a, b)
-    a, b = _binary(a, b, "mul")
+    number = _with_number(a, b)
+    if number:
+        x, c, _ = number
+        A = arrays(x.device)
+        return record(A.affine(x.data, c), (x,), lambda g: (A.affine(g, c),), "mul")
+    a, b, A = _binary(a, b, "mul")
 
     def backward(g):
-        return unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)
+        return unbroadcast(A.mul(g, b.data), a.shape), unbroadcast(A.mul(g, a.data), b.shape)
 
-    return record(a.data * b.data, (a, b), backward, "mul")
+    return record(A.mul(a.data, b.data), (a, b), backward, "mul")
 
 
 def div(a, b):
-    if _on_cuda(a, b):
-        if not isinstance(b, Tensor) and np.ndim(b) == 0:
-            return mul(a, 1.0 / float(b))
-        raise DeviceError("div is not supported on CUDA tensors (only division by a number); "
-                          "move to the CPU first: x.to('cpu')")
-    a, b = _binary(a, b, "div")
+    """a / b; on the GPU only by a number (as a * (1/b))."""
+    if isinstance(a, Tensor) and a.device != "cpu" and _with_number(a, b):
+        return mul(a, 1.0 / float(b))
+    a, b, _ = _binary(a, b, "div")
+    _cpu_only("div (by a tensor)", a)
     out = a.data / b.data
 
     def backward(g):
@@ -181,10 +164,8 @@ def div(a, b):
 
 def neg(x):
     x = _lift(x)
-    if not isinstance(x.data, HOST):
-        A = arrays("cuda")
-        return record(A.affine(x.data, -1.0), (x,), lambda g: (A.affine(g, -1.0),), "neg")
-    return record(-x.data, (x,), lambda g: (-g,), "neg")
+    A = arrays(x.device)
+    return record(A.affine(x.data, -1.0), (x,), lambda g: (A.affine(g, -1.0),), "neg")
 
 
 def pow(x, exponent: float):
@@ -258,30 +239,11 @@ def _normalize_axes(axis, ndim):
 
 
 def sum(x, axis=None, keepdims=False):
+    """x summed over ``axis`` (None: every element). backward: g repeated along the summed axes."""
     x = _lift(x)
     axes = _normalize_axes(axis, x.ndim)
-    if not isinstance(x.data, HOST):
-        return _cuda_sum(x, axes, keepdims)
-    out = np.asarray(x.data.sum(axis=axes, keepdims=keepdims))
-
-    def backward(g):
-        if not keepdims:
-            g = np.expand_dims(g, axes)
-        return (np.broadcast_to(g, x.shape),)
-
-    return record(out, (x,), backward, "sum")
-
-
-def _cuda_sum(x, axes, keepdims):
-    """The sum of every element of a CUDA tensor, a scalar on the GPU (backward: g everywhere)."""
-    if len(axes) != x.ndim:
-        raise DeviceError("sum over some axes is not supported on CUDA tensors (only of all elements); "
-                          "move to the CPU first: x.to('cpu')")
-    A = arrays("cuda")
-    out = A.sum(x.data)
-    if keepdims:
-        out = out.reshape((1,) * x.ndim)
-    return record(out, (x,), lambda g: (A.broadcast_scalar(g, x.shape),), "sum")
+    A = arrays(x.device)
+    return record(A.sum(x.data, axes, keepdims), (x,), lambda g: (A.spread(g, x.shape, axes, keepdims),), "sum")
 
 
 def mean(x, axis=None, keepdims=False):
@@ -294,11 +256,8 @@ def mean(x, axis=None, keepdims=False):
 # ---- shape ops ----------------------------------------------------------------------------------
 def reshape(x, shape):
     x = _lift(x)
-    if not isinstance(x.data, HOST):  # device arrays reshape only when contiguous
-        A = arrays("cuda")
-        return record(A.contiguous(x.data).reshape(shape), (x,),
-                      lambda g: (A.contiguous(g).reshape(x.shape),), "reshape")
-    return record(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),), "reshape")
+    A = arrays(x.device)
+    return record(A.reshape(x.data, shape), (x,), lambda g: (A.reshape(g, x.shape),), "reshape")
 
 
 def transpose(x, axes=None):
@@ -309,49 +268,21 @@ def transpose(x, axes=None):
 
 
 def getitem(x, index):
-    """x[index] for slices, integers and integer arrays (repeated indices add up in backward)."""
+    """x[index] for slices, integers and integer arrays (repeated indices add up in backward).
+    On the GPU: ints and slices only (any step, e.g. x[::-1]); the result is a contiguous copy."""
     x = _lift(x)
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-
-    basic = _is_basic_index(index)
-    if not isinstance(x.data, HOST):
-        return _cuda_getitem(x, index, basic)
-
-    def backward(g):
-        grad = np.zeros_like(x.data)
-        if basic:  # slices and integers: no element is picked twice
-            grad[index] += g
-        else:      # integer arrays may repeat an index: add.at adds every occurrence
-            np.add.at(grad, index, g)
-        return (grad,)
-
-    return record(x.data[index], (x,), backward, "getitem")
-
-
-def _cuda_getitem(x, index, basic):
-    """x[index] on the GPU for ints and slices (any step, e.g. x[::-1]); the result is a contiguous copy."""
-    parts = index if isinstance(index, tuple) else (index,)
-    if not basic or any(i is None or i is Ellipsis for i in parts):
-        raise DeviceError("getitem on CUDA tensors takes only ints and slices; move to the CPU first: x.to('cpu')")
-    A = arrays("cuda")
-    view = x.data[index]
-    if not A.is_device_array(view) or view.ndim == 0:
-        raise DeviceError("getitem: picking one element of a CUDA tensor is not supported; use x.numpy()[...]")
+    A = arrays(x.device)
 
     def backward(g):
         grad = A.zeros(x.shape, x.dtype)
-        A.add_into(grad[index], g)
+        A.index_add(grad, index, g)
         return (grad,)
 
-    return record(A.contiguous(view), (x,), backward, "getitem")
-
-
-def _is_basic_index(index) -> bool:
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in parts)
+    return record(A.index(x.data, index), (x,), backward, "getitem")
 
 
 def concat(tensors, axis=0):
@@ -359,15 +290,11 @@ def concat(tensors, axis=0):
     tensors = [_lift(t) for t in tensors]
     for t in tensors[1:]:
         _check_dtype(tensors[0].data, t.data, "concat")
+    A = arrays(same_device("concat", *tensors))
     axis = axis % tensors[0].ndim
     bounds = np.cumsum([t.shape[axis] for t in tensors])[:-1]
-    if _device("concat", *tensors) == "cuda":
-        return _cuda_join(tensors, axis, new_axis=False)
-
-    def backward(g):
-        return tuple(np.split(g, bounds, axis=axis))
-
-    return record(np.concatenate([t.data for t in tensors], axis=axis), tuple(tensors), backward, "concat")
+    out = A.concatenate([t.data for t in tensors], axis=axis)
+    return record(out, tuple(tensors), lambda g: A.split(g, bounds, axis), "concat")
 
 
 def stack(tensors, axis=0):
@@ -375,44 +302,10 @@ def stack(tensors, axis=0):
     tensors = [_lift(t) for t in tensors]
     for t in tensors[1:]:
         _check_dtype(tensors[0].data, t.data, "stack")
-    if _device("stack", *tensors) == "cuda":
-        return _cuda_join(tensors, axis % (tensors[0].ndim + 1), new_axis=True)
-    out = np.stack([t.data for t in tensors], axis=axis)
-    axis = axis % out.ndim
-
-    def backward(g):
-        return tuple(np.take(g, i, axis=axis) for i in range(len(tensors)))
-
-    return record(out, tuple(tensors), backward, "stack")
-
-
-def _cuda_join(tensors, axis, new_axis):
-    """concat (new_axis=False) or stack (True) on the GPU: each input is copied into its slab of
-    the output; backward copies the slabs of the gradient out again."""
-    A = arrays("cuda")
-    first = tensors[0]
-    for t in tensors[1:]:
-        if (t.shape if new_axis else t.shape[:axis] + t.shape[axis + 1:]) != \
-                (first.shape if new_axis else first.shape[:axis] + first.shape[axis + 1:]):
-            raise ValueError(f"{'stack' if new_axis else 'concat'}: shapes {first.shape} and {t.shape} do not fit")
-    slabs, start = [], 0
-    for t in tensors:
-        if new_axis:
-            slabs.append((slice(None),) * axis + (start,))
-            start += 1
-        else:
-            slabs.append((slice(None),) * axis + (slice(start, start + t.shape[axis]),))
-            start += t.shape[axis]
-    rest = first.shape[axis:] if new_axis else first.shape[axis + 1:]
-    shape = first.shape[:axis] + (start,) + rest
-    out = A.empty(shape, first.dtype)
-    for t, slab in zip(tensors, slabs):
-        A.copyto(out[slab], t.data)
-
-    def backward(g):
-        return tuple(A.contiguous(g[slab]) for slab in slabs)
-
-    return record(out, tuple(tensors), backward, "stack" if new_axis else "concat")
+    A = arrays(same_device("stack", *tensors))
+    axis = axis % (tensors[0].ndim + 1)
+    out = A.stack([t.data for t in tensors], axis=axis)
+    return record(out, tuple(tensors), lambda g: A.unstack(g, axis), "stack")
 
 
 def split(x, sizes_or_sections, axis=0):
@@ -442,13 +335,12 @@ def matmul(a, b):
 
     backward: da = g @ b.T,  db = a.T @ g   (the kernels' nt and tn variants; nothing transposed in memory)
     """
-    a, b = _binary(a, b, "matmul")
+    a, b, A = _binary(a, b, "matmul")
     if b.ndim != 2 or a.ndim < 2:
         raise ValueError(f"matmul supports (..., M, K) @ (K, N); got {a.shape} @ {b.shape}")
     if a.shape[-1] != b.shape[0]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({a.shape[-1]} != {b.shape[0]})")
-    device = _device("matmul", a, b)
-    K, A = kernels(device), arrays(device)
+    K = kernels(a.device)
     a2 = _rows(A, a.data)
     bd = A.contiguous(b.data)
     out = A.empty((a2.shape[0], bd.shape[1]), dtype=a.dtype)
@@ -475,12 +367,12 @@ def linear(x, weight, bias=None):
     One fused op: the product uses the nt kernel (weight is kept in PyTorch's (O, I) layout),
     the bias is added in place. backward: dx = g @ W, dW = g.T @ x, db = g summed over rows.
     """
-    x, weight = _binary(x, weight, "linear")
+    x, weight, _ = _binary(x, weight, "linear")
     if bias is not None:
         bias = _lift(bias, weight)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input features {x.shape[-1]} != weight's {weight.shape[1]}")
-    device = _device("linear", x, weight, bias)
+    device = same_device("linear", x, weight, bias)
     K, A = kernels(device), arrays(device)
     x2 = _rows(A, x.data)
     w = A.contiguous(weight.data)
@@ -510,9 +402,10 @@ def linear(x, weight, bias=None):
 
 # ---- lookups, dropout ------------------------------------------------------------------------
 def _index_array(idx, device: str = "cpu"):
-    """Integer indices as a contiguous int64 array on ``device`` (host indices are uploaded)."""
+    """Integer indices as a contiguous int64 array: indices already on the GPU stay there (for a
+    GPU ``device``); host indices are checked and returned on the host (``A.to_device`` uploads them)."""
     arr = idx.data if isinstance(idx, Tensor) else idx
-    if not isinstance(arr, np.ndarray) and hasattr(arr, "copy_to_host"):  # already on the GPU
+    if device_of(arr) == "cuda":
         if device == "cpu":
             raise DeviceError("indices are on the GPU but the tensor is on the CPU; move them with .to('cpu')")
         if arr.dtype != np.int64:
@@ -522,13 +415,6 @@ def _index_array(idx, device: str = "cpu"):
     if arr.dtype.kind not in "iu":
         raise TypeError(f"indices must be integers, got {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=np.int64)
-
-
-def _upload(arr, device):
-    """A host index array on ``device`` (checks are done on the host first, then one copy)."""
-    if device == "cpu" or not isinstance(arr, np.ndarray):
-        return arr
-    return arrays(device).to_device(arr)
 
 
 def embedding(weight, idx):
@@ -543,7 +429,7 @@ def embedding(weight, idx):
     if isinstance(idx, np.ndarray) and idx.size and (idx.min() < 0 or idx.max() >= V):  # (not checked on the GPU)
         raise IndexError(f"embedding: index out of range [0, {V}) (got {idx.min()}..{idx.max()})")
     K, A = kernels(device), arrays(device)
-    flat = _upload(idx.reshape(-1), device)
+    flat = A.to_device(idx.reshape(-1))
     w = A.contiguous(weight.data)
     out = A.empty((flat.size, E), dtype=weight.dtype)
     K.embedding_forward(w, flat, out)
@@ -554,7 +440,7 @@ def embedding(weight, idx):
         return (dweight,)
 
     result = record(out.reshape(idx.shape + (E,)), (weight,), backward, "embedding")
-    if device == "cpu":
+    if device == "cpu":  # (the table projection of ops/recurrent.py reads host indices)
         result._lookup = (weight, idx)
     return result
 
@@ -567,12 +453,9 @@ def dropout(x, p: float, training: bool = True, rng: np.random.Generator | None 
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     rng = rng if rng is not None else np.random.default_rng()
-    if not isinstance(x.data, HOST):  # a mask drawn on the GPU (seeded from rng; see kernels/cuda/arrays.py)
-        A = arrays("cuda")
-        mask = A.dropout_mask(x.shape, x.dtype, p, rng)
-        return record(A.mul(x.data, mask), (x,), lambda g: (A.mul(g, mask),), "dropout")
-    mask = (rng.random(x.shape) >= p).astype(x.dtype) / x.dtype.type(1.0 - p)
-    return record(x.data * mask, (x,), lambda g: (g * mask,), "dropout")
+    A = arrays(x.device)   # on the GPU the mask is drawn there, seeded from rng (see kernels/cuda/arrays.py)
+    mask = A.dropout_mask(x.shape, x.dtype, p, rng)
+    return record(A.mul(x.data, mask), (x,), lambda g: (A.mul(g, mask),), "dropout")
 
 
 # ---- softmax and the loss ---------------------------------------------------------------------
@@ -583,37 +466,18 @@ def log_softmax(x, axis=-1):
     """
     x = _lift(x)
     axis = axis % x.ndim
-    if not isinstance(x.data, HOST):
-        return _cuda_log_softmax(x, axis)
-    moved = np.moveaxis(x.data, axis, -1)
-    flat = _contiguous(moved.reshape(-1, moved.shape[-1]))
-    K = kernels()
-    out = np.empty_like(flat)
-    K.log_softmax_forward(flat, out)
-
-    def backward(g):
-        g2 = _contiguous(np.moveaxis(g, axis, -1).reshape(flat.shape))
-        dx = np.empty_like(flat)
-        K.log_softmax_backward(out, g2, dx)
-        return (np.moveaxis(dx.reshape(moved.shape), -1, axis),)
-
-    return record(np.moveaxis(out.reshape(moved.shape), -1, axis), (x,), backward, "log_softmax")
-
-
-def _cuda_log_softmax(x, axis):
-    if axis != x.ndim - 1:
-        raise DeviceError("log_softmax on CUDA tensors works along the last axis only; move to the CPU first")
-    K, A = kernels("cuda"), arrays("cuda")
-    flat = _rows(A, x.data)
+    K, A = kernels(x.device), arrays(x.device)
+    moved = A.moveaxis(x.data, axis, -1)          # (on the GPU only the last axis: no move)
+    flat = _rows(A, moved)
     out = A.empty_like(flat)
     K.log_softmax_forward(flat, out)
 
     def backward(g):
         dx = A.empty_like(flat)
-        K.log_softmax_backward(out, _rows(A, g), dx)
-        return (dx.reshape(x.shape),)
+        K.log_softmax_backward(out, _rows(A, A.moveaxis(g, axis, -1)), dx)
+        return (A.moveaxis(dx.reshape(moved.shape), -1, axis),)
 
-    return record(out.reshape(x.shape), (x,), backward, "log_softmax")
+    return record(A.moveaxis(out.reshape(moved.shape), -1, axis), (x,), backward, "log_softmax")
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100):
@@ -625,11 +489,8 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
     """
     logits = _lift(logits)
     device = logits.device
-    targets = _index_array(targets)
-    if device == "cuda" and not isinstance(targets, np.ndarray):
-        targets = targets.copy_to_host()   # small; the checks and the count below are made on the host
-    targets = targets.reshape(-1)
-    V = logits.shape[-1]
+    targets = _index_array(to_numpy(targets.data if isinstance(targets, Tensor) else targets)).reshape(-1)
+    V = logits.shape[-1]                  # (targets are small: the checks and the count are made on the host)
     K, A = kernels(device), arrays(device)
     flat = _rows(A, logits.data)
     if targets.size != flat.shape[0]:
@@ -638,22 +499,16 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
     if np.any((targets[valid] < 0) | (targets[valid] >= V)):
         raise IndexError(f"cross_entropy: target out of range [0, {V})")
     count = max(int(valid.sum()), 1)
-    targets = _upload(targets, device)
+    targets = A.to_device(targets)
     probs = A.empty_like(flat)
     losses = A.empty(flat.shape[0], dtype=flat.dtype)
     K.softmax_xent_forward(flat, targets, ignore_index, probs, losses)
-    if device == "cpu":
-        loss = np.asarray(losses.sum(dtype=np.float64) / count, dtype=flat.dtype)
-    else:
-        loss = A.sum(losses, 1.0 / count)   # a 0-d device array: nothing comes back until .item()
+    loss = A.sum_scaled(losses, 1.0 / count)   # on the GPU a 0-d device array: nothing comes back until .item()
 
     def backward(g):
         dlogits = A.empty_like(probs)
-        if device == "cpu":
-            K.softmax_xent_backward(probs, targets, ignore_index, float(g) / count, dlogits)
-        else:  # g stays on the GPU: scale by 1/count in the kernel, then by g
-            K.softmax_xent_backward(probs, targets, ignore_index, 1.0 / count, dlogits)
-            A.scale_by(dlogits, g)
+        K.softmax_xent_backward(probs, targets, ignore_index, 1.0 / count, dlogits)
+        A.scale_by(dlogits, g)             # g stays where it is (on the CPU, 1 is skipped)
         return (dlogits.reshape(logits.shape),)
 
     return record(loss, (logits,), backward, "cross_entropy")

@@ -327,3 +327,18 @@ def test_corrupt_safetensors_files_are_one_line(tmp_path):
         fails(["sample", path], needle, str(path))
         fails(["export", path, "--format", "onnx", "--out", tmp_path / "x.onnx"], needle)
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_readme_sampling_snippet_runs(tmp_path, monkeypatch, capsys, cell):
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    section = readme.split("## Export", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    vocab = Vocab("The harbour lamp.\n")
+    model = CharRNN(len(vocab), cell=cell, hidden=H, layers=2, embed=E)
+    checkpoint.save_model(str(tmp_path / "run" / "best"), model, vocab)
+    export(tmp_path / "run", "onnx", str(tmp_path / "harbour.onnx"))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})
+    text = capsys.readouterr().out.removesuffix("\n")
+    assert text.startswith("The ") and len(text) == 204 and set(text) <= set(vocab.chars)

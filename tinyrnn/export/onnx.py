@@ -29,6 +29,8 @@ from ..errors import TinyRNNError
 
 OPSET = 17
 IR_VERSION = 8
+FLOAT, INT64 = 1, 7          # onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+MAX_BYTES = 2_000_000_000    # a protobuf message (one .onnx file with its weights) stays under 2 GiB
 OPS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # ONNX's gate order as indices of PyTorch's gate blocks: position k of the ONNX weight holds block ORDER[k].
 ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
@@ -112,9 +114,6 @@ def head(g, x, state):
     return g.op("Add", [y, g.const("head.bias", state["head.bias"].astype(np.float32))], name="logits")
 
 
-FLOAT, INT64 = 1, 7          # onnx.TensorProto.FLOAT, INT64
-
-
 def char_graph(g, model):
     """The nodes of a ``CharRNN``'s graph -> (inputs, outputs), each a list of (name, elem type, shape)."""
     cfg, state = model.config(), model.state_dict()
@@ -160,6 +159,10 @@ def char_model(model, vocab, meta=None):
     The model's metadata_props hold ``family``, ``config`` and ``vocab`` (JSON strings), so a
     caller can map ids to characters and size the state from the file alone."""
     onnx = require_onnx()
+    size = sum(a.nbytes for a in model.state_dict().values())
+    if size > MAX_BYTES:
+        raise TinyRNNError(f"the model's weights ({size / 1e9:.1f} GB) do not fit in one ONNX file (2 GB): "
+                           "export it as safetensors or torch instead")
     helper = onnx.helper
     g = Graph(onnx)
     inputs, outputs = char_graph(g, model)

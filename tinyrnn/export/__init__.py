@@ -48,9 +48,9 @@ def export(checkpoint_path, fmt, out):
     meta, _ = checkpoint.load(checkpoint_path)
     family = meta.get("family", "char")
     if family not in EXPORTERS:
-        known = " and ".join(checkpoint.FAMILY_NAMES.get(f, f) + "s" for f in EXPORTERS)
-        raise TinyRNNError(f"{checkpoint_path} holds {checkpoint.FAMILY_NAMES.get(family, repr(family) + ' model')}: "
-                           f"tinyrnn export handles {known} only, for now")
+        describe = lambda f: f"{checkpoint.FAMILY_NAMES.get(f, 'a model')} (family {f!r})"  # noqa: E731
+        raise TinyRNNError(f"{checkpoint_path} holds {describe(family)}; tinyrnn export handles only "
+                           f"{' or '.join(map(describe, EXPORTERS))} for now")
     model, vocab, meta = checkpoint.load_model(checkpoint_path, "cpu", family=family)
     return EXPORTERS[family][fmt](model, vocab, meta, out)
 

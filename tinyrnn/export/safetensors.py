@@ -140,12 +140,13 @@ def read_checkpoint(path):
     try:
         chars = json.loads(metadata["vocab"])
         config = json.loads(metadata["config"]) if "config" in metadata else infer_config(arrays)
+        step = int(metadata.get("step", 0))
     except ValueError as e:
-        raise TinyRNNError(f"{path}: its metadata is not valid JSON ({e}): export it again") from None
+        raise TinyRNNError(f"{path}: its metadata is not valid ({e}): export it again") from None
     if not isinstance(chars, str) or "".join(sorted(set(chars))) != chars:
         raise TinyRNNError(f"{path}: the vocabulary in its metadata must be one string of distinct characters "
                            "sorted by code point (the order of the embedding rows)")
-    meta = {"family": family, "model": config, "vocab": chars, "step": int(metadata.get("step", 0)),
+    meta = {"family": family, "model": config, "vocab": chars, "step": step,
             "source": os.path.abspath(path)}
     return meta, {f"model/{k}": v for k, v in arrays.items()}
 

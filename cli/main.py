@@ -278,6 +278,20 @@ def fill(checkpoint, text, mask, sweeps, temperature, seed, device):
                                     seed=seed) + "\n")
 
 
+@cli.command()
+@click.argument("checkpoint")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "safetensors", "torch"]), required=True,
+              help="onnx: ONNX's LSTM/GRU/RNN operators (needs tinyrnn[onnx]); safetensors: the weights under "
+              "PyTorch's names; torch: a PyTorch module OUT.py plus its weights OUT.safetensors.")
+@click.option("--out", required=True, help="The file to write (its directory must exist).")
+def export(checkpoint, fmt, out):
+    """Export a character model (a run directory or checkpoint file) for ONNX Runtime or PyTorch."""
+    from tinyrnn.export import export as export_model
+
+    for path in export_model(checkpoint, fmt, out):
+        click.echo(f"wrote {path}")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("bench_args", nargs=-1, type=click.UNPROCESSED)
 def bench(bench_args):

@@ -117,7 +117,12 @@ def resolve(path):
 
 def load(path):
     """Read a checkpoint -> (meta dict, {name: array}). Raises TinyRNNError when it is corrupt,
-    truncated, inconsistent or from another format version."""
+    truncated, inconsistent or from another format version. A ``.safetensors`` file with our
+    metadata (``tinyrnn export``, or a PyTorch state dict plus a vocabulary) reads as a checkpoint."""
+    if os.fspath(path).endswith(".safetensors"):
+        from .export.safetensors import read_checkpoint
+
+        return read_checkpoint(path)
     stem = resolve(path)
     try:
         with open(stem + ".json", encoding="utf-8") as f:

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from tinyrnn.nn.cells import GATES
+
 CONFIGS = {
     "a": dict(cell="lstm", layers=1, hidden=128, batch=32, seq=64, bidir=False),
     "b": dict(cell="lstm", layers=2, hidden=256, batch=32, seq=64, bidir=False),
@@ -30,7 +32,6 @@ CONFIGS = {
     "e": dict(cell="gru", layers=1, hidden=256, batch=32, seq=64, bidir=True),
 }
 VOCAB = 65
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 def train_flops_per_char(cfg) -> float:

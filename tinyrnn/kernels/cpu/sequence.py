@@ -30,7 +30,7 @@ At B = 32, H = 256 the forward step takes ~54 us on 2 threads (~310 GFLOP/s coun
 alone), the backward ~58 us.
 
 The gate math of each cell is written once, for one unit, in ``_lstm_unit`` / ``_gru_unit``
-(and their ``_backward``), and runs on SIMD vectors (``simd.py``): 16 units per call, loaded
+(and their ``_backward``, in ``cells.py``), and runs here on SIMD vectors (``simd.py``): 16 units per call, loaded
 with ``vload(acts[b], gate*H + j)`` and stored with ``vstore``; the same function, given
 scalars, does the last ``H % 16`` units. (Loops that LLVM vectorises by itself, over slices of
 64 units, paid for runtime alias checks and remainder loops on every batch row: the LSTM
@@ -61,16 +61,15 @@ since they read the embedding; ``w_ih`` has shape ``(0, G*H, H)`` for one layer)
 ``b = b_ih + b_hh``. ``h`` (``c``) hold the initial state and are updated in place. The model reads
 ``prime`` (P >= 1 indices), then writes ``N = len(out)`` sampled indices, one uniform of ``uniforms``
 each; on return the state is the one after reading ``prime`` and ``out[:-1]`` (to continue, pass
-``out[-1:]`` as the next prime). Sampling rule (``sample_index`` in the reference):
-temperature <= 0 is argmax; otherwise softmax(z / temperature), top-k, then top-p (nucleus) over
-the indices sorted by decreasing probability, and the first kept index whose running probability
-sum exceeds ``u * (kept sum)``. Single-threaded: at batch 1 a matrix-vector product is too small
+``out[-1:]`` as the next prime). The sampling rule is described once, above ``sample_index`` in
+``reference/sequence.py``; ``_sample_index`` implements it. Single-threaded: at batch 1 a matrix-vector product is too small
 to share between threads.
 """
 import numpy as np
 
 from ..jit import kernel, parallel_kernel, prange
-from .activations import sigmoid, tanh
+from .activations import tanh
+from .cells import _gru_unit, _gru_unit_backward, _lstm_unit, _lstm_unit_backward
 from .matmul import MR, NR, gemm_panel_block, pack_panels
 from .simd import LANES as L, vload, vstore
 
@@ -79,35 +78,6 @@ CHUNK = NR      # hidden units per parallel work item (64): one micro tile wide,
 
 
 # ---------------------------------------------------------------------------------------- LSTM
-
-@kernel
-def _lstm_unit(i, f, g, o, c_prev):
-    """One LSTM unit, or 16 of them at once when the arguments are SIMD vectors:
-    pre-activations i, f, g, o and c_prev -> activations i, f, g, o and c, h.
-
-        i, f, o = sigmoid(.);  g = tanh(.);  c = f * c_prev + i * g;  h = o * tanh(c)"""
-    i, f, g, o = sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
-    c = f * c_prev + i * g
-    return i, f, g, o, c, o * tanh(c)
-
-
-@kernel
-def _lstm_unit_backward(i, f, g, o, c, c_prev, dh, dc, one):
-    """The gradients of one unit (or 16: SIMD vectors) at one step. i, f, g, o: activations;
-    dh: dLoss/dh of this step (all paths); dc: dLoss/dc from the step after (not through h)
-    -> di, df, dg, do (w.r.t. the pre-activations) and dc_prev. ``one``: 1 of the dtype.
-
-        dc_s = dc + dh * o * (1 - tanh(c)^2);  do = dh * tanh(c) * o(1-o);
-        di = dc_s * g * i(1-i);  df = dc_s * c_prev * f(1-f);  dg = dc_s * i * (1-g^2);
-        dc_prev = dc_s * f"""
-    tanh_c = tanh(c)
-    do = dh * tanh_c * o * (one - o)
-    dc_s = dc + dh * o * (one - tanh_c * tanh_c)
-    di = dc_s * g * i * (one - i)
-    df = dc_s * c_prev * f * (one - f)
-    dg = dc_s * i * (one - g * g)
-    return di, df, dg, do, dc_s * f
-
 
 @parallel_kernel
 def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
@@ -190,29 +160,6 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_
 
 
 # ----------------------------------------------------------------------------------------- GRU
-
-@kernel
-def _gru_unit(r, z, b_r, b_z, gi_n, gh_n, h_prev, one):
-    """One GRU unit, or 16 at once (SIMD vectors). r, z: pre-activations without b_hr, b_hz;
-    gh_n = h_prev @ W_hn.T + b_hn -> activations r, z, n and h.
-
-        r, z = sigmoid(. + b_h);  n = tanh(gi_n + r * gh_n);  h = (1 - z) * n + z * h_prev"""
-    r, z = sigmoid(r + b_r), sigmoid(z + b_z)
-    n = tanh(gi_n + r * gh_n)
-    return r, z, n, (one - z) * n + z * h_prev
-
-
-@kernel
-def _gru_unit_backward(r, z, n, gh_n, h_prev, dh, one):
-    """The gradients of one unit (or 16: SIMD vectors) at one step; dh: dLoss/dh, all paths
-    -> dr, dz, dn (for gi; gh gets dr, dz, dn * r) and dh_prev's direct part dh * z.
-
-        dn = dh (1-z)(1-n^2);  dr = dn * gh_n * r(1-r);  dz = dh (h_prev - n) z(1-z)"""
-    dn = dh * (one - z) * (one - n * n)
-    dr = dn * gh_n * r * (one - r)
-    dz = dh * (h_prev - n) * z * (one - z)
-    return dr, dz, dn, dh * z
-
 
 @parallel_kernel
 def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
@@ -375,7 +322,7 @@ def _matvec_acc(w, x, out):
 
 @kernel
 def _sample_index(logits, u, temperature, top_k, top_p, p):
-    """One index from logits (V,) by the rule in the module docstring; p (V,) is a work buffer."""
+    """One index from logits (V,) by the rule of the reference's ``sample_index``; p (V,) is a work buffer."""
     V = logits.shape[0]
     if temperature <= 0:
         return np.argmax(logits)

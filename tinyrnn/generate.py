@@ -4,7 +4,7 @@ Everything here runs under ``no_grad``: no tape is built. Sampling runs the batc
 kernels (``lstm_generate`` / ``gru_generate`` / ``rnn_generate`` in ``tinyrnn.kernels``): the whole
 loop - embedding, the stacked cells, the head, softmax, top-k/top-p and the draw - stays inside
 Numba, with no Python per character. The sampling rule (temperature, top-k, top-p) is described
-once, with ``sample_index`` in ``tinyrnn/kernels/reference/sequence.py``.
+once, with ``sample_index`` in ``tinyrnn/kernels/reference/sampling.py``.
 """
 import math
 
@@ -13,7 +13,7 @@ import numpy as np
 from . import ops
 from .backend import kernels
 from .errors import TinyRNNError
-from .kernels.reference.sequence import sample_index
+from .kernels.reference.sampling import sample_index
 from .nn.cells import GATES
 from .tensor import no_grad
 

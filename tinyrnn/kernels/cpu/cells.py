@@ -1,10 +1,10 @@
 """One recurrent time step, from pre-activations (Numba; same math as ``reference/cells.py``).
 
 The math of one unit is written once on the CPU, here: ``_lstm_unit`` / ``_gru_unit`` and their
-``_backward``. They take scalars or SIMD vectors (``simd.py``: 16 units per call), so the per-step
-kernels below, the sequence kernels (``sequence.py``) and the generation kernels call the same
-functions. (Called on scalars in a loop, they are not vectorised by LLVM: the LSTM step at
-B = 32, H = 256 took 190 us on one core instead of 20 with vectors.)
+``_backward``. They take scalars or SIMD vectors (``simd.py``: 16 units per call), and the
+per-step kernels below, the sequence kernels (``sequence.py``) and the generation kernels
+(``generate.py``) all call them. (Called on scalars in a loop they were not vectorised by LLVM:
+the LSTM step at B = 32, H = 256 took 190 us on one core, instead of 20 with vectors.)
 
 Each per-step kernel is a ``prange`` over batch rows; in a row, 16 units at a time on SIMD vectors
 (``vload`` / ``vstore`` of a row, so arrays are C-contiguous), the last ``H % 16`` as scalars.

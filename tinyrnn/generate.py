@@ -3,7 +3,8 @@
 Everything here runs under ``no_grad``: no tape is built. Sampling runs the batch-1 generation
 kernels (``lstm_generate`` / ``gru_generate`` / ``rnn_generate`` in ``tinyrnn.kernels``): the whole
 loop - embedding, the stacked cells, the head, softmax, top-k/top-p and the draw - stays inside
-Numba, with no Python per character. The sampling rule is ``sample_index`` of the reference kernels.
+Numba, with no Python per character. The sampling rule (temperature, top-k, top-p) is described
+once, with ``sample_index`` in ``tinyrnn/kernels/reference/sampling.py``.
 """
 import math
 
@@ -12,7 +13,8 @@ import numpy as np
 from . import ops
 from .backend import kernels
 from .errors import TinyRNNError
-from .kernels.reference.sequence import sample_index
+from .kernels.reference.sampling import sample_index
+from .nn.cells import GATES
 from .tensor import no_grad
 
 LN2 = math.log(2.0)
@@ -26,19 +28,19 @@ def generation_weights(model) -> dict:
     Per-layer arrays are stacked on a leading layer axis; layer 0's input weights (which read the
     embedding) stand apart as ``w_ih0``. LSTM and RNN take one bias b = b_ih + b_hh per layer.
     """
-    rnn, L, H = model.rnn, model.layers, model.hidden
+    L, H = model.layers, model.hidden
     dtype = model.embed.weight.dtype
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[model.cell]
-    get = lambda name, k: np.ascontiguousarray(getattr(rnn, f"{name}_l{k}").numpy())  # noqa: E731
+    G = GATES[model.cell]
     zeros = np.zeros(G * H, dtype=dtype)
-    b_ih = np.stack([get("bias_ih", k) if rnn.bias else zeros for k in range(L)])
-    b_hh = np.stack([get("bias_hh", k) if rnn.bias else zeros for k in range(L)])
+    array = lambda p: zeros if p is None else np.ascontiguousarray(p.numpy())  # noqa: E731
+    w_ih, w_hh, b_ih, b_hh = zip(*([array(p) for p in model.rnn.layer_weights(k)] for k in range(L)))
     w = dict(embedding=np.ascontiguousarray(model.embed.weight.numpy()),
-             w_ih0=get("weight_ih", 0),
-             w_ih=np.stack([get("weight_ih", k) for k in range(1, L)]) if L > 1 else np.zeros((0, G * H, H), dtype),
-             w_hh=np.stack([get("weight_hh", k) for k in range(L)]),
+             w_ih0=w_ih[0],
+             w_ih=np.stack(w_ih[1:]) if L > 1 else np.zeros((0, G * H, H), dtype),
+             w_hh=np.stack(w_hh),
              w_out=np.ascontiguousarray(model.head.weight.numpy()),
              b_out=np.ascontiguousarray(model.head.bias.numpy()))
+    b_ih, b_hh = np.stack(b_ih), np.stack(b_hh)
     if model.cell == "gru":
         w.update(b_ih=b_ih, b_hh=b_hh)
     else:

@@ -61,9 +61,11 @@ sequence.py - a whole layer, one direction; the time loop runs inside the kernel
     gru_sequence_backward(w_hh, hs, acts, ghn, dhs[T,B,H], dh_n[B,H], dgi_out[T,B,3H], dgh_out[T,B,3H], dh0_out[B,H])
     rnn_sequence_forward(xproj[T,B,H], w_hh[H,H], h0[B,H], hs_out[T+1,B,H], relu)
     rnn_sequence_backward(w_hh, hs, dhs[T,B,H], dh_n[B,H], relu, dpre_out[T,B,H], dh0_out[B,H])
-    Batch-1 sampling from a stacked char model, embedding -> L layers -> head (no Python per char);
+
+generate.py - batch-1 sampling from a stacked char model, embedding -> L layers -> head (no Python per char);
     per-layer weights stacked on a leading layer axis; b = b_ih + b_hh (LSTM, RNN); h, c updated in place;
-    reads prime[P] (P >= 1), fills out[N] (int64), one uniform per sampled index; temperature <= 0 is argmax:
+    reads prime[P] (P >= 1), fills out[N] (int64), one uniform per sampled index; the sampling rule
+    (temperature <= 0 is argmax, top-k, top-p) is ``sample_index`` in ``reference/sampling.py``:
     lstm_generate(embedding[V,E], w_ih0[4H,E], w_ih[L-1,4H,H], w_hh[L,4H,H], b[L,4H], w_out[V,H], b_out[V],
                   h[L,H], c[L,H], prime[P], uniforms[N], temperature, top_k, top_p, out[N])
     gru_generate(embedding, w_ih0[3H,E], w_ih[L-1,3H,H], w_hh[L,3H,H], b_ih[L,3H], b_hh[L,3H], w_out, b_out,
@@ -76,7 +78,7 @@ See each module for the exact math.
 
 import importlib
 
-SUBMODULES = ("matmul", "loss", "embedding", "elementwise", "cells", "sequence")
+SUBMODULES = ("matmul", "loss", "embedding", "elementwise", "cells", "sequence", "generate")
 
 
 def lazy_lookup(package: str, namespace: dict):

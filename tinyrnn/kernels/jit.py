@@ -1,19 +1,25 @@
 """Every Numba JIT option in one place.
 
-``cache=True``: compiled machine code is stored next to the source (``__pycache__``), so a
+``cache=True``: compiled machine code is stored on disk (where: see "Staleness" below), so a
 second run loads it instead of compiling. ``error_model="numpy"``: no zero-division checks,
 which would stop loops from vectorising. ``fastmath`` allows re-association (vectorised
 reductions) and fused multiply-add, but keeps NaN/inf semantics so bad losses are still seen.
 
-A caveat when *editing* kernels: Numba checks a cached kernel against its own source file
-only. A kernel that calls a kernel of another module (``sequence.py`` calls ``matmul.py``'s
-micro tile) keeps its cached copy of the callee when only the callee's file changed: delete the
-cache files (``find tinyrnn -name '*.nbi' -delete``) after such an edit. Installed releases
-are not affected (installing a version gives every file a new timestamp).
+Staleness: Numba checks a cached kernel against its own source file only, so a kernel that
+calls a kernel of another module (``sequence.py`` inlines ``matmul.py``'s micro tile and
+``cells.py``'s unit math) would keep a stale copy of the callee after an edit of the callee's
+file. ``cache.py`` therefore caches every kernel in a directory keyed by the package version and
+a hash of all the kernel sources (``__pycache__/tinyrnn-<version>-<hash>/``): any edit or
+upgrade starts from an empty cache, and old keys are deleted. ``NUMBA_CACHE_DIR``, when set,
+wins (then Numba's own per-file check applies).
 
 Importing this module imports numba; nothing in ``tinyrnn`` imports it until a kernel is used.
 """
 import numba
+
+from . import cache
+
+cache.install()
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 OPTIONS = dict(cache=True, error_model="numpy", fastmath=FASTMATH, nogil=True)

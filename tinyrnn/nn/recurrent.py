@@ -75,7 +75,10 @@ class _RNNBase(Module):
     def _suffixes(self):
         return ("", "_reverse") if self.bidirectional else ("",)
 
-    def _weights(self, layer: int, suffix: str):
+    def layer_weights(self, layer: int, reverse: bool = False):
+        """(w_ih, w_hh, b_ih, b_hh) of one layer and direction (the biases are None without bias):
+        the one place that knows the parameter names ``weight_ih_l{layer}[_reverse]`` etc."""
+        suffix = "_reverse" if reverse else ""
         get = lambda name: getattr(self, f"{name}_l{layer}{suffix}", None)  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
@@ -144,7 +147,7 @@ class _RNNBase(Module):
     def _run_direction(self, x, layer, suffix, h0, c0, reverse):
         """One layer, one direction over the whole sequence -> (outputs (T, B, H), h_n, c_n or None)."""
         T = x.shape[0]
-        w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
+        w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, reverse)
         last = 0 if reverse else T - 1  # the step read last holds the final state
         if not self.fused:
             return self._run_composed(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)

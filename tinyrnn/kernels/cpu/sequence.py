@@ -30,7 +30,7 @@ At B = 32, H = 256 the forward step takes ~54 us on 2 threads (~310 GFLOP/s coun
 alone), the backward ~58 us.
 
 The gate math of each cell is written once, for one unit, in ``_lstm_unit`` / ``_gru_unit``
-(and their ``_backward``), and runs on SIMD vectors (``simd.py``): 16 units per call, loaded
+(and their ``_backward``, in ``cells.py``), and runs here on SIMD vectors (``simd.py``): 16 units per call, loaded
 with ``vload(acts[b], gate*H + j)`` and stored with ``vstore``; the same function, given
 scalars, does the last ``H % 16`` units. (Loops that LLVM vectorises by itself, over slices of
 64 units, paid for runtime alias checks and remainder loops on every batch row: the LSTM
@@ -43,71 +43,21 @@ time-reversed view), which may have any strides.
 Nothing is allocated inside the time loops; float32 uses the fast sigmoid/tanh (``activations.py``),
 float64 exact math.
 
-Batch-1 generation
-------------------
-``lstm_generate``, ``gru_generate``, ``rnn_generate`` sample from a stacked unidirectional
-character model (embedding -> L layers -> linear head) with no Python per character::
-
-    lstm_generate(embedding[V,E], w_ih0[4H,E], w_ih[L-1,4H,H], w_hh[L,4H,H], b[L,4H],
-                  w_out[V,H], b_out[V], h[L,H], c[L,H], prime[P], uniforms[N],
-                  temperature, top_k, top_p, out[N])
-    gru_generate(embedding, w_ih0[3H,E], w_ih[L-1,3H,H], w_hh[L,3H,H], b_ih[L,3H], b_hh[L,3H],
-                 w_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
-    rnn_generate(embedding, w_ih0[H,E], w_ih[L-1,H,H], w_hh[L,H,H], b[L,H], relu,
-                 w_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
-
-Per-layer weights are stacked on a leading layer axis (layer 0's input weights ``w_ih0`` apart,
-since they read the embedding; ``w_ih`` has shape ``(0, G*H, H)`` for one layer). LSTM/RNN take
-``b = b_ih + b_hh``. ``h`` (``c``) hold the initial state and are updated in place. The model reads
-``prime`` (P >= 1 indices), then writes ``N = len(out)`` sampled indices, one uniform of ``uniforms``
-each; on return the state is the one after reading ``prime`` and ``out[:-1]`` (to continue, pass
-``out[-1:]`` as the next prime). Sampling rule (``sample_index`` in the reference):
-temperature <= 0 is argmax; otherwise softmax(z / temperature), top-k, then top-p (nucleus) over
-the indices sorted by decreasing probability, and the first kept index whose running probability
-sum exceeds ``u * (kept sum)``. Single-threaded: at batch 1 a matrix-vector product is too small
-to share between threads.
+Batch-1 generation of a whole model (``*_generate``) is in ``generate.py``.
 """
 import numpy as np
 
-from ..jit import kernel, parallel_kernel, prange
-from .activations import sigmoid, tanh
+from ..jit import parallel_kernel, prange
+from .activations import tanh
+from .cells import _gru_unit, _gru_unit_backward, _lstm_unit, _lstm_unit_backward
 from .matmul import MR, NR, gemm_panel_block, pack_panels
-from .simd import LANES as L, vload, vstore
+from .simd import LANES, vload, vstore
 
 CHUNK = NR      # hidden units per parallel work item (64): one micro tile wide, and 256 bytes of
                 # float32 (two threads never write the same cache line); H = 128 gives 2 items
 
 
 # ---------------------------------------------------------------------------------------- LSTM
-
-@kernel
-def _lstm_unit(i, f, g, o, c_prev):
-    """One LSTM unit, or 16 of them at once when the arguments are SIMD vectors:
-    pre-activations i, f, g, o and c_prev -> activations i, f, g, o and c, h.
-
-        i, f, o = sigmoid(.);  g = tanh(.);  c = f * c_prev + i * g;  h = o * tanh(c)"""
-    i, f, g, o = sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
-    c = f * c_prev + i * g
-    return i, f, g, o, c, o * tanh(c)
-
-
-@kernel
-def _lstm_unit_backward(i, f, g, o, c, c_prev, dh, dc, one):
-    """The gradients of one unit (or 16: SIMD vectors) at one step. i, f, g, o: activations;
-    dh: dLoss/dh of this step (all paths); dc: dLoss/dc from the step after (not through h)
-    -> di, df, dg, do (w.r.t. the pre-activations) and dc_prev. ``one``: 1 of the dtype.
-
-        dc_s = dc + dh * o * (1 - tanh(c)^2);  do = dh * tanh(c) * o(1-o);
-        di = dc_s * g * i(1-i);  df = dc_s * c_prev * f(1-f);  dg = dc_s * i * (1-g^2);
-        dc_prev = dc_s * f"""
-    tanh_c = tanh(c)
-    do = dh * tanh_c * o * (one - o)
-    dc_s = dc + dh * o * (one - tanh_c * tanh_c)
-    di = dc_s * g * i * (one - i)
-    df = dc_s * c_prev * f * (one - f)
-    dg = dc_s * i * (one - g * g)
-    return di, df, dg, do, dc_s * f
-
 
 @parallel_kernel
 def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
@@ -128,10 +78,10 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
             for gate in range(4):
                 gemm_panel_block(h_prev, w[gate, part], xproj[t], acts, gate * H + u0, n, True, work[part])
             # the gate activations (in place in acts), c and h of this chunk's units
-            v1 = u1 - n % L
+            v1 = u1 - n % LANES
             for b in range(B):
                 a, cp, cn, hn = acts[b], c_prev[b], c[b], h[b]
-                for j in range(u0, v1, L):          # 16 units at a time (SIMD vectors)
+                for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
                     i, f, g, o, cj, hj = _lstm_unit(vload(a, j), vload(a, H + j), vload(a, 2 * H + j),
                                                     vload(a, 3 * H + j), vload(cp, j))
                     vstore(a, j, i)
@@ -168,14 +118,14 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_
                 gemm_panel_block(dgates_out[t], w[0, part], dh, dh, u0, u1 - u0, False, work[part])
             if t > 0:       # gate gradients of step s = t-1 for the same units: they need only their dh, dc
                 s, n = t - 1, u1 - u0
-                v1 = u1 - n % L
+                v1 = u1 - n % LANES
                 for b in range(B):
                     # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
                     dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
                     for j in range(n):
                         dh_b[j] += dh_out[j]
                     a, d, db, dcb, c, cp = acts[s, b], dgates_out[s, b], dh[b], dc[b], cs[s + 1, b], cs[s, b]
-                    for j in range(u0, v1, L):      # 16 units at a time (SIMD vectors)
+                    for j in range(u0, v1, LANES):  # 16 units at a time (SIMD vectors)
                         di, df, dg, do, dc_prev = _lstm_unit_backward(
                             vload(a, j), vload(a, H + j), vload(a, 2 * H + j), vload(a, 3 * H + j),
                             vload(c, j), vload(cp, j), vload(db, j), vload(dcb, j), one)
@@ -190,29 +140,6 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_
 
 
 # ----------------------------------------------------------------------------------------- GRU
-
-@kernel
-def _gru_unit(r, z, b_r, b_z, gi_n, gh_n, h_prev, one):
-    """One GRU unit, or 16 at once (SIMD vectors). r, z: pre-activations without b_hr, b_hz;
-    gh_n = h_prev @ W_hn.T + b_hn -> activations r, z, n and h.
-
-        r, z = sigmoid(. + b_h);  n = tanh(gi_n + r * gh_n);  h = (1 - z) * n + z * h_prev"""
-    r, z = sigmoid(r + b_r), sigmoid(z + b_z)
-    n = tanh(gi_n + r * gh_n)
-    return r, z, n, (one - z) * n + z * h_prev
-
-
-@kernel
-def _gru_unit_backward(r, z, n, gh_n, h_prev, dh, one):
-    """The gradients of one unit (or 16: SIMD vectors) at one step; dh: dLoss/dh, all paths
-    -> dr, dz, dn (for gi; gh gets dr, dz, dn * r) and dh_prev's direct part dh * z.
-
-        dn = dh (1-z)(1-n^2);  dr = dn * gh_n * r(1-r);  dz = dh (h_prev - n) z(1-z)"""
-    dn = dh * (one - z) * (one - n * n)
-    dr = dn * gh_n * r * (one - r)
-    dz = dh * (h_prev - n) * z * (one - z)
-    return dr, dz, dn, dh * z
-
 
 @parallel_kernel
 def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
@@ -238,10 +165,10 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
                 ghn[b, u0:u1] = b_hh[2 * H + u0:2 * H + u1]
             gemm_panel_block(h_prev, w[2, part], ghn, ghn, u0, u1 - u0, True, work[part])
             # the gate activations (in place in acts) and h of this chunk's units
-            v1 = u1 - (u1 - u0) % L
+            v1 = u1 - (u1 - u0) % LANES
             for b in range(B):
                 a, xb, gh, hp, hn = acts[b], x[b], ghn[b], h_prev[b], h[b]
-                for j in range(u0, v1, L):          # 16 units at a time (SIMD vectors)
+                for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
                     r, z, n, hj = _gru_unit(vload(a, j), vload(a, H + j), vload(bh, j), vload(bh, H + j),
                                             vload(xb, 2 * H + j), vload(gh, j), vload(hp, j), one)
                     vstore(a, j, r)
@@ -272,7 +199,7 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_
                 gemm_panel_block(dgh_out[t], w[0, part], dh, dh, u0, u1 - u0, True, work[part])
             if t > 0:       # gate gradients of step s = t-1 for this chunk's units
                 s, m = t - 1, u1 - u0
-                v1 = u1 - m % L
+                v1 = u1 - m % LANES
                 for b in range(B):
                     # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
                     dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
@@ -280,7 +207,7 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_
                         dh_b[j] += dh_out[j]
                     # dgi = (dr, dz, dn), dgh = (dr, dz, dn * r); dh keeps its direct part dh * z
                     a, di, dg, gh, hp, db = acts[s, b], dgi_out[s, b], dgh_out[s, b], ghn[s, b], hs[s, b], dh[b]
-                    for j in range(u0, v1, L):      # 16 units at a time (SIMD vectors)
+                    for j in range(u0, v1, LANES):  # 16 units at a time (SIMD vectors)
                         r, n = vload(a, j), vload(a, 2 * H + j)
                         dr, dz, dn, dh_direct = _gru_unit_backward(
                             r, vload(a, H + j), n, vload(gh, j), vload(hp, j), vload(db, j), one)
@@ -353,158 +280,3 @@ def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, dpre_out, dh0_out):
                     else:
                         for j in range(n):
                             dpre[j] = dh_s[j] * (one - h[j] * h[j])
-
-
-# ---------------------------------------------------------------------------------- generation
-
-@kernel
-def _matvec_acc(w, x, out):
-    """out += w @ x.   w (R, K), x (K,), out (R,); 4 rows at a time (rows clamped at the end, as in the matmul tiles)."""
-    R, K = w.shape
-    for r in range(0, R, 4):
-        r1, r2, r3 = min(r + 1, R - 1), min(r + 2, R - 1), min(r + 3, R - 1)
-        w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
-        s0, s1, s2, s3 = out[r], out[r1], out[r2], out[r3]
-        for k in range(K):
-            s0 += w0[k] * x[k]
-            s1 += w1[k] * x[k]
-            s2 += w2[k] * x[k]
-            s3 += w3[k] * x[k]
-        out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
-
-
-@kernel
-def _sample_index(logits, u, temperature, top_k, top_p, p):
-    """One index from logits (V,) by the rule in the module docstring; p (V,) is a work buffer."""
-    V = logits.shape[0]
-    if temperature <= 0:
-        return np.argmax(logits)
-    for v in range(V):
-        p[v] = logits[v] / temperature
-    z_max = p.max()
-    total = 0.0
-    for v in range(V):
-        p[v] = np.exp(p[v] - z_max)
-        total += p[v]
-    for v in range(V):
-        p[v] /= total
-    order = np.argsort(-p, kind="mergesort")     # decreasing probability, ties by index (stable)
-    keep = V if top_k <= 0 else min(top_k, V)
-    if top_p < 1:
-        running = 0.0
-        for q in range(keep):
-            running += p[order[q]]
-            if running >= top_p:
-                keep = q + 1
-                break
-    kept_total = 0.0
-    for q in range(keep):
-        kept_total += p[order[q]]
-    target = u * kept_total
-    running = 0.0
-    for q in range(keep):
-        running += p[order[q]]
-        if running > target:
-            return order[q]
-    return order[keep - 1]
-
-
-@kernel
-def _head_sample(w_out, b_out, h_top, u, temperature, top_k, top_p, logits, p):
-    logits[:] = b_out
-    _matvec_acc(w_out, h_top, logits)
-    return _sample_index(logits, u, temperature, top_k, top_p, p)
-
-
-@kernel
-def _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, index, gates):
-    """Feed one input index through every layer; h, c (L, H) updated in place."""
-    L, _, H = w_hh.shape
-    for layer in range(L):
-        gates[:] = b[layer]
-        if layer == 0:
-            _matvec_acc(w_ih0, embedding[index], gates)
-        else:
-            _matvec_acc(w_ih[layer - 1], h[layer - 1], gates)
-        _matvec_acc(w_hh[layer], h[layer], gates)
-        for j in range(H):
-            _, _, _, _, c[layer, j], h[layer, j] = _lstm_unit(
-                gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], c[layer, j])
-
-
-@kernel
-def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
-                  temperature, top_k, top_p, out):
-    """Batch-1 LSTM sampling (see the module docstring). Fills out (N,) int64; updates h, c (L, H)."""
-    gates = np.empty(w_hh.shape[1], h.dtype)
-    logits = np.empty(w_out.shape[0], h.dtype)
-    p = np.empty(w_out.shape[0], h.dtype)
-    for index in prime:
-        _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, index, gates)
-    for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
-        if n + 1 < out.shape[0]:
-            _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, out[n], gates)
-
-
-@kernel
-def _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, index, gi, gh):
-    L, _, H = w_hh.shape
-    one = h.dtype.type(1)
-    for layer in range(L):
-        gi[:] = b_ih[layer]
-        if layer == 0:
-            _matvec_acc(w_ih0, embedding[index], gi)
-        else:
-            _matvec_acc(w_ih[layer - 1], h[layer - 1], gi)
-        gh[:] = b_hh[layer]
-        _matvec_acc(w_hh[layer], h[layer], gh)
-        for j in range(H):     # gh holds b_hh: it is the b_r, b_z of _gru_unit
-            _, _, _, h[layer, j] = _gru_unit(gi[j], gi[H + j], gh[j], gh[H + j],
-                                             gi[2 * H + j], gh[2 * H + j], h[layer, j], one)
-
-
-@kernel
-def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
-    """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    gi = np.empty(w_hh.shape[1], h.dtype)
-    gh = np.empty(w_hh.shape[1], h.dtype)
-    logits = np.empty(w_out.shape[0], h.dtype)
-    p = np.empty(w_out.shape[0], h.dtype)
-    for index in prime:
-        _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, index, gi, gh)
-    for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
-        if n + 1 < out.shape[0]:
-            _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, out[n], gi, gh)
-
-
-@kernel
-def _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, index, pre):
-    L, _, H = w_hh.shape
-    zero = h.dtype.type(0)
-    for layer in range(L):
-        pre[:] = b[layer]
-        if layer == 0:
-            _matvec_acc(w_ih0, embedding[index], pre)
-        else:
-            _matvec_acc(w_ih[layer - 1], h[layer - 1], pre)
-        _matvec_acc(w_hh[layer], h[layer], pre)
-        for j in range(H):
-            h[layer, j] = max(pre[j], zero) if relu else tanh(pre[j])
-
-
-@kernel
-def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
-    """Batch-1 RNN sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    pre = np.empty(w_hh.shape[1], h.dtype)
-    logits = np.empty(w_out.shape[0], h.dtype)
-    p = np.empty(w_out.shape[0], h.dtype)
-    for index in prime:
-        _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, index, pre)
-    for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
-        if n + 1 < out.shape[0]:
-            _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, out[n], pre)

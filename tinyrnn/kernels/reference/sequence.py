@@ -15,7 +15,7 @@ Shapes: ``T`` steps, batch ``B``, hidden ``H``, ``G`` gates (LSTM 4, GRU 3, RNN 
   For GRU ``dgi`` is the gradient w.r.t. ``gi = x @ W_ih.T + b_ih`` and ``dgh`` w.r.t.
   ``gh = h @ W_hh.T + b_hh`` (so ``dW_hh = dgh^T @ hs[:-1]``, ``db_hh = dgh.sum``).
 
-Batch-1 generation for a stacked, unidirectional character model (``*_generate``) is at the end.
+Batch-1 generation of a whole character model (``*_generate``) is in ``generate.py``.
 """
 import numpy as np
 
@@ -91,95 +91,3 @@ def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, dpre_out, dh0_out):
         rnn_cell_backward(hs[t + 1], dh + dhs[t], dpre_out[t], relu)
         dh = dpre_out[t] @ w_hh
     dh0_out[...] = dh
-
-
-# ---------------------------------------------------------------------------------- generation
-#
-# Batch-1 sampling from a stacked, unidirectional character model:
-#     embedding (V, E) -> L recurrent layers (hidden H) -> linear head (V, H) -> sample.
-# Per-layer weights are stacked along a leading layer axis, because layer 0 reads the embedding
-# (width E) and the others read H:
-#     w_ih0 (G*H, E)        layer 0's input weights
-#     w_ih  (L-1, G*H, H)   the input weights of layers 1..L-1 (shape (0, G*H, H) when L == 1)
-#     w_hh  (L, G*H, H)
-#     b     (L, G*H)        LSTM and RNN: b_ih + b_hh;  GRU passes b_ih and b_hh separately
-#     w_out (V, H), b_out (V,)
-# h (L, H) (and c (L, H)) hold the initial state and are updated in place. The model first reads
-# prime (P,) (P >= 1, int64), then generates N = len(out) indices, one uniform from uniforms (N,)
-# per index. On return h (c) is the state after reading prime and out[:-1]: to continue, pass
-# out[-1:] as the next prime.
-#
-# Sampling one index from the logits z (V,), with u in [0, 1):
-#     temperature <= 0: argmax(z) (the first maximum), u unused.
-#     else p = softmax(z / temperature); order = indices by decreasing p (stable: ties by index);
-#          keep the first top_k of order (all if top_k <= 0), then, if top_p < 1, the shortest
-#          prefix of those whose probabilities sum to >= top_p; return the first kept index
-#          (walking in that order) at which the running sum of kept p exceeds u * (sum of kept p).
-
-def sample_index(logits, u, temperature, top_k, top_p):
-    """One index from logits (V,) with the uniform u, by the rule above."""
-    if temperature <= 0:
-        return int(np.argmax(logits))
-    z = logits / temperature
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    order = np.argsort(-p, kind="stable")
-    keep = len(p) if top_k <= 0 else min(top_k, len(p))
-    if top_p < 1:
-        cum = np.cumsum(p[order[:keep]])
-        keep = min(keep, int(np.searchsorted(cum, top_p, side="left")) + 1)
-    cum = np.cumsum(p[order[:keep]])
-    j = int(np.searchsorted(cum, u * cum[-1], side="right"))
-    return int(order[min(j, keep - 1)])
-
-
-def _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out):
-    """The loop shared by the three models: step(index) advances the state by one input."""
-    for index in prime:
-        step(index)
-    for n in range(len(out)):
-        logits = w_out @ h[-1] + b_out
-        out[n] = sample_index(logits, uniforms[n], temperature, top_k, top_p)
-        if n + 1 < len(out):
-            step(out[n])
-
-
-def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
-                  temperature, top_k, top_p, out):
-    """Batch-1 LSTM sampling (see the comment above); fills out (N,) int64, updates h, c (L, H)."""
-    def step(index):
-        x = embedding[index]
-        for layer in range(w_hh.shape[0]):
-            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
-            gates = w_in @ x + w_hh[layer] @ h[layer] + b[layer]
-            acts = np.empty_like(gates)
-            lstm_cell_forward(gates[None], c[layer][None], acts[None], c[layer][None], h[layer][None])
-            x = h[layer]
-    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
-
-
-def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
-    """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
-    def step(index):
-        x = embedding[index]
-        for layer in range(w_hh.shape[0]):
-            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
-            gi = w_in @ x + b_ih[layer]
-            gh = w_hh[layer] @ h[layer] + b_hh[layer]
-            acts = np.empty_like(gi)
-            gru_cell_forward(gi[None], gh[None], h[layer][None].copy(), acts[None], h[layer][None])
-            x = h[layer]
-    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
-
-
-def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
-    """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
-    def step(index):
-        x = embedding[index]
-        for layer in range(w_hh.shape[0]):
-            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
-            rnn_cell_forward((w_in @ x + w_hh[layer] @ h[layer] + b[layer])[None], h[layer][None], relu)
-            x = h[layer]
-    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)

@@ -6,7 +6,7 @@ Each implementation runs in its own subprocess (numba's OpenMP threads and OpenB
 spin while idle and slow each other down when they share a process), alternating A/B/A/B
 because the machine is noisy; the reported number is the median of the repeats, best of 2 rounds.
 
-    python benchmarks/bench_recurrent.py [--repeats 5] [--threads 2] [--cpu-time]
+    python -m tinyrnn.bench.recurrent [--repeats 5] [--threads 2] [--cpu-time]
 
 --threads N sets both numba's and OpenBLAS's thread count. --cpu-time measures process CPU time
 (time.process_time) instead of wall clock: with --threads 1 that is the reliable signal on a
@@ -193,7 +193,7 @@ def main():
         kind, impl, B, H, T = sys.argv[sys.argv.index("--child") + 1:][:5]
         print(json.dumps(run_impl(kind, impl, int(B), int(H), int(T), repeats, threads, cpu_time)))
         return
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     flags = ["--repeats", str(repeats), "--threads", str(threads)] + (["--cpu-time"] if cpu_time else [])
     clock = "CPU time" if cpu_time else "wall clock"
@@ -204,7 +204,7 @@ def main():
         best = {}
         for _ in range(2):
             for impl in ("numpy", "numba"):
-                out = subprocess.run([sys.executable, __file__, *flags, "--child", kind, impl, str(B), str(H), str(T)],
+                out = subprocess.run([sys.executable, "-m", "tinyrnn.bench.recurrent", *flags, "--child", kind, impl, str(B), str(H), str(T)],
                                      capture_output=True, text=True, env=env, check=True)
                 times, hsum, dhsum = json.loads(out.stdout.strip().splitlines()[-1])
                 prev = best.get(impl)

@@ -10,8 +10,8 @@ Sampling: batch-1 generation from the trained model (tinyrnn: ``kernels.cuda.lst
 whose logits come back to the host each character; PyTorch: one ``model`` call per character).
 PyTorch runs in the same process on the same GPU when ``torch.cuda.is_available()``.
 
-    python benchmarks/bench_gpu.py [--configs b,c] [--steps 20] [--warmup 3] [--chars 300] [--no-torch]
-    python benchmarks/bench_gpu.py --tiny      # tiny sizes, 1 step; runs in the CUDA simulator without a GPU
+    python -m tinyrnn.bench.gpu [--configs b,c] [--steps 20] [--warmup 3] [--chars 300] [--no-torch]
+    python -m tinyrnn.bench.gpu --tiny      # tiny sizes, 1 step; runs in the CUDA simulator without a GPU
 """
 import argparse
 import os

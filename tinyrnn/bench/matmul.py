@@ -1,6 +1,6 @@
 """Benchmark tinyrnn's Numba matmuls against numpy's BLAS (np.matmul) at the same thread count.
 
-    python benchmarks/bench_matmul.py --threads 2 --repeats 9
+    python -m tinyrnn.bench.matmul --threads 2 --repeats 9
 
 Each library runs in its own worker process (numba's OpenMP threads and OpenBLAS's threads
 both spin while idle, and in one process they slow each other down), and the workers
@@ -32,7 +32,6 @@ def worker(lib, threads, dtype_name, variants):
     dtype = np.dtype(dtype_name)
     if lib == "tinyrnn":
         import numba
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
         from tinyrnn.kernels.cpu import matmul as cpu
         numba.set_num_threads(threads)
 
@@ -92,7 +91,7 @@ def main():
     times = {"tinyrnn": {}, "numpy": {}}
     for r in range(args.repeats):
         for lib in (("tinyrnn", "numpy") if r % 2 == 0 else ("numpy", "tinyrnn")):
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", lib, "--threads", str(args.threads),
+            cmd = [sys.executable, "-m", "tinyrnn.bench.matmul", "--worker", lib, "--threads", str(args.threads),
                    "--dtype", args.dtype, "--variants", args.variants]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             for key, t in json.loads(out.strip().splitlines()[-1]).items():

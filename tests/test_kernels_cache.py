@@ -1,0 +1,56 @@
+"""Numba's on-disk cache of the kernels: keyed by the version and the kernel sources (kernels/cache.py)."""
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyrnn.kernels import cache
+
+
+def test_key_changes_when_any_kernel_source_changes(tmp_path):
+    root = tmp_path / "kernels"
+    shutil.copytree(cache.KERNELS_DIR, root, ignore=shutil.ignore_patterns("__pycache__"))
+    key = cache.source_key(root, "0.1.0")
+    assert key == cache.source_key(root, "0.1.0")             # deterministic
+    assert key.startswith("tinyrnn-0.1.0-")
+    assert cache.source_key(root, "0.2.0") != key              # an upgrade
+    matmul = root / "cpu" / "matmul.py"
+    original = matmul.read_text()
+    matmul.write_text(original + "\n# an edit of a callee's file\n")
+    assert cache.source_key(root, "0.1.0") != key              # an edit
+    matmul.write_text(original)
+    assert cache.source_key(root, "0.1.0") == key
+    (root / "cpu" / "new_kernels.py").write_text("")
+    assert cache.source_key(root, "0.1.0") != key              # a new file
+
+
+def test_remove_other_keys(tmp_path):
+    for name in ("tinyrnn-0.0.9-aaaa", "tinyrnn-0.1.0-bbbb", "unrelated"):
+        (tmp_path / name / "cpu").mkdir(parents=True)
+    cache.remove_other_keys(tmp_path, "tinyrnn-0.1.0-bbbb")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tinyrnn-0.1.0-bbbb", "unrelated"]
+    cache.remove_other_keys(tmp_path / "missing", "x")         # never raises
+
+
+def test_only_kernel_files_are_located(tmp_path):
+    def f():
+        pass
+
+    other = tmp_path / "elsewhere.py"
+    other.write_text("")
+    assert cache.KeyedCacheLocator.from_function(f, str(other)) is None
+
+
+@pytest.mark.skipif(bool(os.environ.get("NUMBA_CACHE_DIR")), reason="NUMBA_CACHE_DIR chooses the cache directory")
+def test_compiled_kernels_land_in_the_keyed_directory():
+    from tinyrnn.kernels.cpu import elementwise
+
+    x = np.ones(5)
+    elementwise.scale_inplace(x, 2.0)
+    assert np.all(x == 2.0)
+    where = Path(cache.cache_dir(elementwise.__file__))
+    assert where.parent.name == cache.source_key() and where.name == "cpu"
+    assert Path(elementwise.scale_inplace._cache._cache_path) == where
+    assert list(where.glob("elementwise.scale_inplace-*.nbi"))

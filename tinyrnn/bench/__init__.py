@@ -1,0 +1,111 @@
+"""The speed benchmark: tinyrnn and PyTorch side by side, in one run, on the same thread count.
+
+    python -m tinyrnn.bench                 # everything (PyTorch columns when torch is installed)
+    python -m tinyrnn.bench --configs a,b --repeats 5 --threads 2
+    python -m tinyrnn.bench --skip sampling,help,startup,rss   # training throughput only
+    tinyrnn bench ...                       # the same, from the CLI
+
+Every config is a character model: vocab 65, embedding size = hidden size, a full softmax head;
+one training step = forward, backward, clip_grad_norm(1.0), Adam. Throughput is chars/s =
+B*T / (median seconds per step). The FLOP limit is the chars/s reachable at this machine's
+measured float32 matmul peak, with training FLOPs per char ~ 3x the forward FLOPs:
+    recurrent layer: 3 * 2 * G*H * (I + H)      (G = 4 for LSTM, 3 for GRU; x2 if bidirectional)
+    head:            3 * 2 * H_out * V
+Run it on a quiet machine; it prints medians of --repeats timed blocks.
+
+The package, one module per idea: ``configs`` (the models, FLOPs per char), ``training``
+(one timed training step, the matmul peak), ``sampling``, ``startup`` (``--help``, first step,
+peak RSS), ``workers`` (every measurement in a fresh process) and ``main`` below. The
+micro-benchmarks of single kernels run on their own, their results in ``benchmarks/``::
+
+    python -m tinyrnn.bench.matmul --threads 2 --repeats 9     # the matmuls against numpy's BLAS
+    python -m tinyrnn.bench.recurrent                          # the fused sequence kernels
+    python -m tinyrnn.bench.gpu                                # CUDA training and sampling
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .configs import CONFIGS, default_steps, median, thread_env, train_flops_per_char
+from .startup import first_step_time, help_time, peak_rss_mb
+from .training import matmul_peak_gflops
+from .workers import run_worker
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="tinyrnn bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
+    parser.add_argument("--steps", type=int, default=0, help="steps per timed run (default: by config size)")
+    parser.add_argument("--sample-length", type=int, default=3000)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    parser.add_argument("--skip", default="", help="comma-separated: train,sampling,help,startup,rss")
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+
+    os.environ.update(thread_env(args.threads))
+    have_torch = False
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+
+            have_torch = True
+        except ImportError:
+            print("PyTorch not installed: tinyrnn columns only")
+    skip = set(filter(None, args.skip.split(",")))
+    results = {"threads": args.threads, "configs": {}}
+    nan = float("nan")
+
+    def median_of(kind, framework, config, steps=0, length=0):
+        return median([run_worker(kind, framework, config, args.threads, steps, length) for _ in range(args.repeats)])
+
+    peak = max(matmul_peak_gflops(args.threads) for _ in range(3))
+    results["matmul_peak_gflops"] = peak
+    print(f"matmul peak (numpy float32 2048^3, best of 3, {args.threads} threads): {peak:.0f} GFLOP/s")
+    if "train" not in skip:
+        print(f"{'cfg':<4}{'model':<22}{'tinyrnn c/s':>12}{'torch c/s':>12}{'ratio':>8}{'FLOP cap':>10}{'% cap':>7}")
+    for name in ([] if "train" in skip else args.configs.split(",")):
+        cfg = CONFIGS[name]
+        steps = args.steps or default_steps(cfg)
+        ours, theirs = [], []
+        for _ in range(args.repeats):  # interleaved, so slow drifts in machine load hit both alike
+            ours.append(run_worker("train", "tinyrnn", name, args.threads, steps))
+            if have_torch:
+                theirs.append(run_worker("train", "torch", name, args.threads, steps))
+        ours, theirs = median(ours), (median(theirs) if theirs else nan)
+        cap = peak * 1e9 / train_flops_per_char(cfg)
+        desc = f"{'bi-' if cfg['bidir'] else ''}{cfg['cell'].upper()} {cfg['layers']}x{cfg['hidden']} B{cfg['batch']} T{cfg['seq']}"
+        print(f"{name:<4}{desc:<22}{ours:>12.0f}{theirs:>12.0f}{ours / theirs:>8.2f}{cap:>10.0f}{100 * ours / cap:>6.0f}%",
+              flush=True)
+        results["configs"][name] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs, flop_cap=cap)
+
+    if "sampling" not in skip:
+        ours = median_of("sample", "tinyrnn", "b", length=args.sample_length)
+        theirs = median_of("sample", "torch", "b", length=min(args.sample_length, 500)) if have_torch else nan
+        print(f"batch-1 sampling (b): tinyrnn {ours:.0f} chars/s, torch {theirs:.0f} chars/s, ratio {ours / theirs:.1f}")
+        results["sampling"] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs)
+    if "help" not in skip:
+        t = help_time()
+        print(f"tinyrnn --help: {t:.3f} s (median of 5)")
+        results["help_seconds"] = t
+    if "startup" not in skip:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as cold:
+            cold_t = first_step_time(cold)
+        first_step_time(None)  # make sure the default cache is filled
+        warm_t = median([first_step_time(None) for _ in range(3)])
+        print(f"time to first training step (b): warm JIT cache {warm_t:.2f} s, cold cache {cold_t:.2f} s")
+        results["first_step"] = dict(warm=warm_t, cold=cold_t)
+    if "rss" not in skip:
+        ours = peak_rss_mb("tinyrnn", args.threads)
+        theirs = peak_rss_mb("torch", args.threads) if have_torch else nan
+        print(f"peak RSS (c, 3 steps): tinyrnn {ours:.0f} MB, torch {theirs:.0f} MB")
+        results["peak_rss_mb"] = dict(tinyrnn=ours, torch=theirs)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results

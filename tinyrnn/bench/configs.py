@@ -1,0 +1,43 @@
+"""The benchmark's model configs, the FLOPs of one training step, and small shared helpers."""
+import os
+
+from tinyrnn.nn.cells import GATES
+
+CONFIGS = {
+    "a": dict(cell="lstm", layers=1, hidden=128, batch=32, seq=64, bidir=False),
+    "b": dict(cell="lstm", layers=2, hidden=256, batch=32, seq=64, bidir=False),
+    "c": dict(cell="lstm", layers=2, hidden=512, batch=64, seq=128, bidir=False),
+    "d": dict(cell="gru", layers=2, hidden=256, batch=32, seq=64, bidir=False),
+    "e": dict(cell="gru", layers=1, hidden=256, batch=32, seq=64, bidir=True),
+}
+VOCAB = 65
+
+
+def train_flops_per_char(cfg) -> float:
+    H, G, D = cfg["hidden"], GATES[cfg["cell"]], 2 if cfg["bidir"] else 1
+    flops = 0.0
+    for layer in range(cfg["layers"]):
+        I = H if layer == 0 else H * D
+        flops += D * 3 * 2 * G * H * (I + H)
+    return flops + 3 * 2 * H * D * VOCAB
+
+
+def default_steps(cfg) -> int:
+    """Enough steps for a timed block of roughly a second or two."""
+    seconds_per_step = train_flops_per_char(cfg) * cfg["batch"] * cfg["seq"] / 100e9
+    return int(min(20, max(3, 1.5 / seconds_per_step)))
+
+
+def median(xs):
+    """The median of a non-empty list of numbers."""
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def thread_env(threads):
+    """os.environ with every thread-count variable (OpenMP, OpenBLAS, MKL, Numba) set to threads."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    return env

@@ -1,0 +1,43 @@
+"""Batch-1 sampling speed: tinyrnn's generation kernel against a PyTorch loop."""
+import time
+
+from .configs import VOCAB
+
+
+def tinyrnn_sampling_rate(cfg, length: int) -> float:
+    """Batch-1 generation through the fused generation kernel (what `tinyrnn sample` runs)."""
+    from tinyrnn import manual_seed
+    from tinyrnn.generate import sample_indices
+    from tinyrnn.models import CharRNN
+
+    manual_seed(0)
+    model = CharRNN(VOCAB, cell=cfg["cell"], hidden=cfg["hidden"], layers=cfg["layers"], embed=cfg["hidden"])
+    model.eval()
+    for _ in sample_indices(model, [0], 10, temperature=1.0, seed=0):  # compile / warm up
+        pass
+    t0 = time.perf_counter()
+    n = sum(len(chunk) for chunk in sample_indices(model, [0], length, temperature=1.0, seed=0))
+    return n / (time.perf_counter() - t0)
+
+
+def torch_sampling_rate(cfg, length: int) -> float:
+    import torch
+
+    torch.manual_seed(0)
+    H = cfg["hidden"]
+    embed = torch.nn.Embedding(VOCAB, H)
+    rnn = torch.nn.LSTM(H, H, num_layers=cfg["layers"])
+    head = torch.nn.Linear(H, VOCAB)
+
+    def run(n):
+        with torch.no_grad():
+            idx, state = torch.zeros((1, 1), dtype=torch.long), None
+            for _ in range(n):
+                out, state = rnn(embed(idx), state)
+                probs = torch.softmax(head(out[-1]), dim=-1)
+                idx = torch.multinomial(probs, 1)
+
+    run(10)
+    t0 = time.perf_counter()
+    run(length)
+    return length / (time.perf_counter() - t0)

@@ -1,0 +1,60 @@
+"""Start-up and memory, each measured in a fresh process: ``tinyrnn --help``, the first training
+step (warm and cold JIT cache), peak RSS."""
+import os
+import subprocess
+import sys
+import time
+
+from .configs import median, thread_env
+
+
+def help_time(repeats=5) -> float:
+    """Seconds for `tinyrnn --help` in a fresh interpreter (median)."""
+    import importlib.util
+
+    module = "tinyrnn_cli.main" if importlib.util.find_spec("tinyrnn_cli") else "cli.main"  # installed, or a checkout
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return median(times)
+
+
+_FIRST_STEP = """
+import time, sys
+t0 = time.perf_counter()
+from tinyrnn.bench.configs import CONFIGS
+from tinyrnn.bench.training import tinyrnn_step_fn
+step = tinyrnn_step_fn(CONFIGS['b'])
+step()
+print(time.perf_counter() - t0)
+"""
+
+
+def first_step_time(cache_dir: str | None) -> float:
+    """Seconds from interpreter start-up to the end of the first training step of config b."""
+    env = dict(os.environ)
+    if cache_dir:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _FIRST_STEP], env=env, capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
+_PEAK_RSS = """
+import resource, sys
+from tinyrnn.bench.configs import CONFIGS
+from tinyrnn.bench.training import tinyrnn_step_fn, torch_step_fn
+which = sys.argv[1]
+step = (tinyrnn_step_fn if which == 'tinyrnn' else torch_step_fn)(CONFIGS['c'])
+for _ in range(3):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss_mb(which: str, threads: int) -> float:
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, which], env=thread_env(threads),
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,40 @@
+"""Isolated measurements: each runs in a fresh worker process.
+
+Numba's OpenMP threads and PyTorch's spin-wait after their parallel regions, so two frameworks
+in one process slow each other down.
+"""
+import subprocess
+import sys
+
+from .configs import CONFIGS, thread_env
+
+
+def run_worker(kind: str, framework: str, config: str, threads: int, steps: int = 0, sample_length: int = 0) -> float:
+    """``measure`` in a fresh Python process with the thread count set; returns its number."""
+    code = (f"from tinyrnn.bench.workers import measure; "
+            f"print(measure({kind!r}, {framework!r}, {config!r}, {threads}, {steps}, {sample_length}))")
+    out = subprocess.run([sys.executable, "-c", code], env=thread_env(threads), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark worker {kind}:{framework}:{config} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def measure(kind, framework, config, threads, steps, sample_length) -> float:
+    """Inside the worker: chars/s of one training block, or of sampling."""
+    cfg = CONFIGS[config]
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    else:
+        from tinyrnn import set_num_threads
+
+        set_num_threads(threads)
+    if kind == "sample":
+        from .sampling import tinyrnn_sampling_rate, torch_sampling_rate
+
+        return (tinyrnn_sampling_rate if framework == "tinyrnn" else torch_sampling_rate)(cfg, sample_length)
+    from .training import time_steps, tinyrnn_step_fn, torch_step_fn
+
+    step = (tinyrnn_step_fn if framework == "tinyrnn" else torch_step_fn)(cfg)
+    return cfg["batch"] * cfg["seq"] / time_steps(step, steps, repeats=1)

@@ -1,0 +1,183 @@
+"""Batch-1 generation from a whole character model, with no Python per character (Numba).
+
+Same names, arguments and math as ``reference/generate.py`` (the spec).
+
+``lstm_generate``, ``gru_generate``, ``rnn_generate`` sample from a stacked unidirectional
+character model (embedding -> L layers -> linear head); each step calls ``_lstm_unit`` /
+``_gru_unit`` of ``cells.py``::
+
+    lstm_generate(embedding[V,E], w_ih0[4H,E], w_ih[L-1,4H,H], w_hh[L,4H,H], b[L,4H],
+                  w_out[V,H], b_out[V], h[L,H], c[L,H], prime[P], uniforms[N],
+                  temperature, top_k, top_p, out[N])
+    gru_generate(embedding, w_ih0[3H,E], w_ih[L-1,3H,H], w_hh[L,3H,H], b_ih[L,3H], b_hh[L,3H],
+                 w_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
+    rnn_generate(embedding, w_ih0[H,E], w_ih[L-1,H,H], w_hh[L,H,H], b[L,H], relu,
+                 w_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
+
+Per-layer weights are stacked on a leading layer axis (layer 0's input weights ``w_ih0`` apart,
+since they read the embedding; ``w_ih`` has shape ``(0, G*H, H)`` for one layer). LSTM/RNN take
+``b = b_ih + b_hh``. ``h`` (``c``) hold the initial state and are updated in place. The model reads
+``prime`` (P >= 1 indices), then writes ``N = len(out)`` sampled indices, one uniform of ``uniforms``
+each; on return the state is the one after reading ``prime`` and ``out[:-1]`` (to continue, pass
+``out[-1:]`` as the next prime). The sampling rule is described once, in ``reference/sampling.py``;
+``_sample_index`` implements it. Single-threaded: at batch 1 a matrix-vector product is too small
+to share between threads.
+"""
+import numpy as np
+
+from ..jit import kernel
+from .activations import tanh
+from .cells import _gru_unit, _lstm_unit
+
+
+@kernel
+def _matvec_acc(w, x, out):
+    """out += w @ x.   w (R, K), x (K,), out (R,); 4 rows at a time (rows clamped at the end, as in the matmul tiles)."""
+    R, K = w.shape
+    for r in range(0, R, 4):
+        r1, r2, r3 = min(r + 1, R - 1), min(r + 2, R - 1), min(r + 3, R - 1)
+        w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
+        s0, s1, s2, s3 = out[r], out[r1], out[r2], out[r3]
+        for k in range(K):
+            s0 += w0[k] * x[k]
+            s1 += w1[k] * x[k]
+            s2 += w2[k] * x[k]
+            s3 += w3[k] * x[k]
+        out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
+
+
+@kernel
+def _sample_index(logits, u, temperature, top_k, top_p, p):
+    """One index from logits (V,) by the rule of ``reference/sampling.py``; p (V,) is a work buffer."""
+    V = logits.shape[0]
+    if temperature <= 0:
+        return np.argmax(logits)
+    for v in range(V):
+        p[v] = logits[v] / temperature
+    z_max = p.max()
+    total = 0.0
+    for v in range(V):
+        p[v] = np.exp(p[v] - z_max)
+        total += p[v]
+    for v in range(V):
+        p[v] /= total
+    order = np.argsort(-p, kind="mergesort")     # decreasing probability, ties by index (stable)
+    keep = V if top_k <= 0 else min(top_k, V)
+    if top_p < 1:
+        running = 0.0
+        for q in range(keep):
+            running += p[order[q]]
+            if running >= top_p:
+                keep = q + 1
+                break
+    kept_total = 0.0
+    for q in range(keep):
+        kept_total += p[order[q]]
+    target = u * kept_total
+    running = 0.0
+    for q in range(keep):
+        running += p[order[q]]
+        if running > target:
+            return order[q]
+    return order[keep - 1]
+
+
+@kernel
+def _head_sample(w_out, b_out, h_top, u, temperature, top_k, top_p, logits, p):
+    logits[:] = b_out
+    _matvec_acc(w_out, h_top, logits)
+    return _sample_index(logits, u, temperature, top_k, top_p, p)
+
+
+@kernel
+def _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, index, gates):
+    """Feed one input index through every layer; h, c (L, H) updated in place."""
+    L, _, H = w_hh.shape
+    for layer in range(L):
+        gates[:] = b[layer]
+        if layer == 0:
+            _matvec_acc(w_ih0, embedding[index], gates)
+        else:
+            _matvec_acc(w_ih[layer - 1], h[layer - 1], gates)
+        _matvec_acc(w_hh[layer], h[layer], gates)
+        for j in range(H):
+            _, _, _, _, c[layer, j], h[layer, j] = _lstm_unit(
+                gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], c[layer, j])
+
+
+@kernel
+def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
+                  temperature, top_k, top_p, out):
+    """Batch-1 LSTM sampling (see the module docstring). Fills out (N,) int64; updates h, c (L, H)."""
+    gates = np.empty(w_hh.shape[1], h.dtype)
+    logits = np.empty(w_out.shape[0], h.dtype)
+    p = np.empty(w_out.shape[0], h.dtype)
+    for index in prime:
+        _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, index, gates)
+    for n in range(out.shape[0]):
+        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
+        if n + 1 < out.shape[0]:
+            _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, out[n], gates)
+
+
+@kernel
+def _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, index, gi, gh):
+    L, _, H = w_hh.shape
+    one = h.dtype.type(1)
+    for layer in range(L):
+        gi[:] = b_ih[layer]
+        if layer == 0:
+            _matvec_acc(w_ih0, embedding[index], gi)
+        else:
+            _matvec_acc(w_ih[layer - 1], h[layer - 1], gi)
+        gh[:] = b_hh[layer]
+        _matvec_acc(w_hh[layer], h[layer], gh)
+        for j in range(H):     # gh holds b_hh: it is the b_r, b_z of _gru_unit
+            _, _, _, h[layer, j] = _gru_unit(gi[j], gi[H + j], gh[j], gh[H + j],
+                                             gi[2 * H + j], gh[2 * H + j], h[layer, j], one)
+
+
+@kernel
+def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
+                 temperature, top_k, top_p, out):
+    """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
+    gi = np.empty(w_hh.shape[1], h.dtype)
+    gh = np.empty(w_hh.shape[1], h.dtype)
+    logits = np.empty(w_out.shape[0], h.dtype)
+    p = np.empty(w_out.shape[0], h.dtype)
+    for index in prime:
+        _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, index, gi, gh)
+    for n in range(out.shape[0]):
+        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
+        if n + 1 < out.shape[0]:
+            _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, out[n], gi, gh)
+
+
+@kernel
+def _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, index, pre):
+    L, _, H = w_hh.shape
+    zero = h.dtype.type(0)
+    for layer in range(L):
+        pre[:] = b[layer]
+        if layer == 0:
+            _matvec_acc(w_ih0, embedding[index], pre)
+        else:
+            _matvec_acc(w_ih[layer - 1], h[layer - 1], pre)
+        _matvec_acc(w_hh[layer], h[layer], pre)
+        for j in range(H):
+            h[layer, j] = max(pre[j], zero) if relu else tanh(pre[j])
+
+
+@kernel
+def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
+                 temperature, top_k, top_p, out):
+    """Batch-1 RNN sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
+    pre = np.empty(w_hh.shape[1], h.dtype)
+    logits = np.empty(w_out.shape[0], h.dtype)
+    p = np.empty(w_out.shape[0], h.dtype)
+    for index in prime:
+        _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, index, pre)
+    for n in range(out.shape[0]):
+        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
+        if n + 1 < out.shape[0]:
+            _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, out[n], pre)

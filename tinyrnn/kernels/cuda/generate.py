@@ -1,0 +1,115 @@
+"""Batch-1 generation from a whole character model on the GPU.
+
+Arguments and the sampling rule as in ``reference/generate.py`` (the rule described in
+``reference/sampling.py``): embedding (V, E), w_ih0 (G*H, E), w_ih (L-1, G*H, H),
+w_hh (L, G*H, H), biases (L, G*H), w_out (V, H), b_out (V,) and the state h (L, H) (c (L, H))
+are device arrays; h and c are updated in place. prime, uniforms and out may be host or device
+arrays.
+
+Each step runs on the device, one launch per matmul and gate kernel, with the per-layer rows
+addressed by row offsets: layer 0 multiplies the row ``index`` of the embedding, layer l > 0
+the row l - 1 of h. The logits (V numbers) come back to the host, which samples with the
+reference's ``sample_index``: batch-1 sampling is latency-bound, and this keeps the GPU's
+samples identical to the reference's for the same uniforms.
+"""
+import numpy as np
+from numba import cuda
+
+from ..reference.sampling import sample_index   # numpy only: the sampling rule, run on the host
+from .cells import gru_cell_forward, lstm_cell_forward, rnn_cell_forward
+from .device import is_device_array, to_host
+from .elementwise import add_bias_forward
+from .matmul import matmul_nt_rows
+
+
+class _Generator:
+    """The parts shared by the three models: buffers, the head, and the sampling loop."""
+
+    def __init__(self, embedding, w_ih0, w_ih, w_hh, w_out, b_out, h):
+        self.embedding, self.w_ih0, self.w_out, self.b_out, self.h = embedding, w_ih0, w_out, b_out, h
+        self.L = w_hh.shape[0]
+        self.w_ih = [w_ih[l] for l in range(self.L - 1)]   # device views, made once per call
+        self.w_hh = [w_hh[l] for l in range(self.L)]
+        self.h_rows = [h[l:l + 1] for l in range(self.L)]  # (1, H) views of each layer's state
+        self.logits = cuda.device_array((1, w_out.shape[0]), dtype=w_out.dtype)
+
+    def input_projection(self, index, layer, out, accumulate):
+        """out (1, G*H) (+)= x @ W_ih^T, x = embedding[index] for layer 0, else h[layer - 1]."""
+        if layer == 0:
+            matmul_nt_rows(self.embedding, int(index), self.w_ih0, out, 0, 1, accumulate)
+        else:
+            matmul_nt_rows(self.h, layer - 1, self.w_ih[layer - 1], out, 0, 1, accumulate)
+
+    def run(self, step, prime, uniforms, temperature, top_k, top_p, out):
+        uniforms = to_host(uniforms)
+        samples = np.empty(out.shape[0], dtype=np.int64)
+        for index in to_host(prime):
+            step(index)
+        for n in range(samples.shape[0]):
+            matmul_nt_rows(self.h, self.L - 1, self.w_out, self.logits, 0, 1, False)
+            add_bias_forward(self.logits, self.b_out)
+            samples[n] = sample_index(self.logits.copy_to_host()[0], uniforms[n], temperature, top_k, top_p)
+            if n + 1 < samples.shape[0]:
+                step(samples[n])
+        if is_device_array(out):
+            out.copy_to_device(samples)
+        else:
+            out[...] = samples
+
+
+def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
+                  temperature, top_k, top_p, out):
+    """Batch-1 LSTM sampling; b (L, 4H) = b_ih + b_hh. Fills out (N,) int64, updates h, c (L, H)."""
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    gates = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    acts = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    b_rows = [b[l] for l in range(gen.L)]
+    c_rows = [c[l:l + 1] for l in range(gen.L)]
+
+    def step(index):
+        for layer in range(gen.L):
+            gen.input_projection(index, layer, gates, False)
+            matmul_nt_rows(h, layer, gen.w_hh[layer], gates, 0, 1, True)
+            add_bias_forward(gates, b_rows[layer])
+            lstm_cell_forward(gates, c_rows[layer], acts, c_rows[layer], gen.h_rows[layer])   # c, h in place
+
+    gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
+
+
+def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
+                 temperature, top_k, top_p, out):
+    """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    gi = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    gh = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    acts = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    b_ih_rows = [b_ih[l] for l in range(gen.L)]
+    b_hh_rows = [b_hh[l] for l in range(gen.L)]
+
+    def step(index):
+        for layer in range(gen.L):
+            gen.input_projection(index, layer, gi, False)
+            add_bias_forward(gi, b_ih_rows[layer])
+            matmul_nt_rows(h, layer, gen.w_hh[layer], gh, 0, 1, False)
+            add_bias_forward(gh, b_hh_rows[layer])
+            h_row = gen.h_rows[layer]
+            gru_cell_forward(gi, gh, h_row, acts, h_row)    # each thread reads its h element, then writes it
+
+    gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
+
+
+def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
+                 temperature, top_k, top_p, out):
+    """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    pre = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    b_rows = [b[l] for l in range(gen.L)]
+
+    def step(index):
+        for layer in range(gen.L):
+            gen.input_projection(index, layer, pre, False)
+            matmul_nt_rows(h, layer, gen.w_hh[layer], pre, 0, 1, True)
+            add_bias_forward(pre, b_rows[layer])
+            rnn_cell_forward(pre, gen.h_rows[layer], relu)
+
+    gen.run(step, prime, uniforms, temperature, top_k, top_p, out)

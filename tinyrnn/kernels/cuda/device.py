@@ -21,6 +21,10 @@ import math
 import numpy as np
 from numba import config, cuda
 
+from .. import cache
+
+cache.install()     # CUDA kernels cache in the same keyed directory as the CPU ones (see kernels/cache.py)
+
 WARP = 32
 THREADS = 256          # threads per block for 1-D elementwise launches
 ROW_THREADS = 256      # threads per block for one-block-per-row reductions (a power of two)

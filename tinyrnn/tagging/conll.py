@@ -144,14 +144,14 @@ def _conllu_sentence(name, first, lines, tail, col, missing) -> Sentence:
             hint = " (columns must be separated by tabs, not spaces)" if len(fields) < 10 and " " in raw else ""
             raise TinyRNNError(f"{name}:{first + k}: expected 10 tab-separated CoNLL-U columns, "
                                f"found {len(fields)}{hint}: fix the line, or read the file as two-column")
-        kind = _token_kind(fields[0])
-        if kind == "word":
+        token_id = fields[0]
+        if token_id.isdigit() and token_id.isascii():            # a word (the common case, inline)
             words.append(fields[1])
             tags.append(fields[col])
             word_lines.append(k)
             if fields[col] == "_":
                 missing.append(first + k)
-        elif kind == "bad":
+        elif _token_kind(token_id) == "bad":
             raise TinyRNNError(f"{name}:{first + k}: token ID {fields[0]!r} is not an integer, a range like 3-4 "
                                "or an empty node like 8.1: fix the first column")
     if not words:

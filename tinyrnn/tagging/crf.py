@@ -115,9 +115,9 @@ def crf_nll(emissions, tags, lengths, transitions, start, end, reduction: str = 
         # weight of each sentence's gradient: d loss / d nll[b]
         w = np.broadcast_to(np.asarray(g, dtype) / (B if reduction == "mean" else 1), (B,))
         betas = _backward(E, trans, en, mask)
-        with np.errstate(invalid="ignore"):
-            node = np.exp(alphas + betas - log_z[None, :, None])    # p(y_t = k), (T, B, K)
-        node = np.where(mask[:, :, None], np.nan_to_num(node), 0)
+        with np.errstate(invalid="ignore"):                         # exp(-inf) is fine; padding: 0
+            node = np.exp(np.where(mask[:, :, None], alphas + betas - log_z[None, :, None], -np.inf))
+        node = np.nan_to_num(node)                                  # p(y_t = k), (T, B, K)
         gold = np.zeros_like(E)
         np.put_along_axis(gold, tags[:, :, None], 1, axis=2)
         gold *= mask[:, :, None]
@@ -126,8 +126,8 @@ def crf_nll(emissions, tags, lengths, transitions, start, end, reduction: str = 
         for t in range(1, T):                                       # pairwise marginals, step t
             pair = alphas[t - 1][:, :, None] + trans[None] + (E[t] + betas[t])[:, None, :]
             with np.errstate(invalid="ignore"):
-                pair = np.nan_to_num(np.exp(pair - log_z[:, None, None]))
-            d_trans += np.einsum("b,bij->ij", w * mask[t], pair)
+                pair = np.exp(np.where(mask[t][:, None, None], pair - log_z[:, None, None], -np.inf))
+            d_trans += np.einsum("b,bij->ij", w, np.nan_to_num(pair))
         b = np.arange(B)
         last = tags[lengths - 1, b]
         np.add.at(d_trans, (tags[:-1], tags[1:]), -(w[None, :] * mask[1:]))

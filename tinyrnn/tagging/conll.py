@@ -33,6 +33,7 @@ class Sentence:
     word_lines: CoNLL-U only: index into ``lines`` of each word
     tail:       what followed the last line up to the next sentence ('\\n\\n', or '\\n' at EOF)
     line:       1-based line number where the sentence starts in its file (for messages)
+    head:       CoNLL-U only: comment-only blocks just before the sentence, written before it
     """
     words: list
     tags: list | None = None
@@ -40,6 +41,7 @@ class Sentence:
     word_lines: list | None = None
     tail: str = "\n\n"
     line: int = 1
+    head: str = ""
 
     def __len__(self):
         return len(self.words)
@@ -89,7 +91,8 @@ def _blocks(text: str):
     """Yield (first line number, lines, tail) for each run of non-blank lines.
 
     ``"\\n".join(lines) + tail`` over all blocks gives ``text`` back (blank lines before the first
-    block are dropped). Lines keep a trailing '\\r' (CRLF files), so that writing them is exact.
+    block are dropped: the only bytes a CoNLL-U round trip loses). Lines keep a trailing '\\r'
+    (CRLF files), so that writing them back is exact.
     """
     pieces = text.split("\n")
     n, start = len(pieces), None
@@ -170,13 +173,15 @@ def read_conllu(source, column: str = "upos", require_tags: bool = True) -> list
         raise TinyRNNError(f"unknown tag column {column!r}: use upos or xpos")
     col = TAG_COLUMNS[column]
     name, text = _read_text(source)
-    sentences, missing = [], []
+    sentences, missing, head = [], [], ""
     for first, lines, tail in _blocks(text):
-        if all(raw[0] == "#" for raw in lines):          # a block of comments only
-            if sentences:
-                sentences[-1].tail += "\n".join(lines) + tail   # keep it, to write it back
+        if all(raw[0] == "#" for raw in lines):          # a block of comments only: keep it
+            head += "\n".join(lines) + tail
             continue
         sentences.append(_conllu_sentence(name, first, lines, tail, col, missing))
+        sentences[-1].head, head = head, ""
+    if sentences and head:                               # comments after the last sentence
+        sentences[-1].tail += head
     if not sentences:
         raise _no_sentences(name)
     if missing and require_tags:
@@ -209,7 +214,7 @@ def write_conllu(sentences, predicted_tags, stream, column: str = "upos"):
                 fields = lines[k].split("\t")
                 fields[col] = tag
                 lines[k] = "\t".join(fields)
-        stream.write("\n".join(lines) + s.tail)
+        stream.write(s.head + "\n".join(lines) + s.tail)
 
 
 # ----------------------------------------------------------------------------- two-column
@@ -226,7 +231,7 @@ def read_two_column(source, require_tags: bool = True) -> list:
     name, text = _read_text(source)
     sentences = []
     for first, lines, tail in _blocks(text):
-        words, tags = [], []
+        words, tags, numbers = [], [], []
         for k, raw in enumerate(lines):
             fields = _split_two_column(raw)
             if fields[0] == "-DOCSTART-":
@@ -236,12 +241,13 @@ def read_two_column(source, require_tags: bool = True) -> list:
                                    f"{raw.strip()[:40]!r}): give a tagged file")
             words.append(fields[0])
             tags.append(fields[-1].strip() if len(fields) > 1 else None)
+            numbers.append(first + k)
         if words:
             untagged = all(t is None for t in tags)
             if not untagged and any(t is None for t in tags):
                 k = tags.index(None)
-                raise TinyRNNError(f"{name}:{first}: sentence mixes tagged and untagged words (word {k + 1}): "
-                                   "give every word a tag, or none")
+                raise TinyRNNError(f"{name}:{numbers[k]}: word {k + 1} of the sentence has no tag but others "
+                                   "have: give every word a tag, or none")
             sentences.append(Sentence(words, None if untagged else tags, tail=tail, line=first))
     if not sentences:
         raise _no_sentences(name)

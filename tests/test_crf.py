@@ -173,3 +173,29 @@ def test_matches_torch_autograd():
     total.backward()
     for mine, ref in zip((E, tr, st, en), (te, ttr, tst, ten)):
         np.testing.assert_allclose(mine.grad, ref.grad.numpy(), atol=1e-10)
+
+
+def test_bio_constraints():
+    from tinyrnn.tagging.crf import bio_constraints
+
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    trans, start = bio_constraints(tags)
+    assert np.isneginf(start[[2, 4]]).all() and np.all(start[[0, 1, 3]] == 0)
+    allowed = np.isfinite(trans)
+    assert allowed[1, 2] and allowed[2, 2] and allowed[3, 4] and allowed[2, 1] and allowed[0, 1]
+    assert not allowed[0, 2] and not allowed[1, 4] and not allowed[4, 2]
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((6, 3, 5)) * 3
+    for path in viterbi_decode(E, [6, 4, 1], trans, start, np.zeros(5)):
+        assert tags[path[0]][:2] != "I-"
+        assert all(not tags[b].startswith("I-") or tags[a][2:] == tags[b][2:] and tags[a] != "O"
+                   for a, b in zip(path, path[1:]))
+
+
+def test_import_does_not_load_numba():
+    import subprocess
+    import sys
+
+    code = "import sys, tinyrnn.tagging; print('numba' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -67,3 +67,12 @@ def test_word_dropout_rate():
     rate = (single == UNK_ID).mean(axis=0)
     assert rate[2] == pytest.approx(0.5, abs=0.02) and rate[3] == 0 and rate[4] == 0
     assert np.all(ids == np.arange(5))                                  # the input is not changed
+
+
+def test_pad_batch():
+    from tinyrnn.tagging.vocab import pad_batch
+
+    ids, lengths = pad_batch([np.array([5, 6, 7]), [8]])
+    assert ids.tolist() == [[5, 8], [6, 0], [7, 0]] and lengths.tolist() == [3, 1]
+    ids, _ = pad_batch([[1]], pad_id=-1)
+    assert ids.shape == (1, 1)

@@ -142,11 +142,12 @@ def _conllu_sentence(name, first, lines, tail, col, missing) -> Sentence:
     for k, raw in enumerate(lines):
         if raw[0] == "#":
             continue
-        fields = raw.rstrip("\r").split("\t")
-        if len(fields) != 10:
-            hint = " (columns must be separated by tabs, not spaces)" if len(fields) < 10 and " " in raw else ""
+        columns = raw.count("\t") + 1
+        if columns != 10:
+            hint = " (columns must be separated by tabs, not spaces)" if columns < 10 and " " in raw else ""
             raise TinyRNNError(f"{name}:{first + k}: expected 10 tab-separated CoNLL-U columns, "
-                               f"found {len(fields)}{hint}: fix the line, or read the file as two-column")
+                               f"found {columns}{hint}: fix the line, or read the file as two-column")
+        fields = raw.split("\t", col + 1)               # only the columns we read: ID FORM .. tag
         token_id = fields[0]
         if token_id.isdigit() and token_id.isascii():            # a word (the common case, inline)
             words.append(fields[1])

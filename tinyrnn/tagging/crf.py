@@ -164,6 +164,24 @@ def viterbi_decode(emissions, lengths, transitions, start, end) -> list:
     return [path[:n, b].tolist() for b, n in enumerate(lengths.tolist())]
 
 
+def bio_constraints(tags) -> tuple:
+    """Scores that forbid invalid BIO moves, to add to transitions / start before decoding.
+
+    tags: the tag names in id order (``tag_vocab.itos``). I-X may only follow B-X or I-X, so
+    returns (transitions (K, K), start (K,)) holding -inf there and 0 elsewhere.
+    """
+    K = len(tags)
+    trans, start = np.zeros((K, K)), np.zeros(K)
+    for j, tag in enumerate(tags):
+        if not tag.startswith("I-"):
+            continue
+        start[j] = -np.inf
+        for i, prev in enumerate(tags):
+            if prev[2:] != tag[2:] or prev[:2] not in ("B-", "I-"):
+                trans[i, j] = -np.inf
+    return trans, start
+
+
 class CRF(Module):
     """The three score tables of a linear-chain CRF over ``num_tags`` tags, trained with ``nll``.
 

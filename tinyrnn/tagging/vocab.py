@@ -133,3 +133,15 @@ def word_dropout(ids, counts, alpha: float, rng: np.random.Generator, singleton:
         p = alpha / (alpha + np.maximum(c, 1e-12))
     drop = (rng.random(ids.shape) < p) & (ids > UNK_ID)
     return np.where(drop, UNK_ID, ids).astype(ids.dtype, copy=False)
+
+
+def pad_batch(sequences, pad_id: int = PAD_ID) -> tuple:
+    """Time-major batch of id sequences: (ids (T, B) int64 padded with ``pad_id``, lengths (B,)).
+
+    T is the longest sequence; the layout crf_nll and the recurrent layers expect.
+    """
+    lengths = np.array([len(s) for s in sequences], np.int64)
+    ids = np.full((int(lengths.max(initial=0)), len(sequences)), pad_id, np.int64)
+    for b, s in enumerate(sequences):
+        ids[:len(s), b] = s
+    return ids, lengths

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 
 from ..errors import TinyRNNError
@@ -87,35 +88,26 @@ def _read_text(source) -> tuple[str, str]:
     return name, text
 
 
+_BLOCK = re.compile(r"^[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*", re.MULTILINE)   # non-blank lines in a row
+
+
 def _blocks(text: str):
     """Yield (first line number, lines, tail) for each run of non-blank lines.
 
+    ``tail`` is the text between the block and the next one ('\\n\\n' between sentences), so
     ``"\\n".join(lines) + tail`` over all blocks gives ``text`` back (blank lines before the first
     block are dropped: the only bytes a CoNLL-U round trip loses). Lines keep a trailing '\\r'
     (CRLF files), so that writing them back is exact.
     """
-    pieces = text.split("\n")
-    n, start = len(pieces), None
-    i = 0
-    while i < n:
-        piece = pieces[i]
-        if piece and not piece.isspace():
-            if start is None:
-                start = i
-            i += 1
-            continue
-        if start is None:
-            i += 1
-            continue
-        end = i                                          # pieces[start:end] is the block
-        while i < n and (not pieces[i] or pieces[i].isspace()):
-            i += 1
-        blanks = pieces[end:i]
-        tail = "".join("\n" + b for b in blanks) + ("\n" if i < n else "")
-        yield start + 1, pieces[start:end], tail
-        start = None
-    if start is not None:
-        yield start + 1, pieces[start:], ""
+    line, pos, previous = 1, 0, None
+    for m in _BLOCK.finditer(text):
+        line += text.count("\n", pos, m.start())
+        if previous is not None:
+            yield previous[0], previous[1], text[previous[2]:m.start()]
+        lines = m.group().split("\n")
+        previous, pos = (line, lines, m.end()), m.start()
+    if previous is not None:
+        yield previous[0], previous[1], text[previous[2]:]
 
 
 def _no_sentences(name: str):

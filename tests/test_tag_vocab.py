@@ -53,6 +53,12 @@ def test_json_round_trip():
         assert Vocab.from_json(v.to_json()) == v
 
 
+def test_corrupt_json():
+    for bad in ("{not json", '{"tokens": ["a"]}', "[1, 2]"):
+        with pytest.raises(TinyRNNError, match="corrupt vocabulary"):
+            Vocab.from_json(bad)
+
+
 def test_word_dropout_rate():
     counts = np.array([0, 0, 1, 3, 1000])
     ids = np.tile(np.arange(5), (20000, 1))

@@ -74,9 +74,13 @@ class Vocab:
     @classmethod
     def from_json(cls, data) -> "Vocab":
         """From ``to_json()``'s dict, or its JSON text."""
-        if isinstance(data, (str, bytes)):
-            data = json.loads(data)
-        return cls(data["tokens"], data["counts"], data["pad"], data["unk"], data.get("lower", False))
+        try:
+            if isinstance(data, (str, bytes)):
+                data = json.loads(data)
+            return cls(data["tokens"], data["counts"], data["pad"], data["unk"], data.get("lower", False))
+        except (ValueError, KeyError, TypeError) as e:
+            raise TinyRNNError(f"corrupt vocabulary ({type(e).__name__}: {e}): "
+                               "save it again with Vocab.to_json()") from None
 
 
 def _build(sequences, specials: bool, min_count: int = 1, lower: bool = False) -> Vocab:

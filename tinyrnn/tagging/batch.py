@@ -34,8 +34,8 @@ class TaggerVocabs(NamedTuple):
 class TagBatch:
     words: np.ndarray          # (T, B) int64
     lengths: np.ndarray        # (B,) int64
-    chars: np.ndarray          # (W, U) int64
-    char_lengths: np.ndarray   # (U,) int64
+    chars: np.ndarray | None   # (W, U) int64 (None: a table computed beforehand)
+    char_lengths: np.ndarray | None   # (U,) int64
     word_index: np.ndarray     # (T, B) int64 into the U distinct words
     tags: np.ndarray | None    # (T, B) int64, IGNORE at padding
 
@@ -45,26 +45,34 @@ class TagBatch:
 
 
 def encode_batch(vocabs: TaggerVocabs, sentences, tags=None, alpha: float = 0.0, rng=None,
-                 unknown_tag: int | None = None) -> TagBatch:
+                 unknown_tag: int | None = None, forms: dict | None = None) -> TagBatch:
     """A TagBatch of ``sentences`` (lists of words, each non-empty) and, when given, their ``tags``.
 
     alpha > 0: word dropout (training): a word seen c times in training becomes <unk> with
     probability alpha / (alpha + c), drawn from ``rng``. unknown_tag: the id given to a gold tag
-    the vocabulary lacks (default: a TinyRNNError naming it).
+    the vocabulary lacks (default: a TinyRNNError naming it). forms: {word form: row} of a table
+    of character vectors computed beforehand (``Tagger.predict``): word_index points into it and
+    the batch carries no characters (chars, char_lengths None).
     """
     words, lengths = pad_batch([vocabs.words.encode(s) for s in sentences], PAD_ID)
     if alpha > 0:
         words = word_dropout(words, vocabs.words.counts, alpha, rng)
-    distinct, word_index = {}, np.zeros(words.shape, np.int64)
+    distinct, word_index = ({} if forms is None else forms), np.zeros(words.shape, np.int64)
     for b, sentence in enumerate(sentences):
         word_index[:len(sentence), b] = [distinct.setdefault(w, len(distinct)) for w in sentence]
-    forms = list(distinct)
-    chars = np.ascontiguousarray(encode_chars(forms, vocabs.chars).T)
-    char_lengths = np.array([len(w) for w in forms], np.int64)
+    chars = char_lengths = None
+    if forms is None:
+        chars, char_lengths = encode_forms(list(distinct), vocabs.chars)
     gold = None
     if tags is not None:
         gold, _ = pad_batch([vocabs.tags.encode(t, missing=unknown_tag) for t in tags], IGNORE)
     return TagBatch(words, lengths, chars, char_lengths, word_index, gold)
+
+
+def encode_forms(forms, chars: Vocab) -> tuple:
+    """Word forms -> (character ids (W, U) time-major, padded with <pad>; lengths (U,))."""
+    ids = np.ascontiguousarray(encode_chars(forms, chars).T)
+    return ids, np.array([len(w) for w in forms], np.int64)
 
 
 def epoch_batches(lengths, batch_size: int, seed: int, epoch: int) -> list:

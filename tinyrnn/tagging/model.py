@@ -27,9 +27,9 @@ import numpy as np
 
 from .. import nn, ops
 from ..errors import TinyRNNError
-from ..tensor import no_grad
+from ..tensor import Tensor, no_grad
 from . import _lengths_shim       # TEMPORARY until lengths= lands: layer(x, lengths=lengths)
-from .batch import IGNORE, TaggerVocabs, encode_batch
+from .batch import IGNORE, TaggerVocabs, encode_batch, encode_forms
 from .crf import CRF
 from .vocab import Vocab
 
@@ -90,13 +90,27 @@ class Tagger(nn.Module):
         h_n = state[0] if isinstance(state, tuple) else state             # (2, U, char_hidden)
         return ops.concat([h_n[0], h_n[1]], axis=1)
 
-    def forward(self, batch):
-        """A ``TagBatch`` -> emission scores (T, B, K) (zero-input rows at padding; never scored)."""
+    def char_table(self, forms, chunk: int = 2048):
+        """Character vectors of many word forms (a list) -> (len(forms), 2*char_hidden) Tensor.
+
+        Computed in chunks of ``chunk`` forms of similar length (inference: no tape is kept)."""
+        table = np.zeros((len(forms), 2 * self.char_hidden), np.float32)
+        order = np.argsort([len(w) for w in forms], kind="stable")
+        for start in range(0, len(order), chunk):
+            rows = order[start:start + chunk]
+            chars, lengths = encode_forms([forms[i] for i in rows], self.vocabs.chars)
+            table[rows] = self.char_vectors(chars, lengths).numpy()
+        return Tensor(table)
+
+    def forward(self, batch, char_table=None):
+        """A ``TagBatch`` -> emission scores (T, B, K) (zero-input rows at padding; never scored).
+
+        char_table: the character vectors ``batch.word_index`` points into, when computed beforehand."""
         parts = []
         if self.word_dim:
             parts.append(self.word_embed(batch.words))                          # (T, B, word_dim)
         if self.char_hidden:
-            vectors = self.char_vectors(batch.chars, batch.char_lengths)        # (U, 2*char_hidden)
+            vectors = char_table if char_table is not None else self.char_vectors(batch.chars, batch.char_lengths)
             parts.append(ops.embedding(vectors, batch.word_index))             # (T, B, 2*char_hidden)
         x = parts[0] if len(parts) == 1 else ops.concat(parts, axis=2)
         out, _ = recur(self.rnn, self.drop(x), batch.lengths)                   # (T, B, 2*hidden)
@@ -122,7 +136,8 @@ class Tagger(nn.Module):
     def predict(self, sentences, batch_size: int = 256) -> list:
         """Tags of each sentence (lists of words, or ``Sentence``s): a list of lists of tag strings.
 
-        Batches of ``batch_size`` sentences of similar length, in eval mode, without a tape."""
+        Batches of ``batch_size`` sentences of similar length, in eval mode, without a tape; the
+        character RNN reads each distinct word form once."""
         sentences = [getattr(s, "words", s) for s in sentences]
         results = [[] for _ in sentences]
         order = [i for i in np.argsort([len(s) for s in sentences], kind="stable").tolist() if sentences[i]]
@@ -130,10 +145,12 @@ class Tagger(nn.Module):
         self.eval()
         try:
             with no_grad():
+                forms = {w: k for k, w in enumerate(dict.fromkeys(w for s in sentences for w in s))}
+                table = self.char_table(list(forms)) if self.char_hidden else None
                 for start in range(0, len(order), batch_size):
                     chunk = order[start:start + batch_size]
-                    batch = encode_batch(self.vocabs, [sentences[i] for i in chunk])
-                    for i, ids in zip(chunk, self.decode(self(batch), batch.lengths)):
+                    batch = encode_batch(self.vocabs, [sentences[i] for i in chunk], forms=forms)
+                    for i, ids in zip(chunk, self.decode(self(batch, table), batch.lengths)):
                         results[i] = self.vocabs.tags.decode(ids)
         finally:
             self.train(was_training)

@@ -283,6 +283,8 @@ def detect_format(path) -> str:
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16).decode("utf-8", "replace")
+    except FileNotFoundError:
+        raise TinyRNNError(f"no such file: {path}: check the path") from None
     except OSError as e:
         raise TinyRNNError(f"cannot read {path}: {e.strerror or e}") from None
     return detect_text(head)
@@ -330,7 +332,7 @@ def read_any(source, fmt: str | None = None, column: str = "upos", require_tags:
         return fmt, read_two_column(source, require_tags)
     if fmt == "plain":
         if require_tags:
-            name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<stdin>")
+            name, _ = _read_text(source)        # an empty, binary or non-UTF-8 file says so first
             raise TinyRNNError(f"{name} looks like plain text (no tags): give a CoNLL-U or two-column file")
         return fmt, read_plain(source)
     raise TinyRNNError(f"unknown format {fmt!r}: use conllu, two-column or plain")

@@ -214,3 +214,33 @@ def test_resume_through_the_cli(data, tmp_path):
     fails(["tag", "train", "--resume", "--out", out, "--hidden", "32"], "--hidden 32 conflicts")
     r = ok("tag", "train", "--resume", "--out", out, "--steps", "5", "--quiet")
     assert "resuming" in r.stderr and "step 5/5" in r.stdout and "no dev set" in r.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint(data, tmp_path):
+    import signal
+    import time
+
+    from tinyrnn import checkpoint
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", CLI_MODULE, "tag", "train", data["train"], *TINY, "--steps", "1000000",
+           "--eval-every", "1000000", "--save-every", "1000000", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            metrics = out / "metrics.jsonl"
+            if metrics.exists() and metrics.read_text().count("\n") >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted at step" in stderr and "tinyrnn tag train --resume" in stderr
+    meta, _ = checkpoint.load(out / "last")
+    assert meta["family"] == "tagger" and meta["step"] >= 20

@@ -13,6 +13,10 @@ One idea per module: ``conll`` reads and writes CoNLL-U, two-column and plain te
 maps words, characters and tags to ids (JSON, no pickle); ``metrics`` scores predictions as the
 field does (token and OOV accuracy, per-tag F1, conlleval span F1); ``crf`` is a linear-chain
 CRF whose loss is a single op on the tape.
+
+The tagger itself (imported on demand): ``batch`` (padded batches, length buckets), ``model``
+(``Tagger``), ``task`` (``TagConfig``, ``TaggerTask`` for the shared Trainer, ``train_tagger``),
+``predict`` (tagging and scoring files, for ``tinyrnn tag``).
 """
 from . import conll, crf, metrics, vocab
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from . import conll, metrics
 
-FORMATS = ("conllu", "two-column", "plain")
-
 
 def read_input(source, column: str, fmt: str | None = None) -> tuple:
     """(format, sentences) of a path or stream to tag; tags in it, if any, are ignored."""

@@ -244,3 +244,16 @@ def test_ctrl_c_saves_a_checkpoint(data, tmp_path):
     assert "Traceback" not in stderr and "interrupted at step" in stderr and "tinyrnn tag train --resume" in stderr
     meta, _ = checkpoint.load(out / "last")
     assert meta["family"] == "tagger" and meta["step"] >= 20
+
+
+def test_bio_tags_with_a_crf_get_span_scores(tmp_path):
+    path = tmp_path / "ner.tsv"
+    path.write_text("Ann\tB-PER\nSmith\tI-PER\nvisited\tO\nOslo\tB-LOC\n.\tO\n\n"
+                    "Bob\tB-PER\nlikes\tO\nRome\tB-LOC\n\n" * 4, encoding="utf-8")
+    out = tmp_path / "run"
+    ok("tag", "train", path, *TINY, "--crf", "--steps", "4", "--out", out)
+    report = json.loads(ok("tag", "eval", out, path, "--json").stdout)
+    assert {"precision", "recall", "f1", "per_type"} <= set(report["spans"])
+    assert "spans" in ok("tag", "eval", out, path).stdout
+    tagged = ok("tag", "predict", out, input="Ann visited Rome\n").stdout.split()
+    assert [w.split("/")[0] for w in tagged] == ["Ann", "visited", "Rome"]

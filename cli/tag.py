@@ -25,7 +25,7 @@ def tag():
 
 
 @tag.command(cls=GroupedCommand)
-@click.argument("train_file", metavar="TRAIN", required=False)
+@click.argument("train_file", metavar="[TRAIN]", required=False)
 @data_opt("--dev", type=str, default=None, help="Held-out file: evaluated as training goes; the best is kept.")
 @data_opt("--column", type=click.Choice(["upos", "xpos"]), default=DEFAULTS["column"], show_default=True,
           help="CoNLL-U tag column to learn.")
@@ -64,7 +64,7 @@ def train(ctx, train_file, quiet, resume, out, **options):
     """Train a tagger on TRAIN (CoNLL-U, or word<TAB>tag lines with blank lines between sentences).
 
     Writes OUT/last and OUT/best (by dev accuracy) checkpoints and OUT/metrics.jsonl. Ctrl-C saves
-    a checkpoint; --resume continues from it.
+    a checkpoint; --resume continues from it (TRAIN may then be left out).
     """
     from click.core import ParameterSource
 

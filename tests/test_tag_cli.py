@@ -189,6 +189,7 @@ def test_bad_files_to_tag_and_score(run_dir, tmp_path):
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     fails(["tag", "predict", run_dir, binary], "b.bin:3", "binary")
     fails(["tag", "predict", run_dir], "<stdin> is empty", input="")
+    fails(["tag", "predict", run_dir], "<stdin>:2", "invalid UTF-8", input=b"fine\ncaf\xe9\n")
     fails(["tag", "predict", run_dir, tmp_path / "missing.txt"], "no such file")
     plain = tmp_path / "p.txt"
     plain.write_text("the cat\n", encoding="utf-8")

@@ -101,6 +101,18 @@ def test_padding_never_counts(crf):
     assert model.predict([short, long])[0] == model.predict([short])[0]
 
 
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_other_cells_train_and_predict(cell):
+    train = sentences(4)
+    tinyrnn.manual_seed(3)
+    vocabs = build_vocabs(train)
+    model = Tagger(vocabs, cell=cell, **TINY)
+    loss = model.loss(encode_batch(vocabs, [s.words for s in train], [s.tags for s in train]))
+    loss.backward()
+    assert np.isfinite(loss.item()) and all(p.grad is not None for p in model.parameters())
+    assert [len(t) for t in model.predict(train)] == [len(s) for s in train]
+
+
 def test_predict_keeps_order_and_empty_sentences():
     train = sentences(5)
     tinyrnn.manual_seed(2)

@@ -16,6 +16,9 @@ import sys
 
 import click
 
+from .options import GroupedCommand, book_opt, data_opt, model_opt, optim_opt
+from .options import print_stream as _print_stream
+
 # Defaults, mirrored from tinyrnn.train.TrainConfig (kept here so --help imports nothing heavy;
 # tests/test_cli.py checks that the two agree).
 DEFAULTS = dict(cell="lstm", layers=2, hidden=256, embed=64, dropout=0.0, optimizer="adam", lr=3e-3,
@@ -66,61 +69,6 @@ class App(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
-
-
-# ----------------------------------------------------------------------------- grouped options
-
-class GroupedOption(click.Option):
-    """An option that belongs to a named section of the help text."""
-
-    def __init__(self, *args, group="Other", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.group = group
-
-
-class GroupedCommand(click.Command):
-    """Lists options in sections (Model, Optimisation, ...) instead of one long list."""
-
-    def format_options(self, ctx, formatter):
-        sections = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is not None:
-                sections.setdefault(getattr(param, "group", "Other"), []).append(record)
-        for name, records in sections.items():
-            with formatter.section(f"{name} options"):
-                formatter.write_dl(records)
-
-
-def opt(*args, group, **kwargs):
-    return click.option(*args, cls=GroupedOption, group=group, **kwargs)
-
-
-def model_opt(*a, **k):
-    return opt(*a, group="Model", **k)
-
-
-def optim_opt(*a, **k):
-    return opt(*a, group="Optimisation", **k)
-
-
-def data_opt(*a, **k):
-    return opt(*a, group="Data", **k)
-
-
-def book_opt(*a, **k):
-    return opt(*a, group="Bookkeeping", **k)
-
-
-def _print_stream():
-    """stdout that never fails on characters the terminal's encoding lacks."""
-    stream = sys.stdout
-    if hasattr(stream, "reconfigure"):
-        try:
-            stream.reconfigure(errors="replace")
-        except (ValueError, OSError):
-            pass
-    return stream
 
 
 # ----------------------------------------------------------------------------- commands
@@ -303,6 +251,13 @@ def bench(bench_args):
     from tinyrnn.bench import main as run_bench
 
     run_bench(list(bench_args))
+
+
+# ----------------------------------------------------------------------------- the tagger (cli/tag.py)
+
+from .tag import tag  # noqa: E402
+
+cli.add_command(tag)
 
 
 def main(argv=None):

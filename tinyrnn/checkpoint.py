@@ -157,8 +157,8 @@ def load(path):
 # ----------------------------------------------------------------------------- models
 
 # family -> (module, class): the class has ``from_checkpoint(meta, arrays) -> (model, vocab)``
-FAMILIES = {"char": ("tinyrnn.models", "CharRNN")}
-FAMILY_NAMES = {"char": "a character model"}
+FAMILIES = {"char": ("tinyrnn.models", "CharRNN"), "tagger": ("tinyrnn.tagging.model", "Tagger")}
+FAMILY_NAMES = {"char": "a character model", "tagger": "a tagger"}
 
 
 def model_arrays(arrays):

@@ -1,0 +1,84 @@
+"""Batches of sentences for the tagger: ids, padding, the characters of each word, length buckets.
+
+    batch = encode_batch(vocabs, [["I", "love", "mango", "juice"], ["Hi"]], tags=None)
+    batch.words (T, B)   word ids, <pad> after each sentence's end      lengths (B,)
+    batch.chars (W, U)   character ids of the U distinct words of the batch (time-major, padded)
+    batch.char_lengths (U,), batch.word_index (T, B): which of the U words sits at each position
+    batch.tags (T, B)    gold tag ids, IGNORE (-100) at padding (or None)
+
+Each distinct word form is read once by the character RNN, however often it occurs in the batch.
+``epoch_batches(lengths, batch_size, seed, epoch)`` plans an epoch: sentences sorted by length
+(ties broken at random), cut into batches of ``batch_size`` sentences, the batches shuffled; a
+pure function of its arguments, so resuming at any step rebuilds the same batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .vocab import PAD_ID, Vocab, encode_chars, pad_batch, word_dropout
+
+IGNORE = -100          # the target id that the loss and the accuracy skip (padding)
+
+
+class TaggerVocabs(NamedTuple):
+    """The three vocabularies of a tagger: words (lower-cased), characters, tags."""
+    words: Vocab
+    chars: Vocab
+    tags: Vocab
+
+
+@dataclass
+class TagBatch:
+    words: np.ndarray          # (T, B) int64
+    lengths: np.ndarray        # (B,) int64
+    chars: np.ndarray | None   # (W, U) int64 (None: a table computed beforehand)
+    char_lengths: np.ndarray | None   # (U,) int64
+    word_index: np.ndarray     # (T, B) int64 into the U distinct words
+    tags: np.ndarray | None    # (T, B) int64, IGNORE at padding
+
+    @property
+    def tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+def encode_batch(vocabs: TaggerVocabs, sentences, tags=None, alpha: float = 0.0, rng=None,
+                 unknown_tag: int | None = None, forms: dict | None = None) -> TagBatch:
+    """A TagBatch of ``sentences`` (lists of words, each non-empty) and, when given, their ``tags``.
+
+    alpha > 0: word dropout (training): a word seen c times in training becomes <unk> with
+    probability alpha / (alpha + c), drawn from ``rng``. unknown_tag: the id given to a gold tag
+    the vocabulary lacks (default: a TinyRNNError naming it). forms: {word form: row} of a table
+    of character vectors computed beforehand (``Tagger.predict``): word_index points into it and
+    the batch carries no characters (chars, char_lengths None).
+    """
+    words, lengths = pad_batch([vocabs.words.encode(s) for s in sentences], PAD_ID)
+    if alpha > 0:
+        words = word_dropout(words, vocabs.words.counts, alpha, rng)
+    distinct, word_index = ({} if forms is None else forms), np.zeros(words.shape, np.int64)
+    for b, sentence in enumerate(sentences):
+        word_index[:len(sentence), b] = [distinct.setdefault(w, len(distinct)) for w in sentence]
+    chars = char_lengths = None
+    if forms is None:
+        chars, char_lengths = encode_forms(list(distinct), vocabs.chars)
+    gold = None
+    if tags is not None:
+        gold, _ = pad_batch([vocabs.tags.encode(t, missing=unknown_tag) for t in tags], IGNORE)
+    return TagBatch(words, lengths, chars, char_lengths, word_index, gold)
+
+
+def encode_forms(forms, chars: Vocab) -> tuple:
+    """Word forms -> (character ids (W, U) time-major, padded with <pad>; lengths (U,))."""
+    ids = np.ascontiguousarray(encode_chars(forms, chars).T)
+    return ids, np.array([len(w) for w in forms], np.int64)
+
+
+def epoch_batches(lengths, batch_size: int, seed: int, epoch: int) -> list:
+    """The batches of one epoch: lists of sentence indices, similar lengths together, shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    lengths = np.asarray(lengths)
+    order = np.lexsort((rng.random(len(lengths)), lengths))          # by length, ties at random
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[k].tolist() for k in rng.permutation(len(batches))]

@@ -1,5 +1,7 @@
 """Models that leave tinyrnn: ONNX, safetensors and a PyTorch module (``tinyrnn export``).
 
+Character models and taggers (``family`` "char" and "tagger"), in each of the three formats:
+
     export("runs/poems", "onnx", "poems.onnx")         # ONNX's own LSTM/GRU/RNN operators (onnx.py)
     export("runs/poems", "safetensors", "poems.safetensors")   # PyTorch names and layout (safetensors.py)
     export("runs/poems", "torch", "poems.py")          # poems.py + poems.safetensors (torch_module.py)
@@ -32,6 +34,7 @@ def write_safetensors(model, vocab, meta, out):
 
 EXPORTERS = {
     "char": {"onnx": onnx_export.write_char, "safetensors": write_safetensors, "torch": torch_module.write_char},
+    "tagger": {"onnx": onnx_export.write_tagger, "safetensors": write_safetensors, "torch": torch_module.write_tagger},
 }
 
 

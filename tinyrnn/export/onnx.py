@@ -29,7 +29,7 @@ from ..errors import TinyRNNError
 
 OPSET = 17
 IR_VERSION = 8
-FLOAT, INT64 = 1, 7          # onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+FLOAT, INT32, INT64 = 1, 6, 7   # onnx.TensorProto.FLOAT, .INT32, .INT64
 MAX_BYTES = 2_000_000_000    # a protobuf message (one .onnx file with its weights) stays under 2 GiB
 OPS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # ONNX's gate order as indices of PyTorch's gate blocks: position k of the ONNX weight holds block ORDER[k].
@@ -70,14 +70,15 @@ class Graph:
         return outputs[0] if n_out == 1 else outputs
 
 
-def layer_weights(state, prefix, layer, cell, hidden):
+def layer_weights(state, prefix, layer, cell, hidden, suffix=""):
     """PyTorch-layout weights of one layer -> ONNX's W (1, G*H, I), R (1, G*H, H), B (1, 2*G*H).
 
-    state: {name: array} (``model.state_dict()``); prefix: "rnn" or "rnn_backward"."""
+    state: {name: array} (``model.state_dict()``); prefix: "rnn" or "rnn_backward" (a tagger's
+    "char_rnn" or "rnn"); suffix: "" or "_reverse" (the backward direction of a bidirectional layer)."""
     def reorder(a):
         return np.concatenate([a[k * hidden:(k + 1) * hidden] for k in ORDER[cell]], axis=0)
 
-    get = lambda name: state[f"{prefix}.{name}_l{layer}"].astype(np.float32)  # noqa: E731
+    get = lambda name: state[f"{prefix}.{name}_l{layer}{suffix}"].astype(np.float32)  # noqa: E731
     W, R = reorder(get("weight_ih"))[None], reorder(get("weight_hh"))[None]
     B = np.concatenate([reorder(get("bias_ih")), reorder(get("bias_hh"))])[None]
     return W, R, B
@@ -108,10 +109,10 @@ def stack(g, x, state, prefix, cfg, direction="forward", h0=None, c0=None):
     return x, finals_h, finals_c
 
 
-def head(g, x, state):
+def head(g, x, state, name="logits"):
     """Linear head: x (T, B, F) -> logits (T, B, V) = x @ head.weight^T + head.bias."""
     y = g.op("MatMul", [x, g.const("head.weight_t", state["head.weight"].T.astype(np.float32))], name="head.matmul")
-    return g.op("Add", [y, g.const("head.bias", state["head.bias"].astype(np.float32))], name="logits")
+    return g.op("Add", [y, g.const("head.bias", state["head.bias"].astype(np.float32))], name=name)
 
 
 def char_graph(g, model):
@@ -158,6 +159,15 @@ def char_model(model, vocab, meta=None):
 
     The model's metadata_props hold ``family``, ``config`` and ``vocab`` (JSON strings), so a
     caller can map ids to characters and size the state from the file alone."""
+    kind = "fill-in" if model.bidir else "language"
+    return build_model(model, char_graph, f"tinyrnn_char_{model.cell}_{kind}",
+                       f"tinyrnn character {kind} model ({model.cell}, {model.layers} layers, hidden {model.hidden})",
+                       {"vocab": json.dumps(vocab.chars, ensure_ascii=False)}, meta)
+
+
+def build_model(model, graph_fn, graph_name, doc, props, meta=None):
+    """``graph_fn(g, model) -> (inputs, outputs)`` as a checked ModelProto with ``props`` (plus family,
+    config and step) in its metadata_props; refused with one line when the weights exceed 2 GB."""
     onnx = require_onnx()
     size = sum(a.nbytes for a in model.state_dict().values())
     if size > MAX_BYTES:
@@ -165,18 +175,15 @@ def char_model(model, vocab, meta=None):
                            "export it as safetensors or torch instead")
     helper = onnx.helper
     g = Graph(onnx)
-    inputs, outputs = char_graph(g, model)
-    kind = "fill-in" if model.bidir else "language"
-    graph = helper.make_graph(g.nodes, f"tinyrnn_char_{model.cell}_{kind}",
+    inputs, outputs = graph_fn(g, model)
+    graph = helper.make_graph(g.nodes, graph_name,
                               [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
                               [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
                               initializer=g.initializers)
     proto = helper.make_model(graph, producer_name="tinyrnn", opset_imports=[helper.make_opsetid("", OPSET)],
-                              doc_string=f"tinyrnn character {kind} model ({model.cell}, {model.layers} layers, "
-                                         f"hidden {model.hidden})")
+                              doc_string=doc)
     proto.ir_version = IR_VERSION
-    props = {"family": model.family, "config": json.dumps(model.config()),
-             "vocab": json.dumps(vocab.chars, ensure_ascii=False)}
+    props = {"family": model.family, "config": json.dumps(model.config()), **props}
     if meta and "step" in meta:
         props["step"] = str(meta["step"])
     helper.set_model_props(proto, props)
@@ -189,4 +196,86 @@ def write_char(model, vocab, meta, out):
     from . import atomic_write
 
     atomic_write(out, char_model(model, vocab, meta).SerializeToString())
+    return [out]
+
+
+# ----------------------------------------------------------------------------- taggers
+
+def bidir_layer(g, x, state, prefix, layer, cell, hidden, seq_lens):
+    """One bidirectional ONNX operator over x (S, N, I), each sequence n read up to seq_lens[n] (int32).
+
+    Returns (Y (S, N, 2H): [forward ; backward] at each step, zero beyond a sequence's length,
+    Y_h (2, N, H): the forward state at each sequence's last step, the backward one at its first)."""
+    both = [layer_weights(state, prefix, layer, cell, hidden, suffix) for suffix in ("", "_reverse")]
+    W, R, B = (np.concatenate(parts, axis=0) for parts in zip(*both))          # (2, ...): forward first
+    name = f"{prefix}.l{layer}"
+    attrs = {"linear_before_reset": 1} if cell == "gru" else {}
+    y, y_h = g.op(OPS[cell], [x, g.const(f"{name}.W", W), g.const(f"{name}.R", R), g.const(f"{name}.B", B),
+                              seq_lens], n_out=2, name=name, hidden_size=hidden, direction="bidirectional", **attrs)
+    y = g.op("Transpose", [y], name=f"{name}.steps", perm=[0, 2, 1, 3])        # (S, 2, N, H) -> (S, N, 2, H)
+    return g.op("Reshape", [y, g.ints("keep_keep_merge", [0, 0, -1])], name=f"{name}.out"), y_h
+
+
+def tagger_graph(g, model):
+    """The nodes of a ``Tagger``'s graph -> (inputs, outputs), each a list of (name, elem type, shape)."""
+    cfg, state = model.config(), model.state_dict()
+    f32 = lambda name: state[name].astype(np.float32)  # noqa: E731
+    inputs, parts = [], []
+    if cfg["word_dim"]:
+        inputs.append(("word_ids", INT64, ["T", "batch"]))
+        parts.append(g.op("Gather", [g.const("word_embed.weight", f32("word_embed.weight")), "word_ids"],
+                          name="word_vectors", axis=0))                               # (T, B, word_dim)
+    if cfg["char_hidden"]:
+        inputs += [("char_ids", INT64, ["T", "batch", "W"]), ("char_lengths", INT64, ["T", "batch"])]
+        parts.append(char_vectors(g, state, cfg))                                    # (T, B, 2*char_hidden)
+    inputs.append(("lengths", INT64, ["batch"]))
+    x = parts[0] if len(parts) == 1 else g.op("Concat", parts, name="token_vectors", axis=2)
+    lengths = g.op("Cast", ["lengths"], name="sentence_lengths", to=INT32)
+    for k in range(cfg["layers"]):
+        x, _ = bidir_layer(g, x, state, "rnn", k, cfg["cell"], cfg["hidden"], lengths)   # (T, B, 2*hidden)
+    K = state["head.bias"].shape[0]
+    outputs = [(head(g, x, state, name="emissions"), FLOAT, ["T", "batch", K])]
+    if cfg["crf"]:
+        for name, shape in (("transitions", [K, K]), ("start", [K]), ("end", [K])):
+            outputs.append((g.op("Identity", [g.const(f"crf.{name}", f32(f"crf.{name}"))], name=name), FLOAT, shape))
+    return inputs, outputs
+
+
+def char_vectors(g, state, cfg):
+    """char_ids (T, B, W), char_lengths (T, B) -> (T, B, 2*char_hidden): each token's [forward h_n ; backward h_n].
+
+    The T*B tokens are one batch of character sequences, time-major (W, T*B); a length below 1
+    (a padding token) reads one <pad> character instead, harmless: padding never reaches a score."""
+    chars = g.op("Transpose", ["char_ids"], name="chars.time_major", perm=[2, 0, 1])          # (W, T, B)
+    chars = g.op("Reshape", [chars, g.ints("keep_merge", [0, -1])], name="chars.flat")        # (W, T*B)
+    x = g.op("Gather", [g.const("char_embed.weight", state["char_embed.weight"].astype(np.float32)), chars],
+             name="char_embed", axis=0)                                                        # (W, T*B, char_dim)
+    n = g.op("Reshape", ["char_lengths", g.ints("flat", [-1])], name="char_lengths.flat")     # (T*B,)
+    n = g.op("Max", [n, g.ints("one_length", [1])], name="char_lengths.at_least_1")
+    n = g.op("Cast", [n], name="char_lengths.int32", to=INT32)
+    _, y_h = bidir_layer(g, x, state, "char_rnn", 0, cfg["char_cell"], cfg["char_hidden"], n)   # (2, T*B, H)
+    h = g.op("Transpose", [y_h], name="char_states", perm=[1, 0, 2])                          # (T*B, 2, H)
+    shape = g.op("Concat", [g.op("Shape", ["char_lengths"], name="tokens_shape"),
+                            g.ints("char_vector_size", [2 * cfg["char_hidden"]])], name="char_vectors_shape", axis=0)
+    return g.op("Reshape", [h, shape], name="char_vectors")                                   # (T, B, 2H)
+
+
+def tagger_model(model, vocabs, meta=None):
+    """A ``Tagger`` (and its ``TaggerVocabs``) -> a checked ``onnx.ModelProto``.
+
+    metadata_props: ``family`` ("tagger"), ``config``, ``vocab`` ({"words", "chars", "tags"}: each
+    ``Vocab.to_json()``) and ``column`` (the CoNLL-U column it tags), JSON strings."""
+    props = {"vocab": json.dumps({k: v.to_json() for k, v in vocabs._asdict().items()}, ensure_ascii=False),
+             "column": (meta or {}).get("column", "upos")}
+    crf = ", CRF: Viterbi over emissions with the transitions/start/end outputs" if model.use_crf else ""
+    return build_model(model, tagger_graph, f"tinyrnn_tagger_{model.cell}",
+                       f"tinyrnn tagger ({model.cell}, {model.layers} sentence layers, hidden {model.hidden}, "
+                       f"char {model.char_cell} {model.char_hidden}{crf})", props, meta)
+
+
+def write_tagger(model, vocabs, meta, out):
+    """Export a tagger to ``out`` (an .onnx file) -> [out]."""
+    from . import atomic_write
+
+    atomic_write(out, tagger_model(model, vocabs, meta).SerializeToString())
     return [out]

@@ -116,11 +116,22 @@ def _tensor(path, name, info, data, start):
 # ----------------------------------------------------------------------------- models
 
 def model_metadata(model, vocab, meta=None):
-    """The metadata written beside a model's weights: format, family, config and vocab (JSON)."""
-    out = {"format": FORMAT, "family": model.family, "config": json.dumps(model.config()),
-           "vocab": json.dumps(vocab.chars, ensure_ascii=False)}
-    if meta and "step" in meta:
+    """The metadata written beside a model's weights: format, family, config and vocab (JSON).
+
+    A tagger's ``vocab`` is {"words", "chars", "tags"} (each ``Vocab.to_json()``); it also carries
+    ``column`` and, when the checkpoint knows it, ``max_length`` (the longest training sentence)."""
+    if model.family == "tagger":
+        text = json.dumps({k: v.to_json() for k, v in vocab._asdict().items()}, ensure_ascii=False)
+    else:
+        text = json.dumps(vocab.chars, ensure_ascii=False)
+    out = {"format": FORMAT, "family": model.family, "config": json.dumps(model.config()), "vocab": text}
+    meta = meta or {}
+    if "step" in meta:
         out["step"] = str(meta["step"])
+    if model.family == "tagger":
+        out["column"] = str(meta.get("column", "upos"))
+        if (meta.get("data") or {}).get("max_length"):
+            out["max_length"] = str(meta["data"]["max_length"])
     return out
 
 
@@ -137,6 +148,8 @@ def read_checkpoint(path):
         raise TinyRNNError(f"{path} has no vocabulary in its metadata: save it with "
                            "metadata={'vocab': json.dumps(chars)} (the characters in index order), "
                            "or write it with tinyrnn export --format safetensors")
+    if family == "tagger":
+        return tagger_checkpoint(path, arrays, metadata)
     try:
         chars = json.loads(metadata["vocab"])
         config = json.loads(metadata["config"]) if "config" in metadata else infer_config(arrays)
@@ -148,6 +161,27 @@ def read_checkpoint(path):
                            "sorted by code point (the order of the embedding rows)")
     meta = {"family": family, "model": config, "vocab": chars, "step": step,
             "source": os.path.abspath(path)}
+    return meta, {f"model/{k}": v for k, v in arrays.items()}
+
+
+def tagger_checkpoint(path, arrays, metadata):
+    """A tagger's file (``tinyrnn export --format safetensors``) -> (meta, arrays) as ``checkpoint.load``'s.
+
+    Its metadata must hold ``config`` (``Tagger``'s constructor arguments) and ``vocab``
+    ({"words", "chars", "tags"}, each ``Vocab.to_json()``): a tagger's config is not inferred."""
+    try:
+        vocab = json.loads(metadata["vocab"])
+        config = json.loads(metadata["config"]) if "config" in metadata else None
+        step, max_length = int(metadata.get("step", 0)), int(metadata.get("max_length", 0))
+    except ValueError as e:
+        raise TinyRNNError(f"{path}: its metadata is not valid ({e}): export it again") from None
+    if not isinstance(vocab, dict) or set(vocab) != {"words", "chars", "tags"} or not isinstance(config, dict):
+        raise TinyRNNError(f"{path}: a tagger's metadata needs config and vocab (words, chars, tags): "
+                           "write it with tinyrnn export --format safetensors")
+    meta = {"family": "tagger", "model": config, "vocab": vocab, "step": step,
+            "column": metadata.get("column", "upos"), "source": os.path.abspath(path)}
+    if max_length:
+        meta["data"] = {"max_length": max_length}
     return meta, {f"model/{k}": v for k, v in arrays.items()}
 
 

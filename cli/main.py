@@ -233,7 +233,7 @@ def fill(checkpoint, text, mask, sweeps, temperature, seed, device):
               "PyTorch's names; torch: a PyTorch module OUT.py plus its weights OUT.safetensors.")
 @click.option("--out", required=True, help="The file to write (its directory must exist).")
 def export(checkpoint, fmt, out):
-    """Export a character model (a run directory or checkpoint file) for ONNX Runtime or PyTorch."""
+    """Export a character model or a tagger (a run directory or checkpoint file) for ONNX Runtime or PyTorch."""
     from tinyrnn.export import export as export_model
 
     for path in export_model(checkpoint, fmt, out):

@@ -306,7 +306,7 @@ def test_bad_input_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
     meta = json.loads((run / "best.json").read_text())
     broken = tmp_path / "broken"
     broken.mkdir()
-    checkpoint.save(str(broken / "best"), {"model/w": np.zeros(2, np.float32)}, {**meta, "model": {}})
+    checkpoint.save(str(broken / "best"), {"model/w": np.zeros(2, np.float32)}, {k: meta[k] for k in ("family", "vocab", "column")} | {"model": {}})
     fails(["export", broken, "--format", "onnx", "--out", out / "m.onnx"], "incomplete or inconsistent")
     npz = run / "best.npz"
     npz.write_bytes(npz.read_bytes()[:-10])                        # a truncated checkpoint

@@ -20,6 +20,20 @@ with the gate blocks reordered: LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h (and
 ``linear_before_reset=1``: PyTorch applies r to W_hn h + b_hn, after the linear map); RNN: one
 block, tanh. Opset 17 and IR version 8 (ONNX 1.12's pair): every operator used here is
 unchanged since opset 14, and any ONNX Runtime since 1.12 (2022) loads the file.
+
+Tagger (``tagger_model``): what a caller has at hand in, per-token scores out (int64, time-major):
+
+    word_ids (T, B)  -> Gather(word_embed.weight) ------------------------------------------\
+    char_ids (T, B, W) -> (W, T*B) -> Gather(char_embed.weight) -> bidirectional op, sequence_lens =
+        char_lengths (T, B) -> (T*B,) -> Y_h (2, T*B, H) -> [forward ; backward] per token (T, B, 2H) -> Concat
+    -> sentence stack: per layer one bidirectional op, sequence_lens = lengths (B,) -> (T, B, 2*hidden)
+    -> MatMul + Add -> emissions (T, B, K);  with a CRF also transitions (K, K), start (K,), end (K,)
+
+``sequence_lens`` gives PyTorch's packed-sequence semantics: the reverse direction starts at each
+sequence's own last step, Y is zero beyond it, and Y_h holds the forward state at the last step
+and the reverse one at the first, which is ``Tagger.char_vectors``'s [h_n forward ; h_n backward].
+T, B and W are dynamic; an input whose half the model lacks (word_dim=0, char_hidden=0) is left
+out. Decoding is the caller's: argmax, or Viterbi with the CRF outputs.
 """
 import json
 

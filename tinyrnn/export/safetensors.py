@@ -15,6 +15,10 @@ into ``torch.nn.Embedding`` / ``LSTM`` / ``Linear`` as it is. The metadata (str 
 ``format`` = "tinyrnn", ``family``, and the JSON-encoded ``config`` (``CharRNN``'s constructor
 arguments) and ``vocab`` (the characters in index order); ``read_checkpoint`` turns such a file
 back into what ``checkpoint.load`` returns, so ``tinyrnn sample model.safetensors`` works.
+A tagger's file (``family`` "tagger") holds its ``state_dict()`` (``word_embed.weight``,
+``char_rnn.weight_ih_l0_reverse``, ``rnn.*``, ``head.*``, ``crf.*``), ``config`` (``Tagger``'s
+arguments), ``vocab`` ({"words", "chars", "tags"}, each ``Vocab.to_json()``) and ``column``;
+``tinyrnn tag predict tagger.safetensors`` reads it.
 """
 import json
 import os

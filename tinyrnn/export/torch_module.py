@@ -7,6 +7,10 @@
     model.safetensors   the weights and the config/vocabulary (see ``safetensors.py``), read by
                         ``load`` with a few lines of its own (no ``torch.load``, no pickle, no
                         ``safetensors`` package)
+
+For a tagger, model.py holds ``Tagger(torch.nn.Module)`` instead (the same submodules and names as
+tinyrnn's; ``pack_padded_sequence`` for the character and the sentence BiRNN; ``encode``,
+``predict`` with argmax or Viterbi) and ``load() -> (model, vocabs)``.
 """
 import os
 
@@ -152,7 +156,8 @@ class Tagger(torch.nn.Module):
             self.char_embed = torch.nn.Embedding(len(vocabs["chars"]["tokens"]), char_dim)
             self.char_rnn = CELLS[char_cell or cell](char_dim, char_hidden, 1, bidirectional=True)
         self.drop = torch.nn.Dropout(dropout)
-        self.rnn = CELLS[cell](word_dim + 2 * char_hidden, hidden, layers, dropout=dropout, bidirectional=True)
+        self.rnn = CELLS[cell](word_dim + 2 * char_hidden, hidden, layers, dropout=dropout if layers > 1 else 0.0,
+                               bidirectional=True)                        # dropout between layers
         K = len(vocabs["tags"]["tokens"])
         self.head = torch.nn.Linear(2 * hidden, K)
         self.crf = CRF(K) if crf else None

@@ -58,7 +58,7 @@ TINY = dict(hidden=6, word_dim=5, char_dim=4, char_hidden=3, dropout=0.0)
 # (cell, char_cell, sentence layers, crf, overrides)
 MODELS = [("lstm", "lstm", 1, False, {}), ("lstm", "lstm", 2, True, {}), ("gru", "gru", 1, True, {}),
           ("gru", "gru", 2, False, {}), ("lstm", "gru", 1, True, {}), ("gru", "lstm", 2, True, {}),
-          ("lstm", "lstm", 1, False, {"word_dim": 0}), ("gru", "gru", 1, True, {"char_hidden": 0})]
+          ("rnn", "rnn", 1, False, {}), ("lstm", "lstm", 1, False, {"word_dim": 0}), ("gru", "gru", 1, True, {"char_hidden": 0})]
 IDS = lambda m: "{}-char{}-{}l{}{}".format(m[0], m[1], m[2], "-crf" if m[3] else "",  # noqa: E731
                                            "".join(f"-no-{k.split('_')[0]}s" for k in m[4]))
 
@@ -306,7 +306,8 @@ def test_bad_input_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
     meta = json.loads((run / "best.json").read_text())
     broken = tmp_path / "broken"
     broken.mkdir()
-    checkpoint.save(str(broken / "best"), {"model/w": np.zeros(2, np.float32)}, {k: meta[k] for k in ("family", "vocab", "column")} | {"model": {}})
+    kept = {k: meta[k] for k in ("family", "vocab", "column")}
+    checkpoint.save(str(broken / "best"), {"model/w": np.zeros(2, np.float32)}, {**kept, "model": {}})
     fails(["export", broken, "--format", "onnx", "--out", out / "m.onnx"], "incomplete or inconsistent")
     npz = run / "best.npz"
     npz.write_bytes(npz.read_bytes()[:-10])                        # a truncated checkpoint

@@ -34,7 +34,8 @@ def write_safetensors(model, vocab, meta, out):
 
 EXPORTERS = {
     "char": {"onnx": onnx_export.write_char, "safetensors": write_safetensors, "torch": torch_module.write_char},
-    "tagger": {"onnx": onnx_export.write_tagger, "safetensors": write_safetensors, "torch": torch_module.write_tagger},
+    "tagger": {"onnx": onnx_export.write_tagger, "safetensors": write_safetensors,
+               "torch": torch_module.write_tagger},
 }
 
 

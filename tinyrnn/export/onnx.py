@@ -23,11 +23,15 @@ unchanged since opset 14, and any ONNX Runtime since 1.12 (2022) loads the file.
 
 Tagger (``tagger_model``): what a caller has at hand in, per-token scores out (int64, time-major):
 
-    word_ids (T, B)  -> Gather(word_embed.weight) ------------------------------------------\
-    char_ids (T, B, W) -> (W, T*B) -> Gather(char_embed.weight) -> bidirectional op, sequence_lens =
-        char_lengths (T, B) -> (T*B,) -> Y_h (2, T*B, H) -> [forward ; backward] per token (T, B, 2H) -> Concat
-    -> sentence stack: per layer one bidirectional op, sequence_lens = lengths (B,) -> (T, B, 2*hidden)
-    -> MatMul + Add -> emissions (T, B, K);  with a CRF also transitions (K, K), start (K,), end (K,)
+    words = Gather(word_embed.weight, word_ids (T, B))                                   (T, B, word_dim)
+    chars = Gather(char_embed.weight, char_ids (T, B, W) -> (W, T*B))                    (W, T*B, char_dim)
+    Y_h = BiOp(chars, sequence_lens = max(char_lengths (T, B), 1) -> (T*B,))             (2, T*B, char_hidden)
+    x = Concat(words, [Y_h forward ; Y_h backward] -> (T, B, 2*char_hidden), axis=2)
+    per sentence layer: x = BiOp(x, sequence_lens = lengths (B,)).Y -> [forward ; backward]   (T, B, 2*hidden)
+    emissions = MatMul + Add (T, B, K);  with a CRF also transitions (K, K), start (K,), end (K,)
+
+(BiOp: one LSTM/GRU/RNN operator with ``direction="bidirectional"``, W/R/B of the forward weights
+then the ``_reverse`` ones; a padding token's length becomes 1: it reads one <pad> and is never scored.)
 
 ``sequence_lens`` gives PyTorch's packed-sequence semantics: the reverse direction starts at each
 sequence's own last step, Y is zero beyond it, and Y_h holds the forward state at the last step

@@ -146,10 +146,10 @@ def test_onnx_runtime_matches_tinyrnn(tmp_path, spec):
     proto = onnx.load(out)
     onnx.checker.check_model(proto, full_check=True)
     assert proto.ir_version == 8 and proto.opset_import[0].version == 17
-    ops = {n.op_type for n in proto.graph.node}
-    assert {"Gather", "MatMul", {"lstm": "LSTM", "gru": "GRU"}[cell]} <= ops
+    ops, OPS = {n.op_type for n in proto.graph.node}, {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+    assert {"Gather", "MatMul", OPS[cell]} <= ops
     if model.char_hidden:
-        assert {"lstm": "LSTM", "gru": "GRU"}[char_cell] in ops
+        assert OPS[char_cell] in ops
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
     want_inputs = ({"word_ids": ["T", "batch"]} if model.word_dim else {}) | (
         {"char_ids": ["T", "batch", "W"], "char_lengths": ["T", "batch"]} if model.char_hidden else {})
@@ -323,7 +323,7 @@ def test_corrupt_tagger_safetensors_files_are_one_line(tmp_path):
     from tinyrnn.export import safetensors as st
 
     arrays, metadata = st.load(str(good))
-    for name, meta, needle in (("novocab", {k: v for k, v in metadata.items() if k != "vocab"}, "no vocabulary"),
+    for name, meta, needle in (("novocab", {k: v for k, v in metadata.items() if k != "vocab"}, "needs config and vocab"),
                                ("noconfig", {k: v for k, v in metadata.items() if k != "config"}, "needs config"),
                                ("badvocab", {**metadata, "vocab": json.dumps("abc")}, "needs config and vocab"),
                                ("notjson", {**metadata, "config": "{"}, "not valid")):

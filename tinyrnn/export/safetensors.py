@@ -145,15 +145,15 @@ def read_checkpoint(path):
     The metadata must hold the vocabulary (``vocab``: JSON string of the characters in index
     order, as ``tinyrnn export`` writes it); a missing ``config`` is inferred from the weights'
     names and shapes, so a PyTorch ``state_dict`` saved with only ``metadata={"vocab": ...}``
-    loads too."""
+    loads too. A tagger's file (``family`` "tagger"): see ``tagger_checkpoint``."""
     arrays, metadata = load(path)
     family = metadata.get("family", "char")
+    if family == "tagger":
+        return tagger_checkpoint(path, arrays, metadata)
     if "vocab" not in metadata:
         raise TinyRNNError(f"{path} has no vocabulary in its metadata: save it with "
                            "metadata={'vocab': json.dumps(chars)} (the characters in index order), "
                            "or write it with tinyrnn export --format safetensors")
-    if family == "tagger":
-        return tagger_checkpoint(path, arrays, metadata)
     try:
         chars = json.loads(metadata["vocab"])
         config = json.loads(metadata["config"]) if "config" in metadata else infer_config(arrays)
@@ -174,7 +174,7 @@ def tagger_checkpoint(path, arrays, metadata):
     Its metadata must hold ``config`` (``Tagger``'s constructor arguments) and ``vocab``
     ({"words", "chars", "tags"}, each ``Vocab.to_json()``): a tagger's config is not inferred."""
     try:
-        vocab = json.loads(metadata["vocab"])
+        vocab = json.loads(metadata["vocab"]) if "vocab" in metadata else None
         config = json.loads(metadata["config"]) if "config" in metadata else None
         step, max_length = int(metadata.get("step", 0)), int(metadata.get("max_length", 0))
     except ValueError as e:

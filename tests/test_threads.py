@@ -98,3 +98,14 @@ def test_layer_forward_backward_same_at_1_and_2_threads(kind):
         results.append([out.data.copy(), x.grad.copy()] + [p.grad.copy() for p in layer.parameters()])
     for one, two in zip(*results):
         np.testing.assert_allclose(two, one, rtol=1e-12, atol=1e-12)
+
+
+# These two run in this order (file order): the first leaves Numba on one thread, as
+# `tinyrnn train --threads 1` in-process does; conftest.py must have put it back for the second.
+def test_leaves_one_thread_behind():
+    numba.set_num_threads(1)
+    assert numba.get_num_threads() == 1
+
+
+def test_thread_count_was_restored_after_the_previous_test():
+    assert numba.get_num_threads() == MAX_THREADS

@@ -79,12 +79,44 @@ def test_bad_files(tmp_path):
         load_corpus(str(tmp_path))
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can read anything")
 def test_unreadable_file(tmp_path):
     path = write(tmp_path, "secret.txt", "text")
     os.chmod(path, 0)
-    with pytest.raises(TinyRNNError, match="permission denied"):
-        load_corpus(path)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # root reads anything: try it as an unprivileged user instead, in a forked child
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                   # the child: drop to nobody, report, exit
+            message = b"no error"
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                load_corpus(path)
+            except TinyRNNError as e:
+                message = str(e).encode()
+            except BaseException as e:                 # noqa: BLE001 - reported to the parent
+                message = repr(e).encode()
+            os.write(write_end, message)
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as f:
+            message = f.read().decode()
+        os.waitpid(pid, 0)
+        assert message == f"cannot read {path}: permission denied (check its permissions)"
+    else:
+        with pytest.raises(TinyRNNError, match="permission denied"):
+            load_corpus(path)
+
+
+def test_unopenable_path(tmp_path):
+    """A path that cannot be opened for another reason (a symlink loop): one clear error too."""
+    loop = tmp_path / "loop.txt"
+    os.symlink(loop, loop)
+    with pytest.raises(TinyRNNError, match=r"cannot read .*loop\.txt: Too many levels of symbolic links"):
+        load_corpus(str(loop))
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling.txt")
+    with pytest.raises(TinyRNNError, match="no such file"):
+        load_corpus(str(tmp_path / "dangling.txt"))
 
 
 def test_large_corpora_are_cached_and_memory_mapped(tmp_path):

@@ -25,6 +25,16 @@ def assert_close(got, want, dtype):
     np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
+def nans(shape, dtype):
+    return np.full(shape, np.nan, dtype)
+
+
+# the outputs each kind's kernels write (the others are not theirs and stay NaN)
+CELL_OUTPUTS = {"lstm": (0, 1, 2, 3, 5), "gru": (0, 1, 3, 4, 5), "rnn": (1, 5)}
+SEQUENCE_OUTPUTS = {"lstm": ("hs", "cs", "acts", "d1", "dh0", "dc0"), "gru": ("hs", "acts", "ghn", "d1", "d2", "dh0"),
+                    "rnn": ("hs", "d1", "dh0")}
+
+
 # --------------------------------------------------------------------------------------- cells
 
 def run_cells(kernels, kind, arrays, relu=False):
@@ -33,8 +43,10 @@ def run_cells(kernels, kind, arrays, relu=False):
     B, H = a["h_prev"].shape
     dt = a["h_prev"].dtype
     G = GATES[kind]
-    acts, h, c = np.zeros((B, G * H), dt), np.zeros((B, H), dt), np.zeros((B, H), dt)
-    d1, d2, d3 = np.zeros((B, G * H), dt), np.zeros((B, G * H), dt), np.zeros((B, H), dt)
+    # outputs start as NaN (layers allocate them with np.empty): an element a kernel forgets to
+    # write, or adds to instead of assigning, stays NaN and fails the comparison
+    acts, h, c = nans((B, G * H), dt), nans((B, H), dt), nans((B, H), dt)
+    d1, d2, d3 = nans((B, G * H), dt), nans((B, G * H), dt), nans((B, H), dt)
     if kind == "lstm":
         kernels.lstm_cell_forward(a["gates"], a["c_prev"], acts, c, h)
         kernels.lstm_cell_backward(acts, a["c_prev"], c, a["dh"], a["dc"], d1, d3)
@@ -56,8 +68,10 @@ def test_cells_cpu_match_reference(kind, relu, dtype, B, H):
     arrays = {name: randn(rng, B, G * H, dtype=dtype, scale=2) for name in ("gates", "gi", "gh")}
     arrays |= {name: randn(rng, B, H, dtype=dtype) for name in ("c_prev", "h_prev", "dh", "dc")}
     arrays["pre"] = randn(rng, B, H, dtype=dtype, scale=2)
-    for got, want in zip(run_cells(cpu, kind, arrays, relu), run_cells(ref, kind, arrays, relu)):
-        assert_close(got, want, dtype)
+    got_all, want_all = run_cells(cpu, kind, arrays, relu), run_cells(ref, kind, arrays, relu)
+    for i in CELL_OUTPUTS[kind]:
+        assert not np.isnan(got_all[i]).any(), f"output {i} not fully written"
+        assert_close(got_all[i], want_all[i], dtype)
 
 
 def test_reference_cell_formulas():
@@ -92,9 +106,9 @@ def run_sequence(kernels, kind, a, relu=False):
     T, B, GH = a["xproj"].shape
     H = GH // GATES[kind]
     dt = a["xproj"].dtype
-    o = dict(hs=np.zeros((T + 1, B, H), dt), cs=np.zeros((T + 1, B, H), dt), acts=np.zeros((T, B, GH), dt),
-             ghn=np.zeros((T, B, H), dt), d1=np.zeros((T, B, GH), dt), d2=np.zeros((T, B, GH), dt),
-             dh0=np.zeros((B, H), dt), dc0=np.zeros((B, H), dt))
+    o = dict(hs=nans((T + 1, B, H), dt), cs=nans((T + 1, B, H), dt), acts=nans((T, B, GH), dt),
+             ghn=nans((T, B, H), dt), d1=nans((T, B, GH), dt), d2=nans((T, B, GH), dt),
+             dh0=nans((B, H), dt), dc0=nans((B, H), dt))      # NaN: see run_cells
     if kind == "lstm":
         kernels.lstm_sequence_forward(a["xproj"], a["w_hh"], a["h0"], a["c0"], o["hs"], o["cs"], o["acts"])
         kernels.lstm_sequence_backward(a["w_hh"], o["hs"], o["cs"], o["acts"], a["dhs"], a["dh_n"], a["dc_n"],
@@ -115,7 +129,8 @@ def test_sequence_cpu_matches_reference(kind, relu, dtype):
     for T, B, H in SIZES:
         a = make_sequence_inputs(np.random.default_rng(T + B + H), kind, T, B, H, dtype)
         got, want = run_sequence(cpu, kind, a, relu), run_sequence(ref, kind, a, relu)
-        for name in want:
+        for name in SEQUENCE_OUTPUTS[kind]:
+            assert not np.isnan(got[name]).any(), f"{name} not fully written at {(T, B, H)}"
             assert_close(got[name], want[name], dtype)
 
 

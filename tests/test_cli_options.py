@@ -1,0 +1,249 @@
+"""CLI options and promises that had no test, each checked by value: eval's bits/char and
+`sample --argmax` against PyTorch running the checkpoint's weights, `fill --mask`, --epochs,
+--time-limit, --val-frac 0, --lr-schedule step, the optimizer choices, the inf-gradient stop, the
+default run directory, --version, the progress bar, `tinyrnn bench`."""
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+
+from tinyrnn import checkpoint
+from test_cli import TEXT, fails, ok, run
+
+TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--seq-len", "16",
+        "--eval-every", "4", "--save-every", "4", "--quiet"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return str(path)
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8")]
+
+
+def torch_model(run_dir):
+    """The checkpoint's weights in torch.nn.Embedding / LSTM / Linear (float64)."""
+    torch = pytest.importorskip("torch")
+    meta, arrays = checkpoint.load(os.path.join(run_dir, "last"))
+    cfg = meta["model"]
+    w = {k[len("model/"):]: torch.tensor(np.asarray(v, np.float64)) for k, v in arrays.items() if k.startswith("model/")}
+    emb = torch.nn.Embedding(cfg["vocab_size"], cfg["embed"]).double()
+    lstm = torch.nn.LSTM(cfg["embed"], cfg["hidden"], cfg["layers"]).double()
+    head = torch.nn.Linear(cfg["hidden"], cfg["vocab_size"]).double()
+    emb.load_state_dict({"weight": w["embed.weight"]})
+    lstm.load_state_dict({k[len("rnn."):]: v for k, v in w.items() if k.startswith("rnn.")})
+    head.load_state_dict({"weight": w["head.weight"], "bias": w["head.bias"]})
+    return torch, emb, lstm, head, meta["vocab"]
+
+
+@pytest.fixture
+def lstm_run(tmp_path, corpus):
+    out = tmp_path / "run"
+    ok("train", corpus, *TINY, "--steps", "8", "--out", out)
+    return out
+
+
+def test_eval_bits_per_char_matches_torch(lstm_run, tmp_path):
+    torch, emb, lstm, head, vocab = torch_model(lstm_run)
+    text = TEXT[:700]
+    held = tmp_path / "held.txt"
+    held.write_text(text, encoding="utf-8")
+    r = ok("eval", lstm_run, held, "--batch-size", "3", "--seq-len", "32")
+    bpc = float(re.search(r": ([0-9.]+) bits/char", r.stdout).group(1))
+    count = int(re.search(r"\((\d+) characters scored\)", r.stdout).group(1))
+    # the same streams: 3 equal segments of the text, each read as one sequence (the state carried)
+    ids = np.array([vocab.index(c) for c in text])
+    seg = (len(ids) - 1) // 3
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for b in range(3):
+            s = torch.tensor(ids[b * seg: b * seg + seg + 1])
+            out, _ = lstm(emb(s[:-1])[:, None, :])
+            logp = torch.log_softmax(head(out[:, 0]), dim=-1)
+            nll -= logp[torch.arange(seg), s[1:]].sum().item()
+            n += seg
+    assert count == n
+    assert bpc == pytest.approx(nll / n / math.log(2), abs=1e-4)
+    perplexity = float(re.search(r"perplexity ([0-9.]+)", r.stdout).group(1))
+    assert perplexity == pytest.approx(math.exp(nll / n), rel=1e-3)
+
+
+def test_sample_argmax_is_the_greedy_decode(lstm_run):
+    torch, emb, lstm, head, vocab = torch_model(lstm_run)
+    prime, length = "the ", 30
+    text = ok("sample", lstm_run, "--prime", prime, "--length", length, "--argmax").stdout.removesuffix("\n")
+    state, out = None, []
+    with torch.no_grad():
+        x = torch.tensor([vocab.index(c) for c in prime])
+        for _ in range(length):
+            y, state = lstm(emb(x)[:, None, :], state)
+            nxt = int(torch.argmax(head(y[-1, 0])))
+            out.append(vocab[nxt])
+            x = torch.tensor([nxt])
+    assert text == prime + "".join(out)
+    # --temperature 0 is --argmax too; --top-k 1 as well, whatever the seed
+    assert ok("sample", lstm_run, "--prime", prime, "--length", length, "--temperature", "0").stdout.rstrip("\n") == text
+    assert ok("sample", lstm_run, "--prime", prime, "--length", length, "--top-k", "1", "--seed", "5",
+              "--temperature", "1.5").stdout.rstrip("\n") == text
+
+
+def test_fill_mask_option_is_the_gap_character(tmp_path, corpus):
+    out = tmp_path / "bi"
+    ok("train", corpus, *TINY, "--bidir", "--steps", "6", "--out", out)
+    default = ok("fill", out, "th_ qu_ck br_wn").stdout.rstrip("\n")
+    star = ok("fill", out, "th* qu*ck br*wn", "--mask", "*").stdout.rstrip("\n")
+    assert star == default and "*" not in star and "_" not in star
+    assert star[:2] == "th" and star[4:6] == "qu" and star[7:9] == "ck"
+    # with --mask *, '_' is no gap: an ordinary character (not in this vocabulary: an error)
+    fails(["fill", out, "th_ qu*ck", "--mask", "*"], "never saw", "'_'")
+
+
+def test_epochs_sets_the_number_of_steps(tmp_path, corpus):
+    ok("train", corpus, *TINY, "--epochs", "1", "--out", tmp_path / "one")
+    ok("train", corpus, *TINY, "--epochs", "2.5", "--out", tmp_path / "more")
+    meta1, _ = checkpoint.load(tmp_path / "one" / "last")
+    meta2, _ = checkpoint.load(tmp_path / "more" / "last")
+    n1, n2 = meta1["step"], meta2["step"]
+    assert n2 == math.ceil(2.5 * n1)
+    # one epoch reads the training text once: B streams advancing seq_len characters per step
+    B, T = 4, 16
+    train_chars = meta1["data"]["train_chars"]
+    assert train_chars - B * 3 * (T + 1) <= n1 * B * T <= train_chars
+
+
+def test_time_limit_stops_and_saves(tmp_path, corpus):
+    import time
+
+    t0 = time.perf_counter()
+    r = ok("train", corpus, *TINY, "--time-limit", "1.5", "--out", tmp_path / "run")
+    elapsed = time.perf_counter() - t0
+    m = re.match(r"time limit: step (\d+) in", r.stdout)
+    assert m, r.stdout
+    meta, _ = checkpoint.load(tmp_path / "run" / "last")
+    assert meta["step"] == int(m.group(1)) > 0 and elapsed >= 1.5
+
+
+def test_val_frac_zero_trains_on_everything_without_validation(tmp_path, corpus):
+    out = tmp_path / "run"
+    r = ok("train", corpus, *TINY, "--val-frac", "0", "--steps", "8", "--out", out)
+    assert "no validation text" in r.stdout
+    meta, _ = checkpoint.load(out / "last")
+    assert meta["data"]["val_chars"] == 0 and meta["data"]["train_chars"] == len(TEXT)
+    assert not any("val_bpc" in row for row in rows(out)) and any("loss_bpc" in row for row in rows(out))
+    assert not (out / "best.json").exists()
+
+
+def test_lr_schedule_step(tmp_path, corpus):
+    """After the warm-up, the lr is multiplied by 0.3 every steps // 3 updates."""
+    out = tmp_path / "run"
+    ok("train", corpus, *TINY, "--lr-schedule", "step", "--warmup", "0", "--lr", "0.01", "--steps", "60",
+       "--out", out)
+    lrs = {row["step"]: row["lr"] for row in rows(out) if "lr" in row}
+    # the lr logged at step s is the one the next update uses: 0.01 * 0.3 ** (s // 20)
+    assert lrs == pytest.approx({10: 0.01, 20: 0.003, 30: 0.003, 40: 0.0009, 50: 0.0009, 60: 0.00027})
+
+
+@pytest.mark.parametrize("name,cls,buffers", [("adamw", "AdamW", {"exp_avg", "exp_avg_sq"}),
+                                              ("rmsprop", "RMSprop", {"square_avg"}),
+                                              ("adagrad", "Adagrad", {"sum"})])
+def test_optimizer_choices(tmp_path, corpus, name, cls, buffers):
+    """--optimizer X trains with X: its state is in the checkpoint, and the first update has X's
+    size (lr * sign(g) for AdamW (+ decay) and Adagrad, lr * sign(g) / sqrt(1 - alpha) for RMSprop)."""
+    common = [corpus, *TINY, "--optimizer", name, "--lr-schedule", "constant", "--warmup", "0", "--clip", "0",
+              "--steps", "1", "--val-frac", "0"]
+    ok("train", *common, "--lr", "0.001", "--out", tmp_path / "a")
+    ok("train", *common, "--lr", "0.002", "--out", tmp_path / "b")
+    meta, arrays = checkpoint.load(tmp_path / "a" / "last")
+    opt = checkpoint.unpack(meta["optimizer"], arrays)
+    assert opt["type"] == cls
+    assert buffers <= {k.split(".", 1)[1] for k in opt["state"]}
+    wa = arrays["model/rnn.weight_hh_l0"].astype(np.float64)
+    wb = checkpoint.load(tmp_path / "b" / "last")[1]["model/rnn.weight_hh_l0"].astype(np.float64)
+    w0 = 2 * wa - wb                       # both runs start from the same weights: the update is linear in lr
+    step = (w0 - wa) / 0.001               # sign(g) (times 10 for RMSprop), plus weight decay for AdamW
+    if name == "adamw":
+        step -= 0.01 * w0
+    scale = 10.0 if name == "rmsprop" else 1.0
+    moved = np.abs(step) > 1e-3 * scale
+    assert moved.mean() > 0.9
+    size = np.abs(step[moved])
+    assert (size <= scale * 1.02).all()                        # never more than lr (x scale) per weight
+    assert np.mean(np.abs(size - scale) < 0.02 * scale) > 0.98  # (a few with |g| ~ eps move less)
+
+
+def test_inf_gradient_norm_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch):
+    from tinyrnn import optim
+
+    real_clip, calls = optim.clip_grad_norm, []
+
+    def clip_with_an_inf_gradient(params, max_norm, *a, **k):
+        calls.append(1)
+        if len(calls) == 5:                        # the 5th update's gradient holds an inf
+            params[0].grad.reshape(-1)[3] = np.inf
+        return real_clip(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(optim, "clip_grad_norm", clip_with_an_inf_gradient)
+    out = tmp_path / "run"
+    line = fails(["train", corpus, *TINY, "--steps", "20", "--save-every", "100", "--out", out],
+                 "gradient norm became inf", "at step 5", "last good")
+    assert "(step 4)" in line
+    meta, arrays = checkpoint.load(out / "last")
+    assert meta["step"] == 4
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("model/"))
+
+
+def test_default_run_directory(tmp_path, corpus, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [corpus, *TINY, "--steps", "1"]
+    ok("train", *args, "--cell", "gru")
+    ok("train", *args, "--cell", "gru")
+    ok("train", *args, "--bidir")
+    assert sorted(os.listdir(tmp_path / "runs")) == ["corpus-gru", "corpus-gru-2", "corpus-lstm-bidir"]
+    assert (tmp_path / "runs" / "corpus-gru-2" / "last.json").exists()
+
+
+def test_version():
+    import tinyrnn
+
+    r = ok("--version")
+    assert r.stdout.strip() == f"tinyrnn, version {tinyrnn.__version__}"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as f:
+        assert f'version = "{tinyrnn.__version__}"' in f.read()
+
+
+def test_progress_bar_format():
+    from tinyrnn.progress import Progress
+
+    bar = Progress(total=3000)
+    assert bar.render(1200, loss=1.62, val_bpc=1.98, chars_per_s=31234.0, eta=64) == \
+        "step 1200/3000 [########............]  40% | loss 1.620 | val 1.980 bpc | 31.2K chars/s | ETA 1:04"
+    assert Progress().render(7) == "step 7"
+
+
+def test_progress_bar_shows_without_quiet(tmp_path, corpus):
+    args = [corpus, *[a for a in TINY if a != "--quiet"], "--steps", "5"]
+    r = ok("train", *args, "--out", tmp_path / "a")
+    first = [line for line in r.stderr.splitlines() if line.startswith("step ")]
+    assert first and re.fullmatch(r"step 1/5 \[####\.{16}\]  20%( \| .*)?", first[0]), r.stderr
+    r = ok("train", *args, "--quiet", "--out", tmp_path / "b")
+    assert not any(line.startswith("step ") for line in r.stderr.splitlines())
+
+
+def test_bench_smoke(tmp_path):
+    r = ok("bench", "--configs", "a", "--repeats", "1", "--steps", "1", "--no-torch",
+           "--skip", "sampling,help,startup,rss", "--json", tmp_path / "b.json")
+    lines = [line for line in r.stdout.splitlines() if line.startswith("a ")]
+    assert len(lines) == 1 and "LSTM 1x128 B32 T64" in lines[0], r.stdout
+    ours = float(lines[0].split()[5])                  # cfg, the model (4 words), tinyrnn c/s, ...
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert set(data["configs"]) == {"a"} and data["configs"]["a"]["tinyrnn"] == pytest.approx(ours, abs=0.5)
+    assert ours > 0 and math.isnan(data["configs"]["a"]["torch"])          # --no-torch: no torch column
+    assert data["matmul_peak_gflops"] > 0 and "sampling" not in data and "peak_rss_mb" not in data

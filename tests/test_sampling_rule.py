@@ -1,0 +1,94 @@
+"""The sampling rule (temperature, top-k, top-p) against a plain statement of it, on known logits,
+for the numpy reference ``sample_index`` and for the Numba generation kernels (a model whose head
+gives fixed logits: w_out = 0, b_out = the logits, so every draw uses the same distribution).
+
+The rule: p = softmax(z / temperature); rank the indices by decreasing p (ties: lower index
+first); keep the first top_k (all if top_k <= 0); then, if top_p < 1, the shortest prefix of those
+whose probabilities sum to >= top_p; walk the kept indices in rank order and return the first at
+which the running sum of p exceeds u * (sum of kept p). temperature <= 0: the argmax.
+"""
+import numpy as np
+import pytest
+
+from tinyrnn.kernels import cpu, reference
+
+P = np.array([0.5, 0.1, 0.3, 0.05, 0.05])        # ranked: 0, 2, 1, 3, 4 (3 before 4: the tie)
+LOGITS = np.log(P) + 2.0                          # softmax(LOGITS) == P
+US = np.linspace(0.0, 0.999, 1000)
+
+# (temperature, top_k, top_p) -> [(u below which, index)], written out by hand from P
+CASES = {
+    (1.0, 0, 1.0): [(0.5, 0), (0.8, 2), (0.9, 1), (0.95, 3), (1.0, 4)],
+    (1.0, 2, 1.0): [(0.5 / 0.8, 0), (1.0, 2)],                     # kept {0, 2}, total 0.8
+    (1.0, 3, 1.0): [(0.5 / 0.9, 0), (0.8 / 0.9, 2), (1.0, 1)],
+    (1.0, 1, 1.0): [(1.0, 0)],                                      # top_k 1: always the argmax
+    (1.0, 0, 0.7): [(0.5 / 0.8, 0), (1.0, 2)],                      # shortest prefix >= 0.7: {0, 2}
+    (1.0, 0, 0.85): [(0.5 / 0.9, 0), (0.8 / 0.9, 2), (1.0, 1)],     # >= 0.85: {0, 2, 1}
+    (1.0, 0, 0.2): [(1.0, 0)],                                      # small top_p: the most probable only
+    (1.0, 2, 0.95): [(0.5 / 0.8, 0), (1.0, 2)],                     # top_k first, then top_p
+    # temperature 0.5: p ~ P**2 = .25, .01, .09, .0025, .0025 (sum .355)
+    (0.5, 0, 1.0): [(0.25 / 0.355, 0), (0.34 / 0.355, 2), (0.35 / 0.355, 1), (0.3525 / 0.355, 3), (1.0, 4)],
+    # temperature 2: p ~ sqrt(P)
+    (2.0, 2, 1.0): [(np.sqrt(0.5) / (np.sqrt(0.5) + np.sqrt(0.3)), 0), (1.0, 2)],
+}
+
+
+def expected(u, bands):
+    for upper, index in bands:
+        if u < upper:
+            return index
+    return bands[-1][1]
+
+
+def near_a_boundary(u, bands):
+    return any(abs(u - upper) < 1e-9 for upper, _ in bands)
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=str)
+def test_reference_sample_index(case):
+    temperature, top_k, top_p = case
+    bands = CASES[case]
+    for u in US:
+        if not near_a_boundary(u, bands):
+            assert reference.sample_index(LOGITS, u, temperature, top_k, top_p) == expected(u, bands), u
+
+
+def test_reference_argmax_at_temperature_zero():
+    z = np.array([0.1, 3.0, -2.0, 3.0])                 # the first maximum wins
+    for u in (0.0, 0.5, 0.99):
+        assert reference.sample_index(z, u, 0.0, 0, 1.0) == 1
+        assert reference.sample_index(z, u, 1.0, 1, 1.0) == 1
+
+
+def kernel_draws(kind, logits, uniforms, temperature, top_k, top_p):
+    """The CPU generation kernel on a 1-layer model whose head ignores the state: logits = b_out."""
+    rng = np.random.default_rng(0)
+    V, E, H = len(logits), 3, 4
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    emb, w_ih0 = rng.standard_normal((V, E)), rng.standard_normal((G * H, E))
+    w_ih, w_hh = np.zeros((0, G * H, H)), rng.standard_normal((1, G * H, H))
+    b = rng.standard_normal((1, G * H))
+    w_out, b_out = np.zeros((V, H)), np.array(logits, dtype=np.float64)
+    h, c = np.zeros((1, H)), np.zeros((1, H))
+    prime, out = np.array([1], dtype=np.int64), np.full(len(uniforms), -1, dtype=np.int64)
+    tail = (prime, np.asarray(uniforms, dtype=np.float64), temperature, top_k, top_p, out)
+    if kind == "lstm":
+        cpu.lstm_generate(emb, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, *tail)
+    elif kind == "gru":
+        cpu.gru_generate(emb, w_ih0, w_ih, w_hh, b, b.copy(), w_out, b_out, h, *tail)
+    else:
+        cpu.rnn_generate(emb, w_ih0, w_ih, w_hh, b, False, w_out, b_out, h, *tail)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_kernel_sampling_rule(kind):
+    for (temperature, top_k, top_p), bands in CASES.items():
+        us = np.array([u for u in US if not near_a_boundary(u, bands)])
+        got = kernel_draws(kind, LOGITS, us, temperature, top_k, top_p)
+        want = np.array([expected(u, bands) for u in us])
+        bad = np.flatnonzero(got != want)
+        assert not len(bad), ((temperature, top_k, top_p), us[bad[:5]], got[bad[:5]], want[bad[:5]])
+    z = np.array([0.1, 3.0, -2.0, 3.0])
+    assert (kernel_draws(kind, z, US[::50], 0.0, 0, 1.0) == 1).all()
+    assert (kernel_draws(kind, z, US[::50], 1.0, 1, 1.0) == 1).all()

@@ -223,8 +223,10 @@ def test_progress_bar_format():
     from tinyrnn.progress import Progress
 
     bar = Progress(total=3000)
-    assert bar.render(1200, loss=1.62, val_bpc=1.98, chars_per_s=31234.0, eta=64) == \
+    assert bar.render(1200, loss=1.62, metric="val 1.980 bpc", rate=31234.0, eta=64) == \
         "step 1200/3000 [########............]  40% | loss 1.620 | val 1.980 bpc | 31.2K chars/s | ETA 1:04"
+    assert Progress(total=10, unit="tokens").render(5, rate=1500.0) == \
+        "step 5/10 [##########..........]  50% | 1.5K tokens/s"
     assert Progress().render(7) == "step 7"
 
 

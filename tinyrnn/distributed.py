@@ -32,6 +32,7 @@ launchers set and returns ``Single()``, whose every method is a no-op.
 """
 import contextlib
 import os
+import signal
 import sys
 
 import numpy as np
@@ -74,6 +75,14 @@ def rows(batch_size, rank, size):
     base, extra = divmod(batch_size, size)
     start = rank * base + min(rank, extra)
     return slice(start, start + base + (rank < extra))
+
+
+def resume_note(saved, now):
+    """What resuming a run trained on ``saved`` processes on ``now`` processes means."""
+    def n(k):
+        return f"{k} process" + ("es" if k != 1 else "")
+    return (f"note: the run was trained on {n(saved)}, continuing on {n(now)}: the same global batch, "
+            "only the order of floating-point sums changes")
 
 
 def cores():
@@ -155,6 +164,8 @@ class MPIWorld(Single):
         allreduce of a flat float32 buffer -> (global mean loss, global units)."""
         if self.fail_at is not None:
             self.fail_at -= 1
+            if self.fail_at <= 0 and os.environ.get("TINYRNN_TEST_FAIL_HOW") == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
             if self.fail_at <= 0:
                 raise RuntimeError("TINYRNN_TEST_FAIL_RANK: a test asked this rank to fail")
         sizes = [int(np.prod(p.data.shape)) for p in params]
@@ -221,10 +232,12 @@ class MPIWorld(Single):
             what = str(e) if isinstance(e, TinyRNNError) else f"{type(e).__name__}: {e}"
             print(f"error: rank {self.rank} failed: {' '.join(what.split())}", file=sys.__stderr__, flush=True)
             self.comm.Abort(1)
+            os._exit(1)                      # Abort may return before the launcher ends this process
 
 
 def _test_failure(rank):
-    """The step at which a test asked this rank to raise (TINYRNN_TEST_FAIL_RANK / _STEP), or None."""
+    """The step at which a test asked this rank to fail (TINYRNN_TEST_FAIL_RANK / _STEP), or None.
+    It raises, or with TINYRNN_TEST_FAIL_HOW=kill dies at once (SIGKILL)."""
     if os.environ.get("TINYRNN_TEST_FAIL_RANK") != str(rank):
         return None
     return int(os.environ.get("TINYRNN_TEST_FAIL_STEP", "1"))

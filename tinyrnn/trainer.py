@@ -351,9 +351,8 @@ class Trainer:
         if self.world.is_root:
             checkpoint.atomic_write(self._path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows).encode())
         self.log(f"resuming {self.out} at step {self.step}")
-        if meta.get("processes", 1) != self.world.size:
-            self.log(f"note: the run was trained on {meta.get('processes', 1)} process(es), continuing on "
-                     f"{self.world.size}: the same global batch, only the order of floating-point sums changes")
+        if meta.get("processes", 1) != self.world.size:              # MPI: resuming on another N is fine
+            self.log(distributed.resume_note(meta.get("processes", 1), self.world.size))
 
     def _path(self, name):
         return os.path.join(self.out, name)

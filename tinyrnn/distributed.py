@@ -230,7 +230,8 @@ class MPIWorld(Single):
             if getattr(e, "agreed", False) and not self.is_root:
                 self.comm.Barrier()          # raised on every rank: wait for rank 0 to report it and abort
             what = str(e) if isinstance(e, TinyRNNError) else f"{type(e).__name__}: {e}"
-            print(f"error: rank {self.rank} failed: {' '.join(what.split())}", file=sys.__stderr__, flush=True)
+            who = "" if getattr(e, "agreed", False) else f"rank {self.rank} failed: "
+            print(f"error: {who}{' '.join(what.split())}", file=sys.__stderr__, flush=True)
             self.comm.Abort(1)
             os._exit(1)                      # Abort may return before the launcher ends this process
 

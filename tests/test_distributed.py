@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -180,3 +181,54 @@ def test_a_failing_rank_ends_the_job(tmp_path, corpus, how):
     meta, arrays = checkpoint.load(out / "last")            # rank 0's last checkpoint is whole
     assert meta["step"] == 2 and all(np.isfinite(v).all() for v in arrays.values())
     assert arrays["state/h"].shape == (1, 4, 16)              # the whole batch's state
+
+
+# ----------------------------------------------------------------------------- stopping together
+
+@needs_mpi
+def test_threads_default_to_the_cores_shared_among_local_ranks(tmp_path):
+    code = ("import sys\n"
+            "from tinyrnn import distributed\n"
+            "w = distributed.world()\n"
+            "row = (w.rank, w.size, w.local_size(), w.threads(None), w.threads(3), distributed.cores())\n"
+            "open(f'{sys.argv[1]}/{w.rank}', 'w').write(' '.join(map(str, row)))\n")   # not stdout: ranks interleave
+    r = subprocess.run(mpirun(2) + [sys.executable, "-c", code, str(tmp_path)], env=env(), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [tuple(map(int, (tmp_path / str(rank)).read_text().split())) for rank in (0, 1)]
+    cores = rows[0][5]
+    assert rows == [(0, 2, 2, max(1, cores // 2), 3, cores), (1, 2, 2, max(1, cores // 2), 3, cores)]
+
+
+@needs_mpi
+def test_time_limit_stops_every_rank_at_the_same_step(tmp_path, corpus):
+    out = tmp_path / "run"
+    r = train([corpus, *TINY, "--batch-size", 4, "--time-limit", 2, "--out", out], processes=2, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("time limit: step") == 1, r.stdout
+    assert checkpoint.load(out / "last")[0]["step"] >= 1
+
+
+@needs_mpi
+def test_ctrl_c_on_mpiexec_saves_and_stops_every_rank(tmp_path, corpus):
+    out = tmp_path / "run"
+    cmd = mpirun(2) + [sys.executable, "-m", CLI_MODULE, "train", corpus, *TINY, "--batch-size", 4,
+                       "--steps", 1000000, "--eval-every", 1000000, "--save-every", 1000000, "--out", out]
+    proc = subprocess.Popen(list(map(str, cmd)), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        metrics = out / "metrics.jsonl"
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.exists() and metrics.read_text().count("\n") >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)          # MPICH's mpiexec passes it on to every rank
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stdout.count("interrupted: step") == 1 and stderr.count("interrupted at step") == 1, (stdout, stderr)
+    meta, arrays = checkpoint.load(out / "last")
+    assert meta["step"] >= 20 and arrays["state/h"].shape == (1, 4, 16)

@@ -17,6 +17,10 @@ One step:
 
 Everything needed to continue exactly is in the checkpoint: weights, optimizer buffers, schedule
 position, the library's RNG state, the carried state and the step.
+
+Under ``mpirun -n N`` the same loop runs on every process: the lines marked ``MPI hook`` (see
+``distributed.py``; no-ops without a launcher) split each batch, average the gradients with one
+allreduce, agree on stopping, and let rank 0 alone print and write.
 """
 import json
 import math

@@ -118,7 +118,8 @@ def cli():
 @book_opt("--save-every", type=int, default=DEFAULTS["save_every"], show_default=True)
 @book_opt("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
 @book_opt("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@book_opt("--threads", type=int, default=None, help="Compute threads [default: all cores].")
+@book_opt("--threads", type=int, default=None, help="Compute threads per process [default: all cores; "
+          "under mpirun: the cores shared among the processes on each machine].")
 @book_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
           help="Where to compute (cuda: an NVIDIA GPU through numba.cuda).")
 @book_opt("--quiet", is_flag=True, help="No progress bar.")
@@ -137,8 +138,9 @@ def train(ctx, corpus, quiet, resume, out, **options):
                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     cfg = TrainConfig(corpus=corpus, **options)
     summary = run_training(cfg, out=out, resume=resume, explicit=explicit, progress=not quiet)
-    click.echo(summary["line"])
-    if summary["stopped"] == "interrupted":
+    if summary["root"]:                       # under mpirun, rank 0 alone reports
+        click.echo(summary["line"])
+    if summary["stopped"] == "interrupted" and summary["root"]:
         click.echo(f"interrupted at step {summary['step']}: saved {summary['out']}/last; continue with: "
                    f"tinyrnn train --resume --out {summary['out']}", err=True)
         ctx.exit(EXIT_INTERRUPTED)

@@ -315,15 +315,16 @@ class StreamBatches:
             return 0
         return int(np.random.default_rng([self.seed, epoch]).integers(0, self.max_offset + 1))
 
-    def batch(self, step):
+    def batch(self, step, streams=None):
         """(windows (window, B) int64, starts_epoch): batch number ``step`` counted from 0.
 
         ``starts_epoch`` is True for the first batch of an epoch: the caller resets its hidden state.
+        ``streams``: a slice of the B streams to read (one MPI rank's part), default all.
         """
         epoch, k = divmod(step, self.steps_per_epoch)
         start = self.offset(epoch) + k * self.stride
         rows = [self.ids[b * self.segment + start: b * self.segment + start + self.window]
-                for b in range(self.batch_size)]
+                for b in range(self.batch_size)[streams or slice(None)]]
         return np.stack(rows, axis=1).astype(np.int64), k == 0
 
     def __iter__(self):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .data import Corpus, StreamBatches, Vocab, describe_chars, load_corpus, remap
+from .distributed import rows
 from .errors import TinyRNNError
 from .trainer import LoopConfig, Task, Trainer, TrainingDiverged  # noqa: F401 (TrainingDiverged: public)
 
@@ -103,6 +104,7 @@ class CharTask(Task):
     validation bits/char."""
 
     family, unit, metric, higher_is_better = "char", "chars", "val_bpc", False
+    shardable = True             # MPI: batch() reads only this rank's streams (see distributed.py)
     loss_name, loss_scale, short_metric = "loss_bpc", 1 / LN2, "val {:.3f} bpc"
 
     def __init__(self, cfg, saved, log):
@@ -126,10 +128,10 @@ class CharTask(Task):
         self.model = CharRNN(len(self.vocab), cfg.cell, cfg.hidden, cfg.layers, cfg.embed, cfg.dropout, cfg.bidir)
 
     def batch(self, step):
-        return self.batches.batch(step)
+        return self.batches.batch(step, rows(self.batch_size, *self.shard))    # MPI hook: this rank's streams
 
     def units(self, x):
-        return self.batch_size * self.cfg.seq_len
+        return x.shape[1] * self.cfg.seq_len
 
     def loss(self, x, state):
         from . import ops

@@ -17,6 +17,10 @@ One step:
 
 Everything needed to continue exactly is in the checkpoint: weights, optimizer buffers, schedule
 position, the library's RNG state, the carried state and the step.
+
+Under ``mpirun -n N`` the same loop runs on every process: the lines marked ``MPI hook`` (see
+``distributed.py``; no-ops without a launcher) split each batch, average the gradients with one
+allreduce, agree on stopping, and let rank 0 alone print and write.
 """
 import json
 import math
@@ -29,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .errors import TinyRNNError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
@@ -103,7 +107,13 @@ class Task:
         units(batch) -> int                    characters / tokens in a batch (for rates)
         checkpoint_meta() -> dict              what rebuilds the model: {"model": config, "vocab": ...}
         describe(value, best) -> str           the metric for the final line, e.g. "val 1.23 bits/char"
+
+    Under mpirun (``distributed.py``) a task with ``shardable = True`` finds ``shard = (rank, size)``
+    set before the first batch: ``batch(step)`` then returns only rows ``distributed.rows(B, rank, size)``
+    of the global batch, and ``units`` counts that part.
     """
+    shardable = False            # whether batch() honours ``shard`` (needed to train under mpirun)
+    shard = (0, 1)
     family = "char"              # stored in checkpoints: what ``checkpoint.load_model`` builds
     unit = "chars"               # what the rates count
     metric = "val_bpc"           # the evaluation metric that picks the best checkpoint
@@ -267,6 +277,7 @@ class StopSignal:
 
 class TrainingDiverged(TinyRNNError):
     """The loss (or the gradient norm) became NaN or infinite."""
+    agreed = True       # MPI: every rank raises it at the same step (rank 0 alone reports it)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -286,6 +297,9 @@ class Trainer:
         self.explicit, self.progress = explicit, progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.default_out = default_out
+        self.world = distributed.world()          # MPI hook: Single() (no MPI) unless started by mpirun
+        if not self.world.is_root:
+            self.log = lambda msg: None
 
     # ---- set-up ---------------------------------------------------------------------------------
     def setup(self):
@@ -300,12 +314,14 @@ class Trainer:
         self.out = self.out or self.default_out(cfg)
         if not self.resume and os.path.exists(os.path.join(self.out, "last.json")):
             raise TinyRNNError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
-        if cfg.threads:
+        threads = self.world.threads(cfg.threads)     # MPI hook: cores / local ranks unless --threads
+        if threads:
             from . import set_num_threads
 
-            set_num_threads(cfg.threads)
+            set_num_threads(threads)
         use_device(cfg.device)
         self.task = task = self.task_class(cfg, saved, self.log)
+        self.world.check_task(task)                  # MPI hook: this rank's shard of every batch
         self.total = cfg.steps or (math.ceil(cfg.epochs * task.steps_per_epoch) if cfg.epochs else None)
         if self.total is None and not cfg.time_limit:
             self.total = cfg.DEFAULT_STEPS
@@ -330,13 +346,17 @@ class Trainer:
         self.opt.load_state_dict(checkpoint.unpack(meta["optimizer"], arrays))
         self.sched.load_state_dict({**self.sched.state_dict(), "t": meta["schedule"]["t"]})   # keep the (new) length
         random.set_state(meta["rng"])
-        self.state = state_from_arrays({k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")})
+        state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
+        self.state = state_from_arrays(self.world.scatter_state(state))   # MPI hook: this rank's rows
         self.step = int(meta["step"])
         self.history = meta["metrics"]
         self.best = self.history.get("best")
         rows = [r for r in read_metrics(self._path("metrics.jsonl")) if r.get("step", 0) <= self.step]
-        checkpoint.atomic_write(self._path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows).encode())
+        if self.world.is_root:
+            checkpoint.atomic_write(self._path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows).encode())
         self.log(f"resuming {self.out} at step {self.step}")
+        if meta.get("processes", 1) != self.world.size:              # MPI: resuming on another N is fine
+            self.log(distributed.resume_note(meta.get("processes", 1), self.world.size))
 
     def _path(self, name):
         return os.path.join(self.out, name)
@@ -350,11 +370,14 @@ class Trainer:
         if new_epoch:
             self.state = None
         loss, new_state = self.task.loss(batch, self.state)
-        value = float(loss.item())
+        value, units = float(loss.item()), self.task.units(batch)
         norm = 0.0
         if math.isfinite(value):
             self.model.zero_grad()
             loss.backward()
+        # MPI hook: one allreduce -> every rank holds the global mean gradient and loss (no-op alone)
+        value, units = self.world.average_gradients(self.params, value, units)
+        if math.isfinite(value):
             norm = optim.clip_grad_norm(self.params, self.cfg.clip) if self.cfg.clip > 0 else 0.0
         if not (math.isfinite(value) and math.isfinite(norm)):
             self._diverged(value, norm)
@@ -362,7 +385,7 @@ class Trainer:
         self.sched.step()
         self.state = detach_state(new_state)
         self.step += 1
-        return value, self.task.units(batch)
+        return value, units
 
     def _diverged(self, value, norm):
         what = f"loss became {value}" if not math.isfinite(value) else f"the gradient norm became {norm}"
@@ -379,7 +402,7 @@ class Trainer:
     def evaluate(self):
         """Score the held-out data, log it, and save ``best`` when it improved."""
         metric = self.task.metric
-        value = self.task.evaluate()
+        value = self.world.from_root(self.task.evaluate)    # MPI hook: rank 0 evaluates, every rank knows
         self.record({"step": self.step, metric: round(value, 5)})
         self.history[metric] = value
         if self.best is None or (value > self.best[metric] if self.task.higher_is_better
@@ -392,8 +415,12 @@ class Trainer:
     def save(self, name):
         """Write the ``name`` checkpoint (``last`` or ``best``) of the run as it is now."""
         arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        arrays.update({f"state/{k}": v for k, v in state_arrays(self.state).items()})
+        state = self.world.gather_state(state_arrays(self.state))    # MPI hook: the whole batch's state
+        if not self.world.is_root:                                   # MPI: rank 0 alone writes
+            return
+        arrays.update({f"state/{k}": v for k, v in state.items()})
         meta = {"family": self.task.family, **self.task.checkpoint_meta(), "step": self.step,
+                "processes": self.world.size,
                 "train_config": self.cfg.to_json(),
                 "optimizer": checkpoint.pack(self.opt.state_dict(), arrays, "optim"),
                 "schedule": self.sched.state_dict(), "rng": _rng_state(), "metrics": self.history}
@@ -406,12 +433,19 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------------
     def run(self):
+        """Set up and train; the summary dict (see ``summary``)."""
+        with self.world.guard():          # MPI hook: a rank that raises aborts the job, naming itself
+            return self._run()
+
+    def _run(self):
         from .progress import Progress
 
         self.setup()
         cfg, task = self.cfg, self.task
-        self.metrics_file = open(self._path("metrics.jsonl"), "a", encoding="utf-8")
-        self.bar = Progress(total=self.total, time_limit=cfg.time_limit, enabled=self.progress, unit=task.unit)
+        root = self.world.is_root          # MPI: only rank 0 writes metrics and shows progress
+        self.metrics_file = open(self._path("metrics.jsonl") if root else os.devnull, "a", encoding="utf-8")
+        self.bar = Progress(total=self.total, time_limit=cfg.time_limit, enabled=self.progress and root,
+                            unit=task.unit)
         start_step, self.t_start = self.step, time.perf_counter()
         window = _Window(self.t_start)
         rate, self.stopped = None, "done"
@@ -430,6 +464,7 @@ class Trainer:
                     self.bar.update(self.step, loss=self.history.get("train_loss"),
                                     metric=None if value is None else task.short_metric.format(value),
                                     rate=rate, eta=self.bar.eta(self.step, elapsed, start_step))
+                    stop.hit, elapsed = self.world.agree(stop.hit, elapsed)   # MPI: all ranks stop together
                     if stop.hit:
                         self.stopped = "interrupted"
                         break
@@ -457,7 +492,8 @@ class Trainer:
         last_loss = self.history.get("train_loss")
         summary = {"out": self.out, "step": self.step, "stopped": self.stopped, metric: self.history.get(metric),
                    "best": self.best, "train_loss": last_loss, "seconds": elapsed, f"{task.unit}_per_s": speed,
-                   "plot": plot_metrics(self.out, task.loss_name, metric)}
+                   "plot": plot_metrics(self.out, task.loss_name, metric) if self.world.is_root else None,
+                   "root": self.world.is_root}
         total = f"/{self.total}" if self.total else ""
         summary["line"] = (f"{self.stopped}: step {self.step}{total} in {format_duration(elapsed)} "
                            f"({format_rate(speed)} {task.unit}/s); {task.describe(summary[metric], self.best)}; "

@@ -74,8 +74,9 @@ def train(ctx, train_file, quiet, resume, out, **options):
                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     summary = train_tagger(TagConfig(train=train_file, **options), out=out, resume=resume, explicit=explicit,
                            progress=not quiet)
-    click.echo(summary["line"])
-    if summary["stopped"] == "interrupted":
+    if summary["root"]:                       # under mpirun, rank 0 alone reports
+        click.echo(summary["line"])
+    if summary["stopped"] == "interrupted" and summary["root"]:
         click.echo(f"interrupted at step {summary['step']}: saved {summary['out']}/last; continue with: "
                    f"tinyrnn tag train --resume --out {summary['out']}", err=True)
         ctx.exit(EXIT_INTERRUPTED)

@@ -232,3 +232,29 @@ def test_ctrl_c_on_mpiexec_saves_and_stops_every_rank(tmp_path, corpus):
     assert stdout.count("interrupted: step") == 1 and stderr.count("interrupted at step") == 1, (stdout, stderr)
     meta, arrays = checkpoint.load(out / "last")
     assert meta["step"] >= 20 and arrays["state/h"].shape == (1, 4, 16)
+
+
+# ----------------------------------------------------------------------------- the tagger
+
+@needs_mpi
+def test_two_processes_train_the_same_tagger_as_one(tmp_path):
+    """``tinyrnn tag train`` shards each batch of sentences the same way (no dropout, so the only
+    difference between 1 and 2 processes is the order of floating-point sums)."""
+    from test_tagger import sentences, write_conllu
+
+    train_file = write_conllu(tmp_path / "train.conllu", sentences(24))
+    dev_file = write_conllu(tmp_path / "dev.conllu", sentences(6, seed=3))
+    args = ["tag", "train", train_file, "--dev", dev_file, "--hidden", "8", "--layers", "1", "--word-dim", "8",
+            "--char-hidden", "4", "--dropout", "0", "--word-dropout", "0", "--batch-size", "5", "--steps", "5",
+            "--eval-every", "5", "--threads", "1", "--quiet"]
+    runs = {}
+    for n in (None, 2):
+        out = tmp_path / f"run{n}"
+        cmd = [sys.executable, "-m", CLI_MODULE, *map(str, args), "--out", str(out)]
+        r = subprocess.run(cmd if n is None else mpirun(n) + cmd, env=env(), capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.count("done: step 5/5") == 1
+        runs[n] = checkpoint.load(out / "last")[1]
+    for k, v in runs[None].items():
+        np.testing.assert_allclose(runs[2][k], v, rtol=1e-5, atol=1e-6, err_msg=k)

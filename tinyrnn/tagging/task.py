@@ -29,6 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import TinyRNNError
+from ..distributed import rows
 from ..trainer import LoopConfig, Task, Trainer
 from . import conll
 from .batch import TaggerVocabs, encode_batch, epoch_batches
@@ -94,6 +95,7 @@ class TaggerTask(Task):
 
     family, unit, metric, higher_is_better = "tagger", "tokens", "dev_accuracy", True
     loss_name, loss_scale, short_metric = "loss", 1.0, "dev {:.2%}"
+    shardable = True             # MPI: batch() reads only this rank's sentences (see distributed.py)
 
     def __init__(self, cfg, saved, log):
         if cfg.train is None:
@@ -126,6 +128,8 @@ class TaggerTask(Task):
         if self._plan[0] != epoch:
             self._plan = (epoch, epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch))
         chosen = [self.train[i] for i in self._plan[1][k]]
+        if len(chosen) >= self.shard[1]:        # MPI hook: this rank's sentences (a batch smaller than the
+            chosen = chosen[rows(len(chosen), *self.shard)]   # number of ranks is run whole by each)
         rng = np.random.default_rng([self.cfg.seed, step, 1])
         return encode_batch(self.vocabs, [s.words for s in chosen], [s.tags for s in chosen],
                             self.cfg.word_dropout, rng), k == 0

@@ -143,11 +143,14 @@ def test_a_kill_at_every_write_and_rename_leaves_a_run_that_resumes(tmp_path, co
             shutil.copytree(base, run_dir)
         with monkeypatch.context() as m:
             calls = kill_at(m, k, run_dir, snap)
-            r = run(*args, "--out", run_dir)
+            try:
+                r = run(*args, "--out", run_dir)
+            except Killed:
+                r = None
         if not snap.exists():                   # the run finished before the k-th call: every point covered
-            assert r.exit_code == 0 and calls[0] < k, r.output
+            assert r is not None and r.exit_code == 0 and calls[0] < k, r and r.output
             break
-        assert isinstance(r.exception, Killed), (r.output, r.exception)
+        assert r is None
         assert_recoverable(snap, corpus, 6)
         k, positions = k + 1, positions + 1
     assert positions >= 10                      # step-0 save, periodic/best saves, the final save (+ metrics)
@@ -323,7 +326,7 @@ def test_a_second_signal_outside_a_save_says_nothing_was_saved(tmp_path, corpus,
 
     monkeypatch.setattr(trainer.Trainer, "train_step", step_with_two_signals)
     r = run("train", corpus, *TINY, "--steps", "100", "--out", tmp_path / "run")
-    line = one_line_error(r, "interrupted again", "without saving", "step 0", "--resume")
+    line = one_line_error(r, "interrupted again", "without saving", "(step 2)", "--resume")
     assert r.exit_code == 130, line
 
 
@@ -446,7 +449,7 @@ def test_train_from_a_pipe(tmp_path):
     r = subprocess.run(cmd, input=TEXT, env=env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert checkpoint.load(out / "last")[0]["data"]["bytes"] == len(TEXT.encode())
-    r = subprocess.run(cmd[:3] + [*TINY, "--steps", "2", "--out", str(tmp_path / "r2")], input="", env=env(),
+    r = subprocess.run(cmd[:5] + [*TINY, "--steps", "2", "--out", str(tmp_path / "r2")], input="", env=env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "is empty" in r.stderr and "unexpected" not in r.stderr
 
@@ -469,7 +472,11 @@ def corruptions(meta):
     keys += [("optimizer", k) for k in meta["optimizer"]] + [("schedule", "t"), ("model", "vocab_size"),
                                                               ("model", "hidden"), ("metrics", "best")]
     for path in keys:
-        for label, value in (("missing", KeyError), ("wrong type", {"a": [1]}), ("negative", -5),
+        original = meta
+        for key in path:
+            original = original.get(key) if isinstance(original, dict) else None
+        other_type = 5 if isinstance(original, str) else "text"
+        for label, value in (("missing", KeyError), ("wrong type", other_type), ("negative", -5),
                              ("huge", 10 ** 30)):
             out.append((f"{'.'.join(path)} {label}", path, value))
     return out
@@ -499,14 +506,21 @@ def test_every_corrupted_field_is_one_line_and_changes_nothing(tmp_path, corpus)
         if r.exit_code == 0:
             accepted.append(label)
             continue
-        one_line_error(r)
+        try:
+            line = one_line_error(r)
+        except AssertionError as e:
+            raise AssertionError(f"{label}: {e}") from None
+        if "Try a lower --lr" in line:          # a valid (if absurd) learning rate: training ran, and diverged
+            accepted.append(label)
+            continue
         assert snapshot(out) == before, label
     # Only fields whose every value here is a valid setting may be accepted (a seed of 10**30 is a seed;
     # the informational data block is not needed to continue).
     allowed = {"train_config.seed huge", "train_config.warmup huge", "train_config.eval_every huge",
                "train_config.log_every huge", "train_config.save_every huge", "train_config.eval_chars huge",
                "train_config.time_limit huge", "train_config.steps huge", "train_config.epochs huge",
-               "train_config.threads huge", "metrics.best missing", "train_config.clip huge"}
+               "train_config.threads huge", "metrics.best missing", "train_config.clip huge",
+               "train_config.lr huge", "family missing"}    # a checkpoint without a family is an old char model
     assert set(accepted) <= allowed, sorted(set(accepted) - allowed)
 
 

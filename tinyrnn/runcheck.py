@@ -28,7 +28,8 @@ def is_int(v):
 
 
 def is_number(v):
-    return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+    """A finite int or float that converts to a float (10**400 does not)."""
+    return (is_int(v) and abs(v) < 1e300) or (isinstance(v, float) and math.isfinite(v))
 
 
 def need(meta, key, ok, expected, stem, where=""):
@@ -59,8 +60,10 @@ def check_config(saved, kind, stem):
     for f in fields(kind):
         if f.name in kind.TRANSIENT:
             continue
-        values[f.name] = need(saved, f.name, lambda v, a=f.type: field_ok(v, a), _type_name(f.type), stem,
-                              "train_config.")
+        value = need(saved, f.name, lambda v, a=f.type: field_ok(v, a), _type_name(f.type), stem, "train_config.")
+        if is_int(value) and int not in (typing.get_args(f.type) or (f.type,)):
+            value = float(value)                  # a float field written as 3 in JSON
+        values[f.name] = value
     try:
         return kind(**values).validate()
     except TinyRNNError as e:

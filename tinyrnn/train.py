@@ -207,8 +207,7 @@ def _check_fingerprint(saved, corpus, path, allow, log):
 def _check_model_size(cfg, vocab_size):
     """Refuse a model whose weights, gradients and optimizer state cannot fit in this machine's memory."""
     gates = {"rnn": 1, "lstm": 4, "gru": 3}[cfg.cell]
-    per_stack = sum(gates * cfg.hidden * ((cfg.embed if i == 0 else cfg.hidden) + cfg.hidden + 2)
-                    for i in range(cfg.layers))
+    per_stack = gates * cfg.hidden * ((cfg.embed + cfg.hidden + 2) + (cfg.layers - 1) * (2 * cfg.hidden + 2))
     stacks = 2 if cfg.bidir else 1
     params = vocab_size * cfg.embed + stacks * per_stack + (stacks * cfg.hidden + 1) * vocab_size
     need = params * 4 * 4                      # float32 weights + gradients + two optimizer buffers

@@ -463,6 +463,9 @@ class Trainer:
             self.task.check_checkpoint(meta, arrays, stem)
             weights = checkpoint.model_arrays(arrays)
             runcheck.check_arrays(self.model, weights, stem)
+            if set(meta["optimizer"]["hyper"]) != set(self.opt.hyper()):
+                raise runcheck.damaged(stem, f"optimizer.hyper has {sorted(meta['optimizer']['hyper'])}, "
+                                             f"{self.cfg.optimizer} needs {sorted(self.opt.hyper())}")
             self.model.load_state_dict(weights)
             self.opt.load_state_dict(checkpoint.unpack(meta["optimizer"], arrays))
             self.sched.load_state_dict({**self.sched.state_dict(), "t": meta["schedule"]["t"]})   # keep the (new) length
@@ -584,7 +587,7 @@ class Trainer:
         window, self.high_windows = _Window(self.t_start), 0
         rate, self.stopped = None, "done"
         try:
-            with StopSignal(self.bar.write) as self.stop:
+            with StopSignal(self.bar.write if self.bar.tty else self.log) as self.stop:
                 try:
                     while self.total is None or self.step < self.total:
                         window.add(*self.train_step())

@@ -537,3 +537,63 @@ def test_step_minus_five_does_not_empty_metrics(trained):
     before = snapshot(trained)
     fails(["train", "--resume", "--out", trained, "--steps", "6"], "step is -5")
     assert snapshot(trained) == before and before["metrics.jsonl"]
+
+
+# ----------------------------------------------------------------------------- 7. the library
+
+def test_backward_twice_without_retain_graph_raises():
+    import tinyrnn
+
+    x = tinyrnn.tensor(np.ones(3, np.float32), requires_grad=True)
+    loss = (x * x).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time.*retain_graph=True"):
+        loss.backward()
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()                                  # retained: a second pass is fine
+    assert np.allclose(x.grad, 2 + 2 * 2 * np.ones(3))
+
+
+def test_load_state_dict_checks_everything_before_assigning():
+    from tinyrnn import nn
+
+    m = nn.LSTM(3, 4, 2)
+    state = {k: v.copy() for k, v in m.state_dict().items()}
+    before = {k: v.copy() for k, v in state.items()}
+    bad = {k: np.full_like(v, 7.0) for k, v in state.items()}
+    last = sorted(bad)[-1]
+    bad[last] = np.zeros((9, 9), np.float32)      # a wrong shape on a later key
+    with pytest.raises(ValueError, match="shape"):
+        m.load_state_dict(bad)
+    for k, v in m.state_dict().items():
+        assert np.array_equal(v, before[k]), k    # nothing was overwritten
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_recurrent_layers_name_a_dtype_mismatch(cell, dtype):
+    import tinyrnn
+    from tinyrnn import nn
+
+    layer = getattr(nn, cell)(4, 8)
+    with pytest.raises(TypeError, match=f"{np.dtype(dtype).name}.*float32"):
+        layer(tinyrnn.Tensor(np.zeros((3, 2, 4), dtype)))
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_optimizers_reject_non_finite_hyperparameters(name, bad):
+    from tinyrnn import nn, optim
+
+    params = nn.Linear(2, 2).parameters()
+    with pytest.raises(ValueError, match="lr|learning rate"):
+        getattr(optim, name)(params, lr=bad)
+    if name in ("Adam", "AdamW"):
+        with pytest.raises(ValueError, match="finite"):
+            getattr(optim, name)(params, lr=0.1, eps=float("nan"))
+    opt = getattr(optim, name)(params, lr=0.1)
+    for make in (lambda: optim.CosineLR(opt, 10, min_lr=float("nan")),
+                 lambda: optim.StepLR(opt, 5, gamma=float("inf"))):
+        with pytest.raises(ValueError, match="finite"):
+            make()

@@ -62,6 +62,13 @@ def as_array(data, dtype=None) -> np.ndarray:
     return arr
 
 
+def _freed_graph(grad):
+    """What a node's backward becomes once a backward pass without ``retain_graph`` has freed it."""
+    raise RuntimeError("Trying to backward through the graph a second time (its saved arrays were freed by the "
+                       "first backward()): pass retain_graph=True to the first backward() if you need to call "
+                       "it again")
+
+
 class Tensor:
     """An array plus what is needed to differentiate through it.
 
@@ -187,7 +194,7 @@ class Tensor:
                 if g is not None and parent.requires_grad:
                     _accumulate(parent, g)
             if not retain_graph:  # free the saved arrays as we go, like PyTorch
-                node._backward = None
+                node._backward = _freed_graph
                 node._parents = ()
 
     def _topological_order(self) -> list:

@@ -62,11 +62,9 @@ def as_array(data, dtype=None) -> np.ndarray:
     return arr
 
 
-def _freed_graph(grad):
-    """What a node's backward becomes once a backward pass without ``retain_graph`` has freed it."""
-    raise RuntimeError("Trying to backward through the graph a second time (its saved arrays were freed by the "
-                       "first backward()): pass retain_graph=True to the first backward() if you need to call "
-                       "it again")
+FREED = None    # a node's ``_parents`` once a backward pass without ``retain_graph`` has freed it (a leaf has ())
+SECOND_BACKWARD = ("Trying to backward through the graph a second time (its saved arrays were freed by the first "
+                   "backward()): pass retain_graph=True to the first backward() if you need to call it again")
 
 
 class Tensor:
@@ -182,6 +180,8 @@ class Tensor:
             raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
         order = self._topological_order()
+        if any(node._parents is FREED for node in order):     # this graph, or one it builds on, was freed
+            raise RuntimeError(SECOND_BACKWARD)
         for node in order:  # gradients of intermediate results are per pass; leaves accumulate
             if node._backward is not None:
                 node.grad = None
@@ -194,8 +194,8 @@ class Tensor:
                 if g is not None and parent.requires_grad:
                     _accumulate(parent, g)
             if not retain_graph:  # free the saved arrays as we go, like PyTorch
-                node._backward = _freed_graph
-                node._parents = ()
+                node._backward = None
+                node._parents = FREED
 
     def _topological_order(self) -> list:
         """Every tensor this one depends on, inputs before the ops that use them (iterative DFS)."""
@@ -210,7 +210,7 @@ class Tensor:
                 continue
             seen.add(id(node))
             stack.append((node, True))
-            for parent in node._parents:
+            for parent in node._parents or ():
                 if parent.requires_grad and id(parent) not in seen:
                     stack.append((parent, False))
         return order

@@ -32,7 +32,7 @@ MAX_SEED = 2 ** 63 - 1
 
 
 class Finite(click.ParamType):
-    """A float that is finite (no nan/inf), optionally with bounds: ``Finite(min=0)``, ``Finite(0, 1, max_open=True)``."""
+    """A finite float (no nan/inf), optionally bounded: ``Finite(min=0)``, ``Finite(0, 1, max_open=True)``."""
 
     name = "number"
 
@@ -57,7 +57,9 @@ class Finite(click.ParamType):
     def _range(self):
         left = "-inf" if self.min is None else f"{self.min:g}"
         right = "inf" if self.max is None else f"{self.max:g}"
-        return f"{'(' if self.min_open or self.min is None else '['}{left}, {right}{')' if self.max_open or self.max is None else ']'}"
+        opening = "(" if self.min_open or self.min is None else "["
+        closing = ")" if self.max_open or self.max is None else "]"
+        return f"{opening}{left}, {right}{closing}"
 
 
 POSITIVE_INT = click.IntRange(min=1)
@@ -205,7 +207,8 @@ def cli():
            "--epochs or --time-limit is given]. With --resume: the new total; the cosine/step schedule is "
            "stretched to it, so the learning rate jumps back up (give the original --steps to keep the old "
            "schedule).")
-@optim_opt("--epochs", type=Finite(0, min_open=True), default=None, help="Passes over the training text (instead of --steps).")
+@optim_opt("--epochs", type=Finite(0, min_open=True), default=None,
+           help="Passes over the training text (instead of --steps).")
 @optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help="Stop after this many seconds (and save).")
 @data_opt("--val-frac", type=Finite(0, 1, max_open=True), default=DEFAULTS["val_frac"], show_default=True,
           help="The last fraction of the text held out for validation.")

@@ -393,7 +393,8 @@ def test_threads_beyond_the_machine(tmp_path, corpus):
     (["fill", "{run}", "a_c", "--temperature", "-1"], "--temperature"),
     (["fill", "{run}", "a_c", "--temperature", "nan"], "--temperature"),
     (["fill", "{run}", "a_c", "--sweeps", "0"], "--sweeps"), (["fill", "{run}", "a_c", "--sweeps", "-3"], "--sweeps"),
-    (["fill", "{run}", "a_c", "--seed", "-1"], "--seed"), (["eval", "{run}", "{corpus}", "--seq-len", "0"], "--seq-len"),
+    (["fill", "{run}", "a_c", "--seed", "-1"], "--seed"),
+    (["eval", "{run}", "{corpus}", "--seq-len", "0"], "--seq-len"),
 ])
 def test_bad_sample_eval_fill_options(trained, corpus, args, needle):
     fails([a.format(run=trained, corpus=corpus) for a in args], needle)

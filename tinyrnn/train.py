@@ -196,8 +196,8 @@ def _check_fingerprint(saved, corpus, path, allow, log):
     was, now = saved.get("data", {}), corpus.fingerprint or {}
     if "sha256" not in was or not now or (was["sha256"], was.get("bytes")) == (now["sha256"], now["bytes"]):
         return
-    what = (f"{path} is not the text the run was trained on ({was.get('bytes')} bytes, sha256 {str(was['sha256'])[:12]}; "
-            f"now {now['bytes']} bytes, sha256 {now['sha256'][:12]})")
+    what = (f"{path} is not the text the run was trained on ({was.get('bytes')} bytes, "
+            f"sha256 {str(was['sha256'])[:12]}; now {now['bytes']} bytes, sha256 {now['sha256'][:12]})")
     if not allow:
         raise TinyRNNError(f"{what}: resume on the original file, or pass --allow-changed-data to continue on "
                            "the new text")

@@ -405,7 +405,8 @@ class Trainer:
         try:
             self.task.build_model()
         except MemoryError:
-            raise TinyRNNError("the model does not fit in memory: use a smaller --hidden, --layers or --embed") from None
+            raise TinyRNNError("the model does not fit in memory: use a smaller --hidden, --layers or "
+                               "--embed") from None
         self.model = self.task.model
         self.model.to(self.cfg.device)            # before the optimizer: its buffers live where the parameters do
         self.params = self.model.parameters()
@@ -468,7 +469,8 @@ class Trainer:
                                              f"{self.cfg.optimizer} needs {sorted(self.opt.hyper())}")
             self.model.load_state_dict(weights)
             self.opt.load_state_dict(checkpoint.unpack(meta["optimizer"], arrays))
-            self.sched.load_state_dict({**self.sched.state_dict(), "t": meta["schedule"]["t"]})   # keep the (new) length
+            # keep the (new) length: a longer --steps stretches the schedule
+            self.sched.load_state_dict({**self.sched.state_dict(), "t": meta["schedule"]["t"]})
             random.set_state(meta["rng"])
             self.state = state_from_arrays({k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")})
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:

@@ -9,14 +9,19 @@
 Only click is imported at module level: ``tinyrnn --help`` must be instant, so numpy, numba and the
 library load inside each command. Errors the user can fix (``TinyRNNError``) and usage errors are
 printed as one line on stderr with a non-zero exit code; ``--debug`` (anywhere on the command
-line) shows the full traceback instead.
+line) shows the full traceback instead. Options are checked where they are parsed (``click.IntRange``,
+``Finite``: no NaN or infinity), before anything is read or written.
+
+Exit codes: 0 done; 1 an error (one ``error: ...`` line); 2 a usage error; 130 stopped by Ctrl-C
+(SIGINT) and 143 by SIGTERM (``kill``, ``timeout``, schedulers) - after saving the ``last``
+checkpoint (``train --resume`` continues it).
 """
 import os
 import sys
 
 import click
 
-from .options import GroupedCommand, book_opt, data_opt, model_opt, optim_opt
+from .options import POSITIVE_INT, SEED, Finite, GroupedCommand, book_opt, data_opt, model_opt, optim_opt
 from .options import print_stream as _print_stream
 
 # Defaults, mirrored from tinyrnn.train.TrainConfig (kept here so --help imports nothing heavy;
@@ -41,6 +46,11 @@ class App(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args or bool(os.environ.get("TINYRNN_DEBUG"))
         args = [a for a in args if a != "--debug"]
+        for stream in (sys.stdout, sys.stderr):        # a path that is not UTF-8 never breaks a message
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (AttributeError, ValueError, OSError):
+                pass
         if debug:
             return super().main(args, prog_name or "tinyrnn", complete_var, standalone_mode, **extra)
         code = 0
@@ -65,7 +75,7 @@ class App(click.Group):
             else:
                 click.echo(f"error: {type(e).__name__}: {_one_line(e)} (unexpected; run again with --debug "
                            "for the traceback and please report it)", err=True)
-            code = 1
+            code = getattr(e, "exit_code", 1) if isinstance(e, TinyRNNError) else 1
         if standalone_mode:
             sys.exit(code)
         return code
@@ -86,40 +96,45 @@ def cli():
 @click.argument("corpus", required=False)
 @model_opt("--cell", type=click.Choice(["rnn", "lstm", "gru"]), default=DEFAULTS["cell"], show_default=True,
            help="Recurrent cell.")
-@model_opt("--layers", type=int, default=DEFAULTS["layers"], show_default=True, help="Stacked layers.")
-@model_opt("--hidden", type=int, default=DEFAULTS["hidden"], show_default=True, help="Hidden units per layer.")
-@model_opt("--embed", type=int, default=DEFAULTS["embed"], show_default=True, help="Character embedding size.")
-@model_opt("--dropout", type=float, default=DEFAULTS["dropout"], show_default=True,
+@model_opt("--layers", type=POSITIVE_INT, default=DEFAULTS["layers"], show_default=True, help="Stacked layers.")
+@model_opt("--hidden", type=POSITIVE_INT, default=DEFAULTS["hidden"], show_default=True, help="Hidden units per layer.")
+@model_opt("--embed", type=POSITIVE_INT, default=DEFAULTS["embed"], show_default=True, help="Character embedding size.")
+@model_opt("--dropout", type=Finite(0, 1, max_open=True), default=DEFAULTS["dropout"], show_default=True,
            help="Dropout between layers and before the output.")
 @model_opt("--bidir", is_flag=True, help="Fill-in objective: predict each character from both sides "
            "(two separate stacks merged at the output). Use `tinyrnn fill` afterwards.")
 @optim_opt("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "rmsprop", "adagrad"]),
            default=DEFAULTS["optimizer"], show_default=True)
-@optim_opt("--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="Peak learning rate.")
+@optim_opt("--lr", type=Finite(0, min_open=True), default=DEFAULTS["lr"], show_default=True, help="Peak learning rate.")
 @optim_opt("--lr-schedule", type=click.Choice(["cosine", "constant", "step"]), default=DEFAULTS["lr_schedule"],
            show_default=True, help="After --warmup steps of linear warm-up.")
-@optim_opt("--warmup", type=int, default=DEFAULTS["warmup"], show_default=True, help="Warm-up steps.")
-@optim_opt("--clip", type=float, default=DEFAULTS["clip"], show_default=True,
+@optim_opt("--warmup", type=click.IntRange(min=0), default=DEFAULTS["warmup"], show_default=True, help="Warm-up steps.")
+@optim_opt("--clip", type=Finite(0), default=DEFAULTS["clip"], show_default=True,
            help="Clip the gradient norm to this (0: off).")
-@optim_opt("--batch-size", type=int, default=DEFAULTS["batch_size"], show_default=True,
+@optim_opt("--batch-size", type=POSITIVE_INT, default=DEFAULTS["batch_size"], show_default=True,
            help="Parallel streams over the text.")
-@optim_opt("--seq-len", type=int, default=DEFAULTS["seq_len"], show_default=True,
+@optim_opt("--seq-len", type=POSITIVE_INT, default=DEFAULTS["seq_len"], show_default=True,
            help="Characters per backpropagation window.")
-@optim_opt("--steps", type=int, default=None, help=f"Updates to run [default: {DEFAULT_STEPS}, unless "
-           "--epochs or --time-limit is given].")
-@optim_opt("--epochs", type=float, default=None, help="Passes over the training text (instead of --steps).")
-@optim_opt("--time-limit", type=float, default=None, help="Stop after this many seconds (and save).")
-@data_opt("--val-frac", type=float, default=DEFAULTS["val_frac"], show_default=True,
+@optim_opt("--steps", type=POSITIVE_INT, default=None, help=f"Updates to run [default: {DEFAULT_STEPS}, unless "
+           "--epochs or --time-limit is given]. With --resume: the new total; the cosine/step schedule is "
+           "stretched to it, so the learning rate jumps back up (give the original --steps to keep the old "
+           "schedule).")
+@optim_opt("--epochs", type=Finite(0, min_open=True), default=None,
+           help="Passes over the training text (instead of --steps).")
+@optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help="Stop after this many seconds (and save).")
+@data_opt("--val-frac", type=Finite(0, 1, max_open=True), default=DEFAULTS["val_frac"], show_default=True,
           help="The last fraction of the text held out for validation.")
 @data_opt("--encoding-errors", type=click.Choice(["strict", "replace"]), default=DEFAULTS["encoding_errors"],
           show_default=True, help="What to do with invalid UTF-8.")
 @book_opt("--out", type=str, default=None, help="Run directory [default: runs/<corpus>-<cell>].")
-@book_opt("--eval-every", type=int, default=DEFAULTS["eval_every"], show_default=True)
-@book_opt("--save-every", type=int, default=DEFAULTS["save_every"], show_default=True)
-@book_opt("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@book_opt("--eval-every", type=POSITIVE_INT, default=DEFAULTS["eval_every"], show_default=True)
+@book_opt("--save-every", type=POSITIVE_INT, default=DEFAULTS["save_every"], show_default=True)
+@book_opt("--seed", type=SEED, default=DEFAULTS["seed"], show_default=True)
 @book_opt("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@book_opt("--threads", type=int, default=None, help="Compute threads per process [default: all cores; "
-          "under mpirun: the cores shared among the processes on each machine].")
+@book_opt("--allow-changed-data", is_flag=True, help="With --resume: continue even if CORPUS's bytes differ "
+          "from the text the run was trained on.")
+@book_opt("--threads", type=click.IntRange(1, 1024), default=None, help="Compute threads per process [default: "
+          "all cores; under mpirun: the cores shared among the processes on each machine].")
 @book_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
           help="Where to compute (cuda: an NVIDIA GPU through numba.cuda).")
 @book_opt("--quiet", is_flag=True, help="No progress bar.")
@@ -128,7 +143,8 @@ def train(ctx, corpus, quiet, resume, out, **options):
     """Train a character model on CORPUS (UTF-8 text; default: the bundled sample corpus).
 
     Writes OUT/last and OUT/best checkpoints, OUT/metrics.jsonl and (with matplotlib) OUT/loss.png.
-    Ctrl-C saves a checkpoint; --resume continues from it.
+    Ctrl-C or SIGTERM saves a checkpoint (exit 130 / 143); --resume continues from it. One run per
+    OUT at a time (OUT/.lock).
     """
     from click.core import ParameterSource
 
@@ -143,18 +159,19 @@ def train(ctx, corpus, quiet, resume, out, **options):
     if summary["stopped"] == "interrupted" and summary["root"]:
         click.echo(f"interrupted at step {summary['step']}: saved {summary['out']}/last; continue with: "
                    f"tinyrnn train --resume --out {summary['out']}", err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+        ctx.exit(summary.get("exit_code") or EXIT_INTERRUPTED)
 
 
 @cli.command()
 @click.argument("checkpoint")
 @click.option("--prime", default="", help="Text to start from (not repeated in the output).")
-@click.option("--length", type=int, default=500, show_default=True, help="Characters to generate.")
-@click.option("--temperature", type=float, default=0.8, show_default=True,
+@click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Characters to generate.")
+@click.option("--temperature", type=Finite(0), default=0.8, show_default=True,
               help="Lower is more conservative; 0 means --argmax.")
-@click.option("--top-k", type=int, default=None, help="Sample only among the k most likely characters.")
-@click.option("--top-p", type=float, default=None, help="Sample only from the smallest set with probability >= p.")
-@click.option("--seed", type=int, default=None, help="Seed for repeatable samples.")
+@click.option("--top-k", type=POSITIVE_INT, default=None, help="Sample only among the k most likely characters.")
+@click.option("--top-p", type=Finite(0, 1, min_open=True), default=None,
+              help="Sample only from the smallest set with probability >= p.")
+@click.option("--seed", type=SEED, default=None, help="Seed for repeatable samples.")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the model (cuda: an NVIDIA GPU).")
@@ -165,9 +182,11 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, d
 
     check_sampling_options(length, temperature, top_k, top_p)
     model, vocab, _ = load_model(checkpoint, device)
+    chars = generate(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax)
+    first = next(chars, "")                  # checks the prime (and the model) before anything is printed
     out = _print_stream()
-    out.write(prime)
-    for ch in generate(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax):
+    out.write(prime + first)
+    for ch in chars:
         out.write(ch)
         out.flush()
     out.write("\n")
@@ -178,8 +197,8 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, d
 @click.argument("checkpoint")
 @click.argument("file")
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
-@click.option("--seq-len", type=int, default=256, show_default=True, help="Characters per evaluation window.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--seq-len", type=POSITIVE_INT, default=256, show_default=True, help="Characters per evaluation window.")
+@click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the model (cuda: an NVIDIA GPU).")
 def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device):
@@ -213,9 +232,10 @@ def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device):
 @click.argument("checkpoint")
 @click.argument("text")
 @click.option("--mask", default="_", show_default=True, help="The character that marks a gap.")
-@click.option("--sweeps", type=int, default=2, show_default=True, help="Passes over the gaps.")
-@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 picks the most likely character.")
-@click.option("--seed", type=int, default=None)
+@click.option("--sweeps", type=POSITIVE_INT, default=2, show_default=True, help="Passes over the gaps.")
+@click.option("--temperature", type=Finite(0), default=0.0, show_default=True,
+              help="0 picks the most likely character.")
+@click.option("--seed", type=SEED, default=None)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the model (cuda: an NVIDIA GPU).")
 def fill(checkpoint, text, mask, sweeps, temperature, seed, device):

@@ -58,3 +58,43 @@ def print_stream():
         except (ValueError, OSError):
             pass
     return stream
+
+
+# ----------------------------------------------------------------------------- checked values
+
+MAX_SEED = 2 ** 63 - 1
+
+
+class Finite(click.ParamType):
+    """A finite float (no nan/inf), optionally bounded: ``Finite(min=0)``, ``Finite(0, 1, max_open=True)``."""
+
+    name = "number"
+
+    def __init__(self, min=None, max=None, min_open=False, max_open=False):
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a valid number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        low = self.min is not None and (x <= self.min if self.min_open else x < self.min)
+        high = self.max is not None and (x >= self.max if self.max_open else x > self.max)
+        if low or high:
+            self.fail(f"{value} is not in the range {self._range()}", param, ctx)
+        return x
+
+    def _range(self):
+        left = "-inf" if self.min is None else f"{self.min:g}"
+        right = "inf" if self.max is None else f"{self.max:g}"
+        opening = "(" if self.min_open or self.min is None else "["
+        closing = ")" if self.max_open or self.max is None else "]"
+        return f"{opening}{left}, {right}{closing}"
+
+
+POSITIVE_INT = click.IntRange(min=1)
+SEED = click.IntRange(0, MAX_SEED)

@@ -9,7 +9,7 @@ As in ``main.py``, only click is imported at module level; the library loads ins
 """
 import click
 
-from .options import GroupedCommand, book_opt, data_opt, model_opt, optim_opt, print_stream
+from .options import POSITIVE_INT, SEED, Finite, GroupedCommand, book_opt, data_opt, model_opt, optim_opt, print_stream
 
 # Defaults, mirrored from tinyrnn.tagging.task.TagConfig (tests/test_tag_cli.py checks that they agree).
 DEFAULTS = dict(column="upos", cell="lstm", layers=2, hidden=128, word_dim=100, char_dim=50, char_hidden=50,
@@ -30,34 +30,34 @@ def tag():
 @data_opt("--column", type=click.Choice(["upos", "xpos"]), default=DEFAULTS["column"], show_default=True,
           help="CoNLL-U tag column to learn.")
 @model_opt("--cell", type=click.Choice(["rnn", "lstm", "gru"]), default=DEFAULTS["cell"], show_default=True)
-@model_opt("--layers", type=int, default=DEFAULTS["layers"], show_default=True, help="Sentence BiRNN layers.")
-@model_opt("--hidden", type=int, default=DEFAULTS["hidden"], show_default=True, help="Units per direction.")
-@model_opt("--word-dim", type=int, default=DEFAULTS["word_dim"], show_default=True,
+@model_opt("--layers", type=POSITIVE_INT, default=DEFAULTS["layers"], show_default=True, help="Sentence BiRNN layers.")
+@model_opt("--hidden", type=POSITIVE_INT, default=DEFAULTS["hidden"], show_default=True, help="Units per direction.")
+@model_opt("--word-dim", type=click.IntRange(min=0), default=DEFAULTS["word_dim"], show_default=True,
            help="Word embedding size (0: characters only).")
-@model_opt("--char-dim", type=int, default=DEFAULTS["char_dim"], show_default=True, help="Character embedding size.")
-@model_opt("--char-hidden", type=int, default=DEFAULTS["char_hidden"], show_default=True,
+@model_opt("--char-dim", type=click.IntRange(min=0), default=DEFAULTS["char_dim"], show_default=True, help="Character embedding size.")
+@model_opt("--char-hidden", type=click.IntRange(min=0), default=DEFAULTS["char_hidden"], show_default=True,
            help="Character BiRNN units per direction (0: no character features).")
-@model_opt("--dropout", type=float, default=DEFAULTS["dropout"], show_default=True)
-@model_opt("--word-dropout", type=float, default=DEFAULTS["word_dropout"], show_default=True,
+@model_opt("--dropout", type=Finite(0, 1, max_open=True), default=DEFAULTS["dropout"], show_default=True)
+@model_opt("--word-dropout", type=Finite(0), default=DEFAULTS["word_dropout"], show_default=True,
            help="alpha: a word seen c times becomes <unk> with probability alpha/(alpha+c).")
 @model_opt("--crf", is_flag=True, help="A linear-chain CRF over the tags (Viterbi decoding); for BIO tags.")
 @optim_opt("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "rmsprop", "adagrad"]),
            default=DEFAULTS["optimizer"], show_default=True)
-@optim_opt("--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="Peak learning rate.")
+@optim_opt("--lr", type=Finite(0, min_open=True), default=DEFAULTS["lr"], show_default=True, help="Peak learning rate.")
 @optim_opt("--lr-schedule", type=click.Choice(["cosine", "constant", "step"]), default=DEFAULTS["lr_schedule"],
            show_default=True)
-@optim_opt("--warmup", type=int, default=DEFAULTS["warmup"], show_default=True, help="Warm-up steps.")
-@optim_opt("--clip", type=float, default=DEFAULTS["clip"], show_default=True, help="Gradient norm clip (0: off).")
-@optim_opt("--batch-size", type=int, default=DEFAULTS["batch_size"], show_default=True, help="Sentences per batch.")
-@optim_opt("--epochs", type=float, default=DEFAULTS["epochs"], show_default=True, help="Passes over TRAIN.")
-@optim_opt("--steps", type=int, default=None, help="Updates to run (instead of --epochs).")
-@optim_opt("--time-limit", type=float, default=None, help="Stop after this many seconds (and save).")
+@optim_opt("--warmup", type=click.IntRange(min=0), default=DEFAULTS["warmup"], show_default=True, help="Warm-up steps.")
+@optim_opt("--clip", type=Finite(0), default=DEFAULTS["clip"], show_default=True, help="Gradient norm clip (0: off).")
+@optim_opt("--batch-size", type=POSITIVE_INT, default=DEFAULTS["batch_size"], show_default=True, help="Sentences per batch.")
+@optim_opt("--epochs", type=Finite(0, min_open=True), default=DEFAULTS["epochs"], show_default=True, help="Passes over TRAIN.")
+@optim_opt("--steps", type=POSITIVE_INT, default=None, help="Updates to run (instead of --epochs).")
+@optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help="Stop after this many seconds (and save).")
 @book_opt("--out", type=str, default=None, help="Run directory [default: runs/<train>-tagger].")
-@book_opt("--eval-every", type=int, default=DEFAULTS["eval_every"], show_default=True)
-@book_opt("--save-every", type=int, default=DEFAULTS["save_every"], show_default=True)
-@book_opt("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@book_opt("--eval-every", type=POSITIVE_INT, default=DEFAULTS["eval_every"], show_default=True)
+@book_opt("--save-every", type=POSITIVE_INT, default=DEFAULTS["save_every"], show_default=True)
+@book_opt("--seed", type=SEED, default=DEFAULTS["seed"], show_default=True)
 @book_opt("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@book_opt("--threads", type=int, default=None, help="Compute threads [default: all cores].")
+@book_opt("--threads", type=click.IntRange(1, 1024), default=None, help="Compute threads [default: all cores].")
 @book_opt("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx, train_file, quiet, resume, out, **options):
@@ -98,8 +98,8 @@ def _load(run, threads):
 @click.option("--format", "out_format", type=click.Choice(FORMATS), default=None,
               help="Output format [default: the input's; plain text gives word/TAG pairs].")
 @click.option("--input-format", type=click.Choice(FORMATS), default=None, help="Input format [default: detected].")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Sentences tagged at once.")
-@click.option("--threads", type=int, default=None, help="Compute threads [default: all cores].")
+@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True, help="Sentences tagged at once.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Compute threads [default: all cores].")
 def predict(run, file, out_format, input_format, batch_size, threads):
     """Tag FILE (default: stdin) with the tagger in RUN; the tagged text goes to stdout.
 
@@ -122,8 +122,8 @@ def predict(run, file, out_format, input_format, batch_size, threads):
 @click.argument("run")
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object (fractions in [0, 1]).")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Sentences tagged at once.")
-@click.option("--threads", type=int, default=None, help="Compute threads [default: all cores].")
+@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True, help="Sentences tagged at once.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Compute threads [default: all cores].")
 def eval_cmd(run, file, as_json, batch_size, threads):
     """Score the tagger in RUN on FILE (tagged CoNLL-U or two-column): accuracy, OOV accuracy, per-tag F1."""
     import json

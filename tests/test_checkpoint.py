@@ -1,4 +1,5 @@
-"""Checkpoint files: .npz + .json round trip, no pickle, atomic writes, and clear errors when damaged."""
+"""Checkpoint files: one .npz archive (arrays + meta.json) round trip, no pickle, atomic writes, the old
+two-file layout still read, and clear errors when damaged."""
 import json
 import os
 
@@ -32,10 +33,13 @@ def test_round_trip(tmp_path):
     assert np.array_equal(restored["state"]["0.m"], optimizer["state"]["0.m"])
     # The .npz holds only plain arrays: it loads with pickle disabled.
     with np.load(stem + ".npz", allow_pickle=False) as z:
-        assert set(z.files) == set(loaded)
-    # The JSON beside it is plain JSON.
+        assert set(z.files) == set(loaded) | {checkpoint.META_MEMBER}
+        assert json.loads(z[checkpoint.META_MEMBER])["step"] == 7
+    # The JSON beside it is a readable copy, never required.
     with open(stem + ".json", encoding="utf-8") as f:
         assert json.load(f)["format"] == checkpoint.FORMAT
+    os.remove(stem + ".json")
+    assert checkpoint.load(stem)[0]["step"] == 7
 
 
 def test_pack_handles_non_string_keys_and_tuples():
@@ -83,16 +87,47 @@ def test_resolve_directory_and_extensions(tmp_path):
         checkpoint.resolve(str(tmp_path / "empty_dir"))
 
 
-def test_truncated_weights(tmp_path):
+def test_truncated_or_flipped_archive(tmp_path):
     stem, _, _ = make(tmp_path)
     data = open(stem + ".npz", "rb").read()
     open(stem + ".npz", "wb").write(data[: len(data) // 2])
-    with pytest.raises(TinyRNNError, match="truncated, corrupt"):
+    with pytest.raises(TinyRNNError, match="truncated"):
+        checkpoint.load(stem)
+    flipped = bytearray(data)
+    flipped[200] ^= 0xFF                      # inside the first array: the zip's CRC-32 catches it
+    open(stem + ".npz", "wb").write(bytes(flipped))
+    with pytest.raises(TinyRNNError, match="corrupt"):
+        checkpoint.load(stem)
+
+
+def save_v1(stem, arrays, meta):
+    """The old two-file layout (version 1), as tinyrnn 0.1 wrote it."""
+    import hashlib
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    meta = {"format": checkpoint.FORMAT, "version": 1, "weights_sha256": hashlib.sha256(data).hexdigest(), **meta}
+    open(stem + ".npz", "wb").write(data)
+    open(stem + ".json", "w", encoding="utf-8").write(json.dumps(meta))
+    return stem
+
+
+def test_reads_the_old_two_file_layout(tmp_path):
+    arrays = {"model/w": np.arange(6, dtype=np.float32)}
+    stem = save_v1(str(tmp_path / "last"), arrays, {"step": 3, "vocab": "ab"})
+    meta, loaded = checkpoint.load(stem)
+    assert meta["step"] == 3 and np.array_equal(loaded["model/w"], arrays["model/w"])
+    assert checkpoint.resolve(str(tmp_path)) == stem
+    truncated = open(stem + ".npz", "rb").read()[:50]
+    open(stem + ".npz", "wb").write(truncated)
+    with pytest.raises(TinyRNNError, match="do not match"):
         checkpoint.load(stem)
 
 
 def test_corrupt_weights_with_matching_checksum(tmp_path):
-    stem, _, _ = make(tmp_path)
+    stem = save_v1(str(tmp_path / "last"), {"model/w": np.ones(2)}, {"step": 1})
     junk = b"this is not a zip file"
     open(stem + ".npz", "wb").write(junk)
     meta = json.load(open(stem + ".json"))
@@ -105,12 +140,12 @@ def test_corrupt_weights_with_matching_checksum(tmp_path):
 
 
 def test_corrupt_json_and_other_version(tmp_path):
-    stem, _, _ = make(tmp_path)
+    stem = save_v1(str(tmp_path / "last"), {"model/w": np.ones(2)}, {"step": 1})
     text = open(stem + ".json").read()
     open(stem + ".json", "w").write(text[:40])
     with pytest.raises(TinyRNNError, match="corrupt or truncated"):
         checkpoint.load(stem)
-    stem, _, _ = make(tmp_path)
+    stem = save_v1(str(tmp_path / "last"), {"model/w": np.ones(2)}, {"step": 1})
     meta = json.load(open(stem + ".json"))
     meta["version"] = 99
     json.dump(meta, open(stem + ".json", "w"))
@@ -122,7 +157,11 @@ def test_corrupt_json_and_other_version(tmp_path):
 
 
 def test_missing_weights(tmp_path):
-    stem, _, _ = make(tmp_path)
+    stem = save_v1(str(tmp_path / "last"), {"model/w": np.ones(2)}, {"step": 1})
     os.remove(stem + ".npz")
     with pytest.raises(TinyRNNError, match="cannot read checkpoint weights"):
+        checkpoint.load(stem)
+    stem, _, _ = make(tmp_path, "best")
+    os.remove(stem + ".npz")                   # the readable copy alone is not a checkpoint
+    with pytest.raises(TinyRNNError, match="not a tinyrnn checkpoint|do not match|cannot read"):
         checkpoint.load(stem)

@@ -11,6 +11,10 @@ Small corpora live in memory (1 byte per character for most texts). Large ones a
 into a ``.npy`` file in a cache directory keyed by a hash of (path, size, mtime) and memory-mapped,
 so a 1 GB corpus costs page cache, not Python objects.
 
+Pass 1 also hashes the bytes: ``Corpus.fingerprint`` = {"bytes": size, "sha256": hex}, which a
+checkpoint records so that ``--resume`` notices a corpus that changed. A pipe or other non-regular
+file (``cat f | tinyrnn train /dev/stdin``) is first copied, in chunks, to a temporary file.
+
 Batches (truncated backpropagation through time): the training text is cut into B equal segments,
 one per parallel stream. Step k reads, from every stream, the next window of ``seq_len + 1``
 characters (inputs and the targets shifted by one); the hidden state after one window is the
@@ -21,6 +25,9 @@ import codecs
 import hashlib
 import json
 import os
+import shutil
+import stat
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,12 +119,12 @@ def _open(path):
         raise TinyRNNError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def iter_text(path, encoding_errors="strict", chunk_bytes=CHUNK_BYTES):
+def iter_text(path, encoding_errors="strict", chunk_bytes=CHUNK_BYTES, hasher=None):
     """Yield the decoded text of a UTF-8 file in chunks of about ``chunk_bytes`` bytes.
 
     Raises TinyRNNError for a NUL byte (a binary file) and, with ``encoding_errors="strict"``,
     for invalid UTF-8, naming the byte offset. ``"replace"`` turns bad bytes into U+FFFD.
-    A leading byte-order mark is dropped.
+    A leading byte-order mark is dropped. ``hasher`` (e.g. ``hashlib.sha256()``) is fed the raw bytes.
     """
     if encoding_errors not in ("strict", "replace", "ignore"):
         raise TinyRNNError(f"unknown encoding_errors {encoding_errors!r}: use strict, replace or ignore")
@@ -130,6 +137,8 @@ def iter_text(path, encoding_errors="strict", chunk_bytes=CHUNK_BYTES):
                 raw = f.read(chunk_bytes)
             except OSError as e:
                 raise TinyRNNError(f"cannot read {path}: {e.strerror or e}") from None
+            if hasher is not None:
+                hasher.update(raw)
             nul = raw.find(b"\x00")
             if nul >= 0:
                 raise TinyRNNError(
@@ -163,6 +172,7 @@ class Corpus:
     path: str
     vocab: Vocab
     ids: np.ndarray       # (N,) uint8/uint16/int32, possibly a read-only memmap
+    fingerprint: dict | None = None    # {"bytes": size of the file, "sha256": hex digest of its bytes}
 
     def __len__(self):
         return len(self.ids)
@@ -190,16 +200,42 @@ def _cache_key(path, encoding_errors):
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
-def _scan(path, encoding_errors, chunk_bytes):
-    """Pass 1: (vocabulary, number of characters)."""
+def _scan(path, encoding_errors, chunk_bytes, name=None):
+    """Pass 1: (vocabulary, number of characters, fingerprint {"bytes", "sha256"})."""
     seen = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
-    n = 0
-    for text in iter_text(path, encoding_errors, chunk_bytes):
+    n, hasher = 0, hashlib.sha256()
+    for text in iter_text(path, encoding_errors, chunk_bytes, hasher):
         seen[_code_points(text)] = True
         n += len(text)
     if n == 0:
-        raise TinyRNNError(f"{path} is empty: give a file with some text")
-    return Vocab(chr(int(c)) for c in np.flatnonzero(seen)), n
+        raise TinyRNNError(f"{name or path} is empty: give a file with some text")
+    size = os.path.getsize(path)
+    return Vocab(chr(int(c)) for c in np.flatnonzero(seen)), n, {"bytes": size, "sha256": hasher.hexdigest()}
+
+
+def file_fingerprint(path, chunk_bytes=CHUNK_BYTES):
+    """{"bytes": size, "sha256": hex} of a file, read in chunks."""
+    hasher, size = hashlib.sha256(), 0
+    with _open(path) as f:
+        for raw in iter(lambda: f.read(chunk_bytes), b""):
+            hasher.update(raw)
+            size += len(raw)
+    return {"bytes": size, "sha256": hasher.hexdigest()}
+
+
+def _copy_stream(path, chunk_bytes=CHUNK_BYTES):
+    """A pipe or device copied, in chunks, to a temporary file -> its path (the caller removes it)."""
+    fd, tmp = tempfile.mkstemp(prefix="tinyrnn-corpus-", suffix=".txt")
+    try:
+        with _open(path) as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, chunk_bytes)
+    except OSError as e:
+        os.unlink(tmp)
+        raise TinyRNNError(f"cannot copy {path} to a temporary file: {e.strerror or e}") from None
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
 
 
 def _encode_into(out, path, vocab, encoding_errors, chunk_bytes):
@@ -223,15 +259,21 @@ def load_corpus(path, encoding_errors="strict", cache_dir=None, chunk_bytes=CHUN
     """
     path = os.fspath(path)
     f = _open(path)           # the clear errors for missing / unreadable files, before stat()
+    regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
     f.close()
+    if not regular:           # a pipe (/dev/stdin, <(...)): read it once, into a temporary file
+        tmp = _copy_stream(path, chunk_bytes)
+        try:
+            corpus = _load_in_memory(tmp, encoding_errors, chunk_bytes, name=path)
+        finally:
+            os.unlink(tmp)
+        corpus.path = path
+        return corpus
     size = os.path.getsize(path)
     if size == 0:
         raise TinyRNNError(f"{path} is empty: give a file with some text")
     if size < mmap_min_bytes:
-        vocab, n = _scan(path, encoding_errors, chunk_bytes)
-        ids = np.empty(n, dtype=vocab.dtype)
-        _encode_into(ids, path, vocab, encoding_errors, chunk_bytes)
-        return Corpus(path, vocab, ids)
+        return _load_in_memory(path, encoding_errors, chunk_bytes)
 
     cache = os.path.join(cache_dir or default_cache_dir(), _cache_key(path, encoding_errors))
     ids_path, meta_path = os.path.join(cache, "ids.npy"), os.path.join(cache, "meta.json")
@@ -241,10 +283,10 @@ def load_corpus(path, encoding_errors="strict", cache_dir=None, chunk_bytes=CHUN
                 meta = json.load(f)
             ids = np.load(ids_path, mmap_mode="r", allow_pickle=False)
             if len(ids) == meta["n_chars"]:
-                return Corpus(path, Vocab(meta["vocab"]), ids)
-        except (OSError, ValueError, KeyError):
+                return Corpus(path, Vocab(meta["vocab"]), ids, meta.get("fingerprint") or file_fingerprint(path))
+        except (OSError, ValueError, KeyError, TypeError):
             pass                                   # a broken cache entry: rebuild it below
-    vocab, n = _scan(path, encoding_errors, chunk_bytes)
+    vocab, n, fingerprint = _scan(path, encoding_errors, chunk_bytes)
     os.makedirs(cache, exist_ok=True)
     tmp = ids_path + f".tmp{os.getpid()}"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=vocab.dtype, shape=(n,))
@@ -254,9 +296,17 @@ def load_corpus(path, encoding_errors="strict", cache_dir=None, chunk_bytes=CHUN
     os.replace(tmp, ids_path)
     tmp = meta_path + f".tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"source": os.path.realpath(path), "n_chars": n, "vocab": vocab.chars}, f)
+        json.dump({"source": os.path.realpath(path), "n_chars": n, "vocab": vocab.chars,
+                   "fingerprint": fingerprint}, f)
     os.replace(tmp, meta_path)
-    return Corpus(path, vocab, np.load(ids_path, mmap_mode="r", allow_pickle=False))
+    return Corpus(path, vocab, np.load(ids_path, mmap_mode="r", allow_pickle=False), fingerprint)
+
+
+def _load_in_memory(path, encoding_errors, chunk_bytes, name=None):
+    vocab, n, fingerprint = _scan(path, encoding_errors, chunk_bytes, name)
+    ids = np.empty(n, dtype=vocab.dtype)
+    _encode_into(ids, path, vocab, encoding_errors, chunk_bytes)
+    return Corpus(path, vocab, ids, fingerprint)
 
 
 def remap(ids, from_vocab, to_vocab, chunk=1 << 24):

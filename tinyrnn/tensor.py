@@ -62,6 +62,11 @@ def as_array(data, dtype=None) -> np.ndarray:
     return arr
 
 
+FREED = None    # a node's ``_parents`` once a backward pass without ``retain_graph`` has freed it (a leaf has ())
+SECOND_BACKWARD = ("Trying to backward through the graph a second time (its saved arrays were freed by the first "
+                   "backward()): pass retain_graph=True to the first backward() if you need to call it again")
+
+
 class Tensor:
     """An array plus what is needed to differentiate through it.
 
@@ -167,6 +172,8 @@ class Tensor:
             raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
         order = self._topological_order()
+        if any(node._parents is FREED for node in order):     # this graph, or one it builds on, was freed
+            raise RuntimeError(SECOND_BACKWARD)
         for node in order:  # gradients of intermediate results are per pass; leaves accumulate
             if node._backward is not None:
                 node.grad = None
@@ -180,7 +187,7 @@ class Tensor:
                     _accumulate(parent, g)
             if not retain_graph:  # free the saved arrays as we go, like PyTorch
                 node._backward = None
-                node._parents = ()
+                node._parents = FREED
 
     def _topological_order(self) -> list:
         """Every tensor this one depends on, inputs before the ops that use them (iterative DFS)."""
@@ -195,7 +202,7 @@ class Tensor:
                 continue
             seen.add(id(node))
             stack.append((node, True))
-            for parent in node._parents:
+            for parent in node._parents or ():
                 if parent.requires_grad and id(parent) not in seen:
                     stack.append((parent, False))
         return order

@@ -15,8 +15,12 @@ batches, the model and its loss. One step (unidirectional):
 Bidirectional (``bidir=True``): logits = model.fill_logits(x) on windows of T characters, loss
 against x itself (no position sees its own character; see ``models.py``); no state is carried.
 
-The run directory holds ``last`` and ``best`` checkpoints (``.npz`` + ``.json``), ``metrics.jsonl``
-and, when matplotlib is installed, ``loss.png``.
+The run directory holds ``last`` and ``best`` checkpoints (``.npz``, each with a readable ``.json``
+copy), ``metrics.jsonl``, the ``.lock`` of the process training it and, when matplotlib is
+installed, ``loss.png``.
+
+A checkpoint records the corpus's fingerprint (its size and SHA-256); ``--resume`` on a corpus
+whose bytes differ stops, unless ``allow_changed_data`` (``--allow-changed-data``) is set.
 """
 import math
 import os
@@ -50,9 +54,12 @@ class TrainConfig(LoopConfig):
     val_frac: float = 0.1
     encoding_errors: str = "strict"
     eval_chars: int = 32768            # validation characters scored at each periodic evaluation
+    allow_changed_data: bool = False   # resume even when the corpus's bytes differ from the saved run's
 
     DEFAULT_STEPS: ClassVar[int] = DEFAULT_STEPS
     PATH_FIELDS: ClassVar[tuple] = ("corpus",)
+    TRANSIENT: ClassVar[tuple] = ("allow_changed_data",)
+    FINITE: ClassVar[tuple] = LoopConfig.FINITE + ("dropout", "val_frac")
     RESUMABLE: ClassVar[frozenset] = LoopConfig.RESUMABLE | {"eval_chars"}
     POSITIVE: ClassVar[tuple] = LoopConfig.POSITIVE + ("layers", "hidden", "embed", "batch_size", "seq_len",
                                                        "eval_chars")
@@ -61,6 +68,9 @@ class TrainConfig(LoopConfig):
         from .models import CELLS
 
         super().validate()
+        for name in ("dropout", "val_frac"):
+            if not math.isfinite(getattr(self, name)):
+                raise TinyRNNError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
         if self.cell not in CELLS:
             raise TinyRNNError(f"unknown cell {self.cell!r}: use one of {', '.join(CELLS)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -111,7 +121,8 @@ class CharTask(Task):
         self.cfg = cfg
         self.path = path = corpus_path(cfg)
         corpus = load_corpus(path, encoding_errors=cfg.encoding_errors)
-        if saved is not None:                  # resuming: keep the model's own vocabulary
+        if saved is not None:                  # resuming: the same text, and the model's own vocabulary
+            _check_fingerprint(saved, corpus, path, cfg.allow_changed_data, log)
             corpus = _in_vocab(corpus, Vocab(saved["vocab"]), path)
         self.corpus, self.vocab = corpus, corpus.vocab
         self.train_ids, self.val_ids = corpus.split(cfg.val_frac)
@@ -125,6 +136,7 @@ class CharTask(Task):
         from .models import CharRNN
 
         cfg = self.cfg
+        _check_model_size(cfg, len(self.vocab))
         self.model = CharRNN(len(self.vocab), cfg.cell, cfg.hidden, cfg.layers, cfg.embed, cfg.dropout, cfg.bidir)
 
     def batch(self, step):
@@ -154,7 +166,23 @@ class CharTask(Task):
         return {"model": self.model.config(), "vocab": self.vocab.chars,
                 "data": {"corpus": os.path.abspath(self.path), "chars": len(self.corpus),
                          "train_chars": len(self.train_ids), "val_chars": len(self.val_ids),
-                         "batch_size": self.batch_size}}
+                         "batch_size": self.batch_size, **(self.corpus.fingerprint or {})}}
+
+    def check_checkpoint(self, meta, arrays, stem):
+        """The saved model config is the one this config builds; the carried state fits it."""
+        from .runcheck import damaged
+
+        if meta["model"] != self.model.config():
+            raise damaged(stem, f"its model {meta['model']} is not the one its training config builds "
+                                f"({self.model.config()})")
+        want = (self.cfg.layers, self.batch_size, self.cfg.hidden)
+        for key, a in arrays.items():
+            if key.startswith("state/") and (key not in ("state/h", "state/c") or tuple(a.shape) != want
+                                             or a.dtype.kind != "f"):
+                raise damaged(stem, f"the carried state {key} is {a.dtype} {tuple(a.shape)}, expected float {want}")
+
+    def uniform_loss(self):
+        return math.log(len(self.vocab))
 
     def describe(self, value, best):
         if value is None:
@@ -163,6 +191,36 @@ class CharTask(Task):
         if best is not None:
             text += f" (best {best['val_bpc']:.3f} at step {best['step']})"
         return text
+
+
+def _check_fingerprint(saved, corpus, path, allow, log):
+    """Stop (or with ``allow`` warn) when the corpus's bytes are not the ones the run was trained on."""
+    was, now = saved.get("data", {}), corpus.fingerprint or {}
+    if "sha256" not in was or not now or (was["sha256"], was.get("bytes")) == (now["sha256"], now["bytes"]):
+        return
+    what = (f"{path} is not the text the run was trained on ({was.get('bytes')} bytes, "
+            f"sha256 {str(was['sha256'])[:12]}; now {now['bytes']} bytes, sha256 {now['sha256'][:12]})")
+    if not allow:
+        raise TinyRNNError(f"{what}: resume on the original file, or pass --allow-changed-data to continue on "
+                           "the new text")
+    log(f"warning: {what}; continuing on the new text (--allow-changed-data)")
+
+
+def _check_model_size(cfg, vocab_size):
+    """Refuse a model whose weights, gradients and optimizer state cannot fit in this machine's memory."""
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[cfg.cell]
+    per_stack = gates * cfg.hidden * ((cfg.embed + cfg.hidden + 2) + (cfg.layers - 1) * (2 * cfg.hidden + 2))
+    stacks = 2 if cfg.bidir else 1
+    params = vocab_size * cfg.embed + stacks * per_stack + (stacks * cfg.hidden + 1) * vocab_size
+    need = params * 4 * 4                      # float32 weights + gradients + two optimizer buffers
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > memory:
+        raise TinyRNNError(f"the model ({params:,} parameters: --hidden {cfg.hidden} --layers {cfg.layers} "
+                           f"--embed {cfg.embed}) needs about {need / 2 ** 30:,.0f} GiB, this machine has "
+                           f"{memory / 2 ** 30:,.0f} GiB: use a smaller --hidden, --layers or --embed")
 
 
 def _in_vocab(corpus, vocab, path):

@@ -18,10 +18,29 @@ One step:
 Everything needed to continue exactly is in the checkpoint: weights, optimizer buffers, schedule
 position, the library's RNG state, the carried state and the step.
 
+Reliability (what a run directory survives):
+
+* One process per run directory: ``RunLock`` (``DIR/.lock``, released by the OS when the process
+  dies); a second ``train`` on the same directory stops with a line naming the first one's pid.
+* A kill at any instant leaves a run that resumes: a fresh run writes ``last`` at step 0 before
+  training, every checkpoint is one file replaced atomically (``checkpoint.save``), and
+  ``metrics.jsonl`` is trimmed to the checkpoint's step on resume (a half-written line is dropped).
+* Nothing in the run directory changes until the whole set-up has succeeded: a resume checks the
+  checkpoint completely (``runcheck``), restores it in memory, and only then touches files.
+* SIGINT (Ctrl-C) and SIGTERM (``kill``, ``timeout``, schedulers) both stop after the current step
+  and save ``last``; a second signal while the checkpoint is written waits for the save; one at
+  any other moment stops at once and the error says that nothing was saved.
+* Divergence: a NaN/inf loss or gradient norm stops the run at once (saving the last good weights);
+  so does a loss that explodes while staying finite: ``EXPLODE_WINDOWS`` logged windows in a row
+  whose mean training loss exceeds ``2 * uniform + 1`` nats, where ``uniform`` = log(V) is what
+  a uniform guess costs (the task's ``uniform_loss()``). A healthy run starts near log(V) and goes
+  down; it never stays above twice that.
+
 Under ``mpirun -n N`` the same loop runs on every process: the lines marked ``MPI hook`` (see
 ``distributed.py``; no-ops without a launcher) split each batch, average the gradients with one
-allreduce, agree on stopping, and let rank 0 alone print and write.
+allreduce, agree on stopping, and let rank 0 alone lock the run directory, print and write.
 """
+import contextlib
 import json
 import math
 import os
@@ -33,11 +52,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, runcheck
 from .errors import TinyRNNError
+from .runlock import RunLock
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("cosine", "constant", "step")
+EXPLODE_WINDOWS = 3          # logged windows in a row far above the uniform-guess loss -> stop
 
 
 @dataclass
@@ -64,16 +85,24 @@ class LoopConfig:
     RESUMABLE: ClassVar[frozenset] = frozenset({"steps", "epochs", "time_limit", "eval_every", "save_every",
                                                 "threads", "clip", "log_every", "device"})
     POSITIVE: ClassVar[tuple] = ("steps", "eval_every", "save_every", "log_every", "threads")
+    TRANSIENT: ClassVar[tuple] = ()      # options of one invocation: not saved, never taken from the saved run
+    FINITE: ClassVar[tuple] = ("lr", "clip", "epochs", "time_limit")
 
     def validate(self):
         if self.optimizer not in OPTIMIZERS:
             raise TinyRNNError(f"unknown optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
         if self.lr_schedule not in SCHEDULES:
             raise TinyRNNError(f"unknown lr schedule {self.lr_schedule!r}: use one of {', '.join(SCHEDULES)}")
+        for name in self.FINITE:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise TinyRNNError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         for name in self.POSITIVE:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise TinyRNNError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.seed < 0:
+            raise TinyRNNError(f"--seed must be >= 0, got {self.seed}")
         for name in ("lr", "epochs", "time_limit"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -86,7 +115,7 @@ class LoopConfig:
 
     def to_json(self):
         """The config as stored in a checkpoint (file options as absolute paths)."""
-        saved = asdict(self)
+        saved = {k: v for k, v in asdict(self).items() if k not in self.TRANSIENT}
         for name in self.PATH_FIELDS:
             saved[name] = saved[name] and os.path.abspath(saved[name])
         return saved
@@ -107,6 +136,9 @@ class Task:
         units(batch) -> int                    characters / tokens in a batch (for rates)
         checkpoint_meta() -> dict              what rebuilds the model: {"model": config, "vocab": ...}
         describe(value, best) -> str           the metric for the final line, e.g. "val 1.23 bits/char"
+    and may override:
+        check_checkpoint(meta, arrays, stem)   raise TinyRNNError when a saved run does not fit the task
+        uniform_loss() -> float | None         the loss (nats) of a uniform guess: the explosion check
 
     Under mpirun (``distributed.py``) a task with ``shardable = True`` finds ``shard = (rank, size)``
     set before the first batch: ``batch(step)`` then returns only rows ``distributed.rows(B, rank, size)``
@@ -120,6 +152,12 @@ class Task:
     higher_is_better = False
     loss_name, loss_scale = "loss_bpc", 1 / math.log(2)    # training loss as logged: nats * scale
     short_metric = "val {:.3f} bpc"                        # the metric on the progress bar
+
+    def check_checkpoint(self, meta, arrays, stem):
+        """Called before a resumed run is restored: raise TinyRNNError when it does not fit the task."""
+
+    def uniform_loss(self):
+        return None
 
 
 # ----------------------------------------------------------------------------- carried state
@@ -154,23 +192,21 @@ def state_from_arrays(arrays):
 
 # ----------------------------------------------------------------------------- resume
 
-def load_for_resume(cfg, out, explicit):
-    """The run in ``out`` to continue -> (merged config, checkpoint meta, arrays).
+def load_for_resume(cfg, out, explicit, family="char", metric="val_bpc"):
+    """The run in ``out`` to continue -> (merged config, checkpoint meta, arrays); reads, changes nothing.
 
     ``explicit`` names the options the user set: they must agree with the saved run unless they
-    are in ``cfg.RESUMABLE`` (those override it)."""
-    if out is None:
-        raise TinyRNNError("--resume needs --out DIR, the run to continue")
+    are in ``cfg.RESUMABLE`` (those override it). The checkpoint's metadata is checked completely
+    (``runcheck.check_meta``); a damaged field is one TinyRNNError line."""
     stem = os.path.join(out, "last")
-    if not os.path.exists(stem + ".json"):
-        raise TinyRNNError(f"nothing to resume in {out}: no {stem}.json (start a run without --resume)")
     meta, arrays = checkpoint.load(stem)
-    saved = meta["train_config"]
-    given = set(explicit) | {name for name in cfg.PATH_FIELDS if getattr(cfg, name) is not None}
-    _check_conflicts(cfg, saved, given)
-    overrides = {name: getattr(cfg, name) for name in explicit if name in cfg.RESUMABLE}
     kind = type(cfg)
-    merged = kind(**{**{f.name: saved.get(f.name, getattr(kind, f.name, None)) for f in fields(kind)}, **overrides})
+    saved = runcheck.check_meta(meta, stem, kind, family, metric)
+    given = set(explicit) | {name for name in cfg.PATH_FIELDS if getattr(cfg, name) is not None}
+    _check_conflicts(cfg, meta["train_config"], given)
+    overrides = {name: getattr(cfg, name) for name in explicit if name in cfg.RESUMABLE}
+    overrides.update({name: getattr(cfg, name) for name in kind.TRANSIENT})
+    merged = kind(**{**{f.name: getattr(saved, f.name) for f in fields(kind)}, **overrides})
     return merged, meta, arrays
 
 
@@ -254,30 +290,63 @@ def plot_metrics(out, loss_name, metric):
 
 
 class StopSignal:
-    """While active, Ctrl-C sets ``.hit`` instead of raising; the loop saves and stops. A second
-    Ctrl-C raises KeyboardInterrupt as usual."""
+    """While active, SIGINT (Ctrl-C) and SIGTERM set ``.hit`` (and ``.signum``) instead of stopping the
+    process; the loop saves and stops. A second signal while a checkpoint is written (inside
+    ``critical()``) is held until the save is done; at any other moment it raises KeyboardInterrupt
+    (stop now, without saving)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, log=None):
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.hit, self.signum, self.previous, self.saving = False, None, {}, False
 
     def __enter__(self):
-        self.hit, self.previous = False, None
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:          # not the main thread: leave Ctrl-C alone
-            pass
+        for signum in self.SIGNALS:
+            try:
+                self.previous[signum] = signal.signal(signum, self._handler)
+            except ValueError:          # not the main thread: leave signals alone
+                pass
         return self
 
     def _handler(self, signum, frame):
-        if self.hit:
+        if not self.hit:
+            self.hit, self.signum = True, signum
+        elif self.saving:
+            self.log("still saving the checkpoint; stopping as soon as it is written")
+        else:
             raise KeyboardInterrupt
-        self.hit = True
+
+    @contextlib.contextmanager
+    def critical(self):
+        """A section (a checkpoint save) that a second signal does not interrupt."""
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 class TrainingDiverged(TinyRNNError):
-    """The loss (or the gradient norm) became NaN or infinite."""
+    """The loss (or the gradient norm) became NaN or infinite, or exploded while staying finite."""
     agreed = True       # MPI: every rank raises it at the same step (rank 0 alone reports it)
+
+
+class Interrupted(TinyRNNError):
+    """A second signal stopped the run before its checkpoint could be saved."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def exit_code_for(signum):
+    """The conventional exit status of a process stopped by ``signum``: 128 + its number (130, 143)."""
+    return 128 + int(signum or signal.SIGINT)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -288,7 +357,7 @@ class Trainer:
     task_class: a ``Task`` subclass, built by ``setup``. cfg: its config (a ``LoopConfig`` subclass).
     out: the run directory (default: ``default_out(cfg)``). explicit: the option names the user set.
     log: a function for messages (default: print to stderr). Raises TinyRNNError for bad input,
-    TrainingDiverged when the loss becomes NaN/inf.
+    TrainingDiverged when the loss becomes NaN/inf or explodes.
     """
 
     def __init__(self, task_class, cfg, out=None, resume=False, explicit=(), progress=True, log=None,
@@ -297,66 +366,146 @@ class Trainer:
         self.explicit, self.progress = explicit, progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.default_out = default_out
+        self.lock, self.stop, self.metrics_file = None, None, None
         self.world = distributed.world()          # MPI hook: Single() (no MPI) unless started by mpirun
         if not self.world.is_root:
             self.log = lambda msg: None
 
     # ---- set-up ---------------------------------------------------------------------------------
     def setup(self):
-        """Config (merged with the saved run when resuming), threads, device, task, optimizer, schedule."""
-        from . import random
-        from .backend import use_device
-
+        """Config (merged with the saved run when resuming), threads, device, task, optimizer, schedule,
+        the saved state restored in memory - and only then the run directory (lock, metrics, step 0)."""
         saved = arrays = None
         if self.resume:
-            self.cfg, saved, arrays = load_for_resume(self.cfg, self.out, self.explicit)
+            self._lock_for_resume()
+            self.cfg, saved, arrays = load_for_resume(self.cfg, self.out, self.explicit, self.task_class.family,
+                                                      self.task_class.metric)
         cfg = self.cfg.validate()
         self.out = self.out or self.default_out(cfg)
-        if not self.resume and os.path.exists(os.path.join(self.out, "last.json")):
-            raise TinyRNNError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
-        threads = self.world.threads(cfg.threads)     # MPI hook: cores / local ranks unless --threads
-        if threads:
-            from . import set_num_threads
+        if not self.resume:
+            self._check_fresh_out()
+        self._set_threads(cfg)
+        from .backend import use_device
 
-            set_num_threads(threads)
         use_device(cfg.device)
         self.task = task = self.task_class(cfg, saved, self.log)
         self.world.check_task(task)                  # MPI hook: this rank's shard of every batch
         self.total = cfg.steps or (math.ceil(cfg.epochs * task.steps_per_epoch) if cfg.epochs else None)
         if self.total is None and not cfg.time_limit:
             self.total = cfg.DEFAULT_STEPS
-        os.makedirs(self.out, exist_ok=True)      # only now: bad input leaves no empty run directory behind
-
-        random.manual_seed(cfg.seed)
-        task.build_model()
-        self.model = task.model
-        self.model.to(cfg.device)                 # before the optimizer: its buffers live where the parameters do
-        self.params = self.model.parameters()
-        self.opt = make_optimizer(cfg, self.params)
-        self.sched = make_schedule(cfg, self.opt, self.total)
+        if self.resume and self.total is not None and self.total < saved["step"]:
+            raise TinyRNNError(f"the run in {self.out} is at step {saved['step']}, past the {self.total} steps asked "
+                               f"for: give --steps {saved['step']} or more to continue it (nothing was changed)")
+        self._build()
         self.step, self.state, self.best, self.history = 0, None, None, {}
         if self.resume:
             self._restore(saved, arrays)
         self.model.train()
+        self._prepare_directory()          # the first change to the run directory
 
-    def _restore(self, meta, arrays):
+    def _set_threads(self, cfg):
+        threads = self.world.threads(cfg.threads)     # MPI hook: cores / local ranks unless --threads
+        if threads:
+            from . import set_num_threads
+
+            try:
+                set_num_threads(threads)
+            except ValueError as e:
+                raise TinyRNNError(f"--threads {threads} is out of range ({e}): use fewer threads") from None
+
+    def _build(self):
+        """The model, its optimizer and schedule (a model too big for memory is one line)."""
         from . import random
 
-        self.model.load_state_dict(checkpoint.model_arrays(arrays))
-        self.opt.load_state_dict(checkpoint.unpack(meta["optimizer"], arrays))
-        self.sched.load_state_dict({**self.sched.state_dict(), "t": meta["schedule"]["t"]})   # keep the (new) length
-        random.set_state(meta["rng"])
-        state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
-        self.state = state_from_arrays(self.world.scatter_state(state))   # MPI hook: this rank's rows
+        random.manual_seed(self.cfg.seed)
+        try:
+            self.task.build_model()
+        except MemoryError:
+            raise TinyRNNError("the model does not fit in memory: use a smaller --hidden, --layers or "
+                               "--embed") from None
+        self.model = self.task.model
+        self.model.to(self.cfg.device)            # before the optimizer: its buffers live where the parameters do
+        self.params = self.model.parameters()
+        self.opt = make_optimizer(self.cfg, self.params)
+        self.sched = make_schedule(self.cfg, self.opt, self.total)
+
+    def _lock_for_resume(self):
+        if self.out is None:
+            raise TinyRNNError("--resume needs --out DIR, the run to continue")
+        if not checkpoint.exists(os.path.join(self.out, "last")):
+            why = ("it has no checkpoint yet (it was stopped before its first save): start it again without --resume"
+                   if os.path.isdir(self.out) else "no such run directory (start a run without --resume)")
+            raise TinyRNNError(f"nothing to resume in {self.out}: {why}")
+        if self.world.is_root:                    # MPI: rank 0 alone locks and writes
+            self.lock = RunLock(self.out).acquire()
+
+    def _check_fresh_out(self):
+        """A fresh run's --out: a directory (or nothing yet) without a run in it, and not in use."""
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise TinyRNNError(f"--out {self.out} is a file, not a directory: choose another --out")
+        if not self.world.is_root:                # MPI: rank 0 checks (and aborts the job if it fails)
+            return
+        if os.path.isdir(self.out):
+            self.lock = RunLock(self.out).acquire()
+        if checkpoint.exists(self._path("last")):
+            raise TinyRNNError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
+
+    def _prepare_directory(self):
+        """Create and lock the run directory, drop temp files a kill left, open metrics.jsonl (trimmed
+        to the resumed step, or emptied), and give a fresh run its step-0 checkpoint."""
+        if not self.world.is_root:                # MPI: only rank 0 touches the run directory
+            self.metrics_file = open(os.devnull, "w", encoding="utf-8")
+            if not self.resume:
+                self.save("last")                 # takes part in the state gather of rank 0's step-0 save
+            return
+        try:
+            os.makedirs(self.out, exist_ok=True)
+        except OSError as e:
+            raise TinyRNNError(checkpoint.os_error_line(e, "create the run directory", self.out)) from None
+        self.lock = self.lock or RunLock(self.out).acquire()
+        if not self.resume and checkpoint.exists(self._path("last")):      # another run started meanwhile
+            raise TinyRNNError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
+        checkpoint.clean_temp(self.out)
+        path = self._path("metrics.jsonl")
+        try:
+            if self.resume:
+                rows = [r for r in read_metrics(path) if isinstance(r, dict) and r.get("step", 0) <= self.step]
+                checkpoint.atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+            self.metrics_file = open(path, "a" if self.resume else "w", encoding="utf-8")
+        except OSError as e:
+            raise TinyRNNError(checkpoint.os_error_line(e, "write", path)) from None
+        if self.resume:
+            self.log(f"resuming {self.out} at step {self.step}")
+            if self.saved_processes != self.world.size:              # MPI: resuming on another N is fine
+                self.log(distributed.resume_note(self.saved_processes, self.world.size))
+        else:
+            self.save("last")
+
+    def _restore(self, meta, arrays):
+        """The saved run, checked and restored in memory (nothing on disk changes here)."""
+        from . import random
+
+        stem = self._path("last")
+        try:
+            self.task.check_checkpoint(meta, arrays, stem)
+            weights = checkpoint.model_arrays(arrays)
+            runcheck.check_arrays(self.model, weights, stem)
+            if set(meta["optimizer"]["hyper"]) != set(self.opt.hyper()):
+                raise runcheck.damaged(stem, f"optimizer.hyper has {sorted(meta['optimizer']['hyper'])}, "
+                                             f"{self.cfg.optimizer} needs {sorted(self.opt.hyper())}")
+            self.model.load_state_dict(weights)
+            self.opt.load_state_dict(checkpoint.unpack(meta["optimizer"], arrays))
+            # keep the (new) length: a longer --steps stretches the schedule
+            self.sched.load_state_dict({**self.sched.state_dict(), "t": meta["schedule"]["t"]})
+            random.set_state(meta["rng"])
+            state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
+            self.state = state_from_arrays(self.world.scatter_state(state))   # MPI hook: this rank's rows
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
+            raise runcheck.damaged(stem, f"{type(e).__name__}: {e}") from None
         self.step = int(meta["step"])
         self.history = meta["metrics"]
         self.best = self.history.get("best")
-        rows = [r for r in read_metrics(self._path("metrics.jsonl")) if r.get("step", 0) <= self.step]
-        if self.world.is_root:
-            checkpoint.atomic_write(self._path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows).encode())
-        self.log(f"resuming {self.out} at step {self.step}")
-        if meta.get("processes", 1) != self.world.size:              # MPI: resuming on another N is fine
-            self.log(distributed.resume_note(meta.get("processes", 1), self.world.size))
+        self.saved_processes = meta.get("processes", 1)
 
     def _path(self, name):
         return os.path.join(self.out, name)
@@ -391,12 +540,31 @@ class Trainer:
         what = f"loss became {value}" if not math.isfinite(value) else f"the gradient norm became {norm}"
         if all(np.isfinite(p.numpy()).all() for p in self.params):   # the weights before this update are fine
             self.save("last")
-        last = self._path("last")
-        saved_step = checkpoint.load(last)[0]["step"] if os.path.exists(last + ".json") else None
-        where = (f"the last good checkpoint is {last} (step {saved_step})" if saved_step is not None
-                 else "no checkpoint was saved")
-        raise TrainingDiverged(f"{what} at step {self.step + 1}; stopped, {where}. "
+        raise TrainingDiverged(f"{what} at step {self.step + 1}; stopped, {self._last_good()}. "
                                f"Try a lower --lr (was {self.cfg.lr:g}) or --clip")
+
+    def _last_good(self):
+        last = self._path("last")
+        try:
+            step = checkpoint.load(last)[0]["step"]
+        except TinyRNNError:
+            return "no checkpoint was saved"
+        return f"the last good checkpoint is {last} (step {step})"
+
+    def check_explosion(self, mean_nats):
+        """Stop when the training loss stays far above a uniform guess (see the module docstring)."""
+        uniform = self.task.uniform_loss()
+        if uniform is None:
+            return
+        limit = 2 * uniform + 1
+        self.high_windows = self.high_windows + 1 if mean_nats > limit else 0
+        if self.high_windows >= EXPLODE_WINDOWS:
+            scale = self.task.loss_scale
+            raise TrainingDiverged(
+                f"the training loss exploded: {mean_nats * scale:.4g} {self.task.loss_name} at step {self.step}, "
+                f"above {limit * scale:.3g} (a uniform guess costs {uniform * scale:.3g}) for {EXPLODE_WINDOWS} "
+                f"log windows in a row; stopped, checkpoints in {self.out} are from before. "
+                f"Try a lower --lr (was {self.cfg.lr:g}) or --clip")
 
     # ---- evaluation and checkpoints -----------------------------------------------------------------
     def evaluate(self):
@@ -413,23 +581,27 @@ class Trainer:
         return value
 
     def save(self, name):
-        """Write the ``name`` checkpoint (``last`` or ``best``) of the run as it is now."""
+        """Write the ``name`` checkpoint (``last`` or ``best``) of the run as it is now (a second signal
+        during the save waits for it)."""
         arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         state = self.world.gather_state(state_arrays(self.state))    # MPI hook: the whole batch's state
         if not self.world.is_root:                                   # MPI: rank 0 alone writes
             return
         arrays.update({f"state/{k}": v for k, v in state.items()})
         meta = {"family": self.task.family, **self.task.checkpoint_meta(), "step": self.step,
-                "processes": self.world.size,
-                "train_config": self.cfg.to_json(),
+                "processes": self.world.size, "train_config": self.cfg.to_json(),
                 "optimizer": checkpoint.pack(self.opt.state_dict(), arrays, "optim"),
                 "schedule": self.sched.state_dict(), "rng": _rng_state(), "metrics": self.history}
-        checkpoint.save(self._path(name), arrays, meta)
+        with self.stop.critical() if self.stop is not None else contextlib.nullcontext():
+            checkpoint.save(self._path(name), arrays, meta)
 
     def record(self, row):
         """Append one row to metrics.jsonl."""
-        self.metrics_file.write(json.dumps(row) + "\n")
-        self.metrics_file.flush()
+        try:
+            self.metrics_file.write(json.dumps(row) + "\n")
+            self.metrics_file.flush()
+        except OSError as e:
+            raise TinyRNNError(checkpoint.os_error_line(e, "write", self._path("metrics.jsonl"))) from None
 
     # ---- the loop ------------------------------------------------------------------------------------
     def run(self):
@@ -438,48 +610,63 @@ class Trainer:
             return self._run()
 
     def _run(self):
+        try:
+            self.setup()
+            return self._loop()
+        finally:
+            if self.metrics_file is not None:
+                self.metrics_file.close()
+            if self.lock is not None:
+                self.lock.release()
+
+    def _loop(self):
         from .progress import Progress
 
-        self.setup()
         cfg, task = self.cfg, self.task
-        root = self.world.is_root          # MPI: only rank 0 writes metrics and shows progress
-        self.metrics_file = open(self._path("metrics.jsonl") if root else os.devnull, "a", encoding="utf-8")
-        self.bar = Progress(total=self.total, time_limit=cfg.time_limit, enabled=self.progress and root,
+        self.bar = Progress(total=self.total, time_limit=cfg.time_limit, enabled=self.progress and self.world.is_root,
                             unit=task.unit)
         start_step, self.t_start = self.step, time.perf_counter()
-        window = _Window(self.t_start)
+        window, self.high_windows = _Window(self.t_start), 0
         rate, self.stopped = None, "done"
         try:
-            with StopSignal() as stop:
-                while self.total is None or self.step < self.total:
-                    window.add(*self.train_step())
-                    if self.step % cfg.log_every == 0 or self.step == self.total:
-                        self.history["train_loss"], rate = window.flush(self, task)
-                    if task.has_eval and self.step % cfg.eval_every == 0:
-                        self.evaluate()
-                    if self.step % cfg.save_every == 0:
-                        self.save("last")
-                    elapsed = time.perf_counter() - self.t_start
-                    value = self.history.get(task.metric)
-                    self.bar.update(self.step, loss=self.history.get("train_loss"),
-                                    metric=None if value is None else task.short_metric.format(value),
-                                    rate=rate, eta=self.bar.eta(self.step, elapsed, start_step))
-                    stop.hit, elapsed = self.world.agree(stop.hit, elapsed)   # MPI: all ranks stop together
-                    if stop.hit:
-                        self.stopped = "interrupted"
-                        break
-                    if cfg.time_limit and elapsed >= cfg.time_limit:
-                        self.stopped = "time limit"
-                        break
-                self._finish()
+            with StopSignal(self.bar.write if self.bar.tty else self.log) as self.stop:
+                try:
+                    while self.total is None or self.step < self.total:
+                        window.add(*self.train_step())
+                        if self.step % cfg.log_every == 0 or self.step == self.total:
+                            self.history["train_loss"], rate = window.flush(self, task)
+                            self.check_explosion(self.history["train_loss"] / task.loss_scale)
+                        if task.has_eval and self.step % cfg.eval_every == 0:
+                            self.evaluate()
+                        if self.step % cfg.save_every == 0:
+                            self.save("last")
+                        elapsed = time.perf_counter() - self.t_start
+                        value = self.history.get(task.metric)
+                        self.bar.update(self.step, loss=self.history.get("train_loss"),
+                                        metric=None if value is None else task.short_metric.format(value),
+                                        rate=rate, eta=self.bar.eta(self.step, elapsed, start_step))
+                        self.stop.hit, elapsed = self.world.agree(self.stop.hit, elapsed)   # MPI: stop together
+                        if self.stop.hit:
+                            self.stopped = "interrupted"
+                            break
+                        if cfg.time_limit and elapsed >= cfg.time_limit:
+                            self.stopped = "time limit"
+                            break
+                    self._finish()
+                except KeyboardInterrupt:
+                    raise Interrupted(f"interrupted again at step {self.step}: stopped without saving; "
+                                      f"{self._last_good()} (continue with: tinyrnn train --resume --out {self.out})",
+                                      exit_code_for(self.stop.signum)) from None
         finally:
             self.bar.close()
-            self.metrics_file.close()
+        self.signum = self.stop.signum
         return self.summary(time.perf_counter() - self.t_start, window.total_units)
 
     def _finish(self):
-        """The final evaluation (unless the last step just made one) and the last checkpoint."""
-        if self.task.has_eval and (self.step % self.cfg.eval_every != 0 or self.task.metric not in self.history):
+        """The final evaluation (unless the last step just made one, or a signal asked to stop now) and
+        the last checkpoint."""
+        if self.stopped != "interrupted" and self.task.has_eval and (
+                self.step % self.cfg.eval_every != 0 or self.task.metric not in self.history):
             self.evaluate()
         self.save("last")
 
@@ -493,7 +680,8 @@ class Trainer:
         summary = {"out": self.out, "step": self.step, "stopped": self.stopped, metric: self.history.get(metric),
                    "best": self.best, "train_loss": last_loss, "seconds": elapsed, f"{task.unit}_per_s": speed,
                    "plot": plot_metrics(self.out, task.loss_name, metric) if self.world.is_root else None,
-                   "root": self.world.is_root}
+                   "root": self.world.is_root,
+                   "exit_code": exit_code_for(self.signum) if self.stopped == "interrupted" else 0}
         total = f"/{self.total}" if self.total else ""
         summary["line"] = (f"{self.stopped}: step {self.step}{total} in {format_duration(elapsed)} "
                            f"({format_rate(speed)} {task.unit}/s); {task.describe(summary[metric], self.best)}; "

@@ -122,13 +122,16 @@ class Module:
         unexpected = sorted(set(state) - set(own))
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        for name, value in state.items():
+        checked = {}
+        for name, value in state.items():       # check everything first: a bad key changes nothing
             if name not in own:
                 continue
             value = np.asarray(value)
+            if value.shape != own[name].shape:
+                raise ValueError(f"load_state_dict: {name} has shape {value.shape}, expected {own[name].shape}")
+            checked[name] = value
+        for name, value in checked.items():
             p = own[name]
-            if value.shape != p.shape:
-                raise ValueError(f"load_state_dict: {name} has shape {value.shape}, expected {p.shape}")
             p.data = backend.to_device(np.array(value, dtype=p.dtype), p.device)
         return self
 

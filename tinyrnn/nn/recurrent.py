@@ -99,6 +99,9 @@ class _RNNBase(Module):
         T, B, I = x.shape
         if I != self.input_size:
             raise ValueError(f"{type(self).__name__}: input has {I} features, expected {self.input_size}")
+        if x.dtype != self.weight_ih_l0.dtype:
+            raise TypeError(f"{type(self).__name__}: input dtype {x.dtype} does not match the layer's weights "
+                            f"({self.weight_ih_l0.dtype}): convert one, e.g. x.astype(np.{self.weight_ih_l0.dtype})")
         if T == 0:
             raise ValueError("empty sequence (T = 0)")
         h0, c0 = self._initial_state(state, B, x.dtype, x.device)

@@ -30,6 +30,14 @@ from .. import backend
 from ..tensor import FLOAT_DTYPES
 
 
+def _check_finite(hyper):
+    """ValueError for a hyperparameter that is NaN or infinite (``Adam(lr=nan)``, ``betas=(inf, 0.9)``)."""
+    for name, value in hyper.items():
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if not isinstance(v, bool) and isinstance(v, (int, float)) and not abs(v) < float("inf"):
+                raise ValueError(f"invalid {name} {value}: hyperparameters must be finite numbers")
+
+
 class Optimizer:
     """Base class: keeps the parameters, per-parameter step counts and state buffers.
 
@@ -47,9 +55,10 @@ class Optimizer:
             data = getattr(p, "data", None)
             if not (isinstance(data, np.ndarray) or backend.is_device_array(data)) or data.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"parameter {i}: .data must be a float32 or float64 ndarray (or CUDA device array)")
-        if lr < 0:
-            raise ValueError(f"invalid learning rate {lr}")
+        if not 0 <= lr < float("inf"):
+            raise ValueError(f"invalid learning rate {lr}: it must be a finite number >= 0")
         self.lr = float(lr)
+        _check_finite(self.hyper())
         self.steps = [0] * len(self.params)
         self.state = [{name: self._new_buffer(p, name) for name in self._buffers} for p in self.params]
 
@@ -94,6 +103,7 @@ class Optimizer:
         raise NotImplementedError
 
     def _set_hyper(self, hyper):
+        _check_finite(hyper)
         for name, value in hyper.items():
             setattr(self, name, tuple(value) if isinstance(value, list) else value)
 

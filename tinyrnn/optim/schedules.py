@@ -9,6 +9,14 @@ when the schedule was made. So update number k (1, 2, ...) runs with lr_at(k - 1
 import math
 
 
+def _finite(name, value):
+    """float(value), or ValueError when it is NaN or infinite."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
 class Schedule:
     """Base class: subclasses implement ``lr_at(t)`` and list their settings in ``_settings``."""
 
@@ -16,7 +24,7 @@ class Schedule:
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
-        self.base_lr = float(optimizer.lr)
+        self.base_lr = _finite("the optimizer's lr", optimizer.lr)
         self.t = 0
 
     def lr_at(self, t):
@@ -60,8 +68,9 @@ class StepLR(Schedule):
     _settings = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if step_size < 1:
+        if not step_size >= 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
+        _finite("gamma", gamma)
         super().__init__(optimizer)
         self.step_size = int(step_size)
         self.gamma = float(gamma)
@@ -80,8 +89,9 @@ class CosineLR(Schedule):
     _settings = ("total_steps", "min_lr")
 
     def __init__(self, optimizer, total_steps, min_lr=0.0):
-        if total_steps < 1:
+        if not total_steps >= 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        _finite("min_lr", min_lr)
         super().__init__(optimizer)
         self.total_steps = int(total_steps)
         self.min_lr = float(min_lr)
@@ -106,7 +116,7 @@ class WarmupLR(Schedule):
     _settings = ("warmup_steps",)
 
     def __init__(self, optimizer, warmup_steps, after=None):
-        if warmup_steps < 0:
+        if not warmup_steps >= 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if after is not None and after.optimizer is not optimizer:
             raise ValueError("the `after` schedule must drive the same optimizer")

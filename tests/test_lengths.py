@@ -6,6 +6,8 @@
   weights: outputs (0 at padding), final states, every gradient; fused == composed; gradcheck;
   ``nn.Bidirectional``; junk at padded positions changes nothing.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -75,7 +77,7 @@ CELLS = [("lstm", False), ("gru", False), ("rnn", False), ("rnn", True)]
 def one_row(a, b, L):
     """The inputs of row b alone, for its own L steps (a batch of 1, full), outputs NaN."""
     rows = lambda v: v[:L, b:b + 1].copy()  # noqa: E731
-    one = {k: np.full((L,) + v.shape[1:], np.nan, v.dtype)[:, :1] for k, v in a.items() if k in ("acts", "ghn", "d1", "d2")}
+    one = {k: np.full((L, 1) + a[k].shape[2:], np.nan, a[k].dtype) for k in ("acts", "ghn", "d1", "d2")}
     one.update(xproj=rows(a["xproj"]), dhs=rows(a["dhs"]), w_hh=a["w_hh"], b_hh=a["b_hh"], bs=np.ones(L, np.int64))
     one.update({k: a[k][b:b + 1].copy() for k in ("h0", "c0", "dh_n", "dc_n", "dh0", "dc0")})
     one.update({k: np.full((L + 1, 1, a["h0"].shape[1]), np.nan, a["h0"].dtype) for k in ("hs", "cs")})
@@ -170,7 +172,7 @@ def layer_case(kind, num_layers, bidirectional, dtype, batch_first, T=7, I=4, H=
     x = padded_batch(T, B, I, lengths, dtype, batch_first)
     state = [rng.standard_normal((num_layers * D, B, H)).astype(dtype) for _ in range(2 if kind == "lstm" else 1)]
     out_shape = (B, T, D * H) if batch_first else (T, B, D * H)
-    weights = [rng.standard_normal(out_shape).astype(dtype)] + [rng.standard_normal(s.shape).astype(dtype) for s in state]
+    weights = [rng.standard_normal(s).astype(dtype) for s in [out_shape] + [s.shape for s in state]]
     return x, state, weights
 
 
@@ -269,13 +271,13 @@ def test_full_lengths_equal_no_lengths_and_sorted_skips_the_gather():
     assert out._op == "getitem"
 
 
-@pytest.mark.parametrize("bad", [[7, 0, 3, 1, 2], [8, 1, 1, 1, 1], [-1, 2, 2, 2, 2], [1.5, 2, 2, 2, 2], [3, 3]])
-def test_bad_lengths_raise_value_error_naming_them(bad):
-    layer = nn.GRU(4, 5)
-    with pytest.raises(ValueError, match="lengths"):
-        layer(tr.Tensor(np.zeros((7, 5, 4), np.float32)), lengths=bad)
-    with pytest.raises(ValueError, match=str(bad[0]) if bad[0] in (0, 8, -1) else "lengths"):
-        layer(tr.Tensor(np.zeros((7, 5, 4), np.float32)), lengths=bad)
+@pytest.mark.parametrize("bad,named", [([7, 0, 3, 1, 2], "bad values: [0]"), ([8, 9, 1, 1, 8], "bad values: [8, 9]"),
+                                       ([-1, 2, 2, 2, 2], "bad values: [-1]"), ([1.5, 2, 2, 2, 2], "integers"),
+                                       ([3, 3], "shape (5,)")])
+def test_bad_lengths_raise_value_error_naming_them(bad, named):
+    for layer in (nn.GRU(4, 5), nn.Bidirectional(nn.LSTM(4, 5))):
+        with pytest.raises(ValueError, match=re.escape(named)):
+            layer(tr.Tensor(np.zeros((7, 5, 4), np.float32)), lengths=bad)
 
 
 @pytest.mark.parametrize("kind,merge_mode,batch_first", [("lstm", "concat", False), ("gru", "sum", False),
@@ -311,3 +313,13 @@ def test_reverse_padded_is_its_own_inverse_and_gradient():
     assert gradcheck(lambda x: ops.reverse_padded(x, [2, 4]), [x])
     xb = tr.Tensor(np.ascontiguousarray(x.data.transpose(1, 0, 2)))
     np.testing.assert_array_equal(ops.reverse_padded(xb, [2, 4], axis=1).data, y.data.transpose(1, 0, 2))
+
+
+def test_work_is_proportional_to_the_real_tokens():
+    """Not a timing test: the kernels run sum(batch_sizes) row-steps, and that is sum(lengths)."""
+    from tinyrnn.ops.recurrent import Steps
+    lengths = np.array([64] * 4 + [8] * 28)
+    for reverse in (False, True):
+        steps = Steps(64, 32, reverse, lengths)
+        assert steps.batch_sizes.sum() == lengths.sum() == 480
+        assert list(steps.batch_sizes[[0, 7, 8, 63]]) == [32, 32, 4, 4]

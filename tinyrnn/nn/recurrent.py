@@ -34,7 +34,7 @@ import numpy as np
 from .. import ops
 from ..backend import arrays
 from ..backend import DeviceError
-from ..ops.recurrent import check_lengths, gru_sequence, lstm_sequence, rnn_sequence
+from ..ops.recurrent import LENGTHS_ON_CPU, check_lengths, gru_sequence, lstm_sequence, rnn_sequence
 from ..random import generator
 from ..tensor import Tensor
 from . import cells
@@ -115,7 +115,7 @@ class _RNNBase(Module):
         order = None
         if lengths is not None:
             if x.device != "cpu":
-                raise DeviceError("lengths= runs on the CPU; move the batch with .to('cpu')")
+                raise DeviceError(LENGTHS_ON_CPU)
             x, state, lengths, order = _sort_batch(x, state, check_lengths(lengths, T, B))
         h0, c0 = self._initial_state(state, B, x.dtype, x.device)
         output, h_n, c_n = self._run_layers(x, h0, c0, lengths)

@@ -459,7 +459,8 @@ def reverse_padded(x, lengths, axis=0):
     T, B = (x.shape[0], x.shape[1]) if axis == 0 else (x.shape[1], x.shape[0])
     L = np.asarray(lengths, dtype=np.int64)[None, :]
     if L.shape[1] != B or np.any(L < 1) or np.any(L > T):
-        raise ValueError(f"reverse_padded: lengths must be {B} integers in [1, {T}], got {np.asarray(lengths).tolist()}")
+        raise ValueError(f"reverse_padded: lengths must be {B} integers in [1, {T}], "
+                         f"got {np.asarray(lengths).tolist()}")
     t = np.arange(T)[:, None]
     source = np.where(t < L, L - 1 - t, t)                               # (T, B): the time step read
     index = (source, np.arange(B)[None, :]) if axis == 0 else (np.arange(B)[:, None], source.T)

@@ -57,7 +57,8 @@ def check_lengths(lengths, T: int, B: int) -> np.ndarray:
         raise ValueError(f"lengths must be integers, got {arr.dtype}: {arr.tolist()}")
     bad = arr[(arr < 1) | (arr > T)]
     if bad.size:
-        raise ValueError(f"lengths must be in [1, {T}] (T = the padded length); bad values: {sorted(set(bad.tolist()))}")
+        raise ValueError(f"lengths must be in [1, {T}] (T = the padded length); "
+                         f"bad values: {sorted(set(bad.tolist()))}")
     return arr.astype(np.int64)
 
 
@@ -113,9 +114,12 @@ class Steps:
             x[self.pad] = 0
 
 
+LENGTHS_ON_CPU = "lengths= runs on the CPU; move the batch with .to('cpu')"
+
+
 def _steps(device, T, B, reverse, lengths):
     if lengths is not None and device != "cpu":
-        raise DeviceError("lengths= runs on the CPU; move the batch with .to('cpu')")
+        raise DeviceError(LENGTHS_ON_CPU)
     return Steps(T, B, reverse, lengths)
 
 
@@ -142,8 +146,8 @@ def _project(K, A, x2, w_ih, bias):
 class InputProjection:
     """pre = x @ W_ih^T + bias for all T*B steps of a sequence at once (in reading order), and its backward.
 
-    x: (T, B, I), read in the order of ``steps`` (a ``Steps``). When x is an embedding lookup, x = E[idx], over a vocabulary smaller than T*B,
-    the product is taken over the table instead of the rows - the same numbers for V rows of work
+    x: (T, B, I), read in the order of ``steps`` (a ``Steps``). When x is an embedding lookup,
+    x = E[idx], over a vocabulary smaller than T*B, the product is taken over the table instead of the rows - the same numbers for V rows of work
     instead of T*B (a character model has V = 65 and T*B = 2048):
         pre     = (E @ W_ih^T + bias)[idx]
         dTable  = scatter-add of dpre's rows by idx          (V, G*H)

@@ -323,3 +323,27 @@ def test_work_is_proportional_to_the_real_tokens():
         steps = Steps(64, 32, reverse, lengths)
         assert steps.batch_sizes.sum() == lengths.sum() == 480
         assert list(steps.batch_sizes[[0, 7, 8, 63]]) == [32, 32, 4, 4]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_embedding_input_with_lengths(kind):
+    """An embedding lookup as input (projected over the table, not the rows) == the same rows given densely."""
+    tr.manual_seed(8)
+    layer = KINDS[kind](4, 5, bidirectional=True).double()
+    table = np.random.default_rng(9).standard_normal((3, 4))       # V = 3 < T*B
+    idx = np.random.default_rng(10).integers(0, 3, (7, 5))
+    lengths = np.array(LENGTHS)
+    E = tr.Tensor(table.copy(), requires_grad=True)
+    out, _ = layer(ops.embedding(E, idx), lengths=lengths)
+    out.sum().backward()
+    grads = [p.grad.copy() for p in layer.parameters()]
+    layer.zero_grad()
+    x = tr.Tensor(table[idx], requires_grad=True)
+    out_dense, _ = layer(x, lengths=lengths)
+    out_dense.sum().backward()
+    np.testing.assert_allclose(out.data, out_dense.data, rtol=1e-12, atol=1e-13)
+    for a, p in zip(grads, layer.parameters()):
+        np.testing.assert_allclose(a, p.grad, rtol=1e-12, atol=1e-13)
+    dE = np.zeros_like(table)
+    np.add.at(dE, idx, x.grad)
+    np.testing.assert_allclose(E.grad, dE, rtol=1e-12, atol=1e-13)

@@ -22,7 +22,8 @@ Variable lengths (``lengths=``, a padded batch sorted by decreasing length; ``St
 ``lengths[b]`` real steps, the rest is padding. The kernels run only the active rows of each
 step (``batch_sizes``); the reverse direction reads each row from its own last token; the
 outputs at padded positions are 0, h_n (c_n) is each row's state after its last step read, and
-padding gets exactly zero gradient. CPU only (the gathers use numpy fancy indexing).
+padding gets exactly zero gradient. The input projection and the weight gradients multiply only
+the real tokens' rows, so a padded batch costs about what its tokens cost. CPU only (the gathers use numpy fancy indexing).
 
 They run on the CPU or the GPU, wherever their inputs are: ``K`` is the kernel module and ``A``
 the array helpers of that device (``tinyrnn.backend``), so the same lines allocate, reverse time
@@ -72,11 +73,13 @@ class Steps:
     ``read`` also puts outputs read in that order back in time order.
 
     batch_sizes (T,): the rows active at each reading step (a prefix: the batch is sorted), for the
-    kernels. pad (T, B) bool: the padded positions (None when there are none).
+    kernels. pad (T, B) bool: the padded positions (None when there are none); the same positions in
+    reading order. rows (N,): the flat indices t*B + b of the N = sum(lengths) real tokens, so the
+    input projection and the weight gradients multiply only those rows (``active``, ``scatter``).
     """
 
     def __init__(self, T: int, B: int, reverse: bool, lengths=None):
-        self.reverse, self.flat, self.pad = reverse, None, None
+        self.reverse, self.flat, self.pad, self.rows = reverse, None, None, None
         self.batch_sizes = np.full(T, B, np.int64)
         if lengths is None:
             return
@@ -88,6 +91,7 @@ class Steps:
         self.batch_sizes = (t < L).sum(axis=1).astype(np.int64)
         if lengths[-1] < T:
             self.pad = t >= L
+            self.rows = np.flatnonzero(~self.pad.reshape(-1))
             if reverse:
                 self.flat = (np.where(t < L, L - 1 - t, t) * B + np.arange(B)).reshape(T * B)
 
@@ -107,6 +111,18 @@ class Steps:
         if self.flat is not None:
             return np.ascontiguousarray(idx.reshape(-1)[self.flat])
         return np.ascontiguousarray(idx[::-1] if self.reverse else idx).reshape(-1)
+
+    def active(self, rows):
+        """rows (T*B, ...) in reading order -> the real tokens' rows (N, ...) (rows itself without padding)."""
+        return rows if self.rows is None else rows[self.rows]
+
+    def scatter(self, A, active, n: int):
+        """The inverse of ``active``: (N, ...) -> (n = T*B, ...), 0 at the padding."""
+        if self.rows is None:
+            return active
+        full = A.zeros((n,) + tuple(active.shape[1:]), dtype=active.dtype)
+        full[self.rows] = active
+        return full
 
     def zero_padding(self, x):
         """x (T, B, ...) in time order: zero the padded positions, in place."""
@@ -146,9 +162,11 @@ def _project(K, A, x2, w_ih, bias):
 class InputProjection:
     """pre = x @ W_ih^T + bias for all T*B steps of a sequence at once (in reading order), and its backward.
 
-    x: (T, B, I), read in the order of ``steps`` (a ``Steps``). When x is an embedding lookup,
-    x = E[idx], over a vocabulary smaller than T*B, the product is taken over the table instead of the rows - the same numbers for V rows of work
-    instead of T*B (a character model has V = 65 and T*B = 2048):
+    x: (T, B, I), read in the order of ``steps`` (a ``Steps``); with padding only the real tokens'
+    rows are multiplied (``out`` is 0 at the padding, which the kernels never read). When x is an
+    embedding lookup, x = E[idx], over a vocabulary smaller than T*B, the product is taken over the
+    table instead of the rows - the same numbers for V rows of work instead of T*B (a character
+    model has V = 65 and T*B = 2048):
         pre     = (E @ W_ih^T + bias)[idx]
         dTable  = scatter-add of dpre's rows by idx          (V, G*H)
         dW_ih   = dTable^T @ E,   dE = dTable @ W_ih,   dbias = dTable summed over rows
@@ -162,21 +180,19 @@ class InputProjection:
         if lookup is not None and lookup[0].shape[0] < T * B:
             table, idx = lookup
             self.source, self.rows = table, A.contiguous(table.data)                     # E: (V, I)
-            self.idx = steps.read_index(idx)
+            self.idx = steps.active(steps.read_index(idx))                              # (N,)
             projected_table = _project(K, A, self.rows, self.w, bias)                     # (V, G*H)
-            self.out = A.empty((T * B, self.w.shape[0]), dtype=self.rows.dtype)
-            K.embedding_forward(projected_table, self.idx, self.out)
+            out = A.empty((self.idx.shape[0], self.w.shape[0]), dtype=self.rows.dtype)
+            K.embedding_forward(projected_table, self.idx, out)
         else:
             self.source, self.idx = x, None
-            rows = steps.read(A, x.data)
-            if steps.pad is not None:       # (padding is read in place: zero it, so junk there, even NaN,
-                rows = rows.copy()          #  cannot reach dW_ih)
-                steps.zero_padding(rows)
-            self.rows = rows.reshape(T * B, I)
-            self.out = _project(K, A, self.rows, self.w, bias)                            # (T*B, G*H)
+            self.rows = steps.active(steps.read(A, x.data).reshape(T * B, I))            # (N, I)
+            out = _project(K, A, self.rows, self.w, bias)                                 # (N, G*H)
+        self.out = steps.scatter(A, out, T * B)                                           # (T*B, G*H)
 
     def backward(self, dpre, needs_w: bool, needs_bias: bool):
-        """dpre: (T*B, G*H) -> (d source, dW_ih, dbias), each None where not needed."""
+        """dpre: (N, G*H), the real tokens' rows (``steps.active``) -> (d source, dW_ih, dbias),
+        each None where not needed (d x is 0 at the padding)."""
         K, A = self.K, self.A
         if self.idx is not None:
             dtable = A.zeros((self.rows.shape[0], dpre.shape[1]), dtype=dpre.dtype)
@@ -184,6 +200,7 @@ class InputProjection:
             dpre = dtable
         dsource, dw, db = _input_grads(K, A, dpre, self.rows, self.w, (self.source.requires_grad, needs_w, needs_bias))
         if dsource is not None and self.idx is None:
+            dsource = self.steps.scatter(A, dsource, self.shape[0] * self.shape[1])
             dsource = self.steps.read(A, dsource.reshape(self.shape))   # (its own inverse)
         return dsource, dw, db
 
@@ -250,10 +267,10 @@ def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", r
         dpre = A.empty((T, B, H), dtype=dtype)
         dh0 = A.empty((B, H), dtype=dtype)
         K.rnn_sequence_backward(w_h, hs, dhs, A.contiguous(g[T]), relu, steps.batch_sizes, dpre, dh0)
-        dpre2 = dpre.reshape(T * B, H)
+        dpre2 = steps.active(dpre.reshape(T * B, H))          # the real tokens' rows
         dx, dw_ih, db = proj.backward(dpre2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
-        K.matmul_tn(dpre2, hs[:T].reshape(T * B, H), dw_hh, False)
+        K.matmul_tn(dpre2, steps.active(hs[:T].reshape(T * B, H)), dw_hh, False)
         return (dx, dh0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
     parents = (proj.source, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
@@ -309,10 +326,10 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, le
         dc0 = A.empty((B, H), dtype=dtype)
         K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, A.contiguous(g[T]), A.contiguous(g[T + 1]),
                                  steps.batch_sizes, dgates, dh0, dc0)
-        dgates2 = dgates.reshape(T * B, 4 * H)
+        dgates2 = steps.active(dgates.reshape(T * B, 4 * H))  # the real tokens' rows
         dx, dw_ih, db = proj.backward(dgates2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
-        K.matmul_tn(dgates2, hs[:T].reshape(T * B, H), dw_hh, False)
+        K.matmul_tn(dgates2, steps.active(hs[:T].reshape(T * B, H)), dw_hh, False)
         return (dx, dh0, dc0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
     parents = (proj.source, h0, c0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
@@ -364,10 +381,10 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths
         dgh = A.empty((T, B, 3 * H), dtype=dtype)
         dh0 = A.empty((B, H), dtype=dtype)
         K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, A.contiguous(g[T]), steps.batch_sizes, dgi, dgh, dh0)
-        dgi2, dgh2 = dgi.reshape(T * B, 3 * H), dgh.reshape(T * B, 3 * H)
+        dgi2, dgh2 = steps.active(dgi.reshape(T * B, 3 * H)), steps.active(dgh.reshape(T * B, 3 * H))
         dx, dw_ih, db_ih = proj.backward(dgi2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
-        K.matmul_tn(dgh2, hs[:T].reshape(T * B, H), dw_hh, False)
+        K.matmul_tn(dgh2, steps.active(hs[:T].reshape(T * B, H)), dw_hh, False)
         grads = (dx, dh0, dw_ih, dw_hh)
         if b_ih is not None:
             db_hh = A.empty_like(b_h)

@@ -109,17 +109,18 @@ def run_sequence(kernels, kind, a, relu=False):
     o = dict(hs=nans((T + 1, B, H), dt), cs=nans((T + 1, B, H), dt), acts=nans((T, B, GH), dt),
              ghn=nans((T, B, H), dt), d1=nans((T, B, GH), dt), d2=nans((T, B, GH), dt),
              dh0=nans((B, H), dt), dc0=nans((B, H), dt))      # NaN: see run_cells
+    bs = np.full(T, B, np.int64)       # a full batch
     if kind == "lstm":
-        kernels.lstm_sequence_forward(a["xproj"], a["w_hh"], a["h0"], a["c0"], o["hs"], o["cs"], o["acts"])
+        kernels.lstm_sequence_forward(a["xproj"], a["w_hh"], a["h0"], a["c0"], bs, o["hs"], o["cs"], o["acts"])
         kernels.lstm_sequence_backward(a["w_hh"], o["hs"], o["cs"], o["acts"], a["dhs"], a["dh_n"], a["dc_n"],
-                                       o["d1"], o["dh0"], o["dc0"])
+                                       bs, o["d1"], o["dh0"], o["dc0"])
     elif kind == "gru":
-        kernels.gru_sequence_forward(a["xproj"], a["w_hh"], a["b_hh"], a["h0"], o["hs"], o["acts"], o["ghn"])
+        kernels.gru_sequence_forward(a["xproj"], a["w_hh"], a["b_hh"], a["h0"], bs, o["hs"], o["acts"], o["ghn"])
         kernels.gru_sequence_backward(a["w_hh"], o["hs"], o["acts"], o["ghn"], a["dhs"], a["dh_n"],
-                                      o["d1"], o["d2"], o["dh0"])
+                                      bs, o["d1"], o["d2"], o["dh0"])
     else:
-        kernels.rnn_sequence_forward(a["xproj"], a["w_hh"], a["h0"], o["hs"], relu)
-        kernels.rnn_sequence_backward(a["w_hh"], o["hs"], a["dhs"], a["dh_n"], relu, o["d1"], o["dh0"])
+        kernels.rnn_sequence_forward(a["xproj"], a["w_hh"], a["h0"], bs, o["hs"], relu)
+        kernels.rnn_sequence_backward(a["w_hh"], o["hs"], a["dhs"], a["dh_n"], relu, bs, o["d1"], o["dh0"])
     return o
 
 
@@ -304,7 +305,7 @@ def test_generate_state_matches_sequence_forward():
         T, H = len(inputs), m["h"].shape[1]
         hs, cs, acts = np.zeros((T + 1, 1, H)), np.zeros((T + 1, 1, H)), np.zeros((T, 1, 4 * H))
         ref.lstm_sequence_forward(x @ w_in.T + m["b"][layer], m["w_hh"][layer], m["h"][layer][None],
-                                  m["c"][layer][None], hs, cs, acts)
+                                  m["c"][layer][None], np.ones(T, np.int64), hs, cs, acts)
         np.testing.assert_allclose(m_after["h"][layer], hs[-1, 0], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(m_after["c"][layer], cs[-1, 0], rtol=1e-12, atol=1e-12)
         x = hs[1:]

@@ -15,6 +15,15 @@ back in time order, so position t holds [forward state after x_0..x_t, backward 
 x_T-1..x_t], and the two are concatenated. In a stack, layer k+1 reads layer k's concatenated
 output; dropout (if any) sits between layers, never after the last.
 
+Variable lengths: ``layer(x, lengths=lengths)`` with x padded to the longest sequence and lengths
+(B,) integers in [1, T] means what PyTorch's ``pack_padded_sequence(x, lengths,
+enforce_sorted=False)`` and ``pad_packed_sequence`` mean: the backward direction of each sequence
+starts at its own last token, outputs at padded positions are 0, padding gets no gradient, and
+h_n (c_n) holds each sequence's state after its last step read. The layer sorts the batch by
+decreasing length once (a gather on the tape, skipped when already sorted), runs every layer and
+direction on the sorted batch (the kernels then skip the finished rows of every step) and puts
+outputs and states back in the caller's order. CPU only.
+
 Each layer-direction is one fused op on the tape (``tinyrnn.ops.recurrent``); ``fused=False`` runs the
 composed per-step cells instead - the slow, readable reference the tests compare against.
 """
@@ -24,7 +33,8 @@ import numpy as np
 
 from .. import ops
 from ..backend import arrays
-from ..ops.recurrent import gru_sequence, lstm_sequence, rnn_sequence
+from ..backend import DeviceError
+from ..ops.recurrent import LENGTHS_ON_CPU, check_lengths, gru_sequence, lstm_sequence, rnn_sequence
 from ..random import generator
 from ..tensor import Tensor
 from . import cells
@@ -86,8 +96,9 @@ class _RNNBase(Module):
         return {k: v for k, v in self.config.items() if v not in (None, False, 0.0) or k == "hidden_size"}
 
     # ---- forward -------------------------------------------------------------------------------
-    def forward(self, x, state=None):
-        """x: (T, B, I) (or (B, T, I) if batch_first); state: h0 (L*D, B, H), or (h0, c0) for LSTM.
+    def forward(self, x, state=None, lengths=None):
+        """x: (T, B, I) (or (B, T, I) if batch_first); state: h0 (L*D, B, H), or (h0, c0) for LSTM;
+        lengths: None, or (B,) integers in [1, T] (numpy array or list) for a padded batch.
 
         Returns (output, h_n), or (output, (h_n, c_n)) for LSTM.
         """
@@ -104,15 +115,29 @@ class _RNNBase(Module):
                             f"({self.weight_ih_l0.dtype}): convert one, e.g. x.astype(np.{self.weight_ih_l0.dtype})")
         if T == 0:
             raise ValueError("empty sequence (T = 0)")
+        order = None
+        if lengths is not None:
+            if x.device != "cpu":
+                raise DeviceError(LENGTHS_ON_CPU)
+            x, state, lengths, order = _sort_batch(x, state, check_lengths(lengths, T, B))
         h0, c0 = self._initial_state(state, B, x.dtype, x.device)
+        output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
+        if order is not None:       # back in the caller's batch order
+            inverse = (slice(None), np.argsort(order))
+            output, h_n = output[inverse], h_n[inverse]
+            c_n = None if c_n is None else c_n[inverse]
+        output = ops.transpose(output, (1, 0, 2)) if self.batch_first else output
+        return (output, (h_n, c_n)) if self.kind == "lstm" else (output, h_n)
 
+    def _run_layers(self, x, h0, c0, lengths):
+        """Every layer and direction over x (T, B, I) -> (output (T, B, D*H), h_n, c_n or None)."""
         finals_h, finals_c = [], []
         for layer in range(self.num_layers):
             outputs = []
             for d, suffix in enumerate(self._suffixes()):
                 k = layer * self.num_directions + d
-                out, h_n, c_n = self._run_direction(x, layer, suffix, h0[k], c0[k] if c0 else None,
-                                                    reverse=suffix == "_reverse")
+                out, h_n, c_n = self._run_direction(x, layer, h0[k], c0[k] if c0 else None,
+                                                    suffix == "_reverse", lengths)
                 outputs.append(out)
                 finals_h.append(h_n)
                 finals_c.append(c_n)
@@ -120,11 +145,8 @@ class _RNNBase(Module):
             if layer < self.num_layers - 1 and self.dropout > 0:
                 x = ops.dropout(x, self.dropout, self.training, generator())
 
-        output = ops.transpose(x, (1, 0, 2)) if self.batch_first else x
-        h_n = ops.stack(finals_h, axis=0)
-        if self.kind == "lstm":
-            return output, (h_n, ops.stack(finals_c, axis=0))
-        return output, h_n
+        c_n = ops.stack(finals_c, axis=0) if self.kind == "lstm" else None
+        return x, ops.stack(finals_h, axis=0), c_n
 
     def _initial_state(self, state, B, dtype, device):
         """Per layer-direction initial states: lists of (B, H) tensors on ``device`` (zeros when not given)."""
@@ -147,34 +169,41 @@ class _RNNBase(Module):
             return split(h0, "h0"), split(c0, "c0")
         return (zeros if state is None else split(state, "h0")), None
 
-    def _run_direction(self, x, layer, suffix, h0, c0, reverse):
-        """One layer, one direction over the whole sequence -> (outputs (T, B, H), h_n, c_n or None)."""
+    def _run_direction(self, x, layer, h0, c0, reverse, lengths):
+        """One layer, one direction over the whole sequence -> (outputs (T, B, H), h_n, c_n or None).
+        lengths: None or (B,) sorted non-increasing."""
         T = x.shape[0]
         w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, reverse)
-        last = 0 if reverse else T - 1  # the step read last holds the final state
         if not self.fused:
-            return self._run_composed(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
+            return self._run_composed(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, lengths)
         if self.kind == "lstm":
-            packed = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
-            return packed[:T], packed[last], packed[T]
+            packed = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, lengths=lengths)
+            return packed[:T], packed[T], packed[T + 1]
         if self.kind == "gru":
-            out = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
+            packed = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, lengths=lengths)
         else:
-            out = rnn_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse=reverse)
-        return out, out[last], None
+            packed = rnn_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse=reverse, lengths=lengths)
+        return packed[:T], packed[T], None
 
-    def _run_composed(self, x, h, c, w_ih, w_hh, b_ih, b_hh, reverse):
-        """The reference: a Python loop over time calling the composed cell (one tape node per primitive)."""
+    def _run_composed(self, x, h, c, w_ih, w_hh, b_ih, b_hh, reverse, lengths=None):
+        """The reference: a Python loop over time calling the composed cell (one tape node per primitive).
+        With lengths, a row past its length keeps its state (h = m * h_new + (1 - m) * h, m = t < length)
+        and outputs 0; read backward, each row so starts at its own last token."""
         T = x.shape[0]
         outputs = [None] * T
         for t in (reversed(range(T)) if reverse else range(T)):
             if self.kind == "lstm":
-                h, c = cells.lstm_step_composed(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
+                h_new, c_new = cells.lstm_step_composed(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
             elif self.kind == "gru":
-                h = cells.gru_step_composed(x[t], h, w_ih, w_hh, b_ih, b_hh)
+                h_new, c_new = cells.gru_step_composed(x[t], h, w_ih, w_hh, b_ih, b_hh), None
             else:
-                h = cells.rnn_step_composed(x[t], h, w_ih, w_hh, b_ih, b_hh, self.nonlinearity)
-            outputs[t] = h
+                h_new, c_new = cells.rnn_step_composed(x[t], h, w_ih, w_hh, b_ih, b_hh, self.nonlinearity), None
+            if lengths is None:
+                h, c, outputs[t] = h_new, c_new, h_new
+                continue
+            m = (t < lengths).astype(x.dtype)[:, None]          # (B, 1): 1 where row b has step t
+            h, outputs[t] = h_new * m + h * (1 - m), h_new * m
+            c = None if c is None else c_new * m + c * (1 - m)
         return ops.stack(outputs, axis=0), h, c
 
 
@@ -228,13 +257,20 @@ class Bidirectional(Module):
         self.forward_layer = layer
         self.backward_layer = type(layer)(**_constructor_args(layer))
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, lengths=None):
+        """x as the wrapped layer takes it; lengths: None or (B,) (see the layers). With lengths the
+        backward layer reads each sequence reversed within its own length (``ops.reverse_padded``)."""
         x = x if isinstance(x, Tensor) else Tensor(x, device=self.forward_layer.weight_ih_l0.device)
         time_axis = 1 if self.forward_layer.batch_first else 0
         state_f, state_b = (None, None) if state is None else state
-        out_f, final_f = self.forward_layer(x, state_f)
-        out_b_reversed, final_b = self.backward_layer(_reverse_time(x, time_axis), state_b)
-        out_b = _reverse_time(out_b_reversed, time_axis)  # back in time order before merging
+        out_f, final_f = self.forward_layer(x, state_f, lengths=lengths)
+        if lengths is None:
+            reverse = lambda y: _reverse_time(y, time_axis)  # noqa: E731
+        else:
+            lengths = check_lengths(lengths, x.shape[time_axis], x.shape[1 - time_axis])
+            reverse = lambda y: ops.reverse_padded(y, lengths, time_axis)  # noqa: E731
+        out_b_reversed, final_b = self.backward_layer(reverse(x), state_b, lengths=lengths)
+        out_b = reverse(out_b_reversed)  # back in time order before merging
         if self.merge_mode == "concat":
             merged = ops.concat([out_f, out_b], axis=-1)
         elif self.merge_mode == "sum":
@@ -249,6 +285,22 @@ class Bidirectional(Module):
 
     def extra_repr(self):
         return {"merge_mode": self.merge_mode}
+
+
+def _sort_batch(x, state, lengths):
+    """Sort the batch by decreasing length (stable): x (T, B, I), state as ``forward`` takes it.
+    Returns (x, state, sorted lengths, order), order None when already sorted (nothing gathered)."""
+    order = np.argsort(-lengths, kind="stable")
+    if np.all(order == np.arange(len(order))):
+        return x, state, lengths, None
+    pick = (slice(None), order)
+
+    def gather(s):
+        return (s if isinstance(s, Tensor) else Tensor(s, device=x.device))[pick]
+
+    if state is not None:
+        state = tuple(gather(s) for s in state) if isinstance(state, (tuple, list)) else gather(state)
+    return x[pick], state, lengths[order], order
 
 
 def _reverse_time(x, axis):

@@ -445,6 +445,32 @@ def embedding(weight, idx):
     return result
 
 
+def reverse_padded(x, lengths, axis=0):
+    """Each sequence of a padded batch reversed within its own length; the padding stays in place.
+
+    x: (T, B, ...) (axis=0) or (B, T, ...) (axis=1); lengths: (B,) integers in [1, T]. Row b's
+    position t < lengths[b] comes from position lengths[b] - 1 - t. The map is its own inverse,
+    so the backward is the same gather of the gradient. CPU only.
+    """
+    x = _lift(x)
+    _cpu_only("reverse_padded", x)
+    if axis not in (0, 1):
+        raise ValueError(f"reverse_padded: axis must be 0 (time first) or 1 (batch first), got {axis}")
+    T, B = (x.shape[0], x.shape[1]) if axis == 0 else (x.shape[1], x.shape[0])
+    L = np.asarray(lengths, dtype=np.int64)[None, :]
+    if L.shape[1] != B or np.any(L < 1) or np.any(L > T):
+        raise ValueError(f"reverse_padded: lengths must be {B} integers in [1, {T}], "
+                         f"got {np.asarray(lengths).tolist()}")
+    t = np.arange(T)[:, None]
+    source = np.where(t < L, L - 1 - t, t)                               # (T, B): the time step read
+    index = (source, np.arange(B)[None, :]) if axis == 0 else (np.arange(B)[:, None], source.T)
+
+    def backward(g):
+        return (g[index],)
+
+    return record(x.data[index], (x,), backward, "reverse_padded")
+
+
 def dropout(x, p: float, training: bool = True, rng: np.random.Generator | None = None):
     """Zero each element with probability p and scale the rest by 1/(1-p) (identity in eval mode)."""
     x = _lift(x)

@@ -14,6 +14,17 @@ The equations of each cell, written once, and the composed form built from primi
 Shapes: x: (B, I) one step, or (T, B, I) a sequence; h, c: (B, H); G gates per cell (RNN 1,
 GRU 3, LSTM 4); weights in PyTorch's layout: w_ih: (G*H, I), w_hh: (G*H, H), b_ih, b_hh: (G*H,).
 
+Each ``*_sequence`` returns ``packed``: (T + 1, B, H) = [outputs h_1..h_T in input time order,
+h_n], and for LSTM (T + 2, B, H) = [outputs, h_n, c_n]; one op, so the tape holds one node per
+layer and direction, whatever T is.
+
+Variable lengths (``lengths=``, a padded batch sorted by decreasing length; ``Steps``): row b has
+``lengths[b]`` real steps, the rest is padding. The kernels run only the active rows of each
+step (``batch_sizes``); the reverse direction reads each row from its own last token; the
+outputs at padded positions are 0, h_n (c_n) is each row's state after its last step read, and
+padding gets exactly zero gradient. The input projection and the weight gradients multiply only
+the real tokens' rows, so a padded batch costs about what its tokens cost. CPU only (the gathers use numpy fancy indexing).
+
 They run on the CPU or the GPU, wherever their inputs are: ``K`` is the kernel module and ``A``
 the array helpers of that device (``tinyrnn.backend``), so the same lines allocate, reverse time
 (``x[::-1]`` made contiguous) and pack outputs on both.
@@ -22,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import arrays, kernels
+from ..backend import DeviceError, arrays, kernels
 from ..tensor import record
 from .primitives import linear, same_device
 
@@ -37,9 +48,106 @@ def _bias_sum(A, b_ih, b_hh):
     return A.add(_data(A, b_ih), _data(A, b_hh))
 
 
-def _time_order(A, x, reverse):
-    """x (T, ...) as a contiguous array, in reading order (time reversed if ``reverse``)."""
-    return A.contiguous(x[::-1] if reverse else x)
+def check_lengths(lengths, T: int, B: int) -> np.ndarray:
+    """The lengths of a padded batch of B sequences of up to T steps as int64 (B,);
+    ValueError naming the bad values (each must be an integer in [1, T])."""
+    arr = np.asarray(lengths)
+    if arr.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per sequence of the batch), got {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"lengths must be integers, got {arr.dtype}: {arr.tolist()}")
+    bad = arr[(arr < 1) | (arr > T)]
+    if bad.size:
+        raise ValueError(f"lengths must be in [1, {T}] (T = the padded length); "
+                         f"bad values: {sorted(set(bad.tolist()))}")
+    return arr.astype(np.int64)
+
+
+class Steps:
+    """The steps one direction of a layer reads, per batch row, over x (T, B, ...).
+
+    lengths None: every row has T steps, read first to last, or last to first (``reverse``: x[::-1]).
+    lengths (B,), sorted non-increasing: row b has lengths[b] steps, then padding. Reverse reads row b
+    at positions lengths[b]-1 ... 0, then the padding in place: reading step t' is position
+    ``lengths[b]-1-t'`` for t' < lengths[b], else t' (``flat``). That map is its own inverse, so
+    ``read`` also puts outputs read in that order back in time order.
+
+    batch_sizes (T,): the rows active at each reading step (a prefix: the batch is sorted), for the
+    kernels. pad (T, B) bool: the padded positions (None when there are none); the same positions in
+    reading order. rows (N,): the flat indices t*B + b of the N = sum(lengths) real tokens, so the
+    input projection and the weight gradients multiply only those rows (``active``, ``scatter``).
+    """
+
+    def __init__(self, T: int, B: int, reverse: bool, lengths=None):
+        self.reverse, self.flat, self.pad, self.rows = reverse, None, None, None
+        self.batch_sizes = np.full(T, B, np.int64)
+        if lengths is None:
+            return
+        lengths = check_lengths(lengths, T, B)
+        if np.any(lengths[1:] > lengths[:-1]):
+            raise ValueError(f"lengths must be sorted in decreasing order here (the layers sort the batch), "
+                             f"got {lengths.tolist()}")
+        t, L = np.arange(T)[:, None], lengths[None, :]
+        self.batch_sizes = (t < L).sum(axis=1).astype(np.int64)
+        if lengths[-1] < T:
+            self.pad = t >= L
+            self.rows = np.flatnonzero(~self.pad.reshape(-1))
+            if reverse:
+                self.flat = (np.where(t < L, L - 1 - t, t) * B + np.arange(B)).reshape(T * B)
+
+    def read(self, A, x, out=None):
+        """x (T, B, ...) in reading order (contiguous; or copied into ``out``)."""
+        if self.flat is not None:
+            y = x.reshape((-1,) + tuple(x.shape[2:]))[self.flat].reshape(x.shape)
+        else:
+            y = x[::-1] if self.reverse else x
+        if out is None:
+            return A.contiguous(y)
+        A.copyto(out, y)
+        return out
+
+    def read_index(self, idx):
+        """Host indices idx (T, B) in reading order, flat (T*B,)."""
+        if self.flat is not None:
+            return np.ascontiguousarray(idx.reshape(-1)[self.flat])
+        return np.ascontiguousarray(idx[::-1] if self.reverse else idx).reshape(-1)
+
+    def active(self, rows):
+        """rows (T*B, ...) in reading order -> the real tokens' rows (N, ...) (rows itself without padding)."""
+        return rows if self.rows is None else rows[self.rows]
+
+    def scatter(self, A, active, n: int):
+        """The inverse of ``active``: (N, ...) -> (n = T*B, ...), 0 at the padding."""
+        if self.rows is None:
+            return active
+        full = A.zeros((n,) + tuple(active.shape[1:]), dtype=active.dtype)
+        full[self.rows] = active
+        return full
+
+    def zero_padding(self, x):
+        """x (T, B, ...) in time order: zero the padded positions, in place."""
+        if self.pad is not None:
+            x[self.pad] = 0
+
+
+LENGTHS_ON_CPU = "lengths= runs on the CPU; move the batch with .to('cpu')"
+
+
+def _steps(device, T, B, reverse, lengths):
+    if lengths is not None and device != "cpu":
+        raise DeviceError(LENGTHS_ON_CPU)
+    return Steps(T, B, reverse, lengths)
+
+
+def _pack(A, steps, hs, finals):
+    """(T + len(finals), B, H): the outputs hs[1:] in time order (0 at padding), then the final states."""
+    T = hs.shape[0] - 1
+    packed = A.empty((T + len(finals),) + tuple(hs.shape[1:]), dtype=hs.dtype)
+    steps.read(A, hs[1:], out=packed[:T])
+    steps.zero_padding(packed[:T])
+    for k, final in enumerate(finals):
+        A.copyto(packed[T + k], final)
+    return packed
 
 
 def _project(K, A, x2, w_ih, bias):
@@ -54,33 +162,37 @@ def _project(K, A, x2, w_ih, bias):
 class InputProjection:
     """pre = x @ W_ih^T + bias for all T*B steps of a sequence at once (in reading order), and its backward.
 
-    x: (T, B, I). When x is an embedding lookup, x = E[idx], over a vocabulary smaller than T*B,
-    the product is taken over the table instead of the rows - the same numbers for V rows of work
-    instead of T*B (a character model has V = 65 and T*B = 2048):
+    x: (T, B, I), read in the order of ``steps`` (a ``Steps``); with padding only the real tokens'
+    rows are multiplied (``out`` is 0 at the padding, which the kernels never read). When x is an
+    embedding lookup, x = E[idx], over a vocabulary smaller than T*B, the product is taken over the
+    table instead of the rows - the same numbers for V rows of work instead of T*B (a character
+    model has V = 65 and T*B = 2048):
         pre     = (E @ W_ih^T + bias)[idx]
         dTable  = scatter-add of dpre's rows by idx          (V, G*H)
         dW_ih   = dTable^T @ E,   dE = dTable @ W_ih,   dbias = dTable summed over rows
     ``source`` is the tensor the input gradient goes to: x itself, or the table E.
     """
 
-    def __init__(self, K, A, x, w_ih, bias, reverse):
+    def __init__(self, K, A, x, w_ih, bias, steps):
         T, B, I = x.shape
-        self.K, self.A, self.w, self.reverse, self.shape = K, A, A.contiguous(w_ih.data), reverse, x.shape
+        self.K, self.A, self.w, self.steps, self.shape = K, A, A.contiguous(w_ih.data), steps, x.shape
         lookup = x._lookup
         if lookup is not None and lookup[0].shape[0] < T * B:
             table, idx = lookup
             self.source, self.rows = table, A.contiguous(table.data)                     # E: (V, I)
-            self.idx = np.ascontiguousarray(idx[::-1] if reverse else idx).reshape(T * B)
+            self.idx = steps.active(steps.read_index(idx))                              # (N,)
             projected_table = _project(K, A, self.rows, self.w, bias)                     # (V, G*H)
-            self.out = A.empty((T * B, self.w.shape[0]), dtype=self.rows.dtype)
-            K.embedding_forward(projected_table, self.idx, self.out)
+            out = A.empty((self.idx.shape[0], self.w.shape[0]), dtype=self.rows.dtype)
+            K.embedding_forward(projected_table, self.idx, out)
         else:
             self.source, self.idx = x, None
-            self.rows = _time_order(A, x.data, reverse).reshape(T * B, I)
-            self.out = _project(K, A, self.rows, self.w, bias)                            # (T*B, G*H)
+            self.rows = steps.active(steps.read(A, x.data).reshape(T * B, I))            # (N, I)
+            out = _project(K, A, self.rows, self.w, bias)                                 # (N, G*H)
+        self.out = steps.scatter(A, out, T * B)                                           # (T*B, G*H)
 
     def backward(self, dpre, needs_w: bool, needs_bias: bool):
-        """dpre: (T*B, G*H) -> (d source, dW_ih, dbias), each None where not needed."""
+        """dpre: (N, G*H), the real tokens' rows (``steps.active``) -> (d source, dW_ih, dbias),
+        each None where not needed (d x is 0 at the padding)."""
         K, A = self.K, self.A
         if self.idx is not None:
             dtable = A.zeros((self.rows.shape[0], dpre.shape[1]), dtype=dpre.dtype)
@@ -88,8 +200,8 @@ class InputProjection:
             dpre = dtable
         dsource, dw, db = _input_grads(K, A, dpre, self.rows, self.w, (self.source.requires_grad, needs_w, needs_bias))
         if dsource is not None and self.idx is None:
-            dsource = dsource.reshape(self.shape)
-            dsource = dsource[::-1] if self.reverse else dsource
+            dsource = self.steps.scatter(A, dsource, self.shape[0] * self.shape[1])
+            dsource = self.steps.read(A, dsource.reshape(self.shape))   # (its own inverse)
         return dsource, dw, db
 
 
@@ -130,37 +242,39 @@ def rnn_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     return record(h_new, (pre,), backward, "rnn_cell")
 
 
-def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False):
-    """A whole RNN layer, one direction. x: (T, B, I), h0: (B, H) -> outputs (T, B, H) (time order).
+def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False, lengths=None):
+    """A whole RNN layer, one direction. x: (T, B, I), h0: (B, H) -> packed (T + 1, B, H):
+    the outputs (T, B, H) in time order, then h_n.
 
     reverse=True reads the sequence from the last step to the first; outputs are still
-    returned aligned with the input's time steps. h_n is outputs[-1] (reverse: outputs[0]).
+    returned aligned with the input's time steps. lengths: (B,) sorted non-increasing (``Steps``).
     """
     T, B, I = x.shape
     H = w_hh.shape[1]
     relu = nonlinearity == "relu"
     device = same_device("rnn_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
     K, A = kernels(device), arrays(device)
+    steps = _steps(device, T, B, reverse, lengths)
     w_h, dtype = _data(A, w_hh), w_hh.dtype
-    proj = InputProjection(K, A, x, w_ih, _bias_sum(A, b_ih, b_hh), reverse)
+    proj = InputProjection(K, A, x, w_ih, _bias_sum(A, b_ih, b_hh), steps)
     xproj = proj.out.reshape(T, B, H)
     hs = A.empty((T + 1, B, H), dtype=dtype)
-    K.rnn_sequence_forward(xproj, w_h, _data(A, h0), hs, relu)
-    out = A.contiguous(hs[1:][::-1]) if reverse else hs[1:]
+    K.rnn_sequence_forward(xproj, w_h, _data(A, h0), steps.batch_sizes, hs, relu)
+    packed = _pack(A, steps, hs, (hs[T],))
 
     def backward(g):
-        dhs = _time_order(A, g, reverse)
+        dhs = steps.read(A, g[:T])
         dpre = A.empty((T, B, H), dtype=dtype)
         dh0 = A.empty((B, H), dtype=dtype)
-        K.rnn_sequence_backward(w_h, hs, dhs, A.zeros((B, H), dtype), relu, dpre, dh0)
-        dpre2 = dpre.reshape(T * B, H)
+        K.rnn_sequence_backward(w_h, hs, dhs, A.contiguous(g[T]), relu, steps.batch_sizes, dpre, dh0)
+        dpre2 = steps.active(dpre.reshape(T * B, H))          # the real tokens' rows
         dx, dw_ih, db = proj.backward(dpre2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
-        K.matmul_tn(dpre2, hs[:T].reshape(T * B, H), dw_hh, False)
+        K.matmul_tn(dpre2, steps.active(hs[:T].reshape(T * B, H)), dw_hh, False)
         return (dx, dh0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
     parents = (proj.source, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
-    return record(out, parents, backward, "rnn_sequence")
+    return record(packed, parents, backward, "rnn_sequence")
 
 
 # ---- LSTM -----------------------------------------------------------------------------------
@@ -185,39 +299,37 @@ def lstm_step_fused(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     return both[0], both[1]
 
 
-def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
-    """A whole LSTM layer, one direction. x: (T, B, I), h0, c0: (B, H).
+def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths=None):
+    """A whole LSTM layer, one direction. x: (T, B, I), h0, c0: (B, H); lengths as in ``rnn_sequence``.
 
-    Returns ``packed``: (T + 1, B, H) where packed[:T] are the outputs h_1..h_T (in input time
-    order) and packed[T] is the final cell state c_n; h_n is the output of the last step read.
-    One op, so the tape holds one node per layer and direction, whatever T is.
+    Returns ``packed``: (T + 2, B, H) where packed[:T] are the outputs h_1..h_T (in input time
+    order), packed[T] is h_n and packed[T + 1] the final cell state c_n.
     """
     T, B, I = x.shape
     H = w_hh.shape[1]
     device = same_device("lstm_sequence", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     K, A = kernels(device), arrays(device)
+    steps = _steps(device, T, B, reverse, lengths)
     w_h, dtype = _data(A, w_hh), w_hh.dtype
-    proj = InputProjection(K, A, x, w_ih, _bias_sum(A, b_ih, b_hh), reverse)
+    proj = InputProjection(K, A, x, w_ih, _bias_sum(A, b_ih, b_hh), steps)
     xproj = proj.out.reshape(T, B, 4 * H)
     hs = A.empty((T + 1, B, H), dtype=dtype)
     cs = A.empty((T + 1, B, H), dtype=dtype)
     acts = A.empty((T, B, 4 * H), dtype=dtype)
-    K.lstm_sequence_forward(xproj, w_h, _data(A, h0), _data(A, c0), hs, cs, acts)
-    packed = A.empty((T + 1, B, H), dtype=dtype)
-    A.copyto(packed[:T], hs[1:][::-1] if reverse else hs[1:])
-    A.copyto(packed[T], cs[T])
+    K.lstm_sequence_forward(xproj, w_h, _data(A, h0), _data(A, c0), steps.batch_sizes, hs, cs, acts)
+    packed = _pack(A, steps, hs, (hs[T], cs[T]))
 
     def backward(g):
-        dhs = _time_order(A, g[:T], reverse)
-        dc_n = A.contiguous(g[T])
+        dhs = steps.read(A, g[:T])
         dgates = A.empty((T, B, 4 * H), dtype=dtype)
         dh0 = A.empty((B, H), dtype=dtype)
         dc0 = A.empty((B, H), dtype=dtype)
-        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, A.zeros((B, H), dtype), dc_n, dgates, dh0, dc0)
-        dgates2 = dgates.reshape(T * B, 4 * H)
+        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, A.contiguous(g[T]), A.contiguous(g[T + 1]),
+                                 steps.batch_sizes, dgates, dh0, dc0)
+        dgates2 = steps.active(dgates.reshape(T * B, 4 * H))  # the real tokens' rows
         dx, dw_ih, db = proj.backward(dgates2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
-        K.matmul_tn(dgates2, hs[:T].reshape(T * B, H), dw_hh, False)
+        K.matmul_tn(dgates2, steps.active(hs[:T].reshape(T * B, H)), dw_hh, False)
         return (dx, dh0, dc0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
     parents = (proj.source, h0, c0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
@@ -245,32 +357,34 @@ def gru_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     return record(h_new, (gi, gh, h), backward, "gru_cell")
 
 
-def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
-    """A whole GRU layer, one direction. x: (T, B, I), h0: (B, H) -> outputs (T, B, H) (time order)."""
+def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths=None):
+    """A whole GRU layer, one direction. x: (T, B, I), h0: (B, H) -> packed (T + 1, B, H):
+    the outputs in time order, then h_n; reverse and lengths as in ``rnn_sequence``."""
     T, B, I = x.shape
     H = w_hh.shape[1]
     device = same_device("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
     K, A = kernels(device), arrays(device)
+    steps = _steps(device, T, B, reverse, lengths)
     w_h, dtype = _data(A, w_hh), w_hh.dtype
     b_h = A.zeros(3 * H, dtype=dtype) if b_hh is None else _data(A, b_hh)
-    proj = InputProjection(K, A, x, w_ih, _data(A, b_ih), reverse)
+    proj = InputProjection(K, A, x, w_ih, _data(A, b_ih), steps)
     xproj = proj.out.reshape(T, B, 3 * H)
     hs = A.empty((T + 1, B, H), dtype=dtype)
     acts = A.empty((T, B, 3 * H), dtype=dtype)
     ghn = A.empty((T, B, H), dtype=dtype)
-    K.gru_sequence_forward(xproj, w_h, b_h, _data(A, h0), hs, acts, ghn)
-    out = A.contiguous(hs[1:][::-1]) if reverse else hs[1:]
+    K.gru_sequence_forward(xproj, w_h, b_h, _data(A, h0), steps.batch_sizes, hs, acts, ghn)
+    packed = _pack(A, steps, hs, (hs[T],))
 
     def backward(g):
-        dhs = _time_order(A, g, reverse)
+        dhs = steps.read(A, g[:T])
         dgi = A.empty((T, B, 3 * H), dtype=dtype)
         dgh = A.empty((T, B, 3 * H), dtype=dtype)
         dh0 = A.empty((B, H), dtype=dtype)
-        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, A.zeros((B, H), dtype), dgi, dgh, dh0)
-        dgi2, dgh2 = dgi.reshape(T * B, 3 * H), dgh.reshape(T * B, 3 * H)
+        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, A.contiguous(g[T]), steps.batch_sizes, dgi, dgh, dh0)
+        dgi2, dgh2 = steps.active(dgi.reshape(T * B, 3 * H)), steps.active(dgh.reshape(T * B, 3 * H))
         dx, dw_ih, db_ih = proj.backward(dgi2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
-        K.matmul_tn(dgh2, hs[:T].reshape(T * B, H), dw_hh, False)
+        K.matmul_tn(dgh2, steps.active(hs[:T].reshape(T * B, H)), dw_hh, False)
         grads = (dx, dh0, dw_ih, dw_hh)
         if b_ih is not None:
             db_hh = A.empty_like(b_h)
@@ -279,4 +393,4 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
         return grads
 
     parents = (proj.source, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
-    return record(out, parents, backward, "gru_sequence")
+    return record(packed, parents, backward, "gru_sequence")

@@ -37,6 +37,12 @@ scalars, does the last ``H % 16`` units. (Loops that LLVM vectorises by itself, 
 backward step took 36 us on one core at B = 32, H = 128, and takes 27 with vectors.) The RNN
 cell's one-line math stays a plain loop over slices, which LLVM vectorises.
 
+Variable lengths (``batch_sizes``, see the reference): the recurrent matmul and the gate math of
+step ``t`` run on the row prefix ``:batch_sizes[t]`` (a C-contiguous view; ``gemm_panel_block``
+takes any row count, ragged tiles included); each thread copies the state of its units forward
+for the inactive rows and zeroes their gates (forward) or gate gradients (backward). A full
+batch runs the same code with empty loops over inactive rows.
+
 Arrays are C-contiguous, except ``dhs`` (the gradient arriving from above, often a
 time-reversed view), which may have any strides.
 
@@ -60,8 +66,9 @@ CHUNK = NR      # hidden units per parallel work item (64): one micro tile wide,
 # ---------------------------------------------------------------------------------------- LSTM
 
 @parallel_kernel
-def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
-    """xproj (T, B, 4H), w_hh (4H, H), h0, c0 (B, H) -> hs_out, cs_out (T+1, B, H), acts_out (T, B, 4H)."""
+def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out):
+    """xproj (T, B, 4H), w_hh (4H, H), h0, c0 (B, H), batch_sizes (T,)
+    -> hs_out, cs_out (T+1, B, H), acts_out (T, B, 4H)."""
     T = xproj.shape[0]
     B, H = h0.shape
     hs_out[0, :, :] = h0
@@ -71,15 +78,23 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
     work = np.empty((n_chunks, MR * NR), h0.dtype)
     for t in range(T):
         h_prev, c_prev, acts, h, c = hs_out[t], cs_out[t], acts_out[t], hs_out[t + 1], cs_out[t + 1]
+        nb = batch_sizes[t]                          # active rows: 0 .. nb-1
+        hp_act, x_act, acts_act = h_prev[:nb], xproj[t, :nb], acts[:nb]
         for part in prange(n_chunks):
             u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
             n = u1 - u0
             # acts[:, gate*H + j] = xproj + h_prev @ W_hh[gate*H + j].T: the pre-activations, for now
             for gate in range(4):
-                gemm_panel_block(h_prev, w[gate, part], xproj[t], acts, gate * H + u0, n, True, work[part])
+                gemm_panel_block(hp_act, w[gate, part], x_act, acts_act, gate * H + u0, n, True, work[part])
+            for b in range(nb, B):                  # inactive rows keep their state
+                for j in range(u0, u1):
+                    h[b, j] = h_prev[b, j]
+                    c[b, j] = c_prev[b, j]
+                for gate in range(4):
+                    acts[b, gate * H + u0:gate * H + u1] = 0
             # the gate activations (in place in acts), c and h of this chunk's units
             v1 = u1 - n % LANES
-            for b in range(B):
+            for b in range(nb):
                 a, cp, cn, hn = acts[b], c_prev[b], c[b], h[b]
                 for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
                     i, f, g, o, cj, hj = _lstm_unit(vload(a, j), vload(a, H + j), vload(a, 2 * H + j),
@@ -96,8 +111,8 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
 
 
 @parallel_kernel
-def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_out, dc0_out):
-    """w_hh (4H, H); hs, cs (T+1, B, H); acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H)
+def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out, dc0_out):
+    """w_hh (4H, H); hs, cs (T+1, B, H); acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H); batch_sizes (T,)
     -> dgates_out (T, B, 4H), dh0_out, dc0_out (B, H).
 
     dh0_out and dc0_out serve as the running dh, dc (gradients w.r.t. the state after step t)."""
@@ -106,20 +121,27 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_
     one = dh_n.dtype.type(1)
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
     dh, dc = dh0_out, dc0_out
+    dgates2 = dgates_out.reshape(T * B, 4 * H)              # step t's rows: t*B .. t*B + B - 1
     dh[:, :] = dh_n
     dc[:, :] = dc_n
     n_chunks = (H + CHUNK - 1) // CHUNK
     work = np.empty((n_chunks, MR * NR), dh_n.dtype)
     for t in range(T, -1, -1):
+        nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1:
+        ns = batch_sizes[t - 1] if t > 0 else 0      # the others pass dh, dc through unchanged
+        dg_act, dh_act = dgates2[t * B:t * B + nb], dh[:nb]
         # one parallel region per step: dh w.r.t. h_t, then the gate gradients of step t-1
         for part in prange(n_chunks):
             u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
             if t < T:       # dh = dgates_t @ W_hh for this chunk's units (dh_n before the first step)
-                gemm_panel_block(dgates_out[t], w[0, part], dh, dh, u0, u1 - u0, False, work[part])
+                gemm_panel_block(dg_act, w[0, part], dh_act, dh_act, u0, u1 - u0, False, work[part])
             if t > 0:       # gate gradients of step s = t-1 for the same units: they need only their dh, dc
                 s, n = t - 1, u1 - u0
                 v1 = u1 - n % LANES
-                for b in range(B):
+                for b in range(ns, B):
+                    for gate in range(4):
+                        dgates_out[s, b, gate * H + u0:gate * H + u1] = 0
+                for b in range(ns):
                     # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
                     dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
                     for j in range(n):
@@ -142,8 +164,8 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_
 # ----------------------------------------------------------------------------------------- GRU
 
 @parallel_kernel
-def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
-    """xproj (T, B, 3H) (with b_ih), w_hh (3H, H), b_hh (3H,), h0 (B, H)
+def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out):
+    """xproj (T, B, 3H) (with b_ih), w_hh (3H, H), b_hh (3H,), h0 (B, H), batch_sizes (T,)
     -> hs_out (T+1, B, H), acts_out (T, B, 3H) = (r, z, n), ghn_out (T, B, H) = h_t @ W_hn.T + b_hn."""
     T = xproj.shape[0]
     B, H = h0.shape
@@ -155,18 +177,26 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
     work = np.empty((n_chunks, MR * NR), h0.dtype)
     for t in range(T):
         x, h_prev, h, acts, ghn = xproj[t], hs_out[t], hs_out[t + 1], acts_out[t], ghn_out[t]
+        nb = batch_sizes[t]                          # active rows: 0 .. nb-1
+        hp_act, x_act, acts_act, ghn_act = h_prev[:nb], x[:nb], acts[:nb], ghn[:nb]
         for part in prange(n_chunks):
             u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
             # acts[:, r and z] = gi_{r,z} + h_prev @ W_h{r,z}.T (b_h{r,z} added below);
             # ghn = b_hn + h_prev @ W_hn.T
             for gate in range(2):
-                gemm_panel_block(h_prev, w[gate, part], x, acts, gate * H + u0, u1 - u0, True, work[part])
-            for b in range(B):
+                gemm_panel_block(hp_act, w[gate, part], x_act, acts_act, gate * H + u0, u1 - u0, True, work[part])
+            for b in range(nb):
                 ghn[b, u0:u1] = b_hh[2 * H + u0:2 * H + u1]
-            gemm_panel_block(h_prev, w[2, part], ghn, ghn, u0, u1 - u0, True, work[part])
+            gemm_panel_block(hp_act, w[2, part], ghn_act, ghn_act, u0, u1 - u0, True, work[part])
+            for b in range(nb, B):                  # inactive rows keep their state
+                for j in range(u0, u1):
+                    h[b, j] = h_prev[b, j]
+                ghn[b, u0:u1] = 0
+                for gate in range(3):
+                    acts[b, gate * H + u0:gate * H + u1] = 0
             # the gate activations (in place in acts) and h of this chunk's units
             v1 = u1 - (u1 - u0) % LANES
-            for b in range(B):
+            for b in range(nb):
                 a, xb, gh, hp, hn = acts[b], x[b], ghn[b], h_prev[b], h[b]
                 for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
                     r, z, n, hj = _gru_unit(vload(a, j), vload(a, H + j), vload(bh, j), vload(bh, H + j),
@@ -181,8 +211,8 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
 
 
 @parallel_kernel
-def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_out):
-    """w_hh (3H, H); hs (T+1, B, H); acts (T, B, 3H); ghn, dhs (T, B, H); dh_n (B, H)
+def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out):
+    """w_hh (3H, H); hs (T+1, B, H); acts (T, B, 3H); ghn, dhs (T, B, H); dh_n (B, H); batch_sizes (T,)
     -> dgi_out, dgh_out (T, B, 3H), dh0_out (B, H) (also the running dh)."""
     T = dhs.shape[0]
     B, H = dh_n.shape
@@ -190,17 +220,25 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
     dh = dh0_out
     dh[:, :] = dh_n
+    dgh2 = dgh_out.reshape(T * B, 3 * H)                    # step t's rows: t*B .. t*B + B - 1
     n_chunks = (H + CHUNK - 1) // CHUNK
     work = np.empty((n_chunks, MR * NR), dh_n.dtype)
     for t in range(T, -1, -1):
+        nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
+        ns = batch_sizes[t - 1] if t > 0 else 0
+        dg_act, dh_act = dgh2[t * B:t * B + nb], dh[:nb]
         for part in prange(n_chunks):
             u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
             if t < T:       # dh (= the direct path dh_t * z, left below) += dgh_t @ W_hh
-                gemm_panel_block(dgh_out[t], w[0, part], dh, dh, u0, u1 - u0, True, work[part])
+                gemm_panel_block(dg_act, w[0, part], dh_act, dh_act, u0, u1 - u0, True, work[part])
             if t > 0:       # gate gradients of step s = t-1 for this chunk's units
                 s, m = t - 1, u1 - u0
                 v1 = u1 - m % LANES
-                for b in range(B):
+                for b in range(ns, B):              # inactive rows: zero gradients, dh passes through
+                    for gate in range(3):
+                        dgi_out[s, b, gate * H + u0:gate * H + u1] = 0
+                        dgh_out[s, b, gate * H + u0:gate * H + u1] = 0
+                for b in range(ns):
                     # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
                     dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
                     for j in range(m):
@@ -227,8 +265,8 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_
 # ----------------------------------------------------------------------------------------- RNN
 
 @parallel_kernel
-def rnn_sequence_forward(xproj, w_hh, h0, hs_out, relu):
-    """xproj (T, B, H), w_hh (H, H), h0 (B, H) -> hs_out (T+1, B, H); h = tanh or relu of the pre-activation."""
+def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
+    """xproj (T, B, H), w_hh (H, H), h0 (B, H), batch_sizes (T,) -> hs_out (T+1, B, H); h = tanh or relu of the pre-activation."""
     T = xproj.shape[0]
     B, H = h0.shape
     zero = h0.dtype.type(0)
@@ -238,11 +276,16 @@ def rnn_sequence_forward(xproj, w_hh, h0, hs_out, relu):
     work = np.empty((n_chunks, MR * NR), h0.dtype)
     for t in range(T):
         h_prev, h = hs_out[t], hs_out[t + 1]
+        nb = batch_sizes[t]                          # active rows: 0 .. nb-1
+        hp_act, x_act, h_act = h_prev[:nb], xproj[t, :nb], h[:nb]
         for part in prange(n_chunks):
             u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
             # h = xproj + h_prev @ W_hh.T, the pre-activation, for now
-            gemm_panel_block(h_prev, w[0, part], xproj[t], h, u0, u1 - u0, True, work[part])
-            for b in range(B):
+            gemm_panel_block(hp_act, w[0, part], x_act, h_act, u0, u1 - u0, True, work[part])
+            for b in range(nb, B):                  # inactive rows keep their state
+                for j in range(u0, u1):
+                    h[b, j] = h_prev[b, j]
+            for b in range(nb):
                 hn = h[b, u0:u1]
                 if relu:
                     for j in range(u1 - u0):
@@ -253,24 +296,30 @@ def rnn_sequence_forward(xproj, w_hh, h0, hs_out, relu):
 
 
 @parallel_kernel
-def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, dpre_out, dh0_out):
-    """w_hh (H, H); hs (T+1, B, H); dhs (T, B, H); dh_n (B, H) -> dpre_out (T, B, H), dh0_out (B, H)."""
+def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_out):
+    """w_hh (H, H); hs (T+1, B, H); dhs (T, B, H); dh_n (B, H); batch_sizes (T,) -> dpre_out (T, B, H), dh0_out (B, H)."""
     T = dhs.shape[0]
     B, H = dh_n.shape
     zero, one = dh_n.dtype.type(0), dh_n.dtype.type(1)
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
     dh = dh0_out
     dh[:, :] = dh_n
+    dpre2 = dpre_out.reshape(T * B, H)                      # step t's rows: t*B .. t*B + B - 1
     n_chunks = (H + CHUNK - 1) // CHUNK
     work = np.empty((n_chunks, MR * NR), dh_n.dtype)
     for t in range(T, -1, -1):
+        nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
+        ns = batch_sizes[t - 1] if t > 0 else 0
+        dp_act, dh_act = dpre2[t * B:t * B + nb], dh[:nb]
         for part in prange(n_chunks):
             u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
             if t < T:       # dh = dpre_t @ W_hh
-                gemm_panel_block(dpre_out[t], w[0, part], dh, dh, u0, u1 - u0, False, work[part])
+                gemm_panel_block(dp_act, w[0, part], dh_act, dh_act, u0, u1 - u0, False, work[part])
             if t > 0:       # dpre_s = (dh + dhs) * (1 - h^2), or masked by h > 0 for relu; s = t-1
                 s, n = t - 1, u1 - u0
-                for b in range(B):
+                for b in range(ns, B):              # inactive rows: zero gradient, dh passes through
+                    dpre_out[s, b, u0:u1] = zero
+                for b in range(ns):
                     h, dh_s, dh_out, dpre = hs[s + 1, b, u0:u1], dh[b, u0:u1], dhs[s, b, u0:u1], dpre_out[s, b, u0:u1]
                     for j in range(n):
                         dh_s[j] += dh_out[j]

@@ -25,13 +25,19 @@ being processed and, after step 0, dL/dh_0 (dL/dc_0).
         kernel, which also saves ghn[t] = gh_n + b_hn for the backward).
     RNN forward: hs[1:] = xproj, then hs[t+1] += h_t @ W_hh^T and the activation in place.
 
+Variable lengths: ``batch_sizes`` (T,) is a host array (the time loop runs on the host); the
+matmuls of step ``t`` take its first ``batch_sizes[t]`` rows only, and the thread of an inactive
+row (b, j) copies its state forward (forward) or zeroes its gate gradients (backward), as in the
+reference.
+
 ``*_generate`` (batch-1 sampling from a stacked character model) is in ``generate.py``.
 """
+import numpy as np
 from numba import cuda
 
 from .cells import gru_point_backward, gru_point_forward, lstm_point_backward, lstm_point_forward
 from .cells import rnn_point_backward, rnn_point_forward
-from .device import blocks_for, copy, jit, threads_for
+from .device import blocks_for, copy, is_device_array, jit, threads_for, to_host
 from .matmul import matmul_nn_rows, matmul_nt_rows
 
 
@@ -40,15 +46,27 @@ def _units(B, H):
     return blocks_for(n), threads_for(n)
 
 
+def _host_sizes(batch_sizes):
+    """batch_sizes (T,) as a list of Python ints (accepts a host or a device array)."""
+    sizes = to_host(batch_sizes) if is_device_array(batch_sizes) else np.asarray(batch_sizes)
+    return [int(n) for n in sizes]
+
+
 # ============================================================================================
 # LSTM
 # ============================================================================================
 @jit
-def _lstm_step_forward_kernel(acts, cs, hs, t):
-    """acts[t]: pre-activations in, activated gates (i, f, g, o) out; writes cs[t+1], hs[t+1]."""
+def _lstm_step_forward_kernel(acts, cs, hs, t, nb):
+    """acts[t]: pre-activations in, activated gates (i, f, g, o) out; writes cs[t+1], hs[t+1].
+    Rows b >= nb are inactive: they keep their state, and their gates are 0."""
     idx = cuda.grid(1)
     B, H = hs.shape[1], hs.shape[2]
-    if idx < B * H:
+    if idx < B * H and idx // H >= nb:
+        b, j = idx // H, idx % H
+        hs[t + 1, b, j], cs[t + 1, b, j] = hs[t, b, j], cs[t, b, j]
+        for gate in range(4):
+            acts[t, b, gate * H + j] = 0
+    elif idx < B * H:
         b, j = idx // H, idx % H
         i, f, g, o, c, h = lstm_point_forward(acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j],
                                               acts[t, b, 3 * H + j], cs[t, b, j], acts.dtype.type(1.0))
@@ -58,11 +76,16 @@ def _lstm_step_forward_kernel(acts, cs, hs, t):
 
 
 @jit
-def _lstm_step_backward_kernel(acts, cs, dhs, t, dh_next, dc_next, dgates):
-    """dh = dhs[t] + dh_next, dc = dc_next -> dgates[t]; dc_next becomes dL/dc_t (in place)."""
+def _lstm_step_backward_kernel(acts, cs, dhs, t, dh_next, dc_next, dgates, nb):
+    """dh = dhs[t] + dh_next, dc = dc_next -> dgates[t]; dc_next becomes dL/dc_t (in place).
+    Rows b >= nb are inactive: dgates 0, dh_next and dc_next pass through."""
     idx = cuda.grid(1)
     B, H = dhs.shape[1], dhs.shape[2]
-    if idx < B * H:
+    if idx < B * H and idx // H >= nb:
+        b, j = idx // H, idx % H
+        for gate in range(4):
+            dgates[t, b, gate * H + j] = 0
+    elif idx < B * H:
         b, j = idx // H, idx % H
         d_i, d_f, d_g, d_o, d_c = lstm_point_backward(
             acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j], acts[t, b, 3 * H + j],
@@ -71,8 +94,8 @@ def _lstm_step_backward_kernel(acts, cs, dhs, t, dh_next, dc_next, dgates):
         dc_next[b, j] = d_c
 
 
-def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
-    """xproj: (T, B, 4H); w_hh: (4H, H); h0, c0: (B, H).
+def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out):
+    """xproj: (T, B, 4H); w_hh: (4H, H); h0, c0: (B, H); batch_sizes: (T,) (host).
     Writes hs_out, cs_out (T+1, B, H) and acts_out (T, B, 4H) (activated gates i, f, g, o)."""
     T, B, G = xproj.shape
     H = G // 4
@@ -84,13 +107,14 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
     hs2 = hs_out.reshape((T + 1) * B, H)
     acts2 = acts_out.reshape(T * B, G)
     blocks, threads = _units(B, H)
-    for t in range(T):
-        matmul_nt_rows(hs2, t * B, w_hh, acts2, t * B, B, True)
-        _lstm_step_forward_kernel[blocks, threads](acts_out, cs_out, hs_out, t)
+    for t, nb in enumerate(_host_sizes(batch_sizes)):
+        if nb > 0:
+            matmul_nt_rows(hs2, t * B, w_hh, acts2, t * B, nb, True)
+        _lstm_step_forward_kernel[blocks, threads](acts_out, cs_out, hs_out, t, nb)
 
 
-def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_out, dc0_out):
-    """Forward tensors hs, cs (T+1, B, H), acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H).
+def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out, dc0_out):
+    """Forward tensors hs, cs (T+1, B, H), acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H); batch_sizes (T,).
     Writes dgates_out (T, B, 4H) and dh0_out, dc0_out (B, H)."""
     T, B, H = dhs.shape
     copy(dh_n, dh0_out)                            # running dL/dh, dL/dc of the state after step t
@@ -99,20 +123,29 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_
         return
     dgates2 = dgates_out.reshape(T * B, 4 * H)
     blocks, threads = _units(B, H)
+    sizes = _host_sizes(batch_sizes)
     for t in range(T - 1, -1, -1):
-        _lstm_step_backward_kernel[blocks, threads](acts, cs, dhs, t, dh0_out, dc0_out, dgates_out)
-        matmul_nn_rows(dgates2, t * B, w_hh, dh0_out, 0, B, False)     # dh_{t} = dgates[t] @ W_hh
+        _lstm_step_backward_kernel[blocks, threads](acts, cs, dhs, t, dh0_out, dc0_out, dgates_out, sizes[t])
+        if sizes[t] > 0:                                                # dh_{t} = dgates[t] @ W_hh
+            matmul_nn_rows(dgates2, t * B, w_hh, dh0_out, 0, sizes[t], False)
 
 
 # ============================================================================================
 # GRU
 # ============================================================================================
 @jit
-def _gru_step_forward_kernel(xproj, gh, b_hh, hs, acts, ghn, t):
-    """gh = h_t @ W_hh^T (without b_hh) -> acts[t] = (r, z, n), hs[t+1], ghn[t] = gh_n + b_hn."""
+def _gru_step_forward_kernel(xproj, gh, b_hh, hs, acts, ghn, t, nb):
+    """gh = h_t @ W_hh^T (without b_hh) -> acts[t] = (r, z, n), hs[t+1], ghn[t] = gh_n + b_hn.
+    Rows b >= nb are inactive: they keep their state; acts and ghn are 0."""
     idx = cuda.grid(1)
     B, H = hs.shape[1], hs.shape[2]
-    if idx < B * H:
+    if idx < B * H and idx // H >= nb:
+        b, j = idx // H, idx % H
+        hs[t + 1, b, j] = hs[t, b, j]
+        ghn[t, b, j] = 0
+        for gate in range(3):
+            acts[t, b, gate * H + j] = 0
+    elif idx < B * H:
         b, j = idx // H, idx % H
         gh_n = gh[b, 2 * H + j] + b_hh[2 * H + j]
         r, z, n, h = gru_point_forward(xproj[t, b, j], xproj[t, b, H + j], xproj[t, b, 2 * H + j],
@@ -124,11 +157,17 @@ def _gru_step_forward_kernel(xproj, gh, b_hh, hs, acts, ghn, t):
 
 
 @jit
-def _gru_step_backward_kernel(acts, ghn, hs, dhs, t, dh_next, dgi, dgh):
-    """dh = dhs[t] + dh_next -> dgi[t], dgh[t]; dh_next becomes the direct path dh * z (in place)."""
+def _gru_step_backward_kernel(acts, ghn, hs, dhs, t, dh_next, dgi, dgh, nb):
+    """dh = dhs[t] + dh_next -> dgi[t], dgh[t]; dh_next becomes the direct path dh * z (in place).
+    Rows b >= nb are inactive: zero gradients, dh_next passes through."""
     idx = cuda.grid(1)
     B, H = dhs.shape[1], dhs.shape[2]
-    if idx < B * H:
+    if idx < B * H and idx // H >= nb:
+        b, j = idx // H, idx % H
+        for gate in range(3):
+            dgi[t, b, gate * H + j] = 0
+            dgh[t, b, gate * H + j] = 0
+    elif idx < B * H:
         b, j = idx // H, idx % H
         d_r, d_z, dgi_n, dgh_n, d_h = gru_point_backward(
             acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j], ghn[t, b, j], hs[t, b, j],
@@ -138,8 +177,8 @@ def _gru_step_backward_kernel(acts, ghn, hs, dhs, t, dh_next, dgi, dgh):
         dh_next[b, j] = d_h
 
 
-def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
-    """xproj: (T, B, 3H) (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H).
+def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out):
+    """xproj: (T, B, 3H) (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H); batch_sizes: (T,) (host).
     Writes hs_out (T+1, B, H), acts_out (T, B, 3H) (r, z, n) and ghn_out (T, B, H) = h_t @ W_hn.T + b_hn."""
     T, B, G = xproj.shape
     H = G // 3
@@ -149,13 +188,14 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
     gh = cuda.device_array((B, G), dtype=xproj.dtype)   # scratch: h_t @ W_hh^T, reused every step
     hs2 = hs_out.reshape((T + 1) * B, H)
     blocks, threads = _units(B, H)
-    for t in range(T):
-        matmul_nt_rows(hs2, t * B, w_hh, gh, 0, B, False)
-        _gru_step_forward_kernel[blocks, threads](xproj, gh, b_hh, hs_out, acts_out, ghn_out, t)
+    for t, nb in enumerate(_host_sizes(batch_sizes)):
+        if nb > 0:
+            matmul_nt_rows(hs2, t * B, w_hh, gh, 0, nb, False)
+        _gru_step_forward_kernel[blocks, threads](xproj, gh, b_hh, hs_out, acts_out, ghn_out, t, nb)
 
 
-def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_out):
-    """Forward tensors hs (T+1, B, H), acts (T, B, 3H), ghn (T, B, H); dhs (T, B, H); dh_n (B, H).
+def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out):
+    """Forward tensors hs (T+1, B, H), acts (T, B, 3H), ghn (T, B, H); dhs (T, B, H); dh_n (B, H); batch_sizes (T,).
     Writes dgi_out, dgh_out (T, B, 3H) and dh0_out (B, H)."""
     T, B, H = dhs.shape
     copy(dh_n, dh0_out)                            # running dL/dh of the state after step t
@@ -163,37 +203,44 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_
         return
     dgh2 = dgh_out.reshape(T * B, 3 * H)
     blocks, threads = _units(B, H)
+    sizes = _host_sizes(batch_sizes)
     for t in range(T - 1, -1, -1):
-        _gru_step_backward_kernel[blocks, threads](acts, ghn, hs, dhs, t, dh0_out, dgi_out, dgh_out)
-        matmul_nn_rows(dgh2, t * B, w_hh, dh0_out, 0, B, True)      # dh_t = dh * z + dgh[t] @ W_hh
+        _gru_step_backward_kernel[blocks, threads](acts, ghn, hs, dhs, t, dh0_out, dgi_out, dgh_out, sizes[t])
+        if sizes[t] > 0:                                            # dh_t = dh * z + dgh[t] @ W_hh
+            matmul_nn_rows(dgh2, t * B, w_hh, dh0_out, 0, sizes[t], True)
 
 
 # ============================================================================================
 # RNN
 # ============================================================================================
 @jit
-def _rnn_step_forward_kernel(hs, t, relu):
-    """hs[t+1] holds the pre-activation; replace it by its activation."""
+def _rnn_step_forward_kernel(hs, t, relu, nb):
+    """hs[t+1] holds the pre-activation; replace it by its activation. Rows b >= nb keep their state."""
     idx = cuda.grid(1)
     B, H = hs.shape[1], hs.shape[2]
-    if idx < B * H:
+    if idx < B * H and idx // H >= nb:
+        b, j = idx // H, idx % H
+        hs[t + 1, b, j] = hs[t, b, j]
+    elif idx < B * H:
         b, j = idx // H, idx % H
         hs[t + 1, b, j] = rnn_point_forward(hs[t + 1, b, j], relu, hs.dtype.type(0.0))
 
 
 @jit
-def _rnn_step_backward_kernel(hs, dhs, t, dh_next, dpre, relu):
-    """dpre[t] = (dhs[t] + dh_next) * activation'(pre), from the output hs[t+1]."""
+def _rnn_step_backward_kernel(hs, dhs, t, dh_next, dpre, relu, nb):
+    """dpre[t] = (dhs[t] + dh_next) * activation'(pre), from the output hs[t+1]; 0 for rows b >= nb."""
     idx = cuda.grid(1)
     B, H = dhs.shape[1], dhs.shape[2]
-    if idx < B * H:
+    if idx < B * H and idx // H >= nb:
+        dpre[t, idx // H, idx % H] = 0
+    elif idx < B * H:
         b, j = idx // H, idx % H
         dpre[t, b, j] = rnn_point_backward(hs[t + 1, b, j], dhs[t, b, j] + dh_next[b, j], relu,
                                            hs.dtype.type(0.0), hs.dtype.type(1.0))
 
 
-def rnn_sequence_forward(xproj, w_hh, h0, hs_out, relu):
-    """xproj: (T, B, H); w_hh: (H, H); h0: (B, H). Writes hs_out (T+1, B, H)."""
+def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
+    """xproj: (T, B, H); w_hh: (H, H); h0: (B, H); batch_sizes: (T,) (host). Writes hs_out (T+1, B, H)."""
     T, B, H = xproj.shape
     copy(h0, hs_out[0])
     if T == 0 or B * H == 0:
@@ -201,19 +248,22 @@ def rnn_sequence_forward(xproj, w_hh, h0, hs_out, relu):
     copy(xproj, hs_out[1:])                        # pre-activations; the matmul adds h_t @ W_hh^T
     hs2 = hs_out.reshape((T + 1) * B, H)
     blocks, threads = _units(B, H)
-    for t in range(T):
-        matmul_nt_rows(hs2, t * B, w_hh, hs2, (t + 1) * B, B, True)   # reads rows of step t, writes t+1
-        _rnn_step_forward_kernel[blocks, threads](hs_out, t, bool(relu))
+    for t, nb in enumerate(_host_sizes(batch_sizes)):
+        if nb > 0:                                                    # reads rows of step t, writes t+1
+            matmul_nt_rows(hs2, t * B, w_hh, hs2, (t + 1) * B, nb, True)
+        _rnn_step_forward_kernel[blocks, threads](hs_out, t, bool(relu), nb)
 
 
-def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, dpre_out, dh0_out):
-    """hs (T+1, B, H); dhs (T, B, H); dh_n (B, H). Writes dpre_out (T, B, H) and dh0_out (B, H)."""
+def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_out):
+    """hs (T+1, B, H); dhs (T, B, H); dh_n (B, H); batch_sizes (T,) (host). Writes dpre_out (T, B, H) and dh0_out (B, H)."""
     T, B, H = dhs.shape
     copy(dh_n, dh0_out)
     if T == 0 or B * H == 0:
         return
     dpre2 = dpre_out.reshape(T * B, H)
     blocks, threads = _units(B, H)
+    sizes = _host_sizes(batch_sizes)
     for t in range(T - 1, -1, -1):
-        _rnn_step_backward_kernel[blocks, threads](hs, dhs, t, dh0_out, dpre_out, bool(relu))
-        matmul_nn_rows(dpre2, t * B, w_hh, dh0_out, 0, B, False)      # dh_t = dpre[t] @ W_hh
+        _rnn_step_backward_kernel[blocks, threads](hs, dhs, t, dh0_out, dpre_out, bool(relu), sizes[t])
+        if sizes[t] > 0:                                              # dh_t = dpre[t] @ W_hh
+            matmul_nn_rows(dpre2, t * B, w_hh, dh0_out, 0, sizes[t], False)

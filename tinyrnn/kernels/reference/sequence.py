@@ -15,6 +15,13 @@ Shapes: ``T`` steps, batch ``B``, hidden ``H``, ``G`` gates (LSTM 4, GRU 3, RNN 
   For GRU ``dgi`` is the gradient w.r.t. ``gi = x @ W_ih.T + b_ih`` and ``dgh`` w.r.t.
   ``gh = h @ W_hh.T + b_hh`` (so ``dW_hh = dgh^T @ hs[:-1]``, ``db_hh = dgh.sum``).
 
+Variable lengths (a sorted, padded batch): ``batch_sizes: (T,)`` int64, non-increasing; at step
+``t`` only the rows ``b < batch_sizes[t]`` are active (``batch_sizes = full(T, B)`` without lengths).
+An inactive row keeps its state (``hs[t+1, b] = hs[t, b]``, ``cs`` too, so ``hs[T]``, ``cs[T]``
+hold each row's final state) and gets ``acts = 0`` (``ghn = 0``); in the backward it gets
+``dgates = 0`` and its running ``dh``, ``dc`` pass through unchanged (``dhs`` is not added: the
+outputs at padded positions are not used). The recurrent matmul runs on the active rows only.
+
 Batch-1 generation of a whole character model (``*_generate``) is in ``generate.py``.
 """
 import numpy as np
@@ -25,69 +32,91 @@ from .cells import (
 )
 
 
+def _carry(n, arrays, t):
+    """Inactive rows (b >= n) of step t keep their state: a[t+1, n:] = a[t, n:]."""
+    for a in arrays:
+        a[t + 1, n:] = a[t, n:]
+
+
 # ---------------------------------------------------------------------------------------- LSTM
 
-def lstm_sequence_forward(xproj, w_hh, h0, c0, hs_out, cs_out, acts_out):
-    """xproj: (T, B, 4H); w_hh: (4H, H); h0, c0: (B, H).
+def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out):
+    """xproj: (T, B, 4H); w_hh: (4H, H); h0, c0: (B, H); batch_sizes: (T,).
     Writes hs_out, cs_out (T+1, B, H) and acts_out (T, B, 4H) (activated gates i, f, g, o)."""
     hs_out[0], cs_out[0] = h0, c0
     for t in range(xproj.shape[0]):
-        gates = xproj[t] + hs_out[t] @ w_hh.T
-        lstm_cell_forward(gates, cs_out[t], acts_out[t], cs_out[t + 1], hs_out[t + 1])
+        n = batch_sizes[t]
+        gates = xproj[t, :n] + hs_out[t, :n] @ w_hh.T
+        lstm_cell_forward(gates, cs_out[t, :n], acts_out[t, :n], cs_out[t + 1, :n], hs_out[t + 1, :n])
+        acts_out[t, n:] = 0
+        _carry(n, (hs_out, cs_out), t)
 
 
-def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, dgates_out, dh0_out, dc0_out):
-    """Forward tensors hs, cs (T+1, B, H), acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H).
+def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out, dc0_out):
+    """Forward tensors hs, cs (T+1, B, H), acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H); batch_sizes (T,).
     Writes dgates_out (T, B, 4H) and dh0_out, dc0_out (B, H)."""
     dh, dc = dh_n.copy(), dc_n.copy()          # gradient flowing into the state after step t
     for t in reversed(range(dhs.shape[0])):
-        dc_prev = np.empty_like(dc)
-        lstm_cell_backward(acts[t], cs[t], cs[t + 1], dh + dhs[t], dc, dgates_out[t], dc_prev)
-        dh, dc = dgates_out[t] @ w_hh, dc_prev
+        n = batch_sizes[t]
+        dc_prev = np.empty_like(dc[:n])
+        lstm_cell_backward(acts[t, :n], cs[t, :n], cs[t + 1, :n], dh[:n] + dhs[t, :n], dc[:n],
+                           dgates_out[t, :n], dc_prev)
+        dgates_out[t, n:] = 0
+        dh[:n], dc[:n] = dgates_out[t, :n] @ w_hh, dc_prev
     dh0_out[...], dc0_out[...] = dh, dc
 
 
 # ----------------------------------------------------------------------------------------- GRU
 
-def gru_sequence_forward(xproj, w_hh, b_hh, h0, hs_out, acts_out, ghn_out):
-    """xproj: (T, B, 3H) (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H).
+def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out):
+    """xproj: (T, B, 3H) (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H); batch_sizes: (T,).
     Writes hs_out (T+1, B, H), acts_out (T, B, 3H) (r, z, n) and
     ghn_out (T, B, H) = h_t @ W_hn.T + b_hn (the hidden part of n, needed by the backward)."""
     H = h0.shape[1]
     hs_out[0] = h0
     for t in range(xproj.shape[0]):
-        gh = hs_out[t] @ w_hh.T + b_hh
-        gru_cell_forward(xproj[t], gh, hs_out[t], acts_out[t], hs_out[t + 1])
-        ghn_out[t] = gh[:, 2 * H:]
+        n = batch_sizes[t]
+        gh = hs_out[t, :n] @ w_hh.T + b_hh
+        gru_cell_forward(xproj[t, :n], gh, hs_out[t, :n], acts_out[t, :n], hs_out[t + 1, :n])
+        ghn_out[t, :n] = gh[:, 2 * H:]
+        acts_out[t, n:], ghn_out[t, n:] = 0, 0
+        _carry(n, (hs_out,), t)
 
 
-def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, dgi_out, dgh_out, dh0_out):
-    """Forward tensors hs (T+1, B, H), acts (T, B, 3H), ghn (T, B, H); dhs (T, B, H); dh_n (B, H).
-    Writes dgi_out, dgh_out (T, B, 3H) and dh0_out (B, H)."""
+def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out):
+    """Forward tensors hs (T+1, B, H), acts (T, B, 3H), ghn (T, B, H); dhs (T, B, H); dh_n (B, H);
+    batch_sizes (T,). Writes dgi_out, dgh_out (T, B, 3H) and dh0_out (B, H)."""
     H = dh_n.shape[1]
     dh = dh_n.copy()
-    gh = np.zeros((dh_n.shape[0], 3 * H), dh_n.dtype)  # the backward reads only its n part
     for t in reversed(range(dhs.shape[0])):
-        gh[:, 2 * H:] = ghn[t]
-        dh_direct = np.empty_like(dh)
-        gru_cell_backward(acts[t], gh, hs[t], dh + dhs[t], dgi_out[t], dgh_out[t], dh_direct)
-        dh = dh_direct + dgh_out[t] @ w_hh
+        n = batch_sizes[t]
+        gh = np.zeros((n, 3 * H), dh_n.dtype)  # the backward reads only its n part
+        gh[:, 2 * H:] = ghn[t, :n]
+        dh_direct = np.empty_like(dh[:n])
+        gru_cell_backward(acts[t, :n], gh, hs[t, :n], dh[:n] + dhs[t, :n], dgi_out[t, :n], dgh_out[t, :n], dh_direct)
+        dgi_out[t, n:], dgh_out[t, n:] = 0, 0
+        dh[:n] = dh_direct + dgh_out[t, :n] @ w_hh
     dh0_out[...] = dh
 
 
 # ----------------------------------------------------------------------------------------- RNN
 
-def rnn_sequence_forward(xproj, w_hh, h0, hs_out, relu):
-    """xproj: (T, B, H); w_hh: (H, H); h0: (B, H). Writes hs_out (T+1, B, H)."""
+def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
+    """xproj: (T, B, H); w_hh: (H, H); h0: (B, H); batch_sizes: (T,). Writes hs_out (T+1, B, H)."""
     hs_out[0] = h0
     for t in range(xproj.shape[0]):
-        rnn_cell_forward(xproj[t] + hs_out[t] @ w_hh.T, hs_out[t + 1], relu)
+        n = batch_sizes[t]
+        rnn_cell_forward(xproj[t, :n] + hs_out[t, :n] @ w_hh.T, hs_out[t + 1, :n], relu)
+        _carry(n, (hs_out,), t)
 
 
-def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, dpre_out, dh0_out):
-    """hs (T+1, B, H); dhs (T, B, H); dh_n (B, H). Writes dpre_out (T, B, H) and dh0_out (B, H)."""
+def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_out):
+    """hs (T+1, B, H); dhs (T, B, H); dh_n (B, H); batch_sizes (T,).
+    Writes dpre_out (T, B, H) and dh0_out (B, H)."""
     dh = dh_n.copy()
     for t in reversed(range(dhs.shape[0])):
-        rnn_cell_backward(hs[t + 1], dh + dhs[t], dpre_out[t], relu)
-        dh = dpre_out[t] @ w_hh
+        n = batch_sizes[t]
+        rnn_cell_backward(hs[t + 1, :n], dh[:n] + dhs[t, :n], dpre_out[t, :n], relu)
+        dpre_out[t, n:] = 0
+        dh[:n] = dpre_out[t, :n] @ w_hh
     dh0_out[...] = dh

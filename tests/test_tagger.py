@@ -195,29 +195,3 @@ def test_bad_config(tmp_path):
         with pytest.raises(TinyRNNError, match=needle):
             train_tagger(cfg(train, None, steps=1, **bad), out=str(tmp_path / "b"), progress=False)
     assert not (tmp_path / "b").exists()
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_recur_matches_pytorch_packed_sequences(kind):
-    """``recur(layer, x, lengths)`` (the shim now, ``layer(x, lengths=...)`` later) = PyTorch's packed sequences."""
-    torch = pytest.importorskip("torch")
-    from tinyrnn import nn
-    from tinyrnn.tagging.model import recur
-
-    T, B, I, H = 6, 4, 3, 5
-    lengths = np.array([6, 2, 4, 1])
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    x[np.arange(T)[:, None] >= lengths[None, :]] = 7.0                  # junk in the padding
-    ours = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](I, H, 2, bidirectional=True)
-    theirs = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](I, H, 2, bidirectional=True)
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
-    out, state = recur(ours, tinyrnn.tensor(x), lengths)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
-                                                     enforce_sorted=False)
-    with torch.no_grad():
-        t_packed, t_state = theirs(packed)
-    t_out, _ = torch.nn.utils.rnn.pad_packed_sequence(t_packed, total_length=T)
-    np.testing.assert_allclose(out.numpy(), t_out.numpy(), rtol=1e-4, atol=1e-5)
-    h, t_h = (state[0], t_state[0]) if kind == "lstm" else (state, t_state)
-    np.testing.assert_allclose(h.numpy(), t_h.numpy(), rtol=1e-4, atol=1e-5)

@@ -28,17 +28,11 @@ import numpy as np
 from .. import nn, ops
 from ..errors import TinyRNNError
 from ..tensor import Tensor, no_grad
-from . import _lengths_shim       # TEMPORARY until lengths= lands: layer(x, lengths=lengths)
 from .batch import IGNORE, TaggerVocabs, encode_batch, encode_forms
 from .crf import CRF
 from .vocab import Vocab
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def recur(layer, x, lengths):
-    """``layer(x, lengths=lengths)``: outputs zero at padding, final states at each sequence's end."""
-    return _lengths_shim.run(layer, x, lengths)          # TEMPORARY until lengths= lands
 
 
 class Tagger(nn.Module):
@@ -86,7 +80,7 @@ class Tagger(nn.Module):
     # ---- scores --------------------------------------------------------------------------------
     def char_vectors(self, chars, char_lengths):
         """chars (W, U) ids, char_lengths (U,) -> (U, 2*char_hidden): [forward h_n ; backward h_n]."""
-        _, state = recur(self.char_rnn, self.char_embed(chars), char_lengths)
+        _, state = self.char_rnn(self.char_embed(chars), lengths=char_lengths)
         h_n = state[0] if isinstance(state, tuple) else state             # (2, U, char_hidden)
         return ops.concat([h_n[0], h_n[1]], axis=1)
 
@@ -113,7 +107,7 @@ class Tagger(nn.Module):
             vectors = char_table if char_table is not None else self.char_vectors(batch.chars, batch.char_lengths)
             parts.append(ops.embedding(vectors, batch.word_index))             # (T, B, 2*char_hidden)
         x = parts[0] if len(parts) == 1 else ops.concat(parts, axis=2)
-        out, _ = recur(self.rnn, self.drop(x), batch.lengths)                   # (T, B, 2*hidden)
+        out, _ = self.rnn(self.drop(x), lengths=batch.lengths)                  # (T, B, 2*hidden)
         return self.head(self.drop(out))
 
     def loss(self, batch):

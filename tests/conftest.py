@@ -51,15 +51,15 @@ def require_cuda_or_simulator():
 
 @pytest.fixture(autouse=True)
 def _restore_numba_threads():
-    """Put Numba's thread count back after every test (only if numba was imported by then)."""
+    """Every test starts and ends with Numba's full thread count (only if numba is imported by then;
+    a module-scoped fixture that trains with --threads 1 is undone here too)."""
     import sys
 
-    before = sys.modules["numba"].get_num_threads() if "numba" in sys.modules else None
+    def full():
+        numba = sys.modules.get("numba")
+        if numba is not None and numba.get_num_threads() != numba.config.NUMBA_NUM_THREADS:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+    full()
     yield
-    numba = sys.modules.get("numba")
-    if numba is None:
-        return
-    if before is None:
-        before = numba.config.NUMBA_NUM_THREADS
-    if numba.get_num_threads() != before:
-        numba.set_num_threads(before)
+    full()

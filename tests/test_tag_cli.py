@@ -180,7 +180,7 @@ def test_bad_training_files(tmp_path, data):
     fails(["tag", "train", data["train"], "--dev", cases[0][0], "--steps", "1", "--out", tmp_path / "never"],
           "cols.conllu:2")
     fails(["tag", "train", "--steps", "1", "--out", tmp_path / "never"], "no training file")
-    fails(["tag", "train", data["train"], "--hidden", "0", "--out", tmp_path / "never"], "--hidden must be positive")
+    fails(["tag", "train", data["train"], "--hidden", "0", "--out", tmp_path / "never"], "Invalid value for '--hidden': 0 is not in the range x>=1")
     assert not (tmp_path / "never").exists()
 
 

@@ -302,6 +302,8 @@ def load_with_fallback(path, log=None):
     -> (meta, arrays, stem actually read)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     path = os.fspath(path)
+    if path.endswith(".safetensors"):               # an exported model: one file, nothing to fall back to
+        return (*load(path), path)
     if os.path.isdir(path):
         candidates = [os.path.join(path, "best"), os.path.join(path, "last")]
     else:

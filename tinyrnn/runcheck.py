@@ -57,11 +57,14 @@ def field_ok(value, annotation):
 def check_config(saved, kind, stem):
     """The saved ``train_config`` -> a ``kind`` instance, every field present, typed and in range."""
     values = {}
+    types = typing.get_type_hints(kind)           # real types, also under ``from __future__ import annotations``
     for f in fields(kind):
         if f.name in kind.TRANSIENT:
             continue
-        value = need(saved, f.name, lambda v, a=f.type: field_ok(v, a), _type_name(f.type), stem, "train_config.")
-        if is_int(value) and int not in (typing.get_args(f.type) or (f.type,)):
+        annotation = types[f.name]
+        value = need(saved, f.name, lambda v, a=annotation: field_ok(v, a), _type_name(annotation), stem,
+                     "train_config.")
+        if is_int(value) and int not in (typing.get_args(annotation) or (annotation,)):
             value = float(value)                  # a float field written as 3 in JSON
         values[f.name] = value
     try:
@@ -85,8 +88,8 @@ def check_meta(meta, stem, kind, family, metric):
     cfg = check_config(need(meta, "train_config", lambda v: isinstance(v, dict), "an object", stem), kind, stem)
     for key in ("model", "rng", "data"):
         need(meta, key, lambda v: isinstance(v, dict), "an object", stem)
-    if "vocab" in meta or "vocab_size" in meta["model"]:
-        _check_vocab(meta, stem)
+    if family == "char":                          # a tagger's vocabularies are checked when they load
+        check_char_vocab(meta, stem)
     _check_optimizer(need(meta, "optimizer", lambda v: isinstance(v, dict), "an object", stem), stem)
     schedule = need(meta, "schedule", lambda v: isinstance(v, dict), "an object", stem)
     need(schedule, "t", lambda v: is_int(v) and 0 <= v <= MAX_STEP, "an integer >= 0", stem, "schedule.")
@@ -94,8 +97,8 @@ def check_meta(meta, stem, kind, family, metric):
     return cfg
 
 
-def _check_vocab(meta, stem):
-    """``vocab``: distinct characters, sorted, exactly as many as the model's ``vocab_size``."""
+def check_char_vocab(meta, stem):
+    """A character model's ``vocab``: distinct characters, sorted, as many as the model's ``vocab_size``."""
     size = need(meta["model"], "vocab_size", lambda v: is_int(v) and v > 0, "an integer > 0", stem, "model.")
     need(meta, "vocab", lambda v: isinstance(v, str) and "".join(sorted(set(v))) == v and len(v) == size,
          f"a string of the model's {size} distinct characters, sorted", stem)

@@ -16,7 +16,8 @@ Run it on a quiet machine; it prints medians of --repeats timed blocks.
 
 The package, one module per idea: ``configs`` (the models, FLOPs per char), ``training``
 (one timed training step, the matmul peak), ``sampling``, ``startup`` (``--help``, first step,
-peak RSS), ``workers`` (every measurement in a fresh process) and ``main`` below. The
+peak RSS), ``tagger`` (the tagger's training, predict and ``tag predict`` tokens/s, issue 11),
+``workers`` (every measurement in a fresh process) and ``main`` below. The
 micro-benchmarks of single kernels run on their own, their results in ``benchmarks/``::
 
     python -m tinyrnn.bench.matmul --threads 2 --repeats 9     # the matmuls against numpy's BLAS

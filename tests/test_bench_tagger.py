@@ -3,7 +3,6 @@ numbers, and --json holds them. Tiny sizes (1 step, a few hundred tokens to tag)
 tagger is belongs to the benchmark, never to a test."""
 import json
 import math
-import re
 
 import numpy as np
 import pytest

@@ -358,7 +358,8 @@ def run_rows(threads, repeats, have_torch, steps=0, data=None, tokens=0) -> dict
         ours, theirs = median(ours), (median(theirs) if theirs else nan)
         print(f"  {label:<36}tinyrnn {ours:>9.0f} tok/s   torch {theirs:>9.0f} tok/s   ratio {ours / theirs:5.2f}",
               flush=True)
-        results["train" if kind == "tagger_train" else "predict"] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs)
+        key = "train" if kind == "tagger_train" else "predict"
+        results[key] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs)
     e2e = end_to_end_rate(threads, repeats, data, tokens)
     print(f"  {'tag predict end to end (CoNLL-U)':<36}tinyrnn {e2e:>9.0f} tok/s   (target 50000)", flush=True)
     results["predict_end_to_end"] = dict(tinyrnn=e2e)

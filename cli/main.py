@@ -265,10 +265,11 @@ def export(checkpoint, fmt, out):
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("bench_args", nargs=-1, type=click.UNPROCESSED)
 def bench(bench_args):
-    """Speed benchmark: training chars/s for five configs side by side with PyTorch, sampling, start-up, memory.
+    """Speed benchmark: training chars/s for five configs with PyTorch, sampling, start-up, memory, the tagger.
 
     All arguments go to the benchmark script (see `tinyrnn bench --help`), e.g.
     tinyrnn bench --configs a,b --repeats 5 --threads 2
+    tinyrnn bench --only tagger                 # the tagger's training and tagging tokens/s
     """
     from tinyrnn.bench import main as run_bench
 

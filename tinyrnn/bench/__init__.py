@@ -3,6 +3,7 @@
     python -m tinyrnn.bench                 # everything (PyTorch columns when torch is installed)
     python -m tinyrnn.bench --configs a,b --repeats 5 --threads 2
     python -m tinyrnn.bench --skip sampling,help,startup,rss   # training throughput only
+    python -m tinyrnn.bench --only tagger   # the tagger rows only (issue 11; see bench/tagger.py)
     tinyrnn bench ...                       # the same, from the CLI
 
 Every config is a character model: vocab 65, embedding size = hidden size, a full softmax head;
@@ -15,7 +16,8 @@ Run it on a quiet machine; it prints medians of --repeats timed blocks.
 
 The package, one module per idea: ``configs`` (the models, FLOPs per char), ``training``
 (one timed training step, the matmul peak), ``sampling``, ``startup`` (``--help``, first step,
-peak RSS), ``workers`` (every measurement in a fresh process) and ``main`` below. The
+peak RSS), ``tagger`` (the tagger's training, predict and ``tag predict`` tokens/s, issue 11),
+``workers`` (every measurement in a fresh process) and ``main`` below. The
 micro-benchmarks of single kernels run on their own, their results in ``benchmarks/``::
 
     python -m tinyrnn.bench.matmul --threads 2 --repeats 9     # the matmuls against numpy's BLAS
@@ -33,6 +35,8 @@ from .startup import first_step_time, help_time, peak_rss_mb
 from .training import matmul_peak_gflops
 from .workers import run_worker
 
+ITEMS = ("train", "sampling", "help", "startup", "rss", "tagger")
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tinyrnn bench", description=__doc__.split("\n")[0])
@@ -42,7 +46,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=0, help="steps per timed run (default: by config size)")
     parser.add_argument("--sample-length", type=int, default=3000)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
-    parser.add_argument("--skip", default="", help="comma-separated: train,sampling,help,startup,rss")
+    parser.add_argument("--skip", default="", help=f"comma-separated: {','.join(ITEMS)}")
+    parser.add_argument("--only", default="", help="comma-separated: run only these items (e.g. tagger)")
+    parser.add_argument("--tagger-data", default=None, metavar="PATH",
+                        help="tagger rows: a CoNLL-U file to train and tag (default: a synthetic EWT-like set)")
+    parser.add_argument("--tagger-tokens", type=int, default=0,
+                        help="tagger rows: tokens to tag (default: ~25,000, EWT dev's size)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -56,18 +65,24 @@ def main(argv=None):
         except ImportError:
             print("PyTorch not installed: tinyrnn columns only")
     skip = set(filter(None, args.skip.split(",")))
+    only = set(filter(None, args.only.split(",")))
+    unknown = (skip | only) - set(ITEMS)
+    if unknown:
+        parser.error(f"unknown item(s) {', '.join(sorted(unknown))}: use {', '.join(ITEMS)}")
+    if only:
+        skip |= set(ITEMS) - only
     results = {"threads": args.threads, "configs": {}}
     nan = float("nan")
 
     def median_of(kind, framework, config, steps=0, length=0):
         return median([run_worker(kind, framework, config, args.threads, steps, length) for _ in range(args.repeats)])
 
-    peak = max(matmul_peak_gflops(args.threads) for _ in range(3))
-    results["matmul_peak_gflops"] = peak
-    print(f"matmul peak (numpy float32 2048^3, best of 3, {args.threads} threads): {peak:.0f} GFLOP/s")
     if "train" not in skip:
+        peak = max(matmul_peak_gflops(args.threads) for _ in range(3))
+        results["matmul_peak_gflops"] = peak
+        print(f"matmul peak (numpy float32 2048^3, best of 3, {args.threads} threads): {peak:.0f} GFLOP/s")
         print(f"{'cfg':<4}{'model':<22}{'tinyrnn c/s':>12}{'torch c/s':>12}{'ratio':>8}{'FLOP cap':>10}{'% cap':>7}")
-    for name in ([] if "train" in skip else args.configs.split(",")):
+    for name in ([] if "train" in skip else list(filter(None, args.configs.split(",")))):
         cfg = CONFIGS[name]
         steps = args.steps or default_steps(cfg)
         ours, theirs = [], []
@@ -105,6 +120,11 @@ def main(argv=None):
         theirs = peak_rss_mb("torch", args.threads) if have_torch else nan
         print(f"peak RSS (c, 3 steps): tinyrnn {ours:.0f} MB, torch {theirs:.0f} MB")
         results["peak_rss_mb"] = dict(tinyrnn=ours, torch=theirs)
+    if "tagger" not in skip:
+        from .tagger import run_rows
+
+        results["tagger"] = run_rows(args.threads, args.repeats, have_torch, args.steps, args.tagger_data,
+                                     args.tagger_tokens)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

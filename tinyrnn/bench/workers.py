@@ -9,19 +9,21 @@ import sys
 from .configs import CONFIGS, thread_env
 
 
-def run_worker(kind: str, framework: str, config: str, threads: int, steps: int = 0, sample_length: int = 0) -> float:
-    """``measure`` in a fresh Python process with the thread count set; returns its number."""
+def run_worker(kind: str, framework: str, config: str, threads: int, steps: int = 0, sample_length: int = 0,
+               **options) -> float:
+    """``measure`` in a fresh Python process with the thread count set; returns its number.
+
+    options: keyword arguments (plain literals) for the tagger rows' ``tagger.measure``."""
     code = (f"from tinyrnn.bench.workers import measure; "
-            f"print(measure({kind!r}, {framework!r}, {config!r}, {threads}, {steps}, {sample_length}))")
+            f"print(measure({kind!r}, {framework!r}, {config!r}, {threads}, {steps}, {sample_length}, **{options!r}))")
     out = subprocess.run([sys.executable, "-c", code], env=thread_env(threads), capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark worker {kind}:{framework}:{config} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def measure(kind, framework, config, threads, steps, sample_length) -> float:
-    """Inside the worker: chars/s of one training block, or of sampling."""
-    cfg = CONFIGS[config]
+def measure(kind, framework, config, threads, steps, sample_length, **options) -> float:
+    """Inside the worker: chars/s of one training block, or of sampling; tokens/s of the tagger."""
     if framework == "torch":
         import torch
 
@@ -30,6 +32,11 @@ def measure(kind, framework, config, threads, steps, sample_length) -> float:
         from tinyrnn import set_num_threads
 
         set_num_threads(threads)
+    if kind.startswith("tagger"):
+        from .tagger import measure as measure_tagger
+
+        return measure_tagger(kind, framework, steps, **options)
+    cfg = CONFIGS[config]
     if kind == "sample":
         from .sampling import tinyrnn_sampling_rate, torch_sampling_rate
 

@@ -521,7 +521,8 @@ def test_every_corrupted_field_is_one_line_and_changes_nothing(tmp_path, corpus)
                "train_config.log_every huge", "train_config.save_every huge", "train_config.eval_chars huge",
                "train_config.time_limit huge", "train_config.steps huge", "train_config.epochs huge",
                "train_config.threads huge", "metrics.best missing", "train_config.clip huge",
-               "train_config.lr huge", "family missing"}    # a checkpoint without a family is an old char model
+               "train_config.lr huge", "family missing",    # a checkpoint without a family is an old char model
+               "processes missing"}     # nor one without a process count: it was trained on one process
     assert set(accepted) <= allowed, sorted(set(accepted) - allowed)
 
 

@@ -85,6 +85,8 @@ def check_meta(meta, stem, kind, family, metric):
     if found != family:
         raise TinyRNNError(f"{stem} holds a {found!r} model, not {family!r}: resume it with its own command")
     need(meta, "step", lambda v: is_int(v) and 0 <= v <= MAX_STEP, "an integer >= 0", stem)
+    if "processes" in meta:                       # MPI: how many processes trained it (absent: one)
+        need(meta, "processes", lambda v: is_int(v) and 1 <= v <= 1 << 20, "an integer >= 1", stem)
     cfg = check_config(need(meta, "train_config", lambda v: isinstance(v, dict), "an object", stem), kind, stem)
     for key in ("model", "rng", "data"):
         need(meta, key, lambda v: isinstance(v, dict), "an object", stem)

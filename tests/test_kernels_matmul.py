@@ -119,3 +119,97 @@ def test_gemm_nt_block_writes_only_its_block():
         block = x[i0:i1] @ y[j0:j1].T
         expect[i0:i1, j0:j1] = block + (before[i0:i1, j0:j1] if accumulate else 0)
         np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
+
+
+# ---- the two micro tiles (isa.py): 4 x 64 in registers (AVX-512) and 4 quarters of 4 x 16 (AVX2)
+
+TILE_SHAPES = [(1, 1, 1), (7, 13, 5), (9, 259, 17), (70, 514, 517), (133, 20, 131), (600, 200, 1024)]
+TILE_SCRIPT = """
+import sys, numpy as np
+from tinyrnn.kernels import isa
+from tinyrnn.kernels.cpu import matmul, sequence
+assert isa.TILE == sys.argv[1] and matmul.NARROW == (sys.argv[1] == "4x16"), (isa.TILE, matmul.NARROW)
+rng = np.random.default_rng(5)
+results = {}
+for variant in ("nn", "nt", "tn"):
+    for M, K, N in %r:
+        a = rng.standard_normal((K, M) if variant == "tn" else (M, K)).astype(np.float32)
+        b = rng.standard_normal((N, K) if variant == "nt" else (K, N)).astype(np.float32)
+        out = rng.standard_normal((M, N)).astype(np.float32)
+        for accumulate in (False, True):
+            o = out.copy()
+            getattr(matmul, "matmul_" + variant)(a, b, o, accumulate)
+            results[f"{variant}{M}x{K}x{N}{accumulate}"] = o
+# the per-step panel product of the sequence kernels: an LSTM layer forward, 70 units (ragged panels)
+T, B, H = 5, 9, 70
+xproj = rng.standard_normal((T, B, 4 * H)).astype(np.float32)
+w_hh = rng.standard_normal((4 * H, H)).astype(np.float32) * 0.1
+hs, cs = np.full((T + 1, B, H), np.nan, np.float32), np.full((T + 1, B, H), np.nan, np.float32)
+acts = np.full((T, B, 4 * H), np.nan, np.float32)
+sequence.lstm_sequence_forward(xproj, w_hh, np.zeros((B, H), np.float32), np.zeros((B, H), np.float32),
+                               np.array([9, 9, 7, 4, 1], np.int64), hs, cs, acts)
+results["lstm_hs"] = hs
+np.savez(sys.argv[2], **results)
+""" % (TILE_SHAPES,)
+
+
+def test_both_tiles_give_the_same_bits(tmp_path):
+    """Each tile, in a fresh process (TINYRNN_MATMUL_TILE chooses it before the kernels compile):
+    both sum the same products in the same order of k, so every result is bit for bit the same,
+    and each is right (against numpy in float64)."""
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for tile in ("4x64", "4x16"):
+        path = tmp_path / f"{tile}.npz"
+        env = {**os.environ, "TINYRNN_MATMUL_TILE": tile}
+        run = subprocess.run([sys.executable, "-c", TILE_SCRIPT, tile, str(path)], env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[tile] = dict(np.load(path))
+    wide, narrow = results["4x64"], results["4x16"]
+    assert wide.keys() == narrow.keys()
+    for key in wide:
+        np.testing.assert_array_equal(narrow[key], wide[key], err_msg=key)
+    rng = np.random.default_rng(5)                  # the same operands again: check the values too
+    for variant in ("nn", "nt", "tn"):
+        for M, K, N in TILE_SHAPES:
+            a = rng.standard_normal((K, M) if variant == "tn" else (M, K)).astype(np.float32)
+            b = rng.standard_normal((N, K) if variant == "nt" else (K, N)).astype(np.float32)
+            out = rng.standard_normal((M, N)).astype(np.float32)
+            a64 = (a.T if variant == "tn" else a).astype(np.float64)
+            b64 = (b.T if variant == "nt" else b).astype(np.float64)
+            for accumulate in (False, True):
+                exact = a64 @ b64 + (out if accumulate else 0)
+                np.testing.assert_allclose(wide[f"{variant}{M}x{K}x{N}{accumulate}"], exact,
+                                           **tolerances(np.float32, K))
+    assert np.isfinite(wide["lstm_hs"]).all()
+
+
+def test_tile_choice_follows_the_compile_target(monkeypatch):
+    from tinyrnn.kernels import isa
+
+    monkeypatch.delenv("TINYRNN_MATMUL_TILE", raising=False)
+    monkeypatch.setattr(isa, "simd_level", lambda: "AVX2")
+    assert isa.choose_tile() == "4x16"
+    monkeypatch.setattr(isa, "simd_level", lambda: "AVX-512")
+    assert isa.choose_tile() == "4x64"
+    monkeypatch.setenv("TINYRNN_MATMUL_TILE", "8x8")
+    with pytest.raises(ValueError, match="TINYRNN_MATMUL_TILE"):
+        isa.choose_tile()
+    assert cpu_matmul.NARROW == (isa.TILE == "4x16")
+
+
+@pytest.mark.parametrize("name,features,level", [("haswell", "", "AVX2"), ("skylake-avx512", "", "AVX-512"),
+                                                  ("znver4", "-avx512f", "AVX2"), ("generic", "", "SSE/other"),
+                                                  ("generic", "+avx2,+fma", "AVX2")])
+def test_simd_level_of_a_named_target(monkeypatch, name, features, level):
+    from numba.core import config
+
+    from tinyrnn.kernels import isa
+
+    monkeypatch.setattr(config, "CPU_NAME", name)
+    monkeypatch.setattr(config, "CPU_FEATURES", features)
+    assert isa.simd_level() == level

@@ -1,6 +1,8 @@
 """Benchmark tinyrnn's Numba matmuls against numpy's BLAS (np.matmul) at the same thread count.
 
     python -m tinyrnn.bench.matmul --threads 2 --repeats 9
+    python -m tinyrnn.bench.matmul --shapes 512x200x1024,512x256x1024      # M x K x N, comma-separated
+    TINYRNN_MATMUL_TILE=4x64 python -m tinyrnn.bench.matmul                # the AVX-512 tile, anywhere
 
 Each library runs in its own worker process (numba's OpenMP threads and OpenBLAS's threads
 both spin while idle, and in one process they slow each other down), and the workers
@@ -24,7 +26,7 @@ SHAPES = [(32, 256, 1024), (64, 512, 2048), (4096, 256, 1024)]   # (M, K, N)
 ENV_SHOWN = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
 
 
-def worker(lib, threads, dtype_name, variants):
+def worker(lib, threads, dtype_name, variants, shapes):
     """Time every (variant, shape) with one library; print {key: seconds per call} as JSON."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -55,7 +57,7 @@ def worker(lib, threads, dtype_name, variants):
     result = {}
     for variant in variants:
         f = fn(variant)
-        for M, K, N in SHAPES:
+        for M, K, N in shapes:
             a = rng.standard_normal((K, M) if variant == "tn" else (M, K)).astype(dtype)
             b = rng.standard_normal((N, K) if variant == "nt" else (K, N)).astype(dtype)
             out = np.empty((M, N), dtype)
@@ -79,20 +81,25 @@ def main():
     p.add_argument("--repeats", type=int, default=9, help="rounds per library")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--variants", default="nn,nt,tn")
+    p.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES), help="MxKxN,...")
     p.add_argument("--worker", choices=["tinyrnn", "numpy"], help=argparse.SUPPRESS)
     args = p.parse_args()
     variants = args.variants.split(",")
+    shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     if args.worker:
-        worker(args.worker, args.threads, args.dtype, variants)
+        worker(args.worker, args.threads, args.dtype, variants, shapes)
         return
 
+    from ..kernels import isa
+
+    print(isa.describe())
     print(f"threads={args.threads} dtype={args.dtype} repeats={args.repeats} "
           + " ".join(f"{k}={os.environ.get(k, '<unset>')}" for k in ENV_SHOWN), flush=True)
     times = {"tinyrnn": {}, "numpy": {}}
     for r in range(args.repeats):
         for lib in (("tinyrnn", "numpy") if r % 2 == 0 else ("numpy", "tinyrnn")):
             cmd = [sys.executable, "-m", "tinyrnn.bench.matmul", "--worker", lib, "--threads", str(args.threads),
-                   "--dtype", args.dtype, "--variants", args.variants]
+                   "--dtype", args.dtype, "--variants", args.variants, "--shapes", args.shapes]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             for key, t in json.loads(out.strip().splitlines()[-1]).items():
                 times[lib].setdefault(key, []).append(t)

@@ -8,8 +8,11 @@ of the callee's file, or after an upgrade that happened to keep a file's size an
 So every kernel file under ``tinyrnn/kernels/`` is cached in a directory named by a key::
 
     key = tinyrnn-<version>-<first 12 hex digits of sha256 over every kernels/**/*.py, path and text>
-    <kernels dir>/__pycache__/<key>/<subpackage>/       (e.g. .../__pycache__/tinyrnn-0.1.0-1f2e.../cpu/)
-    ~/.cache/tinyrnn/numba/<key>/<subpackage>/          when the first is not writable ($XDG_CACHE_HOME)
+    <kernels dir>/__pycache__/<key>/<tile>/<subpackage>/  (e.g. .../__pycache__/tinyrnn-0.1.0-1f2e.../4x16/cpu/)
+    ~/.cache/tinyrnn/numba/<key>/<tile>/<subpackage>/     when the first is not writable ($XDG_CACHE_HOME)
+
+(<tile>: the matmul micro tile chosen for this CPU, ``isa.TILE``: an AVX2 build and an AVX-512
+build of the same sources are different code, and both may be wanted on one machine.)
 
 Any edit of any kernel file, or another version, gives a new key and so a fresh, empty cache;
 the directories of other keys are deleted on first use (best effort). The key is computed once,
@@ -25,6 +28,8 @@ import shutil
 from pathlib import Path
 
 from numba.core import caching, config
+
+from .isa import TILE
 
 KERNELS_DIR = Path(__file__).resolve().parent
 
@@ -72,7 +77,7 @@ class KeyedCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLoc
         self._lineno = py_func.__code__.co_firstlineno
         self._root = root
         sub = Path(py_file).resolve().parent.relative_to(KERNELS_DIR).as_posix()
-        self._cache_path = str(root / _KEY / (sub if sub != "." else "_"))
+        self._cache_path = str(root / _KEY / TILE / (sub if sub != "." else "_"))
 
     def get_cache_path(self):
         return self._cache_path

@@ -60,6 +60,7 @@ import numpy as np
 import numba
 
 from ..jit import kernel, parallel_kernel, prange
+from ..isa import TILE
 from .simd import LANES as L, vadd, vfma, vload, vsplat, vstore, vzeros
 
 MR = 4      # rows of S per micro tile (and rows / cols of a dot-product tile)
@@ -69,6 +70,7 @@ MB = 128    # rows of S packed at a time (when S must be packed; a multiple of 1
 NB = 512    # rows of V per thread tile (a multiple of NR): its packed block stays in L2
 DB = 128    # cols of out per tile of the dot-product engine
 DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product engine
+NARROW = TILE == "4x16"   # the micro tile in four 4 x 16 passes (16-register AVX2), see ``isa.py``
 
 
 # ----------------------------------------------------------------------------- micro tile
@@ -88,7 +90,11 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
 
     The tile lives in 16 SIMD registers (``simd.py``: 4 rows x 4 vectors of 16 lanes) for the
     whole k loop. Per k: 4 vector loads of V, and for each of the 4 rows one number of S
-    broadcast to all lanes and 4 fused multiply-adds: 16 FMAs per 8 loads, no stores."""
+    broadcast to all lanes and 4 fused multiply-adds: 16 FMAs per 8 loads, no stores.
+    On AVX2 the 16 vectors are 32 registers of 16, so the tile is done in quarters (``isa.py``)."""
+    if NARROW:
+        _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add)
+        return
     s0 = s[r0, sk:sk + kc]
     s1 = s[min(r0 + 1, rlast), sk:sk + kc]
     s2 = s[min(r0 + 2, rlast), sk:sk + kc]
@@ -122,6 +128,45 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
         _put_row(t, t, 2 * NR, False, c20, c21, c22, c23)
         _put_row(t, t, 3 * NR, False, c30, c31, c32, c33)
         _store(t, init, out, transposed, oi, oj, mr, nr, add)
+
+
+@kernel
+def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add):
+    """``_micro`` for 16-register machines (AVX2): the 4 x 64 tile as four 4 x 16 passes, q = 0..3,
+    each over the whole k loop with its 4 vectors (8 AVX2 registers) in registers; passes past
+    the nr valid columns are skipped. Per k: 1 vector load of V, 4 broadcasts, 4 FMAs."""
+    s0 = s[r0, sk:sk + kc]
+    s1 = s[min(r0 + 1, rlast), sk:sk + kc]
+    s2 = s[min(r0 + 2, rlast), sk:sk + kc]
+    s3 = s[min(r0 + 3, rlast), sk:sk + kc]
+    direct = mr == MR and nr == NR and not transposed
+    for q in range((nr + L - 1) // L):
+        c0 = c1 = c2 = c3 = vzeros(t)
+        for p in range(kc):
+            b = vload(v, vo + p * NR + q * L)
+            c0 = vfma(vsplat(s0[p]), b, c0)
+            c1 = vfma(vsplat(s1[p]), b, c1)
+            c2 = vfma(vsplat(s2[p]), b, c2)
+            c3 = vfma(vsplat(s3[p]), b, c3)
+        if direct:
+            j = oj + q * L
+            _put(out[oi], init[oi], j, add, c0)
+            _put(out[oi + 1], init[oi + 1], j, add, c1)
+            _put(out[oi + 2], init[oi + 2], j, add, c2)
+            _put(out[oi + 3], init[oi + 3], j, add, c3)
+        else:
+            vstore(t, q * L, c0)
+            vstore(t, NR + q * L, c1)
+            vstore(t, 2 * NR + q * L, c2)
+            vstore(t, 3 * NR + q * L, c3)
+    if not direct:
+        _store(t, init, out, transposed, oi, oj, mr, nr, add)
+
+
+@kernel
+def _put(row, init_row, j, add, v):
+    """row[j:j + L] = (init_row[j:j + L] if add else 0) + v."""
+    vstore(row, j, vadd(vload(init_row, j), v) if add else v)
 
 
 @kernel

@@ -1,0 +1,98 @@
+"""What the CPU kernels are compiled for, and the matmul micro tile that fits its registers.
+
+Numba compiles for the host CPU unless ``NUMBA_CPU_NAME`` (and ``NUMBA_CPU_FEATURES``) name
+another one, e.g. ``NUMBA_CPU_NAME=haswell`` builds what an AVX2 laptop would run. The vector
+type of ``cpu/simd.py`` has 16 lanes: one register on AVX-512, two on AVX2. The matmul micro
+tile (``cpu/matmul.py``, 4 rows x 64 columns of the result) is 16 such vectors:
+
+    "4x64"  16 AVX-512 registers of 32: the tile stays in registers for the whole k loop.
+    "4x16"  on AVX2 (16 registers of 8 floats), 4x64 would need 32 registers and spill to the
+            stack at every k; the 64 columns are done as four passes of 4 x 16 (8 registers,
+            plus 2 for the loaded vector of B and 1 for the broadcast number of A).
+
+``TILE`` is chosen when this module is imported (the environment variable ``TINYRNN_MATMUL_TILE``
+overrides it, for tests and experiments); both tiles compute the same sums in the same order
+of k, so results do not depend on the choice. The cache directory of the kernels is keyed by
+it (``cache.py``), so a build of one tile is never loaded for the other.
+"""
+import os
+
+TILES = ("4x64", "4x16")
+
+# LLVM's names of x86 CPUs with AVX-512F (as NUMBA_CPU_NAME takes them)
+AVX512_CPUS = frozenset("""knl knm skylake-avx512 skx cascadelake cooperlake cannonlake icelake-client
+    icelake-server rocketlake tigerlake sapphirerapids emeraldrapids graniterapids graniterapids-d
+    diamondrapids znver4 znver5 x86-64-v4""".split())
+
+_AVX2_CPUS = frozenset("""haswell broadwell skylake alderlake raptorlake meteorlake arrowlake lunarlake
+    gracemont sierraforest grandridge znver1 znver2 znver3 bdver4 x86-64-v3""".split())
+
+
+def target() -> tuple:
+    """(cpu name, explicit feature string or '') that Numba compiles for."""
+    from numba.core import config
+
+    name = config.CPU_NAME
+    if not name or name == "host":
+        import llvmlite.binding as llvm
+
+        return llvm.get_host_cpu_name(), ""
+    return name, config.CPU_FEATURES or ""
+
+
+def _host_features() -> dict:
+    import llvmlite.binding as llvm
+
+    return dict(llvm.get_host_cpu_features())
+
+
+def simd_level() -> str:
+    """'AVX-512', 'AVX2' or 'SSE/other': the widest vector unit of the compile target."""
+    name, features = target()
+    from numba.core import config
+
+    if not config.CPU_NAME or config.CPU_NAME == "host":
+        flags = _host_features()
+        has512, has2 = flags.get("avx512f", False), flags.get("avx2", False)
+    else:
+        has512 = ("+avx512f" in features) or (name in AVX512_CPUS and "-avx512f" not in features)
+        has2 = has512 or "+avx2" in features or (name in _AVX2_CPUS | AVX512_CPUS and "-avx2" not in features)
+    return "AVX-512" if has512 else "AVX2" if has2 else "SSE/other"
+
+
+def choose_tile() -> str:
+    chosen = os.environ.get("TINYRNN_MATMUL_TILE", "").strip()
+    if chosen:
+        if chosen not in TILES:
+            raise ValueError(f"TINYRNN_MATMUL_TILE={chosen!r}: use one of {', '.join(TILES)}")
+        return chosen
+    return "4x64" if simd_level() == "AVX-512" else "4x16"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo; the platform's processor string elsewhere)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break                                   # the first processor is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" in fields:                              # VMs may hide the model: family/model tell
+        return f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def describe() -> str:
+    """One line for benchmark tables: CPU model, SIMD level, Numba target, matmul tile."""
+    name, features = target()
+    tail = f" {features}" if features else ""
+    return f"{cpu_model()} | compiled for {simd_level()} (Numba target {name}{tail}) | matmul tile {TILE}"
+
+
+TILE = choose_tile()

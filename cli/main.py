@@ -21,7 +21,8 @@ import sys
 
 import click
 
-from .options import POSITIVE_INT, SEED, Finite, GroupedCommand, book_opt, data_opt, model_opt, optim_opt
+from .options import (POSITIVE_INT, SEED, TIME_LIMIT_HELP, Finite, GroupedCommand, book_opt, data_opt, model_opt,
+                      optim_opt)
 from .options import print_stream as _print_stream
 
 # Defaults, mirrored from tinyrnn.train.TrainConfig (kept here so --help imports nothing heavy;
@@ -121,7 +122,7 @@ def cli():
            "schedule).")
 @optim_opt("--epochs", type=Finite(0, min_open=True), default=None,
            help="Passes over the training text (instead of --steps).")
-@optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help="Stop after this many seconds (and save).")
+@optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help=TIME_LIMIT_HELP)
 @data_opt("--val-frac", type=Finite(0, 1, max_open=True), default=DEFAULTS["val_frac"], show_default=True,
           help="The last fraction of the text held out for validation.")
 @data_opt("--encoding-errors", type=click.Choice(["strict", "replace"]), default=DEFAULTS["encoding_errors"],

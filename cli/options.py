@@ -98,3 +98,8 @@ class Finite(click.ParamType):
 
 POSITIVE_INT = click.IntRange(min=1)
 SEED = click.IntRange(0, MAX_SEED)
+
+
+TIME_LIMIT_HELP = ("Stop after this many seconds (and save). The learning-rate schedule is fitted to the "
+                   "budget: from the step rate measured as it goes, the cosine (or step) decay ends at the "
+                   "limit, or at --steps / --epochs if they come first.")

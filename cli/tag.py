@@ -9,7 +9,8 @@ As in ``main.py``, only click is imported at module level; the library loads ins
 """
 import click
 
-from .options import POSITIVE_INT, SEED, Finite, GroupedCommand, book_opt, data_opt, model_opt, optim_opt, print_stream
+from .options import (POSITIVE_INT, SEED, TIME_LIMIT_HELP, Finite, GroupedCommand, book_opt, data_opt, model_opt,
+                      optim_opt, print_stream)
 
 # Defaults, mirrored from tinyrnn.tagging.task.TagConfig (tests/test_tag_cli.py checks that they agree).
 DEFAULTS = dict(column="upos", cell="lstm", layers=2, hidden=128, word_dim=100, char_dim=50, char_hidden=50,
@@ -51,7 +52,7 @@ def tag():
 @optim_opt("--batch-size", type=POSITIVE_INT, default=DEFAULTS["batch_size"], show_default=True, help="Sentences per batch.")
 @optim_opt("--epochs", type=Finite(0, min_open=True), default=DEFAULTS["epochs"], show_default=True, help="Passes over TRAIN.")
 @optim_opt("--steps", type=POSITIVE_INT, default=None, help="Updates to run (instead of --epochs).")
-@optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help="Stop after this many seconds (and save).")
+@optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help=TIME_LIMIT_HELP)
 @book_opt("--out", type=str, default=None, help="Run directory [default: runs/<train>-tagger].")
 @book_opt("--eval-every", type=POSITIVE_INT, default=DEFAULTS["eval_every"], show_default=True)
 @book_opt("--save-every", type=POSITIVE_INT, default=DEFAULTS["save_every"], show_default=True)

@@ -130,6 +130,36 @@ def test_time_limit_stops_and_saves(tmp_path, corpus):
     assert meta["step"] == int(m.group(1)) > 0 and elapsed >= 1.5
 
 
+def test_time_limit_fits_the_schedule_to_the_budget(tmp_path, corpus):
+    """With only --time-limit the cosine decay ends at the limit: the last logged lr is near lr/10
+    (a fixed guess of the run's length would leave it near the peak or at the floor long before)."""
+    out = tmp_path / "run"
+    ok("train", corpus, *TINY, "--warmup", "5", "--lr", "0.01", "--time-limit", "4", "--out", out)
+    lrs = [row["lr"] for row in rows(out) if "lr" in row]
+    assert len(lrs) >= 10, lrs
+    assert max(lrs) > 0.005                        # it did run near the peak
+    assert lrs[-1] < 0.002 and all(b <= a + 1e-12 for a, b in zip(lrs[len(lrs) // 2:], lrs[len(lrs) // 2 + 1:]))
+    meta, _ = checkpoint.load(out / "last")
+    horizon = meta["schedule"]["warmup_steps"] + meta["schedule"]["after"]["total_steps"]
+    assert meta["step"] <= horizon <= meta["step"] * 1.2 + 10   # the saved horizon is where the run ended
+
+
+def test_fit_schedule_to_budget_keeps_the_step_count_when_it_comes_first():
+    from tinyrnn import optim
+    from tinyrnn.nn import Parameter
+    from tinyrnn.trainer import fit_schedule_to_budget
+
+    opt = optim.Adam([Parameter(np.zeros(3))], lr=1.0)
+    sched = optim.WarmupLR(opt, 10, after=optim.CosineLR(opt, 990, min_lr=0.1))
+    assert fit_schedule_to_budget(sched, 100, 1000, 10, 5000) == 1000        # --steps first: unchanged
+    assert fit_schedule_to_budget(sched, 100, 1000, 10, 200) == 300          # the budget first
+    assert sched.after.total_steps == 290
+    assert fit_schedule_to_budget(sched, 100, None, 10, 0) == 101            # out of time: ends now
+    stepped = optim.WarmupLR(opt, 0, after=optim.StepLR(opt, 100, gamma=0.3))
+    assert fit_schedule_to_budget(stepped, 10, None, 0, 290) == 300 and stepped.after.step_size == 100
+    assert fit_schedule_to_budget(optim.WarmupLR(opt, 5), 10, None, 5, 10) is None   # constant: nothing to fit
+
+
 def test_val_frac_zero_trains_on_everything_without_validation(tmp_path, corpus):
     out = tmp_path / "run"
     r = ok("train", corpus, *TINY, "--val-frac", "0", "--steps", "8", "--out", out)

@@ -129,6 +129,17 @@ def test_embedding_with_repeated_indices():
         F.embedding(w, np.array([6]))
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_permute(axis):
+    x = t(4, 5, 3)
+    order = np.random.default_rng(axis).permutation(x.shape[axis])
+    np.testing.assert_array_equal(F.permute(x, order, axis).data, np.take(x.data, order, axis=axis))
+    assert gradcheck(lambda a: F.permute(a, order, axis) * F.permute(a, order, axis), [x])
+    for bad in (order[:-1], np.zeros_like(order)):          # too short; repeats an index
+        with pytest.raises(ValueError, match="permutation"):
+            F.permute(x, bad, axis)
+
+
 def test_dropout_train_eval_and_seed():
     x = t(50, 40)
     y1 = F.dropout(x, 0.3, training=True, rng=np.random.default_rng(7))

@@ -237,15 +237,40 @@ def make_optimizer(cfg, params):
 
 
 def make_schedule(cfg, opt, total_steps):
-    """Linear warm-up, then cosine decay to lr/10 over the run (constant when the length is unknown)."""
+    """Linear warm-up, then cosine decay to lr/10 over the run (or the step schedule).
+
+    The run's length is ``total_steps``; with ``--time-limit`` and no step count, a first guess
+    (``cfg.DEFAULT_STEPS``) that ``fit_schedule_to_budget`` replaces as soon as the step rate is known."""
     from . import optim
 
+    horizon = total_steps or (cfg.DEFAULT_STEPS if cfg.time_limit else None)
     after = None
-    if cfg.lr_schedule == "cosine" and total_steps:
-        after = optim.CosineLR(opt, max(1, total_steps - cfg.warmup), min_lr=cfg.lr / 10)
-    elif cfg.lr_schedule == "step" and total_steps:
-        after = optim.StepLR(opt, max(1, total_steps // 3), gamma=0.3)
+    if cfg.lr_schedule == "cosine" and horizon:
+        after = optim.CosineLR(opt, max(1, horizon - cfg.warmup), min_lr=cfg.lr / 10)
+    elif cfg.lr_schedule == "step" and horizon:
+        after = optim.StepLR(opt, max(1, horizon // 3), gamma=0.3)
     return optim.WarmupLR(opt, cfg.warmup, after=after)
+
+
+def fit_schedule_to_budget(sched, step, total, warmup, steps_left_in_budget):
+    """With ``--time-limit``, the schedule ends where the budget does: the run's horizon becomes
+    min(total steps, step + the steps the remaining seconds allow at the rate measured so far),
+    so the cosine reaches lr/10 (or the step schedule its third drop) at the time limit instead of
+    being cut off half way. Called at every log window; the horizon is saved with the schedule
+    (a resumed run goes on from it). Returns the horizon (None: nothing to fit)."""
+    after = getattr(sched, "after", None)
+    if after is None:
+        return None
+    horizon = step + max(0, int(steps_left_in_budget))
+    if total:
+        horizon = min(horizon, total)
+    horizon = max(horizon, step + 1, warmup + 1)
+    if hasattr(after, "total_steps"):
+        after.total_steps = max(1, horizon - warmup)
+    else:
+        after.step_size = max(1, horizon // 3)
+    sched._apply()
+    return horizon
 
 
 def read_metrics(path):
@@ -625,7 +650,7 @@ class Trainer:
         cfg, task = self.cfg, self.task
         self.bar = Progress(total=self.total, time_limit=cfg.time_limit, enabled=self.progress and self.world.is_root,
                             unit=task.unit)
-        start_step, self.t_start = self.step, time.perf_counter()
+        start_step, self.t_start, self._first_window = self.step, time.perf_counter(), None
         window, self.high_windows = _Window(self.t_start), 0
         rate, self.stopped = None, "done"
         try:
@@ -636,6 +661,8 @@ class Trainer:
                         if self.step % cfg.log_every == 0 or self.step == self.total:
                             self.history["train_loss"], rate = window.flush(self, task)
                             self.check_explosion(self.history["train_loss"] / task.loss_scale)
+                            if cfg.time_limit:
+                                self._fit_to_budget(time.perf_counter() - self.t_start)
                         if task.has_eval and self.step % cfg.eval_every == 0:
                             self.evaluate()
                         if self.step % cfg.save_every == 0:
@@ -661,6 +688,17 @@ class Trainer:
             self.bar.close()
         self.signum = self.stop.signum
         return self.summary(time.perf_counter() - self.t_start, window.total_units)
+
+    def _fit_to_budget(self, elapsed):
+        """The schedule's horizon from this process's step rate (its first log window, which pays for
+        compiling the kernels, left out) and the seconds left (see ``fit_schedule_to_budget``)."""
+        if self._first_window is None:
+            self._first_window = (self.step, elapsed)
+            return
+        steps, seconds = self.step - self._first_window[0], elapsed - self._first_window[1]
+        if steps > 0 and seconds > 0:
+            left = (self.cfg.time_limit - elapsed) * steps / seconds
+            fit_schedule_to_budget(self.sched, self.step, self.total, self.cfg.warmup, left)
 
     def _finish(self):
         """The final evaluation (unless the last step just made one, or a signal asked to stop now) and

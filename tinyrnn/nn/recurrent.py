@@ -123,9 +123,9 @@ class _RNNBase(Module):
         h0, c0 = self._initial_state(state, B, x.dtype, x.device)
         output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
         if order is not None:       # back in the caller's batch order
-            inverse = (slice(None), np.argsort(order))
-            output, h_n = output[inverse], h_n[inverse]
-            c_n = None if c_n is None else c_n[inverse]
+            inverse = np.argsort(order)
+            output, h_n = ops.permute(output, inverse, 1), ops.permute(h_n, inverse, 1)
+            c_n = None if c_n is None else ops.permute(c_n, inverse, 1)
         output = ops.transpose(output, (1, 0, 2)) if self.batch_first else output
         return (output, (h_n, c_n)) if self.kind == "lstm" else (output, h_n)
 
@@ -293,14 +293,13 @@ def _sort_batch(x, state, lengths):
     order = np.argsort(-lengths, kind="stable")
     if np.all(order == np.arange(len(order))):
         return x, state, lengths, None
-    pick = (slice(None), order)
 
     def gather(s):
-        return (s if isinstance(s, Tensor) else Tensor(s, device=x.device))[pick]
+        return ops.permute(s if isinstance(s, Tensor) else Tensor(s, device=x.device), order, 1)
 
     if state is not None:
         state = tuple(gather(s) for s in state) if isinstance(state, (tuple, list)) else gather(state)
-    return x[pick], state, lengths[order], order
+    return gather(x), state, lengths[order], order
 
 
 def _reverse_time(x, axis):

@@ -285,6 +285,21 @@ def getitem(x, index):
     return record(A.index(x.data, index), (x,), backward, "getitem")
 
 
+def permute(x, order, axis=0):
+    """x reordered along ``axis`` by the permutation ``order``: out.take(i) = x.take(order[i]) (CPU).
+
+    backward: the gradient put back in place by the inverse permutation, a gather (``getitem``
+    with an index array would scatter-add, which a permutation, repeating no index, never needs)."""
+    x = _lift(x)
+    _cpu_only("permute", x)
+    order = np.asarray(order)
+    n = x.shape[axis]
+    if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+        raise ValueError(f"permute: order must be a permutation of range({n}) (axis {axis} of {x.shape})")
+    inverse = np.argsort(order)
+    return record(np.take(x.data, order, axis=axis), (x,), lambda g: (np.take(g, inverse, axis=axis),), "permute")
+
+
 def concat(tensors, axis=0):
     """Join tensors along an existing axis (numpy.concatenate)."""
     tensors = [_lift(t) for t in tensors]

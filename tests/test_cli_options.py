@@ -279,3 +279,7 @@ def test_bench_smoke(tmp_path):
     assert set(data["configs"]) == {"a"} and data["configs"]["a"]["tinyrnn"] == pytest.approx(ours, abs=0.5)
     assert ours > 0 and math.isnan(data["configs"]["a"]["torch"])          # --no-torch: no torch column
     assert data["matmul_peak_gflops"] > 0 and "sampling" not in data and "peak_rss_mb" not in data
+    from tinyrnn.kernels import isa                    # the table says which machine and build it came from
+
+    assert r.stdout.startswith("machine: ") and isa.simd_level() in r.stdout.splitlines()[0]
+    assert data["machine"]["matmul_tile"] == isa.TILE and data["machine"]["simd"] == isa.simd_level()

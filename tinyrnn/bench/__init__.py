@@ -38,7 +38,7 @@ from .workers import run_worker
 ITEMS = ("train", "sampling", "help", "startup", "rss", "tagger")
 
 
-def main(argv=None):
+def _parse(argv):
     parser = argparse.ArgumentParser(prog="tinyrnn bench", description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
     parser.add_argument("--threads", type=int, default=2)
@@ -54,7 +54,79 @@ def main(argv=None):
                         help="tagger rows: tokens to tag (default: ~25,000, EWT dev's size)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    only = set(filter(None, args.only.split(",")))
+    unknown = (skip | only) - set(ITEMS)
+    if unknown:
+        parser.error(f"unknown item(s) {', '.join(sorted(unknown))}: use {', '.join(ITEMS)}")
+    args.skip = skip | (set(ITEMS) - only if only else set())
+    return args
 
+
+def machine_line(have_torch) -> dict:
+    """Print and return what the numbers come from: CPU model, the SIMD level and Numba target the
+    kernels are compiled for (``NUMBA_CPU_NAME`` changes it), and the ISA PyTorch dispatches to
+    (``ATEN_CPU_CAPABILITY`` changes that)."""
+    from ..kernels import isa
+
+    torch_isa = "not installed"
+    if have_torch:
+        import torch
+
+        torch_isa = torch.backends.cpu.get_cpu_capability()
+    line = f"{isa.describe()} | PyTorch {torch_isa}"
+    print(f"machine: {line}", flush=True)
+    return dict(cpu=isa.cpu_model(), simd=isa.simd_level(), numba_target=" ".join(filter(None, isa.target())),
+                matmul_tile=isa.TILE, torch_isa=torch_isa)
+
+
+def train_rows(args, have_torch) -> tuple:
+    """(numpy matmul peak, {config: row}): training chars/s of configs a-e, tinyrnn and PyTorch
+    interleaved, medians, against the FLOP cap."""
+    peak = max(matmul_peak_gflops(args.threads) for _ in range(3))
+    print(f"matmul peak (numpy float32 2048^3, best of 3, {args.threads} threads): {peak:.0f} GFLOP/s")
+    print(f"{'cfg':<4}{'model':<22}{'tinyrnn c/s':>12}{'torch c/s':>12}{'ratio':>8}{'FLOP cap':>10}{'% cap':>7}")
+    rows = {}
+    for name in filter(None, args.configs.split(",")):
+        cfg = CONFIGS[name]
+        steps = args.steps or default_steps(cfg)
+        ours, theirs = [], []
+        for _ in range(args.repeats):  # interleaved, so slow drifts in machine load hit both alike
+            ours.append(run_worker("train", "tinyrnn", name, args.threads, steps))
+            if have_torch:
+                theirs.append(run_worker("train", "torch", name, args.threads, steps))
+        ours, theirs = median(ours), (median(theirs) if theirs else float("nan"))
+        cap = peak * 1e9 / train_flops_per_char(cfg)
+        desc = f"{'bi-' if cfg['bidir'] else ''}{cfg['cell'].upper()} {cfg['layers']}x{cfg['hidden']} B{cfg['batch']} T{cfg['seq']}"
+        print(f"{name:<4}{desc:<22}{ours:>12.0f}{theirs:>12.0f}{ours / theirs:>8.2f}{cap:>10.0f}{100 * ours / cap:>6.0f}%",
+              flush=True)
+        rows[name] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs, flop_cap=cap)
+    return peak, rows
+
+
+def startup_rows(args, have_torch, results):
+    """--help time, time to the first training step (warm and cold JIT cache), peak memory."""
+    if "help" not in args.skip:
+        results["help_seconds"] = t = help_time()
+        print(f"tinyrnn --help: {t:.3f} s (median of 5)")
+    if "startup" not in args.skip:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as cold:
+            cold_t = first_step_time(cold)
+        first_step_time(None)  # make sure the default cache is filled
+        warm_t = median([first_step_time(None) for _ in range(3)])
+        print(f"time to first training step (b): warm JIT cache {warm_t:.2f} s, cold cache {cold_t:.2f} s")
+        results["first_step"] = dict(warm=warm_t, cold=cold_t)
+    if "rss" not in args.skip:
+        ours = peak_rss_mb("tinyrnn", args.threads)
+        theirs = peak_rss_mb("torch", args.threads) if have_torch else float("nan")
+        print(f"peak RSS (c, 3 steps): tinyrnn {ours:.0f} MB, torch {theirs:.0f} MB")
+        results["peak_rss_mb"] = dict(tinyrnn=ours, torch=theirs)
+
+
+def main(argv=None):
+    args = _parse(argv)
     os.environ.update(thread_env(args.threads))
     have_torch = False
     if not args.no_torch:
@@ -64,63 +136,18 @@ def main(argv=None):
             have_torch = True
         except ImportError:
             print("PyTorch not installed: tinyrnn columns only")
-    skip = set(filter(None, args.skip.split(",")))
-    only = set(filter(None, args.only.split(",")))
-    unknown = (skip | only) - set(ITEMS)
-    if unknown:
-        parser.error(f"unknown item(s) {', '.join(sorted(unknown))}: use {', '.join(ITEMS)}")
-    if only:
-        skip |= set(ITEMS) - only
-    results = {"threads": args.threads, "configs": {}}
-    nan = float("nan")
-
-    def median_of(kind, framework, config, steps=0, length=0):
-        return median([run_worker(kind, framework, config, args.threads, steps, length) for _ in range(args.repeats)])
-
-    if "train" not in skip:
-        peak = max(matmul_peak_gflops(args.threads) for _ in range(3))
-        results["matmul_peak_gflops"] = peak
-        print(f"matmul peak (numpy float32 2048^3, best of 3, {args.threads} threads): {peak:.0f} GFLOP/s")
-        print(f"{'cfg':<4}{'model':<22}{'tinyrnn c/s':>12}{'torch c/s':>12}{'ratio':>8}{'FLOP cap':>10}{'% cap':>7}")
-    for name in ([] if "train" in skip else list(filter(None, args.configs.split(",")))):
-        cfg = CONFIGS[name]
-        steps = args.steps or default_steps(cfg)
-        ours, theirs = [], []
-        for _ in range(args.repeats):  # interleaved, so slow drifts in machine load hit both alike
-            ours.append(run_worker("train", "tinyrnn", name, args.threads, steps))
-            if have_torch:
-                theirs.append(run_worker("train", "torch", name, args.threads, steps))
-        ours, theirs = median(ours), (median(theirs) if theirs else nan)
-        cap = peak * 1e9 / train_flops_per_char(cfg)
-        desc = f"{'bi-' if cfg['bidir'] else ''}{cfg['cell'].upper()} {cfg['layers']}x{cfg['hidden']} B{cfg['batch']} T{cfg['seq']}"
-        print(f"{name:<4}{desc:<22}{ours:>12.0f}{theirs:>12.0f}{ours / theirs:>8.2f}{cap:>10.0f}{100 * ours / cap:>6.0f}%",
-              flush=True)
-        results["configs"][name] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs, flop_cap=cap)
-
-    if "sampling" not in skip:
-        ours = median_of("sample", "tinyrnn", "b", length=args.sample_length)
-        theirs = median_of("sample", "torch", "b", length=min(args.sample_length, 500)) if have_torch else nan
+    results = {"threads": args.threads, "machine": machine_line(have_torch), "configs": {}}
+    if "train" not in args.skip:
+        results["matmul_peak_gflops"], results["configs"] = train_rows(args, have_torch)
+    if "sampling" not in args.skip:
+        ours = median([run_worker("sample", "tinyrnn", "b", args.threads, 0, args.sample_length)
+                       for _ in range(args.repeats)])
+        theirs = (median([run_worker("sample", "torch", "b", args.threads, 0, min(args.sample_length, 500))
+                          for _ in range(args.repeats)]) if have_torch else float("nan"))
         print(f"batch-1 sampling (b): tinyrnn {ours:.0f} chars/s, torch {theirs:.0f} chars/s, ratio {ours / theirs:.1f}")
         results["sampling"] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs)
-    if "help" not in skip:
-        t = help_time()
-        print(f"tinyrnn --help: {t:.3f} s (median of 5)")
-        results["help_seconds"] = t
-    if "startup" not in skip:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as cold:
-            cold_t = first_step_time(cold)
-        first_step_time(None)  # make sure the default cache is filled
-        warm_t = median([first_step_time(None) for _ in range(3)])
-        print(f"time to first training step (b): warm JIT cache {warm_t:.2f} s, cold cache {cold_t:.2f} s")
-        results["first_step"] = dict(warm=warm_t, cold=cold_t)
-    if "rss" not in skip:
-        ours = peak_rss_mb("tinyrnn", args.threads)
-        theirs = peak_rss_mb("torch", args.threads) if have_torch else nan
-        print(f"peak RSS (c, 3 steps): tinyrnn {ours:.0f} MB, torch {theirs:.0f} MB")
-        results["peak_rss_mb"] = dict(tinyrnn=ours, torch=theirs)
-    if "tagger" not in skip:
+    startup_rows(args, have_torch, results)
+    if "tagger" not in args.skip:
         from .tagger import run_rows
 
         results["tagger"] = run_rows(args.threads, args.repeats, have_torch, args.steps, args.tagger_data,

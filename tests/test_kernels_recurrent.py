@@ -101,15 +101,15 @@ def make_sequence_inputs(rng, kind, T, B, H, dtype=np.float64):
         dh_n=randn(rng, B, H, dtype=dtype), dc_n=randn(rng, B, H, dtype=dtype))
 
 
-def run_sequence(kernels, kind, a, relu=False):
-    """Forward + backward of one layer; returns a dict of every output."""
+def run_sequence(kernels, kind, a, relu=False, batch_sizes=None):
+    """Forward + backward of one layer (a full batch unless ``batch_sizes``); returns a dict of every output."""
     T, B, GH = a["xproj"].shape
     H = GH // GATES[kind]
     dt = a["xproj"].dtype
     o = dict(hs=nans((T + 1, B, H), dt), cs=nans((T + 1, B, H), dt), acts=nans((T, B, GH), dt),
              ghn=nans((T, B, H), dt), d1=nans((T, B, GH), dt), d2=nans((T, B, GH), dt),
              dh0=nans((B, H), dt), dc0=nans((B, H), dt))      # NaN: see run_cells
-    bs = np.full(T, B, np.int64)       # a full batch
+    bs = np.full(T, B, np.int64) if batch_sizes is None else np.asarray(batch_sizes, np.int64)
     if kind == "lstm":
         kernels.lstm_sequence_forward(a["xproj"], a["w_hh"], a["h0"], a["c0"], bs, o["hs"], o["cs"], o["acts"])
         kernels.lstm_sequence_backward(a["w_hh"], o["hs"], o["cs"], o["acts"], a["dhs"], a["dh_n"], a["dc_n"],

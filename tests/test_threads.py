@@ -64,6 +64,21 @@ def test_sequence_kernels_threads(threads, kind, relu, dtype):
             np.testing.assert_allclose(got[name], want[name], **TOL[dtype], err_msg=f"{name} {(T, B, H)}")
 
 
+# Fewer unit chunks (64 units) than threads: the batch rows are cut into blocks too (sequence.py,
+# _work_items); ragged batch sizes cross the block boundaries (B = 37: blocks of 20 and 17 rows).
+ROW_SPLIT_CASES = [(6, 37, 21, [37, 30, 21, 20, 19, 3]), (4, 64, 50, [64, 64, 40, 1]), (3, 33, 64, [33, 17, 16])]
+
+
+@pytest.mark.parametrize("kind,relu", [("lstm", False), ("gru", False), ("rnn", False)])
+def test_sequence_kernels_split_rows(threads, kind, relu):
+    for T, B, H, sizes in ROW_SPLIT_CASES:
+        a = make_sequence_inputs(np.random.default_rng(B * 10 + H), kind, T, B, H, np.float64)
+        got, want = run_sequence(cpu, kind, a, relu, sizes), run_sequence(ref, kind, a, relu, sizes)
+        for name in SEQUENCE_OUTPUTS[kind]:
+            assert not np.isnan(got[name]).any(), (name, T, B, H)
+            np.testing.assert_allclose(got[name], want[name], **TOL[np.float64], err_msg=f"{name} {(T, B, H)}")
+
+
 @pytest.mark.parametrize("kind,relu", [("lstm", False), ("gru", False), ("rnn", True)])
 @pytest.mark.parametrize("B,H", [(5, 37), (7, 130), (3, 3)])
 def test_cell_kernels_threads(threads, kind, relu, B, H):

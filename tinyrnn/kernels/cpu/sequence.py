@@ -7,8 +7,10 @@ Shapes: ``T`` steps, batch ``B``, hidden ``H``, ``G`` gates (LSTM 4, GRU 3, RNN 
 How it is fast
 --------------
 The hidden units are split into chunks of ``CHUNK`` (64) contiguous units, the parallel work items
-(``prange``). Every step is ONE parallel region, because the thread that owns units ``u0 .. u1``
-needs, within a step, nothing computed by another thread:
+(``prange``); when there are fewer chunks than threads (H = 50: one chunk), the batch rows are cut
+into blocks too (``_work_items``: an item is a chunk of units x a block of rows). Every step is ONE
+parallel region, because the thread that owns units ``u0 .. u1`` of rows ``r0 .. r1`` needs,
+within a step, nothing computed by another thread:
 
 * Forward: it computes only *its* gate columns of the recurrent matmul,
   ``acts[:, g*H + j] = xproj + h_{t-1} @ W_hh[g*H + j].T`` for every gate ``g`` (the
@@ -51,9 +53,10 @@ float64 exact math.
 
 Batch-1 generation of a whole model (``*_generate``) is in ``generate.py``.
 """
+import numba
 import numpy as np
 
-from ..jit import parallel_kernel, prange
+from ..jit import kernel, parallel_kernel, prange
 from .activations import tanh
 from .cells import _gru_unit, _gru_unit_backward, _lstm_unit, _lstm_unit_backward
 from .matmul import MR, NR, gemm_panel_block, pack_panels
@@ -61,6 +64,38 @@ from .simd import LANES, vload, vstore
 
 CHUNK = NR      # hidden units per parallel work item (64): one micro tile wide, and 256 bytes of
                 # float32 (two threads never write the same cache line); H = 128 gives 2 items
+CORES = max(2, numba.config.NUMBA_NUM_THREADS)   # work items wanted per step, at least (a constant:
+                # numba.get_num_threads() inside a kernel would make it uncacheable)
+
+
+@kernel
+def _work_items(B, H):
+    """(n_chunks, rows, n_items): the parallel work items of a step are (unit chunk, row block)
+    pairs, item = block * n_chunks + chunk. Rows are independent within a step (forward: a row's
+    gates need only its own h_{t-1}; backward: its dh needs only its own gate gradients), so when
+    the chunks alone are fewer than the cores (the tagger's char RNN: H = 50, one chunk) the
+    batch is cut into blocks of ``rows`` (a multiple of MR) as well; otherwise rows = B, one block.
+    Every element is still computed by the same arithmetic: results do not depend on the cut."""
+    n_chunks = (H + CHUNK - 1) // CHUNK
+    n_blocks = 1
+    if n_chunks < CORES:
+        n_blocks = max(1, min((CORES + n_chunks - 1) // n_chunks, B // (4 * MR)))
+    rows = max(MR, ((B + n_blocks - 1) // n_blocks + MR - 1) // MR * MR)
+    return n_chunks, rows, n_chunks * ((B + rows - 1) // rows)
+
+
+@kernel
+def part_of(item, n_chunks):
+    """The unit chunk of a work item (its panel index)."""
+    return item % n_chunks
+
+
+@kernel
+def _item(item, n_chunks, rows, B, H):
+    """(u0, u1, r0, r1): the hidden units and the batch rows of one work item."""
+    part = part_of(item, n_chunks)
+    r0 = (item // n_chunks) * rows
+    return part * CHUNK, min(part * CHUNK + CHUNK, H), r0, min(r0 + rows, B)
 
 
 # ---------------------------------------------------------------------------------------- LSTM
@@ -74,19 +109,19 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts
     hs_out[0, :, :] = h0
     cs_out[0, :, :] = c0
     w = pack_panels(np.ascontiguousarray(w_hh), False, 4)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
-    n_chunks = (H + CHUNK - 1) // CHUNK
-    work = np.empty((n_chunks, MR * NR), h0.dtype)
+    n_chunks, rows, n_items = _work_items(B, H)
+    work = np.empty((n_items, MR * NR), h0.dtype)
     for t in range(T):
         h_prev, c_prev, acts, h, c = hs_out[t], cs_out[t], acts_out[t], hs_out[t + 1], cs_out[t + 1]
         nb = batch_sizes[t]                          # active rows: 0 .. nb-1
-        hp_act, x_act, acts_act = h_prev[:nb], xproj[t, :nb], acts[:nb]
-        for part in prange(n_chunks):
-            u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
-            n = u1 - u0
+        for item in prange(n_items):
+            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
+            n, a1 = u1 - u0, max(r0, min(r1, nb))    # this item's active rows: r0 .. a1-1
             # acts[:, gate*H + j] = xproj + h_prev @ W_hh[gate*H + j].T: the pre-activations, for now
             for gate in range(4):
-                gemm_panel_block(hp_act, w[gate, part], x_act, acts_act, gate * H + u0, n, True, work[part])
-            for b in range(nb, B):                  # inactive rows keep their state
+                gemm_panel_block(h_prev[r0:a1], w[gate, part_of(item, n_chunks)], xproj[t, r0:a1], acts[r0:a1],
+                                 gate * H + u0, n, True, work[item])
+            for b in range(a1, r1):                 # inactive rows keep their state
                 for j in range(u0, u1):
                     h[b, j] = h_prev[b, j]
                     c[b, j] = c_prev[b, j]
@@ -94,7 +129,7 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts
                     acts[b, gate * H + u0:gate * H + u1] = 0
             # the gate activations (in place in acts), c and h of this chunk's units
             v1 = u1 - n % LANES
-            for b in range(nb):
+            for b in range(r0, a1):
                 a, cp, cn, hn = acts[b], c_prev[b], c[b], h[b]
                 for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
                     i, f, g, o, cj, hj = _lstm_unit(vload(a, j), vload(a, H + j), vload(a, 2 * H + j),
@@ -124,24 +159,25 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dga
     dgates2 = dgates_out.reshape(T * B, 4 * H)              # step t's rows: t*B .. t*B + B - 1
     dh[:, :] = dh_n
     dc[:, :] = dc_n
-    n_chunks = (H + CHUNK - 1) // CHUNK
-    work = np.empty((n_chunks, MR * NR), dh_n.dtype)
+    n_chunks, rows, n_items = _work_items(B, H)
+    work = np.empty((n_items, MR * NR), dh_n.dtype)
     for t in range(T, -1, -1):
         nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1:
         ns = batch_sizes[t - 1] if t > 0 else 0      # the others pass dh, dc through unchanged
-        dg_act, dh_act = dgates2[t * B:t * B + nb], dh[:nb]
         # one parallel region per step: dh w.r.t. h_t, then the gate gradients of step t-1
-        for part in prange(n_chunks):
-            u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
+        for item in prange(n_items):
+            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
+            a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
             if t < T:       # dh = dgates_t @ W_hh for this chunk's units (dh_n before the first step)
-                gemm_panel_block(dg_act, w[0, part], dh_act, dh_act, u0, u1 - u0, False, work[part])
+                gemm_panel_block(dgates2[t * B + r0:t * B + a1], w[0, part_of(item, n_chunks)], dh[r0:a1],
+                                 dh[r0:a1], u0, u1 - u0, False, work[item])
             if t > 0:       # gate gradients of step s = t-1 for the same units: they need only their dh, dc
                 s, n = t - 1, u1 - u0
                 v1 = u1 - n % LANES
-                for b in range(ns, B):
+                for b in range(s1, r1):
                     for gate in range(4):
                         dgates_out[s, b, gate * H + u0:gate * H + u1] = 0
-                for b in range(ns):
+                for b in range(r0, s1):
                     # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
                     dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
                     for j in range(n):
@@ -173,22 +209,24 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, g
     hs_out[0, :, :] = h0
     bh = np.ascontiguousarray(b_hh)
     w = pack_panels(np.ascontiguousarray(w_hh), False, 3)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
-    n_chunks = (H + CHUNK - 1) // CHUNK
-    work = np.empty((n_chunks, MR * NR), h0.dtype)
+    n_chunks, rows, n_items = _work_items(B, H)
+    work = np.empty((n_items, MR * NR), h0.dtype)
     for t in range(T):
         x, h_prev, h, acts, ghn = xproj[t], hs_out[t], hs_out[t + 1], acts_out[t], ghn_out[t]
         nb = batch_sizes[t]                          # active rows: 0 .. nb-1
-        hp_act, x_act, acts_act, ghn_act = h_prev[:nb], x[:nb], acts[:nb], ghn[:nb]
-        for part in prange(n_chunks):
-            u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
+        for item in prange(n_items):
+            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
+            a1, part = max(r0, min(r1, nb)), part_of(item, n_chunks)    # this item's active rows: r0 .. a1-1
+            hp_act, ghn_act = h_prev[r0:a1], ghn[r0:a1]
             # acts[:, r and z] = gi_{r,z} + h_prev @ W_h{r,z}.T (b_h{r,z} added below);
             # ghn = b_hn + h_prev @ W_hn.T
             for gate in range(2):
-                gemm_panel_block(hp_act, w[gate, part], x_act, acts_act, gate * H + u0, u1 - u0, True, work[part])
-            for b in range(nb):
+                gemm_panel_block(hp_act, w[gate, part], x[r0:a1], acts[r0:a1], gate * H + u0, u1 - u0, True,
+                                 work[item])
+            for b in range(r0, a1):
                 ghn[b, u0:u1] = b_hh[2 * H + u0:2 * H + u1]
-            gemm_panel_block(hp_act, w[2, part], ghn_act, ghn_act, u0, u1 - u0, True, work[part])
-            for b in range(nb, B):                  # inactive rows keep their state
+            gemm_panel_block(hp_act, w[2, part], ghn_act, ghn_act, u0, u1 - u0, True, work[item])
+            for b in range(a1, r1):                 # inactive rows keep their state
                 for j in range(u0, u1):
                     h[b, j] = h_prev[b, j]
                 ghn[b, u0:u1] = 0
@@ -196,7 +234,7 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, g
                     acts[b, gate * H + u0:gate * H + u1] = 0
             # the gate activations (in place in acts) and h of this chunk's units
             v1 = u1 - (u1 - u0) % LANES
-            for b in range(nb):
+            for b in range(r0, a1):
                 a, xb, gh, hp, hn = acts[b], x[b], ghn[b], h_prev[b], h[b]
                 for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
                     r, z, n, hj = _gru_unit(vload(a, j), vload(a, H + j), vload(bh, j), vload(bh, H + j),
@@ -221,24 +259,25 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, 
     dh = dh0_out
     dh[:, :] = dh_n
     dgh2 = dgh_out.reshape(T * B, 3 * H)                    # step t's rows: t*B .. t*B + B - 1
-    n_chunks = (H + CHUNK - 1) // CHUNK
-    work = np.empty((n_chunks, MR * NR), dh_n.dtype)
+    n_chunks, rows, n_items = _work_items(B, H)
+    work = np.empty((n_items, MR * NR), dh_n.dtype)
     for t in range(T, -1, -1):
         nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
         ns = batch_sizes[t - 1] if t > 0 else 0
-        dg_act, dh_act = dgh2[t * B:t * B + nb], dh[:nb]
-        for part in prange(n_chunks):
-            u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
+        for item in prange(n_items):
+            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
+            a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
             if t < T:       # dh (= the direct path dh_t * z, left below) += dgh_t @ W_hh
-                gemm_panel_block(dg_act, w[0, part], dh_act, dh_act, u0, u1 - u0, True, work[part])
+                gemm_panel_block(dgh2[t * B + r0:t * B + a1], w[0, part_of(item, n_chunks)], dh[r0:a1], dh[r0:a1],
+                                 u0, u1 - u0, True, work[item])
             if t > 0:       # gate gradients of step s = t-1 for this chunk's units
                 s, m = t - 1, u1 - u0
                 v1 = u1 - m % LANES
-                for b in range(ns, B):              # inactive rows: zero gradients, dh passes through
+                for b in range(s1, r1):             # inactive rows: zero gradients, dh passes through
                     for gate in range(3):
                         dgi_out[s, b, gate * H + u0:gate * H + u1] = 0
                         dgh_out[s, b, gate * H + u0:gate * H + u1] = 0
-                for b in range(ns):
+                for b in range(r0, s1):
                     # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
                     dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
                     for j in range(m):
@@ -272,20 +311,21 @@ def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
     zero = h0.dtype.type(0)
     hs_out[0, :, :] = h0
     w = pack_panels(np.ascontiguousarray(w_hh), False, 1)    # [0, chunk]: W_hh[u0:u1].T
-    n_chunks = (H + CHUNK - 1) // CHUNK
-    work = np.empty((n_chunks, MR * NR), h0.dtype)
+    n_chunks, rows, n_items = _work_items(B, H)
+    work = np.empty((n_items, MR * NR), h0.dtype)
     for t in range(T):
         h_prev, h = hs_out[t], hs_out[t + 1]
         nb = batch_sizes[t]                          # active rows: 0 .. nb-1
-        hp_act, x_act, h_act = h_prev[:nb], xproj[t, :nb], h[:nb]
-        for part in prange(n_chunks):
-            u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
+        for item in prange(n_items):
+            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
+            a1 = max(r0, min(r1, nb))                # this item's active rows: r0 .. a1-1
             # h = xproj + h_prev @ W_hh.T, the pre-activation, for now
-            gemm_panel_block(hp_act, w[0, part], x_act, h_act, u0, u1 - u0, True, work[part])
-            for b in range(nb, B):                  # inactive rows keep their state
+            gemm_panel_block(h_prev[r0:a1], w[0, part_of(item, n_chunks)], xproj[t, r0:a1], h[r0:a1], u0, u1 - u0,
+                             True, work[item])
+            for b in range(a1, r1):                 # inactive rows keep their state
                 for j in range(u0, u1):
                     h[b, j] = h_prev[b, j]
-            for b in range(nb):
+            for b in range(r0, a1):
                 hn = h[b, u0:u1]
                 if relu:
                     for j in range(u1 - u0):
@@ -305,21 +345,22 @@ def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_
     dh = dh0_out
     dh[:, :] = dh_n
     dpre2 = dpre_out.reshape(T * B, H)                      # step t's rows: t*B .. t*B + B - 1
-    n_chunks = (H + CHUNK - 1) // CHUNK
-    work = np.empty((n_chunks, MR * NR), dh_n.dtype)
+    n_chunks, rows, n_items = _work_items(B, H)
+    work = np.empty((n_items, MR * NR), dh_n.dtype)
     for t in range(T, -1, -1):
         nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
         ns = batch_sizes[t - 1] if t > 0 else 0
-        dp_act, dh_act = dpre2[t * B:t * B + nb], dh[:nb]
-        for part in prange(n_chunks):
-            u0, u1 = part * CHUNK, min(part * CHUNK + CHUNK, H)
+        for item in prange(n_items):
+            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
+            a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
             if t < T:       # dh = dpre_t @ W_hh
-                gemm_panel_block(dp_act, w[0, part], dh_act, dh_act, u0, u1 - u0, False, work[part])
+                gemm_panel_block(dpre2[t * B + r0:t * B + a1], w[0, part_of(item, n_chunks)], dh[r0:a1], dh[r0:a1],
+                                 u0, u1 - u0, False, work[item])
             if t > 0:       # dpre_s = (dh + dhs) * (1 - h^2), or masked by h > 0 for relu; s = t-1
                 s, n = t - 1, u1 - u0
-                for b in range(ns, B):              # inactive rows: zero gradient, dh passes through
+                for b in range(s1, r1):             # inactive rows: zero gradient, dh passes through
                     dpre_out[s, b, u0:u1] = zero
-                for b in range(ns):
+                for b in range(r0, s1):
                     h, dh_s, dh_out, dpre = hs[s + 1, b, u0:u1], dh[b, u0:u1], dhs[s, b, u0:u1], dpre_out[s, b, u0:u1]
                     for j in range(n):
                         dh_s[j] += dh_out[j]

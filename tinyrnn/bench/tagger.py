@@ -130,7 +130,7 @@ def tinyrnn_train_step_fn(vocabs):
 
     def step(batch):
         loss = model.loss(batch)
-        opt.zero_grad()
+        model.zero_grad()      # as the Trainer does (and PyTorch 2's default, set_to_none)
         loss.backward()
         optim.clip_grad_norm(model.parameters(), 5.0)
         opt.step()

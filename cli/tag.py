@@ -14,7 +14,7 @@ from .options import (POSITIVE_INT, SEED, TIME_LIMIT_HELP, Finite, GroupedComman
 
 # Defaults, mirrored from tinyrnn.tagging.task.TagConfig (tests/test_tag_cli.py checks that they agree).
 DEFAULTS = dict(column="upos", cell="lstm", layers=2, hidden=128, word_dim=100, char_dim=50, char_hidden=50,
-                dropout=0.33, word_dropout=0.25, batch_size=32, epochs=10.0, optimizer="adam", lr=2e-3,
+                dropout=0.33, word_dropout=0.25, batch_size=32, epochs=20.0, optimizer="adam", lr=2e-3,
                 lr_schedule="cosine", warmup=50, clip=5.0, eval_every=250, save_every=500, seed=1337)
 EXIT_INTERRUPTED = 130
 FORMATS = ["conllu", "two-column", "plain"]

@@ -46,7 +46,7 @@ def tinyrnn_step_fn(cfg):
     def step():
         x, y = _batch(cfg, rng, np)
         loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
+        model.zero_grad()      # as the Trainer does (and PyTorch 2's default, set_to_none)
         loss.backward()
         optim.clip_grad_norm(model.parameters(), 1.0)
         opt.step()

@@ -1,0 +1,94 @@
+"""Where a training step's time goes: inside the compiled kernels, in numpy array work, or in
+Python (the tape, the layers, allocation). Issue 13 asks for the share outside the kernels.
+
+    python -m tinyrnn.bench.overhead --config a --steps 50
+    python -m tinyrnn.bench.overhead --config b --threads 2
+
+Every kernel of ``tinyrnn.kernels.cpu`` and every array helper of ``kernels/reference/arrays.py``
+(what ops call through ``backend.kernels`` / ``backend.arrays``) is wrapped in a timer for the
+measurement (the wrappers add about a microsecond per call, charged to "Python"), then the same
+step as ``tinyrnn bench`` (``training.tinyrnn_step_fn``) runs; the median of 3 blocks is reported.
+Nested kernel calls are not double-counted: only the calls the ops make are timed.
+"""
+import argparse
+import time
+
+
+def _wrap(module, name, totals, key):
+    fn = getattr(module, name)
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - t0
+
+    setattr(module, name, timed)
+
+
+def instrument(totals):
+    """Wrap the CPU kernels and the array helpers the ops call; returns the names wrapped."""
+    import importlib
+
+    from ..kernels import SUBMODULES, cpu
+    from ..kernels.reference import arrays
+
+    wrapped = []
+    for sub in SUBMODULES:
+        module = importlib.import_module(f"tinyrnn.kernels.cpu.{sub}")
+        for name in dir(module):
+            if name.endswith(("_forward", "_backward", "_update")) or name.startswith(("matmul_", "sum_of", "scale_")) \
+                    or name in ("add_bias_forward", "bias_backward"):
+                if callable(getattr(module, name)) and not name.startswith("_"):
+                    setattr(cpu, name, getattr(module, name))   # resolve the lazy name, then wrap it there
+                    _wrap(cpu, name, totals, "kernels")
+                    wrapped.append(name)
+    for name in dir(arrays):
+        if not name.startswith("_") and callable(getattr(arrays, name)) and getattr(arrays, name).__module__ == arrays.__name__:
+            _wrap(arrays, name, totals, "numpy")
+    return wrapped
+
+
+def measure(config, steps, threads):
+    import collections
+
+    from ..backend import set_num_threads
+    from .configs import CONFIGS
+    from .training import tinyrnn_step_fn
+
+    set_num_threads(threads)
+    totals = collections.Counter()
+    instrument(totals)
+    step = tinyrnn_step_fn(CONFIGS[config])
+    for _ in range(3):
+        step()
+    blocks = []
+    for _ in range(3):
+        totals.clear()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        wall = (time.perf_counter() - t0) / steps
+        kern, arr = totals["kernels"] / steps, totals["numpy"] / steps
+        blocks.append((wall, kern, arr))
+    wall, kern, arr = sorted(blocks)[1]
+    return dict(config=config, threads=threads, step_ms=wall * 1e3, kernels_ms=kern * 1e3, numpy_ms=arr * 1e3,
+                python_ms=(wall - kern - arr) * 1e3, outside_share=(wall - kern) / wall)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="a")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    r = measure(args.config, args.steps, args.threads)
+    print(f"config {r['config']} ({r['threads']} threads): step {r['step_ms']:.2f} ms = kernels {r['kernels_ms']:.2f} "
+          f"+ numpy array ops {r['numpy_ms']:.2f} + Python {r['python_ms']:.2f}; outside the kernels "
+          f"{100 * r['outside_share']:.1f}%")
+    return r
+
+
+if __name__ == "__main__":
+    main()

@@ -39,6 +39,8 @@ except ImportError:                    # pip install -e ".[torch]"
     torch = None
 needs_onnx = pytest.mark.skipif(ort is None, reason="needs onnx and onnxruntime: pip install -e '.[test]'")
 needs_torch = pytest.mark.skipif(torch is None, reason="needs PyTorch: pip install -e '.[torch]'")
+needs_safetensors = pytest.mark.skipif(importlib.util.find_spec("safetensors") is None,
+                                       reason="needs the safetensors package (a reference): pip install -e '.[test]'")
 
 CHARS = "\n .abcdehlmnorst"
 V, E, H = len(CHARS), 5, 8
@@ -175,6 +177,7 @@ class TorchChar(torch.nn.Module if torch else object):
         return self.head(torch.cat([torch.cat([zero, fwd[:-1]]), torch.cat([bwd[1:], zero])], dim=2))
 
 
+@needs_safetensors
 @needs_torch
 @pytest.mark.parametrize("spec", MODELS, ids=IDS)
 def test_pytorch_runs_the_safetensors_weights(tmp_path, spec):
@@ -197,6 +200,7 @@ def test_pytorch_runs_the_safetensors_weights(tmp_path, spec):
         layer.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("rnn.")})
 
 
+@needs_safetensors
 @needs_torch
 def test_safetensors_files_agree_with_the_safetensors_package(tmp_path):
     import safetensors.numpy
@@ -238,6 +242,7 @@ def test_tinyrnn_loads_safetensors_back(tmp_path, bidir):
     assert r.exit_code == 0, r.output
 
 
+@needs_safetensors
 @needs_torch
 def test_a_pytorch_state_dict_with_a_vocabulary_loads(tmp_path):
     import safetensors.torch
@@ -359,3 +364,19 @@ def test_the_readme_sampling_snippet_runs(tmp_path, monkeypatch, capsys, cell):
     exec(compile(snippet, "README.md", "exec"), {})
     text = capsys.readouterr().out.removesuffix("\n")
     assert text.startswith("The ") and len(text) == 204 and set(text) <= set(vocab.chars)
+
+
+def test_a_broken_onnx_install_is_one_line(tmp_path, monkeypatch):
+    """onnx >= 1.17 with an ml_dtypes too old for it (what pip picks next to numpy 1.23) raises
+    AttributeError on import: one TinyRNNError naming the fix, not a traceback."""
+    from tinyrnn.errors import TinyRNNError
+    from tinyrnn.export.onnx import require_onnx
+
+    fake = tmp_path / "onnx"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise AttributeError(\"module 'ml_dtypes' has no attribute 'float8_e4m3fnuz'\")\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "onnx" or m.startswith("onnx.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(TinyRNNError, match="does not import .*float8_e4m3fnuz.*pip install -U onnx ml_dtypes"):
+        require_onnx()

@@ -62,6 +62,9 @@ def require_onnx():
         import onnx.numpy_helper  # noqa: F401
     except ImportError:
         raise TinyRNNError(f"ONNX export needs the onnx package: {INSTALL}") from None
+    except Exception as e:      # installed but broken, e.g. onnx >= 1.17 with an ml_dtypes too old for it
+        raise TinyRNNError(f"the onnx package is installed but does not import ({type(e).__name__}: {e}): "
+                           "pip install -U onnx ml_dtypes (onnx 1.16 if your numpy is older than 1.24)") from None
     return onnx
 
 

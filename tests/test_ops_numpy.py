@@ -129,7 +129,7 @@ def test_dropout_scales_what_it_keeps(rng):
     x = rng.standard_normal((200, 50)) + 3.0
     for p in (0.25, 0.5):
         y = F.dropout(T(x), p, training=True, rng=np.random.default_rng(7)).data
-        mask = np.random.default_rng(7).random(x.shape) >= p        # the same draw
+        mask = np.random.default_rng(7).random(x.shape, dtype=np.float32) >= np.float32(p)   # the same draw
         np.testing.assert_allclose(y[mask], x[mask] / (1 - p), rtol=1e-15)
         np.testing.assert_array_equal(y[~mask], 0.0)
         assert abs((~mask).mean() - p) < 0.02

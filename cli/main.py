@@ -163,6 +163,9 @@ def train(ctx, corpus, quiet, resume, out, **options):
         ctx.exit(summary.get("exit_code") or EXIT_INTERRUPTED)
 
 
+SAMPLE_WEIGHTS = "bf16"    # the default of `sample --weights`: same bits/char as f32 to 1e-4 (BENCHMARKS.md)
+
+
 @cli.command()
 @click.argument("checkpoint")
 @click.option("--prime", default="", help="Text to start from (not repeated in the output).")
@@ -176,14 +179,17 @@ def train(ctx, corpus, quiet, resume, out, **options):
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the model (cuda: an NVIDIA GPU).")
-def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, device):
+@click.option("--weights", type=click.Choice(["bf16", "f32"]), default=SAMPLE_WEIGHTS, show_default=True,
+              help="Number format of the weight matrices while sampling: bf16 reads half the bytes per character "
+                   "(`tinyrnn eval --weights bf16` scores the same numbers).")
+def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, device, weights):
     """Generate text from a checkpoint (a run directory, or a .json/.npz file), streaming to stdout."""
     from tinyrnn.generate import check_sampling_options, generate
     from tinyrnn.checkpoint import load_model
 
     check_sampling_options(length, temperature, top_k, top_p)
     model, vocab, _ = load_model(checkpoint, device)
-    chars = generate(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax)
+    chars = generate(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax, weights)
     first = next(chars, "")                  # checks the prime (and the model) before anything is printed
     out = _print_stream()
     out.write(prime + first)
@@ -202,18 +208,23 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, d
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the model (cuda: an NVIDIA GPU).")
-def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device):
+@click.option("--weights", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
+              help="Score the model with its weight matrices rounded as `tinyrnn sample --weights` stores them.")
+def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device, weights):
     """Bits per character and perplexity of a checkpoint on FILE (fill-in bits/char for --bidir models)."""
     import math
 
     from tinyrnn.data import describe_chars, load_corpus, remap
     from tinyrnn.errors import TinyRNNError
-    from tinyrnn.generate import evaluate
+    from tinyrnn.generate import evaluate, round_to_weights
     from tinyrnn.checkpoint import load_model
 
     if seq_len <= 0 or batch_size <= 0:
         raise TinyRNNError("--seq-len and --batch-size must be positive")
+    if weights != "f32" and device != "cpu":
+        raise TinyRNNError(f"--weights {weights} is scored on the CPU: drop --device {device}")
     model, vocab, _ = load_model(checkpoint, device)
+    round_to_weights(model, weights)
     corpus = load_corpus(file, encoding_errors=encoding_errors)
     ids, unknown = remap(corpus.ids, corpus.vocab, vocab)
     if unknown:

@@ -40,3 +40,23 @@ def test_sampling_is_seeded_and_respects_top_k():
     one = np.concatenate(list(sample_indices(model, [0], 50, temperature=1.0, top_k=1, seed=5)))
     greedy = np.concatenate(list(sample_indices(model, [0], 50, temperature=0.0)))
     np.testing.assert_array_equal(one, greedy)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bf16_sampling_is_the_model_with_rounded_weights(cell):
+    """sample_indices(weights="bf16") samples what the model's own forward gives after
+    ``round_to_weights`` (what `tinyrnn eval --weights bf16` scores)."""
+    from tinyrnn.generate import round_to_weights
+
+    def model():
+        manual_seed(4)
+        return CharRNN(vocab_size=13, cell=cell, hidden=24, layers=2, embed=6).double()
+
+    prime = [3, 1, 4, 1, 5]
+    fast = np.concatenate(list(sample_indices(model(), prime, 40, temperature=0.0, chunk=9, weights="bf16")))
+    rounded = round_to_weights(model(), "bf16")
+    assert fast.tolist() == greedy_with_layers(rounded, prime, 40)
+    plain = model()
+    assert not np.array_equal(plain.rnn.weight_hh_l0.data, rounded.rnn.weight_hh_l0.data)
+    with pytest.raises(Exception, match="unknown --weights"):
+        next(sample_indices(plain, prime, 5, weights="int4"))

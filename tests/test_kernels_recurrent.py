@@ -320,3 +320,45 @@ def test_generate_float32_one_layer():
     want, m_ref = generate(ref, "lstm", m, prime, uniforms, 0.0, 0, 1.0)
     assert np.array_equal(got, want)
     np.testing.assert_allclose(m_cpu["h"], m_ref["h"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_generate_bfloat16_weights(kind, dtype):
+    """bfloat16 matrices (uint16): the CPU kernel matches the reference, and both match float weights
+    holding the same (rounded) values: the uint16 storage changes the bytes, not the math."""
+    from tinyrnn.kernels.reference.bfloat16 import from_bfloat16, to_bfloat16
+
+    rng = np.random.default_rng(12)
+    m = make_char_model(rng, kind, H=37, dtype=dtype)             # 37: ragged against the 4-row blocks
+    packed = dict(m)
+    rounded = dict(m)
+    for name in ("w_ih0", "w_ih", "w_hh", "w_out"):
+        packed[name] = to_bfloat16(m[name])
+        rounded[name] = from_bfloat16(packed[name]).astype(dtype)
+    assert packed["w_hh"].dtype == np.uint16 and not np.array_equal(rounded["w_hh"], m["w_hh"])
+    prime, uniforms = np.array([3, 1, 4], dtype=np.int64), rng.random(40)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    for temperature, top_k, top_p in [(1.0, 0, 1.0), (0.0, 0, 1.0), (0.8, 3, 0.9)]:
+        got, m_cpu = generate(cpu, kind, packed, prime, uniforms, temperature, top_k, top_p)
+        want, m_ref = generate(ref, kind, packed, prime, uniforms, temperature, top_k, top_p)
+        same, m_same = generate(cpu, kind, rounded, prime, uniforms, temperature, top_k, top_p)
+        assert np.array_equal(got, want) and np.array_equal(got, same), (temperature, top_k, top_p)
+        np.testing.assert_allclose(m_cpu["h"], m_ref["h"], **tol)
+        np.testing.assert_allclose(m_cpu["h"], m_same["h"], **tol)
+
+
+def test_bfloat16_rounding():
+    from tinyrnn.kernels.reference.bfloat16 import from_bfloat16, to_bfloat16
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(100_000) * np.exp(rng.uniform(-20, 20, 100_000))).astype(np.float32)
+    y = from_bfloat16(to_bfloat16(x))
+    assert y.dtype == np.float32 and np.all(np.sign(y) == np.sign(x))
+    assert np.all(np.abs(y - x) <= np.abs(x) * 2.0 ** -8)                 # half a unit of the 8-bit mantissa
+    assert np.array_equal(from_bfloat16(to_bfloat16(y)), y)               # bfloat16 values are kept exactly
+    # ties go to the even mantissa: 1 + 2^-8 is halfway between 1 and 1 + 2^-7
+    halfway = np.array([1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, -(1 + 2.0 ** -8)], np.float32)
+    np.testing.assert_array_equal(from_bfloat16(to_bfloat16(halfway)), [1.0, 1 + 2.0 ** -6, -1.0])
+    bits = to_bfloat16(np.array([1.0, -2.0, 0.0], np.float32))
+    np.testing.assert_array_equal(bits, [0x3F80, 0xC000, 0x0000])         # the top 16 bits of the float32s

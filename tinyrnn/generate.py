@@ -4,7 +4,10 @@ Everything here runs under ``no_grad``: no tape is built. Sampling runs the batc
 kernels (``lstm_generate`` / ``gru_generate`` / ``rnn_generate`` in ``tinyrnn.kernels``): the whole
 loop - embedding, the stacked cells, the head, softmax, top-k/top-p and the draw - stays inside
 Numba, with no Python per character. The sampling rule (temperature, top-k, top-p) is described
-once, with ``sample_index`` in ``tinyrnn/kernels/reference/sampling.py``.
+once, with ``sample_index`` in ``tinyrnn/kernels/reference/sampling.py``. The weight matrices go to
+the kernels as float32 or as bfloat16 (``weights="bf16"``, stored as uint16; see
+``kernels/reference/bfloat16.py``); ``round_to_weights`` gives the model those same numbers, so
+``evaluate`` can score a format.
 """
 import math
 
@@ -13,6 +16,7 @@ import numpy as np
 from . import ops
 from .backend import kernels
 from .errors import TinyRNNError
+from .kernels.reference.bfloat16 import from_bfloat16, to_bfloat16
 from .kernels.reference.sampling import sample_index
 from .nn.cells import GATES
 from .tensor import no_grad
@@ -22,12 +26,19 @@ LN2 = math.log(2.0)
 
 # ----------------------------------------------------------------------------- sampling
 
-def generation_weights(model) -> dict:
+WEIGHT_FORMATS = ("bf16", "f32")
+
+
+def generation_weights(model, weights: str = "f32") -> dict:
     """A unidirectional CharRNN's weights in the layout of the ``*_generate`` kernels.
 
     Per-layer arrays are stacked on a leading layer axis; layer 0's input weights (which read the
     embedding) stand apart as ``w_ih0``. LSTM and RNN take one bias b = b_ih + b_hh per layer.
+    weights "bf16": the four matrices (w_ih0, w_ih, w_hh, w_out: all but a few KB of the bytes a
+    character reads) rounded to bfloat16, stored as uint16; the embedding and biases stay float.
     """
+    if weights not in WEIGHT_FORMATS:
+        raise TinyRNNError(f"unknown --weights {weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
     L, H = model.layers, model.hidden
     dtype = model.embed.weight.dtype
     G = GATES[model.cell]
@@ -45,20 +56,37 @@ def generation_weights(model) -> dict:
         w.update(b_ih=b_ih, b_hh=b_hh)
     else:
         w.update(b=b_ih + b_hh)
+    if weights == "bf16":
+        w.update({name: to_bfloat16(w[name]) for name in ("w_ih0", "w_ih", "w_hh", "w_out")})
     return w
 
 
-def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=None, seed=None, chunk=32):
+def round_to_weights(model, weights: str):
+    """The model with its generation matrices rounded as ``generation_weights(model, weights)``
+    stores them (in place; float32 again): what ``tinyrnn eval --weights`` scores, so the
+    bits/char of a format measure exactly the numbers sampling multiplies by."""
+    if weights == "f32":
+        return model
+    for k in range(model.layers):
+        for p in model.rnn.layer_weights(k)[:2]:
+            p.data[...] = from_bfloat16(to_bfloat16(p.data))
+    model.head.weight.data[...] = from_bfloat16(to_bfloat16(model.head.weight.data))
+    return model
+
+
+def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=None, seed=None, chunk=32,
+                   weights="f32"):
     """Yield arrays of sampled vocabulary indices (``chunk`` at a time, ``length`` in all).
 
     The model reads ``prime_ids`` first. temperature 0 means argmax; top_k / top_p restrict the
     draw to the k most likely characters / the smallest set with probability >= p. Batch-1
     sampling is bound by latency, not arithmetic, so it always runs the CPU kernel (for a model
-    on the GPU too: its weights are copied to the host once).
+    on the GPU too: its weights are copied to the host once). weights: "f32" or "bf16" (see
+    ``generation_weights``).
     """
-    w = generation_weights(model)
+    w = generation_weights(model, weights)
     L, H = model.layers, model.hidden
-    dtype = w["w_out"].dtype
+    dtype = w["b_out"].dtype
     h = np.zeros((L, H), dtype=dtype)
     c = np.zeros((L, H), dtype=dtype)
     rng = np.random.default_rng(seed)
@@ -97,7 +125,7 @@ def check_sampling_options(length, temperature, top_k, top_p):
 
 
 def generate(model, vocab, prime="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None,
-             argmax=False):
+             argmax=False, weights="f32"):
     """Yield ``length`` generated characters one at a time (the prime itself is not yielded).
 
     Without a prime, generation starts after a newline (or a space) as if a new paragraph began.
@@ -115,7 +143,7 @@ def generate(model, vocab, prime="", length=500, temperature=1.0, top_k=None, to
     if not prime:
         prime = next((c for c in "\n " if c in vocab.index), vocab.chars[0])
     temperature = 0.0 if argmax else temperature
-    for chunk in sample_indices(model, vocab.encode(prime), length, temperature, top_k, top_p, seed):
+    for chunk in sample_indices(model, vocab.encode(prime), length, temperature, top_k, top_p, seed, weights=weights):
         for i in chunk:
             yield vocab.chars[i]
 

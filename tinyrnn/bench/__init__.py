@@ -104,6 +104,26 @@ def train_rows(args, have_torch) -> tuple:
     return peak, rows
 
 
+def sampling_rows(args, have_torch) -> dict:
+    """Batch-1 sampling chars/s at configs b and c: float32 weights, bfloat16 weights (``tinyrnn
+    sample --weights``), PyTorch's loop; medians of interleaved workers."""
+    rows = {}
+    for config in ("b", "c"):
+        f32, bf16, torch_rate = [], [], []
+        for _ in range(args.repeats):
+            f32.append(run_worker("sample", "tinyrnn", config, args.threads, 0, args.sample_length))
+            bf16.append(run_worker("sample_bf16", "tinyrnn", config, args.threads, 0, args.sample_length))
+            if have_torch:
+                torch_rate.append(run_worker("sample", "torch", config, args.threads, 0, min(args.sample_length, 500)))
+        f32, bf16 = median(f32), median(bf16)
+        theirs = median(torch_rate) if torch_rate else float("nan")
+        print(f"batch-1 sampling ({config}): tinyrnn f32 {f32:.0f} chars/s, bf16 {bf16:.0f} ({bf16 / f32:.2f}x f32), "
+              f"torch {theirs:.0f}, ratio bf16/torch {bf16 / theirs:.1f}", flush=True)
+        rows[config] = dict(tinyrnn=f32, tinyrnn_bf16=bf16, torch=theirs, ratio=f32 / theirs,
+                            ratio_bf16=bf16 / theirs, bf16_speedup=bf16 / f32)
+    return rows
+
+
 def startup_rows(args, have_torch, results):
     """--help time, time to the first training step (warm and cold JIT cache), peak memory."""
     if "help" not in args.skip:
@@ -140,12 +160,7 @@ def main(argv=None):
     if "train" not in args.skip:
         results["matmul_peak_gflops"], results["configs"] = train_rows(args, have_torch)
     if "sampling" not in args.skip:
-        ours = median([run_worker("sample", "tinyrnn", "b", args.threads, 0, args.sample_length)
-                       for _ in range(args.repeats)])
-        theirs = (median([run_worker("sample", "torch", "b", args.threads, 0, min(args.sample_length, 500))
-                          for _ in range(args.repeats)]) if have_torch else float("nan"))
-        print(f"batch-1 sampling (b): tinyrnn {ours:.0f} chars/s, torch {theirs:.0f} chars/s, ratio {ours / theirs:.1f}")
-        results["sampling"] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs)
+        results["sampling"] = sampling_rows(args, have_torch)
     startup_rows(args, have_torch, results)
     if "tagger" not in args.skip:
         from .tagger import run_rows

@@ -4,8 +4,9 @@ import time
 from .configs import VOCAB
 
 
-def tinyrnn_sampling_rate(cfg, length: int) -> float:
-    """Batch-1 generation through the fused generation kernel (what `tinyrnn sample` runs)."""
+def tinyrnn_sampling_rate(cfg, length: int, weights: str = "f32") -> float:
+    """Batch-1 generation through the fused generation kernel (what `tinyrnn sample` runs), with the
+    weight matrices in ``weights`` format (f32 or bf16)."""
     from tinyrnn import manual_seed
     from tinyrnn.generate import sample_indices
     from tinyrnn.models import CharRNN
@@ -13,10 +14,10 @@ def tinyrnn_sampling_rate(cfg, length: int) -> float:
     manual_seed(0)
     model = CharRNN(VOCAB, cell=cfg["cell"], hidden=cfg["hidden"], layers=cfg["layers"], embed=cfg["hidden"])
     model.eval()
-    for _ in sample_indices(model, [0], 10, temperature=1.0, seed=0):  # compile / warm up
+    for _ in sample_indices(model, [0], 10, temperature=1.0, seed=0, weights=weights):  # compile / warm up
         pass
     t0 = time.perf_counter()
-    n = sum(len(chunk) for chunk in sample_indices(model, [0], length, temperature=1.0, seed=0))
+    n = sum(len(chunk) for chunk in sample_indices(model, [0], length, temperature=1.0, seed=0, weights=weights))
     return n / (time.perf_counter() - t0)
 
 

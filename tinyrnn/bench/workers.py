@@ -37,10 +37,12 @@ def measure(kind, framework, config, threads, steps, sample_length, **options) -
 
         return measure_tagger(kind, framework, steps, **options)
     cfg = CONFIGS[config]
-    if kind == "sample":
+    if kind.startswith("sample"):       # sample (float32 weights), sample_bf16
         from .sampling import tinyrnn_sampling_rate, torch_sampling_rate
 
-        return (tinyrnn_sampling_rate if framework == "tinyrnn" else torch_sampling_rate)(cfg, sample_length)
+        if framework == "torch":
+            return torch_sampling_rate(cfg, sample_length)
+        return tinyrnn_sampling_rate(cfg, sample_length, "bf16" if kind == "sample_bf16" else "f32")
     from .training import time_steps, tinyrnn_step_fn, torch_step_fn
 
     step = (tinyrnn_step_fn if framework == "tinyrnn" else torch_step_fn)(cfg)

@@ -22,27 +22,60 @@ each; on return the state is the one after reading ``prime`` and ``out[:-1]`` (t
 ``out[-1:]`` as the next prime). The sampling rule is described once, in ``reference/sampling.py``;
 ``_sample_index`` implements it. Single-threaded: at batch 1 a matrix-vector product is too small
 to share between threads.
+
+The weight matrices (w_ih0, w_ih, w_hh, w_out) may be float arrays or bfloat16 stored as uint16
+(half the bytes a character reads; ``widen`` turns each into float32 in registers); Numba
+compiles one version per weight type.
 """
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
 
 from ..jit import kernel
 from .activations import tanh
 from .cells import _gru_unit, _lstm_unit
 
 
+@intrinsic
+def _bf16_bits_to_float32(typingctx, u):
+    """The float32 a bfloat16 (its 16 bits in a uint16) stands for: the bits shifted up 16, reinterpreted."""
+    if not (isinstance(u, types.Integer) and u.bitwidth == 16 and not u.signed):
+        return None
+
+    def codegen(context, builder, sig, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+def widen(x):
+    """A weight as a float: itself, or the float32 value of a bfloat16 stored as uint16."""
+
+
+@overload(widen, inline="always")
+def _widen(x):
+    if isinstance(x, types.Float):
+        return lambda x: x
+    if isinstance(x, types.Integer) and x.bitwidth == 16 and not x.signed:
+        return lambda x: _bf16_bits_to_float32(x)
+
+
 @kernel
 def _matvec_acc(w, x, out):
-    """out += w @ x.   w (R, K), x (K,), out (R,); 4 rows at a time (rows clamped at the end, as in the matmul tiles)."""
+    """out += w @ x.   w (R, K), x (K,), out (R,); 4 rows at a time (rows clamped at the end, as in the matmul tiles).
+    w may be bfloat16 stored as uint16 (``reference/bfloat16.py``): each weight is widened in registers."""
     R, K = w.shape
     for r in range(0, R, 4):
         r1, r2, r3 = min(r + 1, R - 1), min(r + 2, R - 1), min(r + 3, R - 1)
         w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
         s0, s1, s2, s3 = out[r], out[r1], out[r2], out[r3]
         for k in range(K):
-            s0 += w0[k] * x[k]
-            s1 += w1[k] * x[k]
-            s2 += w2[k] * x[k]
-            s3 += w3[k] * x[k]
+            s0 += widen(w0[k]) * x[k]
+            s1 += widen(w1[k]) * x[k]
+            s2 += widen(w2[k]) * x[k]
+            s3 += widen(w3[k]) * x[k]
         out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
 
 

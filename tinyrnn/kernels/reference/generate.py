@@ -8,6 +8,8 @@ Per-layer weights are stacked along a leading layer axis, because layer 0 reads 
     w_hh  (L, G*H, H)
     b     (L, G*H)        LSTM and RNN: b_ih + b_hh;  GRU passes b_ih and b_hh separately
     w_out (V, H), b_out (V,)
+The four weight matrices (w_ih0, w_ih, w_hh, w_out) may be float (of h's dtype) or bfloat16 stored
+as uint16 (``bfloat16.py``): then each weight is the float32 value it stands for.
 h (L, H) (and c (L, H)) hold the initial state and are updated in place. The model first reads
 prime (P,) (P >= 1, int64), then generates N = len(out) indices, one uniform from uniforms (N,)
 per index. On return h (c) is the state after reading prime and out[:-1]: to continue, pass
@@ -17,6 +19,7 @@ Each sampled index follows the rule of ``sample_index`` (``sampling.py``, where 
 """
 import numpy as np
 
+from .bfloat16 import widen
 from .cells import gru_cell_forward, lstm_cell_forward, rnn_cell_forward
 from .sampling import sample_index
 
@@ -35,6 +38,7 @@ def _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p,
 def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
                   temperature, top_k, top_p, out):
     """Batch-1 LSTM sampling (see the module docstring); fills out (N,) int64, updates h, c (L, H)."""
+    w_ih0, w_ih, w_hh, w_out = (widen(w) for w in (w_ih0, w_ih, w_hh, w_out))   # bfloat16 -> float32
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):
@@ -49,6 +53,7 @@ def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, un
 def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
                  temperature, top_k, top_p, out):
     """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
+    w_ih0, w_ih, w_hh, w_out = (widen(w) for w in (w_ih0, w_ih, w_hh, w_out))   # bfloat16 -> float32
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):
@@ -64,6 +69,7 @@ def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prim
 def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
                  temperature, top_k, top_p, out):
     """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
+    w_ih0, w_ih, w_hh, w_out = (widen(w) for w in (w_ih0, w_ih, w_hh, w_out))   # bfloat16 -> float32
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):

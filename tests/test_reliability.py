@@ -21,24 +21,10 @@ from click.testing import CliRunner
 
 from tinyrnn import checkpoint
 
-try:
-    import tinyrnn_cli.main as climain
-    CLI_MODULE = "tinyrnn_cli.main"
-except ImportError:
-    import cli.main as climain
-    CLI_MODULE = "cli.main"
+from test_cli import CLI_MODULE, ROOT, TEXT, climain, env   # the CLI under test, the shared corpus
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--seq-len", "16",
         "--eval-every", "2", "--save-every", "2", "--quiet"]
-TEXT = ("the quick brown fox jumps over the lazy dog. a lamp burns by the harbour wall, "
-        "and the boats come home when the tide turns.\n") * 20
-
-
-def env():
-    e = dict(os.environ)
-    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
-    return e
 
 
 def run(*args, input=None):

@@ -124,17 +124,14 @@ def tinyrnn_tagger(vocabs):
 def tinyrnn_train_step_fn(vocabs):
     from tinyrnn import optim
 
+    from .training import tinyrnn_update
+
     model = tinyrnn_tagger(vocabs)
     model.train()
     opt = optim.Adam(model.parameters(), lr=2e-3)
 
     def step(batch):
-        loss = model.loss(batch)
-        model.zero_grad()      # as the Trainer does (and PyTorch 2's default, set_to_none)
-        loss.backward()
-        optim.clip_grad_norm(model.parameters(), 5.0)
-        opt.step()
-        return loss.item()
+        return tinyrnn_update(model, opt, model.loss(batch), clip=5.0)
 
     return step
 

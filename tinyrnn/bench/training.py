@@ -45,14 +45,21 @@ def tinyrnn_step_fn(cfg):
 
     def step():
         x, y = _batch(cfg, rng, np)
-        loss = F.cross_entropy(model(x), y)
-        model.zero_grad()      # as the Trainer does (and PyTorch 2's default, set_to_none)
-        loss.backward()
-        optim.clip_grad_norm(model.parameters(), 1.0)
-        opt.step()
-        return loss.item()
+        return tinyrnn_update(model, opt, F.cross_entropy(model(x), y), clip=1.0)
 
     return step
+
+
+def tinyrnn_update(model, opt, loss, clip):
+    """One update as the Trainer makes it: drop the gradients (PyTorch 2's zero_grad default too),
+    backward, clip the norm, optimizer step. Returns the loss as a float."""
+    from tinyrnn import optim
+
+    model.zero_grad()
+    loss.backward()
+    optim.clip_grad_norm(model.parameters(), clip)
+    opt.step()
+    return loss.item()
 
 
 # ---- PyTorch -------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -43,6 +44,8 @@ from .errors import TinyRNNError
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
+ABORT_GRACE_S = 0.5   # seconds a failing rank waits after its error line before MPI_Abort (MPICH's launcher
+                      # can kill its I/O forwarding before it reads a line written just before the abort)
 INSTALL_HINT = "pip install 'tinyrnn[mpi]' (or mpi4py built against your cluster's MPI; see the README)"
 
 
@@ -232,6 +235,7 @@ class MPIWorld(Single):
             what = str(e) if isinstance(e, TinyRNNError) else f"{type(e).__name__}: {e}"
             who = "" if getattr(e, "agreed", False) else f"rank {self.rank} failed: "
             print(f"error: {who}{' '.join(what.split())}", file=sys.__stderr__, flush=True)
+            time.sleep(ABORT_GRACE_S)        # let the launcher forward that line: Abort tears its pipes down
             self.comm.Abort(1)
             os._exit(1)                      # Abort may return before the launcher ends this process
 

@@ -163,6 +163,7 @@ def train(ctx, corpus, quiet, resume, out, **options):
         ctx.exit(summary.get("exit_code") or EXIT_INTERRUPTED)
 
 
+WEIGHT_FORMATS = ["bf16", "int8", "f32"]   # tinyrnn.generate.WEIGHT_FORMATS (not imported: --help stays light)
 SAMPLE_WEIGHTS = "bf16"    # the default of `sample --weights`: same bits/char as f32 to 1e-4 (BENCHMARKS.md)
 
 
@@ -179,9 +180,9 @@ SAMPLE_WEIGHTS = "bf16"    # the default of `sample --weights`: same bits/char a
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the model (cuda: an NVIDIA GPU).")
-@click.option("--weights", type=click.Choice(["bf16", "f32"]), default=SAMPLE_WEIGHTS, show_default=True,
-              help="Number format of the weight matrices while sampling: bf16 reads half the bytes per character "
-                   "(`tinyrnn eval --weights bf16` scores the same numbers).")
+@click.option("--weights", type=click.Choice(WEIGHT_FORMATS), default=SAMPLE_WEIGHTS, show_default=True,
+              help="Number format of the weight matrices while sampling: bf16 reads half the bytes per character, "
+                   "int8 (a scale per row) a quarter (`tinyrnn eval --weights` scores the same numbers).")
 def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, device, weights):
     """Generate text from a checkpoint (a run directory, or a .json/.npz file), streaming to stdout."""
     from tinyrnn.generate import check_sampling_options, generate
@@ -208,7 +209,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, d
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the model (cuda: an NVIDIA GPU).")
-@click.option("--weights", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
+@click.option("--weights", type=click.Choice(WEIGHT_FORMATS), default="f32", show_default=True,
               help="Score the model with its weight matrices rounded as `tinyrnn sample --weights` stores them.")
 def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device, weights):
     """Bits per character and perplexity of a checkpoint on FILE (fill-in bits/char for --bidir models)."""

@@ -93,6 +93,9 @@ def test_cli_defaults_match_train_config():
     for name, value in climain.DEFAULTS.items():
         assert getattr(cfg, name) == value, name
     assert climain.DEFAULT_STEPS == DEFAULT_STEPS
+    from tinyrnn.generate import WEIGHT_FORMATS
+
+    assert sorted(climain.WEIGHT_FORMATS) == sorted(WEIGHT_FORMATS)        # the CLI's copy of the formats
 
 
 def test_train_help_groups_options():

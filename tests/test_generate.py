@@ -42,10 +42,11 @@ def test_sampling_is_seeded_and_respects_top_k():
     np.testing.assert_array_equal(one, greedy)
 
 
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_bf16_sampling_is_the_model_with_rounded_weights(cell):
-    """sample_indices(weights="bf16") samples what the model's own forward gives after
-    ``round_to_weights`` (what `tinyrnn eval --weights bf16` scores)."""
+def test_compact_sampling_is_the_model_with_rounded_weights(cell, weights):
+    """sample_indices(weights="bf16" / "int8") samples what the model's own forward gives after
+    ``round_to_weights`` (what `tinyrnn eval --weights` scores)."""
     from tinyrnn.generate import round_to_weights
 
     def model():
@@ -53,8 +54,8 @@ def test_bf16_sampling_is_the_model_with_rounded_weights(cell):
         return CharRNN(vocab_size=13, cell=cell, hidden=24, layers=2, embed=6).double()
 
     prime = [3, 1, 4, 1, 5]
-    fast = np.concatenate(list(sample_indices(model(), prime, 40, temperature=0.0, chunk=9, weights="bf16")))
-    rounded = round_to_weights(model(), "bf16")
+    fast = np.concatenate(list(sample_indices(model(), prime, 40, temperature=0.0, chunk=9, weights=weights)))
+    rounded = round_to_weights(model(), weights)
     assert fast.tolist() == greedy_with_layers(rounded, prime, 40)
     plain = model()
     assert not np.array_equal(plain.rnn.weight_hh_l0.data, rounded.rnn.weight_hh_l0.data)

@@ -285,9 +285,11 @@ def test_rnn_sequence(dtype, relu):
 def test_generate(kind, sampling):
     """Batch-1 sampling: the same samples and final state as the reference, for the same uniforms."""
     V, E, L, GH = 7, 3, 2, {"lstm": 4, "gru": 3, "rnn": 1}[kind] * SH
-    weights = [randn(V, E), randn(GH, E), randn(L - 1, GH, SH) * 0.5, randn(L, GH, SH) * 0.5]
+    # the embedding, then each matrix with its (empty: float weights) row scales
+    weights = [randn(V, E), randn(GH, E), np.zeros(0), randn(L - 1, GH, SH) * 0.5, np.zeros((L - 1, 0)),
+               randn(L, GH, SH) * 0.5, np.zeros((L, 0))]
     biases = [randn(L, GH), randn(L, GH)] if kind == "gru" else [randn(L, GH)]
-    head = [randn(V, SH), randn(V)]
+    head = [randn(V, SH), np.zeros(0), randn(V)]
     state = [randn(L, SH), randn(L, SH)] if kind == "lstm" else [randn(L, SH)]
     prime, uniforms = np.array([3], dtype=np.int64), np.array([0.1, 0.7, 0.4])
     extra = [True] if kind == "rnn" else []                       # relu

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from tinyrnn.kernels import cpu, reference as ref
+from tinyrnn.kernels.reference.weight_formats import (from_bfloat16, from_int8_rows, no_scale, to_bfloat16,
+                                                      to_int8_rows)
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -261,14 +263,17 @@ def generate(kernels, kind, m, prime, uniforms, temperature, top_k, top_p):
     m = {k: v.copy() for k, v in m.items()}      # the state is updated in place
     out = np.full(len(uniforms), -1, dtype=np.int64)
     tail = (prime, uniforms, temperature, top_k, top_p, out)
+    # each matrix with its row scales: the int8 ones in m, else empty (float and bfloat16)
+    w_ih0, w_ih, w_hh, w_out = ((m[name], m.get("s" + name[1:], no_scale(m[name])))
+                                for name in ("w_ih0", "w_ih", "w_hh", "w_out"))
     if kind == "lstm":
-        kernels.lstm_generate(m["embedding"], m["w_ih0"], m["w_ih"], m["w_hh"], m["b"], m["w_out"], m["b_out"],
+        kernels.lstm_generate(m["embedding"], *w_ih0, *w_ih, *w_hh, m["b"], *w_out, m["b_out"],
                               m["h"], m["c"], *tail)
     elif kind == "gru":
-        kernels.gru_generate(m["embedding"], m["w_ih0"], m["w_ih"], m["w_hh"], m["b"], m["b_hh"], m["w_out"],
+        kernels.gru_generate(m["embedding"], *w_ih0, *w_ih, *w_hh, m["b"], m["b_hh"], *w_out,
                              m["b_out"], m["h"], *tail)
     else:
-        kernels.rnn_generate(m["embedding"], m["w_ih0"], m["w_ih"], m["w_hh"], m["b"], True, m["w_out"],
+        kernels.rnn_generate(m["embedding"], *w_ih0, *w_ih, *w_hh, m["b"], True, *w_out,
                              m["b_out"], m["h"], *tail)
     return out, m
 
@@ -324,19 +329,24 @@ def test_generate_float32_one_layer():
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_generate_bfloat16_weights(kind, dtype):
-    """bfloat16 matrices (uint16): the CPU kernel matches the reference, and both match float weights
-    holding the same (rounded) values: the uint16 storage changes the bytes, not the math."""
-    from tinyrnn.kernels.reference.bfloat16 import from_bfloat16, to_bfloat16
-
+@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+def test_generate_compact_weights(kind, dtype, fmt):
+    """bfloat16 matrices (uint16) and int8 ones with row scales: the CPU kernel matches the reference,
+    and both match float weights holding the same (rounded) values: the storage changes the bytes,
+    not the math."""
     rng = np.random.default_rng(12)
     m = make_char_model(rng, kind, H=37, dtype=dtype)             # 37: ragged against the 4-row blocks
     packed = dict(m)
     rounded = dict(m)
     for name in ("w_ih0", "w_ih", "w_hh", "w_out"):
-        packed[name] = to_bfloat16(m[name])
-        rounded[name] = from_bfloat16(packed[name]).astype(dtype)
-    assert packed["w_hh"].dtype == np.uint16 and not np.array_equal(rounded["w_hh"], m["w_hh"])
+        if fmt == "bf16":
+            packed[name] = to_bfloat16(m[name])
+            rounded[name] = from_bfloat16(packed[name]).astype(dtype)
+        else:
+            packed[name], packed["s" + name[1:]] = to_int8_rows(m[name])
+            rounded[name] = from_int8_rows(packed[name], packed["s" + name[1:]]).astype(dtype)
+    assert packed["w_hh"].dtype == {"bf16": np.uint16, "int8": np.int8}[fmt]
+    assert not np.array_equal(rounded["w_hh"], m["w_hh"])
     prime, uniforms = np.array([3, 1, 4], dtype=np.int64), rng.random(40)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
     for temperature, top_k, top_p in [(1.0, 0, 1.0), (0.0, 0, 1.0), (0.8, 3, 0.9)]:
@@ -348,9 +358,22 @@ def test_generate_bfloat16_weights(kind, dtype):
         np.testing.assert_allclose(m_cpu["h"], m_same["h"], **tol)
 
 
-def test_bfloat16_rounding():
-    from tinyrnn.kernels.reference.bfloat16 import from_bfloat16, to_bfloat16
+def test_int8_rows():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((3, 50, 40)) * np.exp(rng.uniform(-5, 5, (3, 50, 1)))).astype(np.float32)
+    x[1, 7] = 0.0                                                          # an all-zero row
+    q, scale = to_int8_rows(x)
+    assert q.dtype == np.int8 and q.shape == x.shape and scale.dtype == np.float32 and scale.shape == (3, 50)
+    assert np.abs(q.astype(int)).max() <= 127 and -128 not in q
+    nonzero = scale > 0
+    assert np.array_equal(np.abs(q.astype(int)).max(axis=-1)[nonzero], np.full(nonzero.sum(), 127))  # full range
+    y = from_int8_rows(q, scale)
+    assert np.all(np.abs(y - x) <= scale[..., None] * (0.5 + 1e-5))        # half a step of the row's grid
+    assert not scale[1, 7] and not y[1, 7].any()
+    np.testing.assert_allclose(from_int8_rows(*to_int8_rows(y)), y, rtol=1e-6)   # values on the grid are kept
 
+
+def test_bfloat16_rounding():
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(100_000) * np.exp(rng.uniform(-20, 20, 100_000))).astype(np.float32)
     y = from_bfloat16(to_bfloat16(x))

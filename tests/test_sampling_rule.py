@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tinyrnn.kernels import cpu, reference
+from tinyrnn.kernels.reference.weight_formats import no_scale
 
 P = np.array([0.5, 0.1, 0.3, 0.05, 0.05])        # ranked: 0, 2, 1, 3, 4 (3 before 4: the tie)
 LOGITS = np.log(P) + 2.0                          # softmax(LOGITS) == P
@@ -72,12 +73,14 @@ def kernel_draws(kind, logits, uniforms, temperature, top_k, top_p):
     h, c = np.zeros((1, H)), np.zeros((1, H))
     prime, out = np.array([1], dtype=np.int64), np.full(len(uniforms), -1, dtype=np.int64)
     tail = (prime, np.asarray(uniforms, dtype=np.float64), temperature, top_k, top_p, out)
+    mats = [a for w in (w_ih0, w_ih, w_hh) for a in (w, no_scale(w))]     # float weights: empty row scales
+    head = (w_out, no_scale(w_out), b_out)
     if kind == "lstm":
-        cpu.lstm_generate(emb, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, *tail)
+        cpu.lstm_generate(emb, *mats, b, *head, h, c, *tail)
     elif kind == "gru":
-        cpu.gru_generate(emb, w_ih0, w_ih, w_hh, b, b.copy(), w_out, b_out, h, *tail)
+        cpu.gru_generate(emb, *mats, b, b.copy(), *head, h, *tail)
     else:
-        cpu.rnn_generate(emb, w_ih0, w_ih, w_hh, b, False, w_out, b_out, h, *tail)
+        cpu.rnn_generate(emb, *mats, b, False, *head, h, *tail)
     return out
 
 

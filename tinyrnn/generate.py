@@ -5,9 +5,9 @@ kernels (``lstm_generate`` / ``gru_generate`` / ``rnn_generate`` in ``tinyrnn.ke
 loop - embedding, the stacked cells, the head, softmax, top-k/top-p and the draw - stays inside
 Numba, with no Python per character. The sampling rule (temperature, top-k, top-p) is described
 once, with ``sample_index`` in ``tinyrnn/kernels/reference/sampling.py``. The weight matrices go to
-the kernels as float32 or as bfloat16 (``weights="bf16"``, stored as uint16; see
-``kernels/reference/bfloat16.py``); ``round_to_weights`` gives the model those same numbers, so
-``evaluate`` can score a format.
+the kernels as float32, as bfloat16 (``weights="bf16"``, stored as uint16) or as int8 with a scale
+per row (``weights="int8"``); the formats are described in ``kernels/reference/weight_formats.py``.
+``round_to_weights`` gives the model those same numbers, so ``evaluate`` can score a format.
 """
 import math
 
@@ -16,7 +16,7 @@ import numpy as np
 from . import ops
 from .backend import kernels
 from .errors import TinyRNNError
-from .kernels.reference.bfloat16 import from_bfloat16, to_bfloat16
+from .kernels.reference.weight_formats import no_scale, to_bfloat16, to_int8_rows, widen
 from .kernels.reference.sampling import sample_index
 from .nn.cells import GATES
 from .tensor import no_grad
@@ -26,7 +26,8 @@ LN2 = math.log(2.0)
 
 # ----------------------------------------------------------------------------- sampling
 
-WEIGHT_FORMATS = ("bf16", "f32")
+WEIGHT_FORMATS = ("bf16", "int8", "f32")
+MATRICES = ("w_ih0", "w_ih", "w_hh", "w_out")   # the generation weights a format compacts
 
 
 def generation_weights(model, weights: str = "f32") -> dict:
@@ -34,8 +35,10 @@ def generation_weights(model, weights: str = "f32") -> dict:
 
     Per-layer arrays are stacked on a leading layer axis; layer 0's input weights (which read the
     embedding) stand apart as ``w_ih0``. LSTM and RNN take one bias b = b_ih + b_hh per layer.
-    weights "bf16": the four matrices (w_ih0, w_ih, w_hh, w_out: all but a few KB of the bytes a
-    character reads) rounded to bfloat16, stored as uint16; the embedding and biases stay float.
+    Each matrix ``w_x`` comes with its row scales ``s_x``: empty for "f32" and "bf16", one float32
+    per row for "int8". weights "bf16" / "int8": the four matrices (w_ih0, w_ih, w_hh, w_out: all but
+    a few KB of the bytes a character reads) rounded to bfloat16 (stored as uint16) or to int8 with
+    a scale per row; the embedding and biases stay float.
     """
     if weights not in WEIGHT_FORMATS:
         raise TinyRNNError(f"unknown --weights {weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
@@ -56,21 +59,33 @@ def generation_weights(model, weights: str = "f32") -> dict:
         w.update(b_ih=b_ih, b_hh=b_hh)
     else:
         w.update(b=b_ih + b_hh)
-    if weights == "bf16":
-        w.update({name: to_bfloat16(w[name]) for name in ("w_ih0", "w_ih", "w_hh", "w_out")})
+    for name in MATRICES:
+        w[name], w["s" + name[1:]] = compact(w[name], weights)
     return w
+
+
+def compact(matrix, weights):
+    """(stored matrix, row scales) of a float matrix in a weight format ("f32", "bf16", "int8")."""
+    if weights == "bf16":
+        return to_bfloat16(matrix), no_scale(matrix)
+    if weights == "int8":
+        return to_int8_rows(matrix)
+    return matrix, no_scale(matrix)
+
+
+def rounded(matrix, weights):
+    """The float values a matrix has once stored in a weight format (itself for "f32")."""
+    return widen(*compact(matrix, weights))
 
 
 def round_to_weights(model, weights: str):
     """The model with its generation matrices rounded as ``generation_weights(model, weights)``
     stores them (in place; float32 again): what ``tinyrnn eval --weights`` scores, so the
     bits/char of a format measure exactly the numbers sampling multiplies by."""
-    if weights == "f32":
-        return model
     for k in range(model.layers):
         for p in model.rnn.layer_weights(k)[:2]:
-            p.data[...] = from_bfloat16(to_bfloat16(p.data))
-    model.head.weight.data[...] = from_bfloat16(to_bfloat16(model.head.weight.data))
+            p.data[...] = rounded(p.data, weights)
+    model.head.weight.data[...] = rounded(model.head.weight.data, weights)
     return model
 
 
@@ -81,10 +96,11 @@ def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=
     The model reads ``prime_ids`` first. temperature 0 means argmax; top_k / top_p restrict the
     draw to the k most likely characters / the smallest set with probability >= p. Batch-1
     sampling is bound by latency, not arithmetic, so it always runs the CPU kernel (for a model
-    on the GPU too: its weights are copied to the host once). weights: "f32" or "bf16" (see
-    ``generation_weights``).
+    on the GPU too: its weights are copied to the host once). weights: "f32", "bf16" or "int8"
+    (see ``generation_weights``).
     """
     w = generation_weights(model, weights)
+    mats = [w[key] for name in MATRICES for key in (name, "s" + name[1:])]   # w_ih0, s_ih0, ..., w_out, s_out
     L, H = model.layers, model.hidden
     dtype = w["b_out"].dtype
     h = np.zeros((L, H), dtype=dtype)
@@ -100,14 +116,14 @@ def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=
         out = np.empty(n, dtype=np.int64)
         uniforms = rng.random(n)
         if model.cell == "lstm":
-            K.lstm_generate(w["embedding"], w["w_ih0"], w["w_ih"], w["w_hh"], w["b"], w["w_out"], w["b_out"],
+            K.lstm_generate(w["embedding"], *mats[:6], w["b"], *mats[6:], w["b_out"],
                             h, c, prime, uniforms, temperature, top_k, top_p, out)
         elif model.cell == "gru":
-            K.gru_generate(w["embedding"], w["w_ih0"], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["w_out"],
+            K.gru_generate(w["embedding"], *mats[:6], w["b_ih"], w["b_hh"], *mats[6:],
                            w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
         else:
-            K.rnn_generate(w["embedding"], w["w_ih0"], w["w_ih"], w["w_hh"], w["b"], model.rnn.nonlinearity == "relu",
-                           w["w_out"], w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
+            K.rnn_generate(w["embedding"], *mats[:6], w["b"], model.rnn.nonlinearity == "relu",
+                           *mats[6:], w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
         yield out
         prime = out[-1:]  # the state now holds everything before the last sampled index
         done += n

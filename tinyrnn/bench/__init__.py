@@ -105,22 +105,25 @@ def train_rows(args, have_torch) -> tuple:
 
 
 def sampling_rows(args, have_torch) -> dict:
-    """Batch-1 sampling chars/s at configs b and c: float32 weights, bfloat16 weights (``tinyrnn
+    """Batch-1 sampling chars/s at configs b and c: float32, bfloat16 and int8 weights (``tinyrnn
     sample --weights``), PyTorch's loop; medians of interleaved workers."""
     rows = {}
     for config in ("b", "c"):
-        f32, bf16, torch_rate = [], [], []
+        rates = {"f32": [], "bf16": [], "int8": [], "torch": []}
         for _ in range(args.repeats):
-            f32.append(run_worker("sample", "tinyrnn", config, args.threads, 0, args.sample_length))
-            bf16.append(run_worker("sample_bf16", "tinyrnn", config, args.threads, 0, args.sample_length))
+            for weights in ("f32", "bf16", "int8"):
+                kind = "sample" if weights == "f32" else f"sample_{weights}"
+                rates[weights].append(run_worker(kind, "tinyrnn", config, args.threads, 0, args.sample_length))
             if have_torch:
-                torch_rate.append(run_worker("sample", "torch", config, args.threads, 0, min(args.sample_length, 500)))
-        f32, bf16 = median(f32), median(bf16)
-        theirs = median(torch_rate) if torch_rate else float("nan")
+                rates["torch"].append(run_worker("sample", "torch", config, args.threads, 0, min(args.sample_length, 500)))
+        f32, bf16, int8 = median(rates["f32"]), median(rates["bf16"]), median(rates["int8"])
+        theirs = median(rates["torch"]) if rates["torch"] else float("nan")
         print(f"batch-1 sampling ({config}): tinyrnn f32 {f32:.0f} chars/s, bf16 {bf16:.0f} ({bf16 / f32:.2f}x f32), "
-              f"torch {theirs:.0f}, ratio bf16/torch {bf16 / theirs:.1f}", flush=True)
-        rows[config] = dict(tinyrnn=f32, tinyrnn_bf16=bf16, torch=theirs, ratio=f32 / theirs,
-                            ratio_bf16=bf16 / theirs, bf16_speedup=bf16 / f32)
+              f"int8 {int8:.0f} ({int8 / f32:.2f}x f32), torch {theirs:.0f}, ratio bf16/torch {bf16 / theirs:.1f}",
+              flush=True)
+        rows[config] = dict(tinyrnn=f32, tinyrnn_bf16=bf16, tinyrnn_int8=int8, torch=theirs, ratio=f32 / theirs,
+                            ratio_bf16=bf16 / theirs, ratio_int8=int8 / theirs, bf16_speedup=bf16 / f32,
+                            int8_speedup=int8 / f32)
     return rows
 
 

@@ -41,3 +41,10 @@ def thread_env(threads):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
     return env
+
+
+def cli_module() -> str:
+    """The module that runs the ``tinyrnn`` command: the installed package, or a checkout's ``cli``."""
+    import importlib.util
+
+    return "tinyrnn_cli.main" if importlib.util.find_spec("tinyrnn_cli") else "cli.main"

@@ -103,6 +103,7 @@ def tinyrnn_sample(model, cfg, n_chars):
         b=dev(np.stack([sd[f"rnn.bias_ih_l{k}"] + sd[f"rnn.bias_hh_l{k}"] for k in range(L)])),
         w_out=dev(sd["head.weight"]), b_out=dev(sd["head.bias"]),
         h=dev(np.zeros((L, H))), c=dev(np.zeros((L, H))))
+    args.update(s_ih0=np.zeros(0), s_ih=np.zeros((L - 1, 0)), s_hh=np.zeros((L, 0)), s_out=np.zeros(0))  # float weights
     out = np.empty(n_chars, dtype=np.int64)
     uniforms = np.random.default_rng(0).random(n_chars)
     prime = np.array([1], dtype=np.int64)

@@ -6,7 +6,7 @@ from .configs import VOCAB
 
 def tinyrnn_sampling_rate(cfg, length: int, weights: str = "f32") -> float:
     """Batch-1 generation through the fused generation kernel (what `tinyrnn sample` runs), with the
-    weight matrices in ``weights`` format (f32 or bf16)."""
+    weight matrices in ``weights`` format (f32, bf16 or int8)."""
     from tinyrnn import manual_seed
     from tinyrnn.generate import sample_indices
     from tinyrnn.models import CharRNN

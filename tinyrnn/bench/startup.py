@@ -5,14 +5,12 @@ import subprocess
 import sys
 import time
 
-from .configs import median, thread_env
+from .configs import cli_module, median, thread_env
 
 
 def help_time(repeats=5) -> float:
     """Seconds for `tinyrnn --help` in a fresh interpreter (median)."""
-    import importlib.util
-
-    module = "tinyrnn_cli.main" if importlib.util.find_spec("tinyrnn_cli") else "cli.main"  # installed, or a checkout
+    module = cli_module()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

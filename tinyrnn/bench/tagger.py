@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .configs import median, thread_env
+from .configs import cli_module, median, thread_env
 
 # EWT-like shapes
 TRAIN_SENTENCES = 12543
@@ -296,12 +296,6 @@ def prepare_predict_files(directory, data=None, tokens=0):
     return sum(len(s) for s in held)
 
 
-def _cli_module():
-    import importlib.util
-
-    return "tinyrnn_cli.main" if importlib.util.find_spec("tinyrnn_cli") else "cli.main"
-
-
 def end_to_end_rate(threads, repeats, data=None, tokens=0) -> float:
     """tokens/s of ``tinyrnn tag predict RUN FILE --threads N > out`` in a fresh process, wall clock,
     nothing subtracted (median of ``repeats`` after one untimed run that fills the JIT cache)."""
@@ -313,7 +307,7 @@ def end_to_end_rate(threads, repeats, data=None, tokens=0) -> float:
         if out.returncode != 0:
             raise RuntimeError(f"preparing the tagger files failed:\n{out.stderr[-2000:]}")
         n = int(out.stdout.strip().splitlines()[-1])
-        command = [sys.executable, "-m", _cli_module(), "tag", "predict", os.path.join(tmp, "run"),
+        command = [sys.executable, "-m", cli_module(), "tag", "predict", os.path.join(tmp, "run"),
                    os.path.join(tmp, "input.conllu"), "--threads", str(threads)]
         times = []
         for k in range(repeats + 1):

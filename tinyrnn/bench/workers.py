@@ -37,12 +37,12 @@ def measure(kind, framework, config, threads, steps, sample_length, **options) -
 
         return measure_tagger(kind, framework, steps, **options)
     cfg = CONFIGS[config]
-    if kind.startswith("sample"):       # sample (float32 weights), sample_bf16
+    if kind.startswith("sample"):       # sample (float32 weights), sample_bf16, sample_int8
         from .sampling import tinyrnn_sampling_rate, torch_sampling_rate
 
         if framework == "torch":
             return torch_sampling_rate(cfg, sample_length)
-        return tinyrnn_sampling_rate(cfg, sample_length, "bf16" if kind == "sample_bf16" else "f32")
+        return tinyrnn_sampling_rate(cfg, sample_length, kind.partition("_")[2] or "f32")
     from .training import time_steps, tinyrnn_step_fn, torch_step_fn
 
     step = (tinyrnn_step_fn if framework == "tinyrnn" else torch_step_fn)(cfg)

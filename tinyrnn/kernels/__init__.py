@@ -69,12 +69,15 @@ generate.py - batch-1 sampling from a stacked char model, embedding -> L layers 
     per-layer weights stacked on a leading layer axis; b = b_ih + b_hh (LSTM, RNN); h, c updated in place;
     reads prime[P] (P >= 1), fills out[N] (int64), one uniform per sampled index; the sampling rule
     (temperature <= 0 is argmax, top-k, top-p) is ``sample_index`` in ``reference/sampling.py``:
-    lstm_generate(embedding[V,E], w_ih0[4H,E], w_ih[L-1,4H,H], w_hh[L,4H,H], b[L,4H], w_out[V,H], b_out[V],
+    each matrix is followed by its row scales (empty for float and bfloat16 matrices, one float32 per
+    row for int8; the formats: ``reference/weight_formats.py``):
+    lstm_generate(embedding[V,E], w_ih0[4H,E], s_ih0[4H], w_ih[L-1,4H,H], s_ih[L-1,4H], w_hh[L,4H,H],
+                  s_hh[L,4H], b[L,4H], w_out[V,H], s_out[V], b_out[V],
                   h[L,H], c[L,H], prime[P], uniforms[N], temperature, top_k, top_p, out[N])
-    gru_generate(embedding, w_ih0[3H,E], w_ih[L-1,3H,H], w_hh[L,3H,H], b_ih[L,3H], b_hh[L,3H], w_out, b_out,
-                 h[L,H], prime, uniforms, temperature, top_k, top_p, out)
-    rnn_generate(embedding, w_ih0[H,E], w_ih[L-1,H,H], w_hh[L,H,H], b[L,H], relu, w_out, b_out,
-                 h[L,H], prime, uniforms, temperature, top_k, top_p, out)
+    gru_generate(embedding, w_ih0[3H,E], s_ih0, w_ih[L-1,3H,H], s_ih, w_hh[L,3H,H], s_hh, b_ih[L,3H], b_hh[L,3H],
+                 w_out, s_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
+    rnn_generate(embedding, w_ih0[H,E], s_ih0, w_ih[L-1,H,H], s_ih, w_hh[L,H,H], s_hh, b[L,H], relu,
+                 w_out, s_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
 
 See each module for the exact math.
 """

@@ -6,13 +6,14 @@ Same names, arguments and math as ``reference/generate.py`` (the spec).
 character model (embedding -> L layers -> linear head); each step calls ``_lstm_unit`` /
 ``_gru_unit`` of ``cells.py``::
 
-    lstm_generate(embedding[V,E], w_ih0[4H,E], w_ih[L-1,4H,H], w_hh[L,4H,H], b[L,4H],
-                  w_out[V,H], b_out[V], h[L,H], c[L,H], prime[P], uniforms[N],
-                  temperature, top_k, top_p, out[N])
-    gru_generate(embedding, w_ih0[3H,E], w_ih[L-1,3H,H], w_hh[L,3H,H], b_ih[L,3H], b_hh[L,3H],
-                 w_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
-    rnn_generate(embedding, w_ih0[H,E], w_ih[L-1,H,H], w_hh[L,H,H], b[L,H], relu,
-                 w_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
+    lstm_generate(embedding[V,E], w_ih0[4H,E], s_ih0[4H], w_ih[L-1,4H,H], s_ih[L-1,4H],
+                  w_hh[L,4H,H], s_hh[L,4H], b[L,4H], w_out[V,H], s_out[V], b_out[V],
+                  h[L,H], c[L,H], prime[P], uniforms[N], temperature, top_k, top_p, out[N])
+    gru_generate(embedding, w_ih0[3H,E], s_ih0, w_ih[L-1,3H,H], s_ih, w_hh[L,3H,H], s_hh,
+                 b_ih[L,3H], b_hh[L,3H], w_out, s_out, b_out, h[L,H], prime, uniforms,
+                 temperature, top_k, top_p, out)
+    rnn_generate(embedding, w_ih0[H,E], s_ih0, w_ih[L-1,H,H], s_ih, w_hh[L,H,H], s_hh, b[L,H],
+                 relu, w_out, s_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
 
 Per-layer weights are stacked on a leading layer axis (layer 0's input weights ``w_ih0`` apart,
 since they read the embedding; ``w_ih`` has shape ``(0, G*H, H)`` for one layer). LSTM/RNN take
@@ -23,9 +24,11 @@ each; on return the state is the one after reading ``prime`` and ``out[:-1]`` (t
 ``_sample_index`` implements it. Single-threaded: at batch 1 a matrix-vector product is too small
 to share between threads.
 
-The weight matrices (w_ih0, w_ih, w_hh, w_out) may be float arrays or bfloat16 stored as uint16
-(half the bytes a character reads; ``widen`` turns each into float32 in registers); Numba
-compiles one version per weight type.
+Each weight matrix (w_ih0, w_ih, w_hh, w_out) is followed by its row scales (s_ih0, s_ih, s_hh, s_out).
+A matrix may be float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a
+float32 scale per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 0)).
+The formats are described in ``reference/weight_formats.py``; ``widen`` turns each weight into a
+float in registers, and Numba compiles one version per weight type.
 """
 import numpy as np
 from llvmlite import ir
@@ -51,7 +54,8 @@ def _bf16_bits_to_float32(typingctx, u):
 
 
 def widen(x):
-    """A weight as a float: itself, or the float32 value of a bfloat16 stored as uint16."""
+    """A weight as a float: itself, the float32 value of a bfloat16 stored as uint16, or an int8 as
+    float32 (its row's scale is applied after the dot product)."""
 
 
 @overload(widen, inline="always")
@@ -60,22 +64,33 @@ def _widen(x):
         return lambda x: x
     if isinstance(x, types.Integer) and x.bitwidth == 16 and not x.signed:
         return lambda x: _bf16_bits_to_float32(x)
+    if isinstance(x, types.Integer) and x.bitwidth == 8 and x.signed:
+        return lambda x: np.float32(x)
 
 
 @kernel
-def _matvec_acc(w, x, out):
-    """out += w @ x.   w (R, K), x (K,), out (R,); 4 rows at a time (rows clamped at the end, as in the matmul tiles).
-    w may be bfloat16 stored as uint16 (``reference/bfloat16.py``): each weight is widened in registers."""
+def _matvec_acc(w, scale, x, out):
+    """out += w @ x.   w (R, K), x (K,), out (R,); 4 rows at a time (rows clamped at the end, as in the
+    matmul tiles). w may be bfloat16 stored as uint16 (scale empty), each weight widened in registers,
+    or int8 with row scales scale (R,): out[r] += scale[r] * (w[r] . x)."""
     R, K = w.shape
+    scaled = scale.shape[0] > 0
+    zero = out.dtype.type(0)
     for r in range(0, R, 4):
         r1, r2, r3 = min(r + 1, R - 1), min(r + 2, R - 1), min(r + 3, R - 1)
         w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
-        s0, s1, s2, s3 = out[r], out[r1], out[r2], out[r3]
+        if scaled:
+            s0 = s1 = s2 = s3 = zero
+        else:
+            s0, s1, s2, s3 = out[r], out[r1], out[r2], out[r3]
         for k in range(K):
             s0 += widen(w0[k]) * x[k]
             s1 += widen(w1[k]) * x[k]
             s2 += widen(w2[k]) * x[k]
             s3 += widen(w3[k]) * x[k]
+        if scaled:             # all four read before any is written: clamped rows repeat a row
+            s0, s1, s2, s3 = (out[r] + scale[r] * s0, out[r1] + scale[r1] * s1,
+                              out[r2] + scale[r2] * s2, out[r3] + scale[r3] * s3)
         out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
 
 
@@ -116,101 +131,101 @@ def _sample_index(logits, u, temperature, top_k, top_p, p):
 
 
 @kernel
-def _head_sample(w_out, b_out, h_top, u, temperature, top_k, top_p, logits, p):
+def _head_sample(w_out, s_out, b_out, h_top, u, temperature, top_k, top_p, logits, p):
     logits[:] = b_out
-    _matvec_acc(w_out, h_top, logits)
+    _matvec_acc(w_out, s_out, h_top, logits)
     return _sample_index(logits, u, temperature, top_k, top_p, p)
 
 
 @kernel
-def _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, index, gates):
+def _lstm_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, h, c, index, gates):
     """Feed one input index through every layer; h, c (L, H) updated in place."""
     L, _, H = w_hh.shape
     for layer in range(L):
         gates[:] = b[layer]
         if layer == 0:
-            _matvec_acc(w_ih0, embedding[index], gates)
+            _matvec_acc(w_ih0, s_ih0, embedding[index], gates)
         else:
-            _matvec_acc(w_ih[layer - 1], h[layer - 1], gates)
-        _matvec_acc(w_hh[layer], h[layer], gates)
+            _matvec_acc(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], gates)
+        _matvec_acc(w_hh[layer], s_hh[layer], h[layer], gates)
         for j in range(H):
             _, _, _, _, c[layer, j], h[layer, j] = _lstm_unit(
                 gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], c[layer, j])
 
 
 @kernel
-def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
-                  temperature, top_k, top_p, out):
+def lstm_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, w_out, s_out, b_out, h, c, prime,
+                  uniforms, temperature, top_k, top_p, out):
     """Batch-1 LSTM sampling (see the module docstring). Fills out (N,) int64; updates h, c (L, H)."""
     gates = np.empty(w_hh.shape[1], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
     for index in prime:
-        _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, index, gates)
+        _lstm_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, h, c, index, gates)
     for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
+        out[n] = _head_sample(w_out, s_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _lstm_step(embedding, w_ih0, w_ih, w_hh, b, h, c, out[n], gates)
+            _lstm_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, h, c, out[n], gates)
 
 
 @kernel
-def _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, index, gi, gh):
+def _gru_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, h, index, gi, gh):
     L, _, H = w_hh.shape
     one = h.dtype.type(1)
     for layer in range(L):
         gi[:] = b_ih[layer]
         if layer == 0:
-            _matvec_acc(w_ih0, embedding[index], gi)
+            _matvec_acc(w_ih0, s_ih0, embedding[index], gi)
         else:
-            _matvec_acc(w_ih[layer - 1], h[layer - 1], gi)
+            _matvec_acc(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], gi)
         gh[:] = b_hh[layer]
-        _matvec_acc(w_hh[layer], h[layer], gh)
+        _matvec_acc(w_hh[layer], s_hh[layer], h[layer], gh)
         for j in range(H):     # gh holds b_hh: it is the b_r, b_z of _gru_unit
             _, _, _, h[layer, j] = _gru_unit(gi[j], gi[H + j], gh[j], gh[H + j],
                                              gi[2 * H + j], gh[2 * H + j], h[layer, j], one)
 
 
 @kernel
-def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
+def gru_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_out, s_out, b_out, h, prime,
+                 uniforms, temperature, top_k, top_p, out):
     """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
     gi = np.empty(w_hh.shape[1], h.dtype)
     gh = np.empty(w_hh.shape[1], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
     for index in prime:
-        _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, index, gi, gh)
+        _gru_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, h, index, gi, gh)
     for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
+        out[n] = _head_sample(w_out, s_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _gru_step(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, h, out[n], gi, gh)
+            _gru_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, h, out[n], gi, gh)
 
 
 @kernel
-def _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, index, pre):
+def _rnn_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, h, index, pre):
     L, _, H = w_hh.shape
     zero = h.dtype.type(0)
     for layer in range(L):
         pre[:] = b[layer]
         if layer == 0:
-            _matvec_acc(w_ih0, embedding[index], pre)
+            _matvec_acc(w_ih0, s_ih0, embedding[index], pre)
         else:
-            _matvec_acc(w_ih[layer - 1], h[layer - 1], pre)
-        _matvec_acc(w_hh[layer], h[layer], pre)
+            _matvec_acc(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], pre)
+        _matvec_acc(w_hh[layer], s_hh[layer], h[layer], pre)
         for j in range(H):
             h[layer, j] = max(pre[j], zero) if relu else tanh(pre[j])
 
 
 @kernel
-def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
+def rnn_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, w_out, s_out, b_out, h, prime,
+                 uniforms, temperature, top_k, top_p, out):
     """Batch-1 RNN sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
     pre = np.empty(w_hh.shape[1], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
     for index in prime:
-        _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, index, pre)
+        _rnn_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, h, index, pre)
     for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
+        out[n] = _head_sample(w_out, s_out, b_out, h[-1], uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _rnn_step(embedding, w_ih0, w_ih, w_hh, b, relu, h, out[n], pre)
+            _rnn_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, h, out[n], pre)

@@ -4,7 +4,8 @@ Arguments and the sampling rule as in ``reference/generate.py`` (the rule descri
 ``reference/sampling.py``): embedding (V, E), w_ih0 (G*H, E), w_ih (L-1, G*H, H),
 w_hh (L, G*H, H), biases (L, G*H), w_out (V, H), b_out (V,) and the state h (L, H) (c (L, H))
 are device arrays; h and c are updated in place. prime, uniforms and out may be host or device
-arrays.
+arrays. The matrices are float only: each one's row scales (s_ih0, s_ih, s_hh, s_out, the
+compact formats' argument) must be empty (``tinyrnn sample`` runs bfloat16 and int8 on the CPU).
 
 Each step runs on the device, one launch per matmul and gate kernel, with the per-layer rows
 addressed by row offsets: layer 0 multiplies the row ``index`` of the embedding, layer l > 0
@@ -25,7 +26,9 @@ from .matmul import matmul_nt_rows
 class _Generator:
     """The parts shared by the three models: buffers, the head, and the sampling loop."""
 
-    def __init__(self, embedding, w_ih0, w_ih, w_hh, w_out, b_out, h):
+    def __init__(self, embedding, w_ih0, w_ih, w_hh, w_out, b_out, h, scales):
+        if any(s.size for s in scales) or any(w.dtype.kind != "f" for w in (w_ih0, w_ih, w_hh, w_out)):
+            raise ValueError("the CUDA generator takes float weight matrices (empty row scales)")
         self.embedding, self.w_ih0, self.w_out, self.b_out, self.h = embedding, w_ih0, w_out, b_out, h
         self.L = w_hh.shape[0]
         self.w_ih = [w_ih[l] for l in range(self.L - 1)]   # device views, made once per call
@@ -57,10 +60,10 @@ class _Generator:
             out[...] = samples
 
 
-def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
-                  temperature, top_k, top_p, out):
+def lstm_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, w_out, s_out, b_out, h, c, prime,
+                  uniforms, temperature, top_k, top_p, out):
     """Batch-1 LSTM sampling; b (L, 4H) = b_ih + b_hh. Fills out (N,) int64, updates h, c (L, H)."""
-    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h, (s_ih0, s_ih, s_hh, s_out))
     gates = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
     acts = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
     b_rows = [b[l] for l in range(gen.L)]
@@ -76,10 +79,10 @@ def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, un
     gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
+def gru_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_out, s_out, b_out, h, prime,
+                 uniforms, temperature, top_k, top_p, out):
     """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
-    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h, (s_ih0, s_ih, s_hh, s_out))
     gi = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
     gh = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
     acts = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
@@ -98,10 +101,10 @@ def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prim
     gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
+def rnn_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, w_out, s_out, b_out, h, prime,
+                 uniforms, temperature, top_k, top_p, out):
     """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
-    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h)
+    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h, (s_ih0, s_ih, s_hh, s_out))
     pre = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
     b_rows = [b[l] for l in range(gen.L)]
 

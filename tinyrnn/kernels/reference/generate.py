@@ -8,8 +8,10 @@ Per-layer weights are stacked along a leading layer axis, because layer 0 reads 
     w_hh  (L, G*H, H)
     b     (L, G*H)        LSTM and RNN: b_ih + b_hh;  GRU passes b_ih and b_hh separately
     w_out (V, H), b_out (V,)
-The four weight matrices (w_ih0, w_ih, w_hh, w_out) may be float (of h's dtype) or bfloat16 stored
-as uint16 (``bfloat16.py``): then each weight is the float32 value it stands for.
+Each of the four weight matrices (w_ih0, w_ih, w_hh, w_out) is followed by its row scales
+(s_ih0 (G*H,), s_ih (L-1, G*H), s_hh (L, G*H), s_out (V,)). A matrix may be float (of h's dtype),
+bfloat16 stored as uint16, or int8 with those per-row scales (``weight_formats.py``); float and
+bfloat16 matrices take empty scales (shape (..., 0)). Each weight is the float value it stands for.
 h (L, H) (and c (L, H)) hold the initial state and are updated in place. The model first reads
 prime (P,) (P >= 1, int64), then generates N = len(out) indices, one uniform from uniforms (N,)
 per index. On return h (c) is the state after reading prime and out[:-1]: to continue, pass
@@ -19,9 +21,14 @@ Each sampled index follows the rule of ``sample_index`` (``sampling.py``, where 
 """
 import numpy as np
 
-from .bfloat16 import widen
+from .weight_formats import widen
 from .cells import gru_cell_forward, lstm_cell_forward, rnn_cell_forward
 from .sampling import sample_index
+
+
+def _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out):
+    """The four matrices as the float values they stand for."""
+    return widen(w_ih0, s_ih0), widen(w_ih, s_ih), widen(w_hh, s_hh), widen(w_out, s_out)
 
 
 def _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out):
@@ -35,10 +42,10 @@ def _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p,
             step(out[n])
 
 
-def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, uniforms,
-                  temperature, top_k, top_p, out):
+def lstm_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, w_out, s_out, b_out, h, c, prime,
+                  uniforms, temperature, top_k, top_p, out):
     """Batch-1 LSTM sampling (see the module docstring); fills out (N,) int64, updates h, c (L, H)."""
-    w_ih0, w_ih, w_hh, w_out = (widen(w) for w in (w_ih0, w_ih, w_hh, w_out))   # bfloat16 -> float32
+    w_ih0, w_ih, w_hh, w_out = _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out)
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):
@@ -50,10 +57,10 @@ def lstm_generate(embedding, w_ih0, w_ih, w_hh, b, w_out, b_out, h, c, prime, un
     _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
+def gru_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_out, s_out, b_out, h, prime,
+                 uniforms, temperature, top_k, top_p, out):
     """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
-    w_ih0, w_ih, w_hh, w_out = (widen(w) for w in (w_ih0, w_ih, w_hh, w_out))   # bfloat16 -> float32
+    w_ih0, w_ih, w_hh, w_out = _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out)
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):
@@ -66,10 +73,10 @@ def gru_generate(embedding, w_ih0, w_ih, w_hh, b_ih, b_hh, w_out, b_out, h, prim
     _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def rnn_generate(embedding, w_ih0, w_ih, w_hh, b, relu, w_out, b_out, h, prime, uniforms,
-                 temperature, top_k, top_p, out):
+def rnn_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, w_out, s_out, b_out, h, prime,
+                 uniforms, temperature, top_k, top_p, out):
     """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
-    w_ih0, w_ih, w_hh, w_out = (widen(w) for w in (w_ih0, w_ih, w_hh, w_out))   # bfloat16 -> float32
+    w_ih0, w_ih, w_hh, w_out = _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out)
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):

@@ -1,0 +1,57 @@
+"""Compact weight formats for generation: bfloat16, and int8 with a scale per row.
+
+Batch-1 sampling reads every weight once per character, so fewer bytes per weight mean less
+memory traffic; the kernels widen each weight back to float32 in registers and multiply in float32.
+
+bfloat16 (2 bytes) is the top 16 bits of a float32: the same sign and 8-bit exponent (the same
+range), 7 bits of mantissa instead of 23 (about 3 significant digits). numpy has no bfloat16 type,
+so it is stored as uint16; widened, it is ``u << 16`` reinterpreted as float32.
+
+int8 (1 byte) keeps one float32 scale per row r of a matrix (per output unit):
+``w[r, k] ~ scale[r] * q[r, k]`` with ``q`` in [-127, 127] and ``scale[r] = max_k |w[r, k]| / 127``,
+so every row uses the full range. A matrix-vector product is then ``scale[r] * (q[r] . x)``: the
+integer row is widened, the dot taken in float32, and the scale applied once per row.
+
+    to_bfloat16(a)             float array -> uint16 array, rounded to the nearest bfloat16 (ties to even)
+    from_bfloat16(u)           uint16 array -> float32 array: the exact value each bfloat16 stands for
+    to_int8_rows(a)            float array (..., R, K) -> (q int8 (..., R, K), scale float32 (..., R))
+    from_int8_rows(q, scale)   the values q and scale stand for (float64, exact)
+    no_scale(w)                the empty scale (..., 0) that float and bfloat16 matrices go with
+    widen(w, scale)            w as float: from_bfloat16 for uint16, from_int8_rows for int8, else w itself
+"""
+import numpy as np
+
+
+def to_bfloat16(a) -> np.ndarray:
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16          # round to nearest, ties to even
+    return rounded.astype(np.uint16)
+
+
+def from_bfloat16(u) -> np.ndarray:
+    return (np.asarray(u, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def to_int8_rows(a):
+    a = np.asarray(a, dtype=np.float32)
+    scale = np.abs(a).max(axis=-1, initial=0.0) / np.float32(127)
+    safe = np.where(scale > 0, scale, np.float32(1))                # an all-zero row stays zero
+    q = np.clip(np.rint(a / safe[..., None]), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+def from_int8_rows(q, scale) -> np.ndarray:
+    # float64: a float32 scale times an int8 is exact there (31 significant bits), as in the kernels
+    return np.asarray(q, dtype=np.float64) * np.asarray(scale, dtype=np.float64)[..., None]
+
+
+def no_scale(w) -> np.ndarray:
+    return np.zeros(w.shape[:-2] + (0,), dtype=np.float32)
+
+
+def widen(w, scale) -> np.ndarray:
+    if w.dtype == np.uint16:
+        return from_bfloat16(w)
+    if w.dtype == np.int8:
+        return from_int8_rows(w, scale)
+    return w

@@ -27,7 +27,7 @@ from .options import print_stream as _print_stream
 
 # Defaults, mirrored from tinyrnn.train.TrainConfig (kept here so --help imports nothing heavy;
 # tests/test_cli.py checks that the two agree).
-DEFAULTS = dict(cell="lstm", layers=2, hidden=256, embed=64, dropout=0.0, optimizer="adam", lr=3e-3,
+DEFAULTS = dict(cell="lstm", layers=2, hidden=256, embed=64, dropout=0.0, optimizer="adam", lr=6e-3,
                 lr_schedule="cosine", warmup=50, clip=5.0, batch_size=32, seq_len=64, val_frac=0.1,
                 encoding_errors="strict", eval_every=250, save_every=500, eval_chars=32768, seed=1337)
 DEFAULT_STEPS = 1500

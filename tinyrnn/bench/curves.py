@@ -185,7 +185,6 @@ def svg_chart(series, title, xlabel, ylabel, width=640, height=400):
 
 def main(argv=None):
     args = _parse(argv)
-    import numpy as np  # noqa: F401  (tinyrnn.data needs it; PyTorch too)
 
     from tinyrnn.data import load_corpus
 

@@ -81,12 +81,11 @@ def test_sample_argmax_is_the_greedy_decode(lstm_run, weights):
     for --weights bf16, the default; to int8 with a scale per row for --weights int8)."""
     torch, emb, lstm, head, vocab = torch_model(lstm_run)
     if weights != "f32":
-        from tinyrnn.kernels.reference.weight_formats import from_bfloat16, from_int8_rows, to_bfloat16, to_int8_rows
+        from tinyrnn.generate import rounded      # the values a matrix has once stored in that format
 
-        stored = {"bf16": lambda a: from_bfloat16(to_bfloat16(a)), "int8": lambda a: from_int8_rows(*to_int8_rows(a))}
         with torch.no_grad():
             for p in [head.weight] + [p for name, p in lstm.named_parameters() if name.startswith("weight")]:
-                p.copy_(torch.from_numpy(stored[weights](p.numpy()).astype(np.float64)))
+                p.copy_(torch.from_numpy(np.asarray(rounded(p.numpy(), weights), dtype=np.float64)))
     prime, length = "the ", 30
     flags = () if weights == "bf16" else ("--weights", weights)       # bf16 is the default
     text = ok("sample", lstm_run, "--prime", prime, "--length", length, "--argmax", *flags).stdout.removesuffix("\n")

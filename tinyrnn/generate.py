@@ -80,7 +80,7 @@ def rounded(matrix, weights):
 
 def round_to_weights(model, weights: str):
     """The model with its generation matrices rounded as ``generation_weights(model, weights)``
-    stores them (in place; float32 again): what ``tinyrnn eval --weights`` scores, so the
+    stores them (in place, in the model's own dtype): what ``tinyrnn eval --weights`` scores, so the
     bits/char of a format measure exactly the numbers sampling multiplies by."""
     for k in range(model.layers):
         for p in model.rnn.layer_weights(k)[:2]:

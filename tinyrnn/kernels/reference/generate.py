@@ -21,9 +21,9 @@ Each sampled index follows the rule of ``sample_index`` (``sampling.py``, where 
 """
 import numpy as np
 
-from .weight_formats import widen
 from .cells import gru_cell_forward, lstm_cell_forward, rnn_cell_forward
 from .sampling import sample_index
+from .weight_formats import widen
 
 
 def _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out):

@@ -235,7 +235,10 @@ class MPIWorld(Single):
             what = str(e) if isinstance(e, TinyRNNError) else f"{type(e).__name__}: {e}"
             who = "" if getattr(e, "agreed", False) else f"rank {self.rank} failed: "
             print(f"error: {who}{' '.join(what.split())}", file=sys.__stderr__, flush=True)
-            time.sleep(ABORT_GRACE_S)        # let the launcher forward that line: Abort tears its pipes down
+            try:
+                time.sleep(ABORT_GRACE_S)    # let the launcher forward that line: Abort tears its pipes down
+            except BaseException:            # a second Ctrl-C (mpiexec forwards each one) must not skip the abort
+                pass
             self.comm.Abort(1)
             os._exit(1)                      # Abort may return before the launcher ends this process
 

@@ -86,6 +86,21 @@ def test_shape_ops_like_numpy(rng):
         np.testing.assert_array_equal(got.data, want)
 
 
+def test_the_gradient_of_indexing_puts_it_back_in_place(rng):
+    """getitem's backward (``arrays.placed``): g where x[index] read, 0 elsewhere, repeats adding up,
+    for the fast path (leading-axis rows: packed[:T], packed[T]) and every other index."""
+    x = rng.standard_normal((5, 3, 4))
+    for index in [slice(None, 3), 3, -1, -2, slice(2, None), slice(4, 1), slice(1, 4), (slice(1, 3), slice(None)),
+                  (slice(0, 2), 2), slice(None, None, -1), (Ellipsis, 1), (slice(None), slice(1, 3), 0),
+                  np.array([1, 0, 1]), (np.array([1, 0]), np.array([2, 2])), (slice(None), np.array([0, 0, 2]))]:
+        t = T(x, grad=True)
+        g = rng.standard_normal(x[index].shape)
+        F.getitem(t, index).backward(g)
+        want = np.zeros_like(x)
+        np.add.at(want, index, g)
+        np.testing.assert_array_equal(t.grad, want, err_msg=str(index))
+
+
 def test_matmul_and_linear_like_numpy(rng):
     a3, a2, b = rng.standard_normal((2, 5, 7)), rng.standard_normal((5, 7)), rng.standard_normal((7, 3))
     np.testing.assert_allclose(F.matmul(T(a3), T(b)).data, a3 @ b, rtol=1e-12, atol=1e-13)

@@ -99,3 +99,36 @@ def test_detach_cuts_the_graph():
 def test_int_tensors_cannot_require_grad():
     with pytest.raises(TypeError):
         Tensor(np.array([1, 2]), requires_grad=True)
+
+
+def test_no_two_tensors_share_a_gradient_buffer():
+    """backward() takes an op's fresh gradient array as .grad without a copy (``_accumulate``):
+    never when two parents get the same array (LSTM's b_ih and b_hh, x + x), never the caller's
+    gradient, and accumulation over a second backward stays right."""
+    rng = np.random.default_rng(0)
+    lstm = tinyrnn.nn.LSTM(3, 4, dtype=np.float64)
+    x = Tensor(rng.standard_normal((5, 2, 3)), requires_grad=True)
+    for _ in range(2):          # the second pass accumulates into the buffers the first one took
+        out, _ = lstm(x)
+        out.sum().backward()
+    b_ih, b_hh = lstm.bias_ih_l0.grad, lstm.bias_hh_l0.grad
+    assert not np.shares_memory(b_ih, b_hh)
+    first = b_ih.copy()
+    b_hh[...] += 1
+    np.testing.assert_array_equal(b_ih, first)
+
+    a = Tensor(np.ones(3), requires_grad=True)
+    b = Tensor(np.ones(3), requires_grad=True)
+    y = a + b                   # add's backward hands the same array to both parents
+    seed = np.full(3, 2.0)
+    y.backward(seed)
+    assert not np.shares_memory(a.grad, b.grad) and not np.shares_memory(a.grad, seed)
+    a.grad += 1
+    np.testing.assert_array_equal(b.grad, [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(seed, [2.0, 2.0, 2.0])
+
+    g = Tensor(np.ones(2), requires_grad=True)
+    z = (g * 3).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    np.testing.assert_array_equal(g.grad, [6.0, 6.0])

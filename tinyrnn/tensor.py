@@ -178,13 +178,17 @@ class Tensor:
             if node._backward is not None:
                 node.grad = None
         _accumulate(self, grad)
+        adopted = set()     # ids of arrays some tensor took as its .grad in this pass (see ``_accumulate``)
         for node in reversed(order):
             if node._backward is None or node.grad is None:
                 continue
             parent_grads = node._backward(node.grad)
             for parent, g in zip(node._parents, parent_grads):
                 if g is not None and parent.requires_grad:
-                    _accumulate(parent, g)
+                    memory = _owner(g)
+                    own = not retain_graph and memory is not _owner(node.grad) and id(memory) not in adopted
+                    if _accumulate(parent, g, own):
+                        adopted.add(id(memory))
             if not retain_graph:  # free the saved arrays as we go, like PyTorch
                 node._backward = None
                 node._parents = FREED
@@ -289,17 +293,62 @@ class Tensor:
         return ops.log_softmax(self, axis)
 
 
-def _accumulate(tensor: Tensor, grad):
-    """tensor.grad += grad (a fresh array the first time, so no two tensors share a buffer)."""
+def _owner(a):
+    """The array that owns a's memory (a itself, or the base of the view a is); None off the host."""
+    if type(a) is not np.ndarray:
+        return None
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _accumulate(tensor: Tensor, grad, may_own: bool = False) -> bool:
+    """tensor.grad += grad; no two tensors ever share a buffer. The first time, tensor.grad is a
+    fresh copy of grad, or, when ``may_own`` (the caller knows no other tensor holds grad's memory
+    and no saved graph will return it again), grad itself if it is a host array of the right dtype
+    that spans all of its memory (an op's backward returns new arrays, or whole reshaped views of
+    them): copying every gradient of a step cost a tenth of a small model's step. Returns whether
+    tensor.grad is now grad itself."""
+    if type(grad) is _Slot:    # one result of a multi-result op: its gradient, as it is, in its slot
+        if tensor.grad is None:
+            tensor.grad = [None] * grad.n
+        tensor.grad[grad.k] = grad.grad    # (each result is one tensor: one gradient per pass)
+        return False
     device = tensor.device
     if backend.device_of(grad) != device:  # an op's backward returned its gradient elsewhere: a bug in the op
         raise backend.DeviceError(f"gradient for a {device} tensor of op {tensor._op or 'leaf'!r} came back on "
                                   f"{backend.device_of(grad)}")
     A = backend.arrays(device)
-    if tensor.grad is None:
-        tensor.grad = A.clone(grad, tensor.dtype)
-    else:
+    if tensor.grad is not None:
         A.add_into(tensor.grad, grad)
+        return False
+    if may_own and type(grad) is np.ndarray and grad.dtype == tensor.dtype and grad.flags.c_contiguous \
+            and grad.flags.writeable and grad.nbytes == _owner(grad).nbytes:
+        tensor.grad = grad
+        return True
+    tensor.grad = A.clone(grad, tensor.dtype)
+    return False
+
+
+class _Slot:
+    """The gradient of result k of an op with n results (``record_outputs``) on its way to the op."""
+    __slots__ = ("k", "n", "grad")
+
+    def __init__(self, k: int, n: int, grad):
+        self.k, self.n, self.grad = k, n, grad
+
+
+def record_outputs(datas: tuple, parents: tuple, backward, op: str) -> tuple:
+    """Wrap the results of an op that has several (a recurrent layer's outputs and final states).
+
+    One tape node holds the op; each result is a tensor whose only parent is that node. The node's
+    backward(grads) gets a list with one gradient per result, None for a result nothing used, and
+    returns one gradient (or None) per parent. (The node's .data is the first result.)
+    """
+    node = record(datas[0], parents, backward, op)
+    n = len(datas)
+    return tuple(record(data, (node,), lambda g, k=k: (_Slot(k, n, g),), f"{op}[{k}]")
+                 for k, data in enumerate(datas))
 
 
 def record(data: np.ndarray, parents: tuple, backward, op: str) -> Tensor:

@@ -172,18 +172,16 @@ class _RNNBase(Module):
     def _run_direction(self, x, layer, h0, c0, reverse, lengths):
         """One layer, one direction over the whole sequence -> (outputs (T, B, H), h_n, c_n or None).
         lengths: None or (B,) sorted non-increasing."""
-        T = x.shape[0]
         w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, reverse)
         if not self.fused:
             return self._run_composed(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, lengths)
         if self.kind == "lstm":
-            packed = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, lengths=lengths)
-            return packed[:T], packed[T], packed[T + 1]
+            return lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, lengths=lengths)
         if self.kind == "gru":
-            packed = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, lengths=lengths)
+            out, h_n = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, lengths=lengths)
         else:
-            packed = rnn_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse=reverse, lengths=lengths)
-        return packed[:T], packed[T], None
+            out, h_n = rnn_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse=reverse, lengths=lengths)
+        return out, h_n, None
 
     def _run_composed(self, x, h, c, w_ih, w_hh, b_ih, b_hh, reverse, lengths=None):
         """The reference: a Python loop over time calling the composed cell (one tape node per primitive).

@@ -278,9 +278,7 @@ def getitem(x, index):
     A = arrays(x.device)
 
     def backward(g):
-        grad = A.zeros(x.shape, x.dtype)
-        A.index_add(grad, index, g)
-        return (grad,)
+        return (A.placed(x.shape, x.dtype, index, g),)
 
     return record(A.index(x.data, index), (x,), backward, "getitem")
 
@@ -536,10 +534,13 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
     flat = _rows(A, logits.data)
     if targets.size != flat.shape[0]:
         raise ValueError(f"cross_entropy: {flat.shape[0]} rows of logits but {targets.size} targets")
-    valid = targets != ignore_index
-    if np.any((targets[valid] < 0) | (targets[valid] >= V)):
-        raise IndexError(f"cross_entropy: target out of range [0, {V})")
-    count = max(int(valid.sum()), 1)
+    if targets.size and 0 <= targets.min() and targets.max() < V and not 0 <= ignore_index < V:
+        count = targets.size                # the common case, in two passes: every target a class
+    else:
+        valid = targets != ignore_index
+        if np.any((targets[valid] < 0) | (targets[valid] >= V)):
+            raise IndexError(f"cross_entropy: target out of range [0, {V})")
+        count = max(int(valid.sum()), 1)
     targets = A.to_device(targets)
     probs = A.empty_like(flat)
     losses = A.empty(flat.shape[0], dtype=flat.dtype)

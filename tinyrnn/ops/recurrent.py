@@ -14,9 +14,10 @@ The equations of each cell, written once, and the composed form built from primi
 Shapes: x: (B, I) one step, or (T, B, I) a sequence; h, c: (B, H); G gates per cell (RNN 1,
 GRU 3, LSTM 4); weights in PyTorch's layout: w_ih: (G*H, I), w_hh: (G*H, H), b_ih, b_hh: (G*H,).
 
-Each ``*_sequence`` returns ``packed``: (T + 1, B, H) = [outputs h_1..h_T in input time order,
-h_n], and for LSTM (T + 2, B, H) = [outputs, h_n, c_n]; one op, so the tape holds one node per
-layer and direction, whatever T is.
+Each ``*_sequence`` returns (outputs, h_n), and for LSTM (outputs, h_n, c_n): outputs (T, B, H)
+are h_1..h_T in input time order, h_n and c_n (B, H) the final states. It is one op with several
+results (``record_outputs``), so the tape holds one node per layer and direction, whatever T is;
+its backward gets the gradient of each result that was used (zeros stand in for the others).
 
 Variable lengths (``lengths=``, a padded batch sorted by decreasing length; ``Steps``): row b has
 ``lengths[b]`` real steps, the rest is padding. The kernels run only the active rows of each
@@ -27,14 +28,14 @@ the real tokens' rows, so a padded batch costs about what its tokens cost. CPU o
 
 They run on the CPU or the GPU, wherever their inputs are: ``K`` is the kernel module and ``A``
 the array helpers of that device (``tinyrnn.backend``), so the same lines allocate, reverse time
-(``x[::-1]`` made contiguous) and pack outputs on both.
+(``x[::-1]`` made contiguous) and gather outputs on both.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..backend import DeviceError, arrays, kernels
-from ..tensor import record
+from ..tensor import record, record_outputs
 from .primitives import linear, same_device
 
 def _data(A, t):
@@ -139,15 +140,20 @@ def _steps(device, T, B, reverse, lengths):
     return Steps(T, B, reverse, lengths)
 
 
-def _pack(A, steps, hs, finals):
-    """(T + len(finals), B, H): the outputs hs[1:] in time order (0 at padding), then the final states."""
-    T = hs.shape[0] - 1
-    packed = A.empty((T + len(finals),) + tuple(hs.shape[1:]), dtype=hs.dtype)
-    steps.read(A, hs[1:], out=packed[:T])
-    steps.zero_padding(packed[:T])
-    for k, final in enumerate(finals):
-        A.copyto(packed[T + k], final)
-    return packed
+def _outputs(A, steps, hs):
+    """The layer's outputs (T, B, H) in time order, 0 at padding, from hs (T + 1, B, H) in reading
+    order: hs[1:] itself (a view, no copy) when read forwards without padding."""
+    if not steps.reverse and steps.pad is None:
+        return hs[1:]
+    out = A.empty((hs.shape[0] - 1,) + tuple(hs.shape[1:]), dtype=hs.dtype)
+    steps.read(A, hs[1:], out=out)      # a copy: the kernels' backward still reads hs
+    steps.zero_padding(out)
+    return out
+
+
+def _or_zeros(A, g, shape, dtype):
+    """A result's gradient, or zeros when nothing used that result (``record_outputs`` gives None)."""
+    return A.zeros(shape, dtype=dtype) if g is None else A.contiguous(g)
 
 
 def _project(K, A, x2, w_ih, bias):
@@ -243,8 +249,8 @@ def rnn_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
 
 
 def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False, lengths=None):
-    """A whole RNN layer, one direction. x: (T, B, I), h0: (B, H) -> packed (T + 1, B, H):
-    the outputs (T, B, H) in time order, then h_n.
+    """A whole RNN layer, one direction. x: (T, B, I), h0: (B, H) -> (outputs (T, B, H) in time
+    order, h_n (B, H)).
 
     reverse=True reads the sequence from the last step to the first; outputs are still
     returned aligned with the input's time steps. lengths: (B,) sorted non-increasing (``Steps``).
@@ -260,13 +266,13 @@ def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", r
     xproj = proj.out.reshape(T, B, H)
     hs = A.empty((T + 1, B, H), dtype=dtype)
     K.rnn_sequence_forward(xproj, w_h, _data(A, h0), steps.batch_sizes, hs, relu)
-    packed = _pack(A, steps, hs, (hs[T],))
 
-    def backward(g):
-        dhs = steps.read(A, g[:T])
+    def backward(grads):
+        g_out, g_h = grads
+        dhs = steps.read(A, _or_zeros(A, g_out, (T, B, H), dtype))
         dpre = A.empty((T, B, H), dtype=dtype)
         dh0 = A.empty((B, H), dtype=dtype)
-        K.rnn_sequence_backward(w_h, hs, dhs, A.contiguous(g[T]), relu, steps.batch_sizes, dpre, dh0)
+        K.rnn_sequence_backward(w_h, hs, dhs, _or_zeros(A, g_h, (B, H), dtype), relu, steps.batch_sizes, dpre, dh0)
         dpre2 = steps.active(dpre.reshape(T * B, H))          # the real tokens' rows
         dx, dw_ih, db = proj.backward(dpre2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
@@ -274,7 +280,7 @@ def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", r
         return (dx, dh0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
     parents = (proj.source, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
-    return record(packed, parents, backward, "rnn_sequence")
+    return record_outputs((_outputs(A, steps, hs), hs[T]), parents, backward, "rnn_sequence")
 
 
 # ---- LSTM -----------------------------------------------------------------------------------
@@ -302,8 +308,8 @@ def lstm_step_fused(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
 def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths=None):
     """A whole LSTM layer, one direction. x: (T, B, I), h0, c0: (B, H); lengths as in ``rnn_sequence``.
 
-    Returns ``packed``: (T + 2, B, H) where packed[:T] are the outputs h_1..h_T (in input time
-    order), packed[T] is h_n and packed[T + 1] the final cell state c_n.
+    Returns (outputs, h_n, c_n): outputs (T, B, H) are h_1..h_T in input time order, h_n and c_n
+    (B, H) the final hidden and cell states.
     """
     T, B, I = x.shape
     H = w_hh.shape[1]
@@ -317,15 +323,15 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, le
     cs = A.empty((T + 1, B, H), dtype=dtype)
     acts = A.empty((T, B, 4 * H), dtype=dtype)
     K.lstm_sequence_forward(xproj, w_h, _data(A, h0), _data(A, c0), steps.batch_sizes, hs, cs, acts)
-    packed = _pack(A, steps, hs, (hs[T], cs[T]))
 
-    def backward(g):
-        dhs = steps.read(A, g[:T])
+    def backward(grads):
+        g_out, g_h, g_c = grads
+        dhs = steps.read(A, _or_zeros(A, g_out, (T, B, H), dtype))
         dgates = A.empty((T, B, 4 * H), dtype=dtype)
         dh0 = A.empty((B, H), dtype=dtype)
         dc0 = A.empty((B, H), dtype=dtype)
-        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, A.contiguous(g[T]), A.contiguous(g[T + 1]),
-                                 steps.batch_sizes, dgates, dh0, dc0)
+        K.lstm_sequence_backward(w_h, hs, cs, acts, dhs, _or_zeros(A, g_h, (B, H), dtype),
+                                 _or_zeros(A, g_c, (B, H), dtype), steps.batch_sizes, dgates, dh0, dc0)
         dgates2 = steps.active(dgates.reshape(T * B, 4 * H))  # the real tokens' rows
         dx, dw_ih, db = proj.backward(dgates2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
@@ -333,7 +339,7 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, le
         return (dx, dh0, dc0, dw_ih, dw_hh) + ((db, db) if b_ih is not None else ())
 
     parents = (proj.source, h0, c0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
-    return record(packed, parents, backward, "lstm_sequence")
+    return record_outputs((_outputs(A, steps, hs), hs[T], cs[T]), parents, backward, "lstm_sequence")
 
 
 # ---- GRU ------------------------------------------------------------------------------------
@@ -358,8 +364,8 @@ def gru_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
 
 
 def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths=None):
-    """A whole GRU layer, one direction. x: (T, B, I), h0: (B, H) -> packed (T + 1, B, H):
-    the outputs in time order, then h_n; reverse and lengths as in ``rnn_sequence``."""
+    """A whole GRU layer, one direction. x: (T, B, I), h0: (B, H) -> (outputs (T, B, H) in time
+    order, h_n (B, H)); reverse and lengths as in ``rnn_sequence``."""
     T, B, I = x.shape
     H = w_hh.shape[1]
     device = same_device("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
@@ -373,14 +379,15 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths
     acts = A.empty((T, B, 3 * H), dtype=dtype)
     ghn = A.empty((T, B, H), dtype=dtype)
     K.gru_sequence_forward(xproj, w_h, b_h, _data(A, h0), steps.batch_sizes, hs, acts, ghn)
-    packed = _pack(A, steps, hs, (hs[T],))
 
-    def backward(g):
-        dhs = steps.read(A, g[:T])
+    def backward(grads):
+        g_out, g_h = grads
+        dhs = steps.read(A, _or_zeros(A, g_out, (T, B, H), dtype))
         dgi = A.empty((T, B, 3 * H), dtype=dtype)
         dgh = A.empty((T, B, 3 * H), dtype=dtype)
         dh0 = A.empty((B, H), dtype=dtype)
-        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, A.contiguous(g[T]), steps.batch_sizes, dgi, dgh, dh0)
+        K.gru_sequence_backward(w_h, hs, acts, ghn, dhs, _or_zeros(A, g_h, (B, H), dtype), steps.batch_sizes,
+                                dgi, dgh, dh0)
         dgi2, dgh2 = steps.active(dgi.reshape(T * B, 3 * H)), steps.active(dgh.reshape(T * B, 3 * H))
         dx, dw_ih, db_ih = proj.backward(dgi2, w_ih.requires_grad, b_ih is not None)
         dw_hh = A.empty_like(w_h)
@@ -393,4 +400,4 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths
         return grads
 
     parents = (proj.source, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
-    return record(packed, parents, backward, "gru_sequence")
+    return record_outputs((_outputs(A, steps, hs), hs[T]), parents, backward, "gru_sequence")

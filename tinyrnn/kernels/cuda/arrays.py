@@ -284,9 +284,11 @@ def index(d, index):
     return contiguous(view)
 
 
-def index_add(dst, index, src):
-    """dst[index] += src for ints and slices (no element is picked twice)."""
-    add_into(dst[index], src)
+def placed(shape, dtype, index, src):
+    """An array of ``shape`` holding src at ``index`` (ints and slices) and 0 elsewhere."""
+    out = zeros(shape, dtype)
+    add_into(out[index], src)
+    return out
 
 
 def _join(arrays, axis, new_axis):

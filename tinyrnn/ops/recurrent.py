@@ -75,12 +75,14 @@ class Steps:
 
     batch_sizes (T,): the rows active at each reading step (a prefix: the batch is sorted), for the
     kernels. pad (T, B) bool: the padded positions (None when there are none); the same positions in
-    reading order. rows (N,): the flat indices t*B + b of the N = sum(lengths) real tokens, so the
-    input projection and the weight gradients multiply only those rows (``active``, ``scatter``).
+    reading order. The input projection and the weight gradients multiply only the N = sum(lengths)
+    real tokens' rows (``active``, ``scatter``): in reading order, step t's are rows t*B .. t*B +
+    batch_sizes[t] - 1, so they move as T slices (``spans``), never row by row. time_rows (N,):
+    where those rows are in time order (t*B + b), for reading the input and putting its gradient back.
     """
 
     def __init__(self, T: int, B: int, reverse: bool, lengths=None):
-        self.reverse, self.flat, self.pad, self.rows = reverse, None, None, None
+        self.reverse, self.flat, self.pad, self.spans, self.time_rows = reverse, None, None, None, None
         self.batch_sizes = np.full(T, B, np.int64)
         if lengths is None:
             return
@@ -92,9 +94,12 @@ class Steps:
         self.batch_sizes = (t < L).sum(axis=1).astype(np.int64)
         if lengths[-1] < T:
             self.pad = t >= L
-            self.rows = np.flatnonzero(~self.pad.reshape(-1))
+            starts = np.concatenate([[0], np.cumsum(self.batch_sizes)])
+            self.spans = [(k * B, int(starts[k]), int(n)) for k, n in enumerate(self.batch_sizes) if n]
+            self.time_rows = np.flatnonzero(~self.pad.reshape(-1))
             if reverse:
                 self.flat = (np.where(t < L, L - 1 - t, t) * B + np.arange(B)).reshape(T * B)
+                self.time_rows = self.flat[self.time_rows]
 
     def read(self, A, x, out=None):
         """x (T, B, ...) in reading order (contiguous; or copied into ``out``)."""
@@ -115,20 +120,48 @@ class Steps:
 
     def active(self, rows):
         """rows (T*B, ...) in reading order -> the real tokens' rows (N, ...) (rows itself without padding)."""
-        return rows if self.rows is None else rows[self.rows]
+        if self.spans is None:
+            return rows
+        out = np.empty((len(self.time_rows),) + tuple(rows.shape[1:]), dtype=rows.dtype)
+        for r, o, n in self.spans:
+            out[o:o + n] = rows[r:r + n]
+        return out
 
     def scatter(self, A, active, n: int):
         """The inverse of ``active``: (N, ...) -> (n = T*B, ...), 0 at the padding."""
-        if self.rows is None:
+        if self.spans is None:
             return active
-        full = A.zeros((n,) + tuple(active.shape[1:]), dtype=active.dtype)
-        full[self.rows] = active
+        full = np.empty((n,) + tuple(active.shape[1:]), dtype=active.dtype)
+        B = n // len(self.batch_sizes)
+        for r, o, k in self.spans:
+            full[r:r + k] = active[o:o + k]
+            full[r + k:r + B] = 0
+        full[len(self.spans) * B:] = 0          # steps no row reaches (none, once the batch is cut to its longest)
         return full
 
+    def gather(self, A, x):
+        """x (T, B, ...) in time order -> the real tokens' rows in reading order (N, ...)."""
+        rows = x.reshape((-1,) + tuple(x.shape[2:]))
+        if self.spans is None:
+            return self.read(A, x).reshape(rows.shape)
+        return self.active(rows) if not self.reverse else rows[self.time_rows]
+
+    def put_back(self, A, active, shape):
+        """The inverse of ``gather``: (N, ...) -> shape (T, B, ...) in time order, 0 at the padding."""
+        if self.spans is None:
+            return self.read(A, active.reshape(shape))       # (reversing time is its own inverse)
+        if not self.reverse:
+            return self.scatter(A, active, shape[0] * shape[1]).reshape(shape)
+        full = np.zeros((shape[0] * shape[1],) + tuple(shape[2:]), dtype=active.dtype)
+        full[self.time_rows] = active
+        return full.reshape(shape)
+
     def zero_padding(self, x):
-        """x (T, B, ...) in time order: zero the padded positions, in place."""
+        """x (T, B, ...) in time order: zero the padded positions, in place (step t's are rows
+        batch_sizes[t]..B-1, in time order as in reading order)."""
         if self.pad is not None:
-            x[self.pad] = 0
+            for t, n in enumerate(self.batch_sizes.tolist()):
+                x[t, n:] = 0
 
 
 LENGTHS_ON_CPU = "lengths= runs on the CPU; move the batch with .to('cpu')"
@@ -192,7 +225,7 @@ class InputProjection:
             K.embedding_forward(projected_table, self.idx, out)
         else:
             self.source, self.idx = x, None
-            self.rows = steps.active(steps.read(A, x.data).reshape(T * B, I))            # (N, I)
+            self.rows = steps.gather(A, x.data)                                           # (N, I)
             out = _project(K, A, self.rows, self.w, bias)                                 # (N, G*H)
         self.out = steps.scatter(A, out, T * B)                                           # (T*B, G*H)
 
@@ -206,8 +239,7 @@ class InputProjection:
             dpre = dtable
         dsource, dw, db = _input_grads(K, A, dpre, self.rows, self.w, (self.source.requires_grad, needs_w, needs_bias))
         if dsource is not None and self.idx is None:
-            dsource = self.steps.scatter(A, dsource, self.shape[0] * self.shape[1])
-            dsource = self.steps.read(A, dsource.reshape(self.shape))   # (its own inverse)
+            dsource = self.steps.put_back(A, dsource, self.shape)
         return dsource, dw, db
 
 

@@ -16,7 +16,8 @@ arrays) for 'cuda'.
 ``set_device('cuda')`` makes new tensors and parameters start on the GPU;
 ``TINYRNN_KERNELS=reference`` in the environment selects the slow, plain-numpy reference
 kernels for the CPU, everywhere (ops, optimizers, clipping): handy for reading along in a
-debugger, and for checking a suspected kernel bug. Numba is then never imported.
+debugger, and for checking a suspected kernel bug. Numba is then never imported. (It is read
+the first time a CPU kernel is asked for: set it before the first op runs.)
 """
 import importlib
 import os
@@ -42,6 +43,8 @@ class DeviceError(RuntimeError):
 def device_of(array) -> str:
     """'cuda' for a numba.cuda device array, 'cpu' for a numpy array (or anything else array-like);
     no numba import needed."""
+    if type(array) is np.ndarray:      # the common case first: called for every op and gradient
+        return "cpu"
     return "cuda" if is_device_array(array) else "cpu"
 
 
@@ -82,12 +85,13 @@ def get_device() -> str:
 def kernels(device: str | None = None):
     """The kernel module for ``device`` ('cpu' or 'cuda'; default: the current default device)."""
     device = device or _default_device
-    name = "reference" if device == "cpu" and os.environ.get("TINYRNN_KERNELS") == "reference" else device
-    module = _modules.get(name)
+    module = _modules.get(device)      # ('cpu': the module TINYRNN_KERNELS chose, read on first use)
     if module is None:
+        name = device
         if device == "cpu":
             keep_freed_memory()
-        module = _modules[name] = importlib.import_module(f"tinyrnn.kernels.{name}")
+            name = "reference" if os.environ.get("TINYRNN_KERNELS") == "reference" else "cpu"
+        module = _modules[device] = importlib.import_module(f"tinyrnn.kernels.{name}")
     return module
 
 

@@ -145,8 +145,8 @@ class _RNNBase(Module):
             if layer < self.num_layers - 1 and self.dropout > 0:
                 x = ops.dropout(x, self.dropout, self.training, generator())
 
-        c_n = ops.stack(finals_c, axis=0) if self.kind == "lstm" else None
-        return x, ops.stack(finals_h, axis=0), c_n
+        c_n = _stack(finals_c) if self.kind == "lstm" else None
+        return x, _stack(finals_h), c_n
 
     def _initial_state(self, state, B, dtype, device):
         """Per layer-direction initial states: lists of (B, H) tensors on ``device`` (zeros when not given)."""
@@ -203,6 +203,13 @@ class _RNNBase(Module):
             h, outputs[t] = h_new * m + h * (1 - m), h_new * m
             c = None if c is None else c_new * m + c * (1 - m)
         return ops.stack(outputs, axis=0), h, c
+
+
+def _stack(states):
+    """(L*D) final states (B, H) -> (L*D, B, H); one state is only given the leading axis."""
+    if len(states) == 1:
+        return ops.reshape(states[0], (1,) + states[0].shape)
+    return ops.stack(states, axis=0)
 
 
 class RNN(_RNNBase):

@@ -672,8 +672,11 @@ class Trainer:
                         self.bar.update(self.step, loss=self.history.get("train_loss"),
                                         metric=None if value is None else task.short_metric.format(value),
                                         rate=rate, eta=self.bar.eta(self.step, elapsed, start_step))
-                        self.stop.hit, elapsed = self.world.agree(self.stop.hit, elapsed)   # MPI: stop together
-                        if self.stop.hit:
+                        # MPI: stop together. A signal can land while the ranks agree (its handler even
+                        # runs inside the allreduce): it is never dropped, it is agreed on next step.
+                        stop, elapsed = self.world.agree(self.stop.hit, elapsed)
+                        if stop:
+                            self.stop.hit = True
                             self.stopped = "interrupted"
                             break
                         if cfg.time_limit and elapsed >= cfg.time_limit:

@@ -183,10 +183,11 @@ class Tensor:
             if node._backward is None or node.grad is None:
                 continue
             parent_grads = node._backward(node.grad)
+            held = _owner(node.grad)     # the memory of node's own gradient: never a parent's too
             for parent, g in zip(node._parents, parent_grads):
                 if g is not None and parent.requires_grad:
                     memory = _owner(g)
-                    own = not retain_graph and memory is not _owner(node.grad) and id(memory) not in adopted
+                    own = not retain_graph and memory is not held and id(memory) not in adopted
                     if _accumulate(parent, g, own):
                         adopted.add(id(memory))
             if not retain_graph:  # free the saved arrays as we go, like PyTorch

@@ -131,7 +131,7 @@ class Steps:
         """The inverse of ``active``: (N, ...) -> (n = T*B, ...), 0 at the padding."""
         if self.spans is None:
             return active
-        full = np.empty((n,) + tuple(active.shape[1:]), dtype=active.dtype)
+        full = A.empty((n,) + tuple(active.shape[1:]), dtype=active.dtype)
         B = n // len(self.batch_sizes)
         for r, o, k in self.spans:
             full[r:r + k] = active[o:o + k]
@@ -152,7 +152,7 @@ class Steps:
             return self.read(A, active.reshape(shape))       # (reversing time is its own inverse)
         if not self.reverse:
             return self.scatter(A, active, shape[0] * shape[1]).reshape(shape)
-        full = np.zeros((shape[0] * shape[1],) + tuple(shape[2:]), dtype=active.dtype)
+        full = A.zeros((shape[0] * shape[1],) + tuple(shape[2:]), dtype=active.dtype)
         full[self.time_rows] = active
         return full.reshape(shape)
 

@@ -86,23 +86,12 @@ def index(x, index):
 def placed(shape, dtype, index, src) -> np.ndarray:
     """An array of ``shape`` holding src at ``index`` and 0 elsewhere; an index repeated in an
     integer array adds every occurrence (the backward of ``x[index]``)."""
-    parts = index if isinstance(index, tuple) else (index,)
-    if not all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in parts):
-        out = np.zeros(shape, dtype)
-        np.add.at(out, index, src)  # integer arrays may repeat an index
-        return out
-    lead = parts[0] if parts else slice(None)
-    if isinstance(lead, (int, np.integer)):
-        lead = slice(lead, lead + 1 if lead != -1 else None)
-    if isinstance(lead, slice) and lead.step in (None, 1) and all(p == slice(None) for p in parts[1:]):
-        start, stop, _ = lead.indices(shape[0])      # rows start..stop of axis 0 (packed[:T], packed[T]):
-        out = np.empty(shape, dtype)                 # write those once, zero only the rest
-        out[:start] = 0
-        out[max(start, stop):] = 0
-        out[index] = src
-        return out
     out = np.zeros(shape, dtype)
-    out[index] = src                # slices and integers: no element is picked twice
+    parts = index if isinstance(index, tuple) else (index,)
+    if all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in parts):
+        out[index] = src            # slices and integers: no element is picked twice
+    else:
+        np.add.at(out, index, src)  # integer arrays may repeat an index
     return out
 
 

@@ -326,8 +326,13 @@ def test_work_is_proportional_to_the_real_tokens():
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_embedding_input_with_lengths(kind):
-    """An embedding lookup as input (projected over the table, not the rows) == the same rows given densely."""
+def test_embedding_input_with_lengths(kind, monkeypatch):
+    """An embedding lookup as input (projected over the table, not the rows) == the same rows given densely.
+    The lengths are unsorted, so the layer permutes the batch first: the permuted rows are still a lookup."""
+    from tinyrnn.ops import recurrent as rec
+    projected_rows = []
+    project = rec._project
+    monkeypatch.setattr(rec, "_project", lambda K, A, x2, w, b: projected_rows.append(x2.shape[0]) or project(K, A, x2, w, b))
     tr.manual_seed(8)
     layer = KINDS[kind](4, 5, bidirectional=True).double()
     table = np.random.default_rng(9).standard_normal((3, 4))       # V = 3 < T*B
@@ -335,6 +340,7 @@ def test_embedding_input_with_lengths(kind):
     lengths = np.array(LENGTHS)
     E = tr.Tensor(table.copy(), requires_grad=True)
     out, _ = layer(ops.embedding(E, idx), lengths=lengths)
+    assert projected_rows == [3, 3]              # both directions multiplied the 3-row table, not 23 tokens
     out.sum().backward()
     grads = [p.grad.copy() for p in layer.parameters()]
     layer.zero_grad()

@@ -78,8 +78,9 @@ class Tensor:
                    goes to ``device`` (default: ``tinyrnn.get_device()``), device arrays stay put
     """
 
-    # _lookup: set only on an embedding's output, (table, indices), so that a layer reading it can
-    # project the small table instead of every row (see ``ops/recurrent.py``, ``InputProjection``).
+    # _lookup: set only on an embedding's output (or ops.permute of its rows), (table, indices), so
+    # that a layer reading it can project the small table instead of every row (see
+    # ``ops/recurrent.py``, ``InputProjection``).
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "_lookup", "__weakref__")
     __array_priority__ = 100  # so ndarray + Tensor calls Tensor.__radd__
 

@@ -287,7 +287,9 @@ def permute(x, order, axis=0):
     """x reordered along ``axis`` by the permutation ``order``: out.take(i) = x.take(order[i]) (CPU).
 
     backward: the gradient put back in place by the inverse permutation, a gather (``getitem``
-    with an index array would scatter-add, which a permutation, repeating no index, never needs)."""
+    with an index array would scatter-add, which a permutation, repeating no index, never needs).
+    Rows of an embedding lookup, permuted, are still a lookup (``Tensor._lookup``, indices permuted):
+    a layer sorting a batch by length still projects the table, not every row."""
     x = _lift(x)
     _cpu_only("permute", x)
     order = np.asarray(order)
@@ -295,7 +297,11 @@ def permute(x, order, axis=0):
     if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
         raise ValueError(f"permute: order must be a permutation of range({n}) (axis {axis} of {x.shape})")
     inverse = np.argsort(order)
-    return record(np.take(x.data, order, axis=axis), (x,), lambda g: (np.take(g, inverse, axis=axis),), "permute")
+    out = record(np.take(x.data, order, axis=axis), (x,), lambda g: (np.take(g, inverse, axis=axis),), "permute")
+    if x._lookup is not None and axis % x.ndim < x.ndim - 1:     # rows of an embedding reordered: still a lookup
+        table, idx = x._lookup
+        out._lookup = (table, np.take(idx, order, axis=axis % x.ndim))
+    return out
 
 
 def concat(tensors, axis=0):

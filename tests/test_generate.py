@@ -20,10 +20,16 @@ def greedy_with_layers(model, prime, length):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("layers", [1, 2])
-def test_kernel_sampling_matches_layers(cell, layers):
+@pytest.mark.parametrize("layers,hidden", [(1, 8), (2, 8), (2, 260)])
+def test_kernel_sampling_matches_layers(cell, layers, hidden):
+    """hidden 260: every layer's products are big enough to be cut into row blocks shared between
+    the threads (``kernels/cpu/generate.py``, ``_gates``; blocks of 62 or 65 rows, not a multiple of 4)."""
+    from tinyrnn.kernels.cpu import generate as cpu_generate
+
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * hidden
+    assert (gates * (hidden + hidden) >= cpu_generate.PARALLEL_MIN) == (hidden == 260)
     manual_seed(0)
-    model = CharRNN(vocab_size=11, cell=cell, hidden=8, layers=layers, embed=5).double()
+    model = CharRNN(vocab_size=11, cell=cell, hidden=hidden, layers=layers, embed=hidden if hidden > 8 else 5).double()
     model.eval()
     prime = [3, 1, 4, 1, 5]
     fast = np.concatenate(list(sample_indices(model, prime, 40, temperature=0.0, chunk=7)))

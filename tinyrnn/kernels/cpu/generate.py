@@ -21,8 +21,15 @@ since they read the embedding; ``w_ih`` has shape ``(0, G*H, H)`` for one layer)
 ``prime`` (P >= 1 indices), then writes ``N = len(out)`` sampled indices, one uniform of ``uniforms``
 each; on return the state is the one after reading ``prime`` and ``out[:-1]`` (to continue, pass
 ``out[-1:]`` as the next prime). The sampling rule is described once, in ``reference/sampling.py``;
-``_sample_index`` implements it. Single-threaded: at batch 1 a matrix-vector product is too small
-to share between threads.
+``_sample_index`` implements it.
+
+Threads: a layer's two matrix-vector products (input and recurrent weights) are shared between
+the threads by blocks of ``BLOCK_ROWS`` gate rows (``_gates``, one parallel region per layer and
+character); the unit math (on SIMD vectors, 16 units a call, as in ``sequence.py``) and the head
+stay on one thread. At batch 1 a product reads every weight once, so one core is held by its
+cache's bandwidth (~22 GFLOP/s here); two cores read twice as much (measured: 1,024 x 512 weights
+44 -> 25 us). Products under ``PARALLEL_MIN`` weights (small models) stay on one thread, where a
+parallel region (~2 us) would cost more than it saves.
 
 Each weight matrix (w_ih0, w_ih, w_hh, w_out) is followed by its row scales (s_ih0, s_ih, s_hh, s_out).
 A matrix may be float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a
@@ -35,9 +42,10 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ..jit import kernel
+from ..jit import kernel, parallel_kernel, prange
 from .activations import tanh
 from .cells import _gru_unit, _lstm_unit
+from .simd import LANES, vload, vstore
 
 
 @intrinsic
@@ -68,16 +76,27 @@ def _widen(x):
         return lambda x: np.float32(x)
 
 
+BLOCK_ROWS = 64         # gate rows per parallel work item (a multiple of 4)
+PARALLEL_MIN = 1 << 16  # weights in a layer's two products below which they run on one thread
+
+
 @kernel
 def _matvec_acc(w, scale, x, out):
-    """out += w @ x.   w (R, K), x (K,), out (R,); 4 rows at a time (rows clamped at the end, as in the
-    matmul tiles). w may be bfloat16 stored as uint16 (scale empty), each weight widened in registers,
-    or int8 with row scales scale (R,): out[r] += scale[r] * (w[r] . x)."""
-    R, K = w.shape
+    """out += w @ x.   w (R, K), x (K,), out (R,); w as in ``_matvec_rows``."""
+    _matvec_rows(w, scale, x, out, 0, w.shape[0])
+
+
+@kernel
+def _matvec_rows(w, scale, x, out, begin, end):
+    """out[begin:end] += w[begin:end] @ x.   w (R, K), x (K,), out (R,); 4 rows at a time (rows clamped
+    at end - 1, as in the matmul tiles). w may be bfloat16 stored as uint16 (scale empty), each weight widened in
+    registers, or int8 with row scales scale (R,): out[r] += scale[r] * (w[r] . x)."""
+    K = w.shape[1]
     scaled = scale.shape[0] > 0
     zero = out.dtype.type(0)
-    for r in range(0, R, 4):
-        r1, r2, r3 = min(r + 1, R - 1), min(r + 2, R - 1), min(r + 3, R - 1)
+    last = end - 1
+    for r in range(begin, end, 4):
+        r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
         w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
         if scaled:
             s0 = s1 = s2 = s3 = zero
@@ -92,6 +111,21 @@ def _matvec_acc(w, scale, x, out):
             s0, s1, s2, s3 = (out[r] + scale[r] * s0, out[r1] + scale[r1] * s1,
                               out[r2] + scale[r2] * s2, out[r3] + scale[r3] * s3)
         out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
+
+
+@parallel_kernel
+def _gates(w_x, s_x, x, out_x, w_h, s_h, h, out_h):
+    """out_x += w_x @ x and out_h += w_h @ h (out_x may be out_h: LSTM and RNN add both into one
+    gates vector; the GRU keeps them apart), w_x (R, Kx), w_h (R, Kh): the rows cut into blocks of
+    BLOCK_ROWS, shared between the threads, each block's rows of both products on one thread."""
+    R = w_h.shape[0]
+    n_blocks = (R + BLOCK_ROWS - 1) // BLOCK_ROWS if R * (w_x.shape[1] + w_h.shape[1]) >= PARALLEL_MIN else 1
+    rows = (R + n_blocks - 1) // n_blocks
+    for block in prange(n_blocks):
+        r0 = block * rows
+        r1 = min(r0 + rows, R)
+        _matvec_rows(w_x, s_x, x, out_x, r0, r1)
+        _matvec_rows(w_h, s_h, h, out_h, r0, r1)
 
 
 @kernel
@@ -144,13 +178,17 @@ def _lstm_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, h, c, index, 
     for layer in range(L):
         gates[:] = b[layer]
         if layer == 0:
-            _matvec_acc(w_ih0, s_ih0, embedding[index], gates)
+            _gates(w_ih0, s_ih0, embedding[index], gates, w_hh[layer], s_hh[layer], h[layer], gates)
         else:
-            _matvec_acc(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], gates)
-        _matvec_acc(w_hh[layer], s_hh[layer], h[layer], gates)
-        for j in range(H):
-            _, _, _, _, c[layer, j], h[layer, j] = _lstm_unit(
-                gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], c[layer, j])
+            _gates(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], gates, w_hh[layer], s_hh[layer], h[layer], gates)
+        hl, cl = h[layer], c[layer]
+        for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
+            _, _, _, _, cj, hj = _lstm_unit(vload(gates, j), vload(gates, H + j), vload(gates, 2 * H + j),
+                                            vload(gates, 3 * H + j), vload(cl, j))
+            vstore(cl, j, cj)
+            vstore(hl, j, hj)
+        for j in range(H - H % LANES, H):                # the rest, one at a time
+            _, _, _, _, cl[j], hl[j] = _lstm_unit(gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], cl[j])
 
 
 @kernel
@@ -174,15 +212,18 @@ def _gru_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, h, in
     one = h.dtype.type(1)
     for layer in range(L):
         gi[:] = b_ih[layer]
-        if layer == 0:
-            _matvec_acc(w_ih0, s_ih0, embedding[index], gi)
-        else:
-            _matvec_acc(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], gi)
         gh[:] = b_hh[layer]
-        _matvec_acc(w_hh[layer], s_hh[layer], h[layer], gh)
-        for j in range(H):     # gh holds b_hh: it is the b_r, b_z of _gru_unit
-            _, _, _, h[layer, j] = _gru_unit(gi[j], gi[H + j], gh[j], gh[H + j],
-                                             gi[2 * H + j], gh[2 * H + j], h[layer, j], one)
+        if layer == 0:
+            _gates(w_ih0, s_ih0, embedding[index], gi, w_hh[layer], s_hh[layer], h[layer], gh)
+        else:
+            _gates(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], gi, w_hh[layer], s_hh[layer], h[layer], gh)
+        hl = h[layer]          # gh holds b_hh: it is the b_r, b_z of _gru_unit
+        for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
+            _, _, _, hj = _gru_unit(vload(gi, j), vload(gi, H + j), vload(gh, j), vload(gh, H + j),
+                                    vload(gi, 2 * H + j), vload(gh, 2 * H + j), vload(hl, j), one)
+            vstore(hl, j, hj)
+        for j in range(H - H % LANES, H):                # the rest, one at a time
+            _, _, _, hl[j] = _gru_unit(gi[j], gi[H + j], gh[j], gh[H + j], gi[2 * H + j], gh[2 * H + j], hl[j], one)
 
 
 @kernel
@@ -208,10 +249,9 @@ def _rnn_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, h, index
     for layer in range(L):
         pre[:] = b[layer]
         if layer == 0:
-            _matvec_acc(w_ih0, s_ih0, embedding[index], pre)
+            _gates(w_ih0, s_ih0, embedding[index], pre, w_hh[layer], s_hh[layer], h[layer], pre)
         else:
-            _matvec_acc(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], pre)
-        _matvec_acc(w_hh[layer], s_hh[layer], h[layer], pre)
+            _gates(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], pre, w_hh[layer], s_hh[layer], h[layer], pre)
         for j in range(H):
             h[layer, j] = max(pre[j], zero) if relu else tanh(pre[j])
 

@@ -100,7 +100,6 @@ def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=
     (see ``generation_weights``).
     """
     w = generation_weights(model, weights)
-    mats = [w[key] for name in MATRICES for key in (name, "s" + name[1:])]   # w_ih0, s_ih0, ..., w_out, s_out
     L, H = model.layers, model.hidden
     dtype = w["b_out"].dtype
     h = np.zeros((L, H), dtype=dtype)
@@ -114,19 +113,25 @@ def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=
     while done < length:
         n = min(chunk, length - done)
         out = np.empty(n, dtype=np.int64)
-        uniforms = rng.random(n)
-        if model.cell == "lstm":
-            K.lstm_generate(w["embedding"], *mats[:6], w["b"], *mats[6:], w["b_out"],
-                            h, c, prime, uniforms, temperature, top_k, top_p, out)
-        elif model.cell == "gru":
-            K.gru_generate(w["embedding"], *mats[:6], w["b_ih"], w["b_hh"], *mats[6:],
-                           w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
-        else:
-            K.rnn_generate(w["embedding"], *mats[:6], w["b"], model.rnn.nonlinearity == "relu",
-                           *mats[6:], w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
+        run_generation(K, model, w, h, c, prime, rng.random(n), temperature, top_k, top_p, out)
         yield out
         prime = out[-1:]  # the state now holds everything before the last sampled index
         done += n
+
+
+def run_generation(K, model, w, h, c, prime, uniforms, temperature, top_k, top_p, out):
+    """One call of the kernel module K's ``*_generate`` for model's cell, with the weights w of
+    ``generation_weights``: reads prime, fills out, updates h (and c for an LSTM) in place."""
+    mats = [w[key] for name in MATRICES for key in (name, "s" + name[1:])]   # w_ih0, s_ih0, ..., w_out, s_out
+    if model.cell == "lstm":
+        K.lstm_generate(w["embedding"], *mats[:6], w["b"], *mats[6:], w["b_out"],
+                        h, c, prime, uniforms, temperature, top_k, top_p, out)
+    elif model.cell == "gru":
+        K.gru_generate(w["embedding"], *mats[:6], w["b_ih"], w["b_hh"], *mats[6:],
+                       w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
+    else:
+        K.rnn_generate(w["embedding"], *mats[:6], w["b"], model.rnn.nonlinearity == "relu",
+                       *mats[6:], w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
 
 
 def check_sampling_options(length, temperature, top_k, top_p):

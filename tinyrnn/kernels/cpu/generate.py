@@ -24,8 +24,8 @@ each; on return the state is the one after reading ``prime`` and ``out[:-1]`` (t
 ``_sample_index`` implements it.
 
 Threads: a layer's two matrix-vector products (input and recurrent weights) are shared between
-the threads by blocks of ``BLOCK_ROWS`` gate rows (``_gates``, one parallel region per layer and
-character); the unit math (on SIMD vectors, 16 units a call, as in ``sequence.py``) and the head
+the threads by blocks of ``BLOCK_ROWS`` gate rows (``_gates_in_blocks``, one parallel region per
+layer and character); the unit math (on SIMD vectors, 16 units a call, as in ``sequence.py``) and the head
 stay on one thread. At batch 1 a product reads every weight once, so one core is held by its
 cache's bandwidth (~22 GFLOP/s here); two cores read twice as much (measured: 1,024 x 512 weights
 44 -> 25 us). Products under ``PARALLEL_MIN`` weights (small models) stay on one thread, where a
@@ -113,13 +113,25 @@ def _matvec_rows(w, scale, x, out, begin, end):
         out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
 
 
-@parallel_kernel
+@kernel
 def _gates(w_x, s_x, x, out_x, w_h, s_h, h, out_h):
     """out_x += w_x @ x and out_h += w_h @ h (out_x may be out_h: LSTM and RNN add both into one
-    gates vector; the GRU keeps them apart), w_x (R, Kx), w_h (R, Kh): the rows cut into blocks of
-    BLOCK_ROWS, shared between the threads, each block's rows of both products on one thread."""
+    gates vector; the GRU keeps them apart), w_x (R, Kx), w_h (R, Kh): on this thread when the two
+    hold fewer than PARALLEL_MIN weights, else shared between the threads (``_gates_in_blocks``)."""
     R = w_h.shape[0]
-    n_blocks = (R + BLOCK_ROWS - 1) // BLOCK_ROWS if R * (w_x.shape[1] + w_h.shape[1]) >= PARALLEL_MIN else 1
+    if R * (w_x.shape[1] + w_h.shape[1]) < PARALLEL_MIN:
+        _matvec_rows(w_x, s_x, x, out_x, 0, R)
+        _matvec_rows(w_h, s_h, h, out_h, 0, R)
+    else:
+        _gates_in_blocks(w_x, s_x, x, out_x, w_h, s_h, h, out_h)
+
+
+@parallel_kernel
+def _gates_in_blocks(w_x, s_x, x, out_x, w_h, s_h, h, out_h):
+    """``_gates`` with the rows cut into blocks of about BLOCK_ROWS, one parallel region: each
+    block's rows of both products on one thread."""
+    R = w_h.shape[0]
+    n_blocks = (R + BLOCK_ROWS - 1) // BLOCK_ROWS
     rows = (R + n_blocks - 1) // n_blocks
     for block in prange(n_blocks):
         r0 = block * rows

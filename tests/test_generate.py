@@ -91,3 +91,22 @@ def test_compact_sampling_is_the_model_with_rounded_weights(cell, weights):
     assert not np.array_equal(plain.rnn.weight_hh_l0.data, rounded.rnn.weight_hh_l0.data)
     with pytest.raises(Exception, match="unknown --weights"):
         next(sample_indices(plain, prime, 5, weights="int4"))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_int8_rounding_tool_reads_like_evaluate(cell):
+    """``python -m tinyrnn.bench.int8_rounding``: one character at a time, float32, it scores what
+    ``evaluate`` scores in one stream; int8 weights move it a little, rounding the vectors too
+    moves it by much less again (the kernel math: ``test_int16_activations``)."""
+    from tinyrnn.bench.int8_rounding import bits_per_char
+    from tinyrnn.generate import evaluate
+
+    manual_seed(7)
+    model = CharRNN(vocab_size=12, cell=cell, hidden=40, layers=2, embed=9)
+    model.eval()
+    ids = np.random.default_rng(0).integers(0, 12, 300)
+    loss, count = evaluate(model, ids, batch_size=1, seq_len=50)
+    f32 = bits_per_char(model, ids, "f32", False)
+    assert count == 299 and abs(f32 - loss / np.log(2)) < 1e-5
+    weights_only, sampled = bits_per_char(model, ids, "int8", False), bits_per_char(model, ids, "int8", True)
+    assert 0 < abs(weights_only - f32) < 0.01 and abs(sampled - weights_only) < 1e-4

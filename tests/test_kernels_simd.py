@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinyrnn.kernels.cpu.activations import sigmoid, tanh
-from tinyrnn.kernels.cpu.simd import LANES, vfma, vget, vload, vset, vsplat, vstore, vzeros
+from tinyrnn.kernels.cpu.simd import LANES, vdot_pairs, vfma, vget, vizeros, vload, vset, vsplat, vstore, vsum, vzeros
 from tinyrnn.kernels.jit import kernel
 
 N_RESULTS = 13
@@ -62,3 +62,27 @@ def test_get_set_and_unaligned_store():
     out = np.full(LANES + 2, -1, np.float32)
     lanes_roundtrip(a, out)
     np.testing.assert_array_equal(out, np.concatenate([[-1], 2 * a, [-1]]))
+
+
+@kernel
+def integer_dot(q, i, x, j, chunks):
+    """q[i:] . x[j:] over `chunks` vdot_pairs, and over the first one alone"""
+    acc = vizeros()
+    for n in range(chunks):
+        acc = vdot_pairs(acc, q, i + 2 * LANES * n, x, j + 2 * LANES * n)
+    first = vdot_pairs(vizeros(), q, i, x, j)
+    return vsum(acc), vsum(first)
+
+
+def test_integer_dot_products():
+    """vdot_pairs + vsum: int8 times int16 summed exactly in int32, at any offsets, at the extremes."""
+    rng = np.random.default_rng(3)
+    q = rng.integers(-127, 128, 300).astype(np.int8)
+    x = rng.integers(-32767, 32768, 300).astype(np.int16)
+    for i, j, chunks in ((0, 0, 1), (5, 3, 4), (17, 40, 8)):
+        n = 2 * LANES * chunks
+        total, first = integer_dot(q, i, x, j, chunks)
+        assert total == int(q[i:i + n].astype(np.int64) @ x[j:j + n].astype(np.int64))
+        assert first == int(q[i:i + 2 * LANES].astype(np.int64) @ x[j:j + 2 * LANES].astype(np.int64))
+    extreme_q, extreme_x = np.full(2 * LANES * 8, -127, np.int8), np.full(2 * LANES * 8, -32767, np.int16)
+    assert integer_dot(extreme_q, 0, extreme_x, 0, 8)[0] == 127 * 32767 * 2 * LANES * 8   # 1.07e9: no wrap

@@ -7,7 +7,9 @@ Numba, with no Python per character. The sampling rule (temperature, top-k, top-
 once, with ``sample_index`` in ``tinyrnn/kernels/reference/sampling.py``. The weight matrices go to
 the kernels as float32, as bfloat16 (``weights="bf16"``, stored as uint16) or as int8 with a scale
 per row (``weights="int8"``); the formats are described in ``kernels/reference/weight_formats.py``.
-``round_to_weights`` gives the model those same numbers, so ``evaluate`` can score a format.
+``round_to_weights`` gives the model those same numbers, so ``evaluate`` can score a format (int8
+sampling also rounds each product's vector to 16-bit integers, which ``evaluate`` does not: 1e-5
+bits/char, ``python -m tinyrnn.bench.int8_rounding`` measures it).
 """
 import math
 
@@ -81,7 +83,7 @@ def rounded(matrix, weights):
 def round_to_weights(model, weights: str):
     """The model with its generation matrices rounded as ``generation_weights(model, weights)``
     stores them (in place, in the model's own dtype): what ``tinyrnn eval --weights`` scores, so the
-    bits/char of a format measure exactly the numbers sampling multiplies by."""
+    bits/char of a format measure the weights sampling multiplies by."""
     for k in range(model.layers):
         for p in model.rnn.layer_weights(k)[:2]:
             p.data[...] = rounded(p.data, weights)

@@ -11,7 +11,8 @@ Per-layer weights are stacked along a leading layer axis, because layer 0 reads 
 Each of the four weight matrices (w_ih0, w_ih, w_hh, w_out) is followed by its row scales
 (s_ih0 (G*H,), s_ih (L-1, G*H), s_hh (L, G*H), s_out (V,)). A matrix may be float (of h's dtype),
 bfloat16 stored as uint16, or int8 with those per-row scales (``weight_formats.py``); float and
-bfloat16 matrices take empty scales (shape (..., 0)). Each weight is the float value it stands for.
+bfloat16 matrices take empty scales (shape (..., 0)). Each weight is the float value it stands for;
+a product with an int8 matrix rounds its vector to 16-bit integers first (``weight_formats.times``).
 h (L, H) (and c (L, H)) hold the initial state and are updated in place. The model first reads
 prime (P,) (P >= 1, int64), then generates N = len(out) indices, one uniform from uniforms (N,)
 per index. On return h (c) is the state after reading prime and out[:-1]: to continue, pass
@@ -23,20 +24,20 @@ import numpy as np
 
 from .cells import gru_cell_forward, lstm_cell_forward, rnn_cell_forward
 from .sampling import sample_index
-from .weight_formats import widen
+from .weight_formats import times
 
 
-def _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out):
-    """The four matrices as the float values they stand for."""
-    return widen(w_ih0, s_ih0), widen(w_ih, s_ih), widen(w_hh, s_hh), widen(w_out, s_out)
+def _input_weights(layer, w_ih0, s_ih0, w_ih, s_ih):
+    """A layer's input matrix and its row scales: layer 0 reads the embedding, the others h."""
+    return (w_ih0, s_ih0) if layer == 0 else (w_ih[layer - 1], s_ih[layer - 1])
 
 
-def _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out):
+def _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out):
     """The loop shared by the three models: step(index) advances the state by one input."""
     for index in prime:
         step(index)
     for n in range(len(out)):
-        logits = w_out @ h[-1] + b_out
+        logits = times(w_out, s_out, h[-1]) + b_out
         out[n] = sample_index(logits, uniforms[n], temperature, top_k, top_p)
         if n + 1 < len(out):
             step(out[n])
@@ -45,42 +46,39 @@ def _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p,
 def lstm_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, w_out, s_out, b_out, h, c, prime,
                   uniforms, temperature, top_k, top_p, out):
     """Batch-1 LSTM sampling (see the module docstring); fills out (N,) int64, updates h, c (L, H)."""
-    w_ih0, w_ih, w_hh, w_out = _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out)
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):
-            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
-            gates = w_in @ x + w_hh[layer] @ h[layer] + b[layer]
+            gates = (times(*_input_weights(layer, w_ih0, s_ih0, w_ih, s_ih), x)
+                     + times(w_hh[layer], s_hh[layer], h[layer]) + b[layer])
             acts = np.empty_like(gates)
             lstm_cell_forward(gates[None], c[layer][None], acts[None], c[layer][None], h[layer][None])
             x = h[layer]
-    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
+    _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
 
 
 def gru_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_out, s_out, b_out, h, prime,
                  uniforms, temperature, top_k, top_p, out):
     """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
-    w_ih0, w_ih, w_hh, w_out = _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out)
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):
-            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
-            gi = w_in @ x + b_ih[layer]
-            gh = w_hh[layer] @ h[layer] + b_hh[layer]
+            gi = times(*_input_weights(layer, w_ih0, s_ih0, w_ih, s_ih), x) + b_ih[layer]
+            gh = times(w_hh[layer], s_hh[layer], h[layer]) + b_hh[layer]
             acts = np.empty_like(gi)
             gru_cell_forward(gi[None], gh[None], h[layer][None].copy(), acts[None], h[layer][None])
             x = h[layer]
-    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
+    _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
 
 
 def rnn_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, w_out, s_out, b_out, h, prime,
                  uniforms, temperature, top_k, top_p, out):
     """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
-    w_ih0, w_ih, w_hh, w_out = _widen_all(w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, w_out, s_out)
     def step(index):
         x = embedding[index]
         for layer in range(w_hh.shape[0]):
-            w_in = w_ih0 if layer == 0 else w_ih[layer - 1]
-            rnn_cell_forward((w_in @ x + w_hh[layer] @ h[layer] + b[layer])[None], h[layer][None], relu)
+            pre = (times(*_input_weights(layer, w_ih0, s_ih0, w_ih, s_ih), x)
+                   + times(w_hh[layer], s_hh[layer], h[layer]) + b[layer])
+            rnn_cell_forward(pre[None], h[layer][None], relu)
             x = h[layer]
-    _generate(step, w_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
+    _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)

@@ -9,8 +9,18 @@ so it is stored as uint16; widened, it is ``u << 16`` reinterpreted as float32.
 
 int8 (1 byte) keeps one float32 scale per row r of a matrix (per output unit):
 ``w[r, k] ~ scale[r] * q[r, k]`` with ``q`` in [-127, 127] and ``scale[r] = max_k |w[r, k]| / 127``,
-so every row uses the full range. A matrix-vector product is then ``scale[r] * (q[r] . x)``: the
-integer row is widened, the dot taken in float32, and the scale applied once per row.
+so every row uses the full range. A matrix-vector product ``w @ x`` with an int8 matrix also
+rounds the vector x to 16-bit integers, so that the dot products are integer ones (on x86 one
+``vpmaddwd`` does 16 of them, against 8 float multiply-adds after widening each weight):
+
+    levels = min(32767, (2**31 - 1) // (127 * K))        K = len(x): no int32 sum can overflow
+    step   = max|x| / levels                             (0 for x = 0)
+    xq     = rint(x / step)                              int16, in [-levels, levels]
+    (w @ x)[r] ~ (scale[r] * step) * (q[r] . xq)         the dot exact in int32
+
+Every element of x moves by at most step / 2 (1.5e-5 of max|x| up to K = 516); the weights'
+own rounding is 1/254 of a row's largest weight, so it is the weights that cost the quality
+(BENCHMARKS.md measures both).
 
     to_bfloat16(a)             float array -> uint16 array, rounded to the nearest bfloat16 (ties to even)
     from_bfloat16(u)           uint16 array -> float32 array: the exact value each bfloat16 stands for
@@ -18,6 +28,8 @@ integer row is widened, the dot taken in float32, and the scale applied once per
     from_int8_rows(q, scale)   the values q and scale stand for (float64, exact)
     no_scale(w)                the empty scale (..., 0) that float and bfloat16 matrices go with
     widen(w, scale)            w as float: from_bfloat16 for uint16, from_int8_rows for int8, else w itself
+    to_int16_activations(x)    float vector (K,) -> (xq int16 (K,), step float64), the rule above
+    times(w, scale, x)         w @ x for a matrix in any of the formats (int8: by the rule above)
 """
 import numpy as np
 
@@ -55,3 +67,24 @@ def widen(w, scale) -> np.ndarray:
     if w.dtype == np.int8:
         return from_int8_rows(w, scale)
     return w
+
+
+def activation_levels(K: int) -> int:
+    return max(1, min(32767, (2 ** 31 - 1) // (127 * K)))
+
+
+def to_int16_activations(x):
+    x = np.asarray(x)
+    amax = float(np.abs(x).max(initial=0.0))
+    if amax == 0:
+        return np.zeros(x.shape, np.int16), 0.0
+    levels = activation_levels(x.shape[0])
+    return np.rint(x.astype(np.float64) * (levels / amax)).astype(np.int16), amax / levels
+
+
+def times(w, scale, x) -> np.ndarray:
+    if w.dtype != np.int8:
+        return widen(w, scale) @ x
+    xq, step = to_int16_activations(x)
+    dots = (w.astype(np.int64) @ xq.astype(np.int64)).astype(x.dtype)
+    return (scale.astype(x.dtype) * x.dtype.type(step)) * dots

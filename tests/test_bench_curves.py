@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinyrnn import Tensor, manual_seed, optim
+from tinyrnn.train import TrainConfig
 from tinyrnn.bench import curves
 from tinyrnn.models import CharRNN
 
@@ -15,11 +16,12 @@ def test_schedule_is_tinyrnns_warmup_and_cosine():
     args = curves._parse(["corpus.txt", "--out", "x", "--lr", "0.006", "--warmup", "7"])
     horizon = 40
     opt = optim.SGD([Tensor(np.zeros(1), requires_grad=True)], lr=args.lr)
-    sched = optim.WarmupLR(opt, args.warmup, after=optim.CosineLR(opt, horizon - args.warmup, min_lr=args.lr / 10))
+    sched = optim.WarmupLR(opt, args.warmup, after=optim.CosineLR(opt, horizon - args.warmup,
+                                                               min_lr=args.lr * TrainConfig.FINAL_LR))
     for step in range(horizon + 5):                 # update number step + 1 runs with lr_at(step)
         assert curves.lr_at(step, args, horizon) == pytest.approx(opt.lr, rel=1e-12), step
         sched.step()
-    assert curves.lr_at(horizon, args, horizon) == pytest.approx(args.lr / 10)
+    assert curves.lr_at(horizon, args, horizon) == pytest.approx(args.lr * TrainConfig.FINAL_LR, abs=1e-15)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -80,6 +80,7 @@ class LoopConfig:
     device: str = "cpu"                # 'cpu' or 'cuda'
 
     DEFAULT_STEPS: ClassVar[int] = 1500
+    FINAL_LR: ClassVar[float] = 0.1      # the cosine ends at lr * FINAL_LR
     PATH_FIELDS: ClassVar[tuple] = ()    # file options, stored as absolute paths and compared by realpath
     # Options that may differ when resuming; everything else must match the run being continued.
     RESUMABLE: ClassVar[frozenset] = frozenset({"steps", "epochs", "time_limit", "eval_every", "save_every",
@@ -237,7 +238,7 @@ def make_optimizer(cfg, params):
 
 
 def make_schedule(cfg, opt, total_steps):
-    """Linear warm-up, then cosine decay to lr/10 over the run (or the step schedule).
+    """Linear warm-up, then cosine decay to lr * cfg.FINAL_LR over the run (or the step schedule).
 
     The run's length is ``total_steps``; with ``--time-limit`` and no step count, a first guess
     (``cfg.DEFAULT_STEPS``) that ``fit_schedule_to_budget`` replaces as soon as the step rate is known."""
@@ -246,7 +247,7 @@ def make_schedule(cfg, opt, total_steps):
     horizon = total_steps or (cfg.DEFAULT_STEPS if cfg.time_limit else None)
     after = None
     if cfg.lr_schedule == "cosine" and horizon:
-        after = optim.CosineLR(opt, max(1, horizon - cfg.warmup), min_lr=cfg.lr / 10)
+        after = optim.CosineLR(opt, max(1, horizon - cfg.warmup), min_lr=cfg.lr * cfg.FINAL_LR)
     elif cfg.lr_schedule == "step" and horizon:
         after = optim.StepLR(opt, max(1, horizon // 3), gamma=0.3)
     return optim.WarmupLR(opt, cfg.warmup, after=after)
@@ -255,7 +256,7 @@ def make_schedule(cfg, opt, total_steps):
 def fit_schedule_to_budget(sched, step, total, warmup, steps_left_in_budget):
     """With ``--time-limit``, the schedule ends where the budget does: the run's horizon becomes
     min(total steps, step + the steps the remaining seconds allow at the rate measured so far),
-    so the cosine reaches lr/10 (or the step schedule its third drop) at the time limit instead of
+    so the cosine reaches its floor (or the step schedule its third drop) at the time limit instead of
     being cut off half way. Called at every log window; the horizon is saved with the schedule
     (a resumed run goes on from it). Returns the horizon (None: nothing to fit)."""
     after = getattr(sched, "after", None)

@@ -5,7 +5,7 @@
 1. ``tinyrnn train CORPUS --time-limit S --eval-every E [options]``: the command line a user runs.
 2. The same model in PyTorch (``nn.Embedding`` -> ``nn.LSTM``/``nn.GRU`` -> ``nn.Linear``), trained
    the same way for the same seconds: the same batches (``tinyrnn.data.StreamBatches`` over the same
-   split, state carried across windows), Adam, linear warm-up then a cosine to lr/10 whose end is
+   split, state carried across windows), Adam, linear warm-up then a cosine to lr * FINAL_LR (0) whose end is
    refitted to the budget from the measured step rate, gradient clipping, and an evaluation of the
    first ``--eval-chars`` held-out characters every E steps (inside the clock, as in tinyrnn).
 3. Both final models scored on the *whole* held-out part the way ``tinyrnn eval`` scores it (16
@@ -25,6 +25,7 @@ import tempfile
 import time
 from xml.sax.saxutils import escape
 
+from ..train import TrainConfig
 from .configs import cli_module, thread_env
 
 LN2 = math.log(2.0)
@@ -107,11 +108,13 @@ def torch_bpc(model, ids, streams=16, seq_len=256):
 
 
 def lr_at(step, args, horizon):
-    """Linear warm-up to lr, then half a cosine to lr/10 at ``horizon`` (tinyrnn's default schedule)."""
+    """Linear warm-up to lr, then half a cosine to lr * TrainConfig.FINAL_LR at ``horizon`` (the
+    character models' default schedule)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     t = min(1.0, (step - args.warmup) / max(1, horizon - args.warmup))
-    return args.lr / 10 + (args.lr - args.lr / 10) * 0.5 * (1 + math.cos(math.pi * t))
+    floor = args.lr * TrainConfig.FINAL_LR
+    return floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def run_torch(args, train_ids, val_ids, vocab_size):

@@ -79,7 +79,7 @@ def _widen(x):
 
 
 def _is_int8(w):
-    return isinstance(w.dtype, types.Integer) and w.dtype.bitwidth == 8
+    return isinstance(w.dtype, types.Integer) and w.dtype.signed and w.dtype.bitwidth == 8
 
 
 BLOCK_ROWS = 64         # gate rows per parallel work item (a multiple of 4)
@@ -129,9 +129,9 @@ def _int8_rows(q, scale, xq, step, out, begin, end):
             d1 += np.int32(q1[k]) * xk
             d2 += np.int32(q2[k]) * xk
             d3 += np.int32(q3[k]) * xk
-        one = out.dtype.type(step)   # all four read before any is written: clamped rows repeat a row
-        o0, o1, o2, o3 = (out[r] + scale[r] * one * d0, out[r1] + scale[r1] * one * d1,
-                          out[r2] + scale[r2] * one * d2, out[r3] + scale[r3] * one * d3)
+        s = out.dtype.type(step)     # all four read before any is written: clamped rows repeat a row
+        o0, o1, o2, o3 = (out[r] + scale[r] * s * d0, out[r1] + scale[r1] * s * d1,
+                          out[r2] + scale[r2] * s * d2, out[r3] + scale[r3] * s * d3)
         out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
 
 

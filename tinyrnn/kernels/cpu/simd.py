@@ -8,16 +8,17 @@
     v = vadd(a, b)          v[l] = a[l] + b[l]
     x = vget(v, l)          one lane, as a scalar;  v = vset(v, l, x): a copy with lane l replaced
 
-    for l in range(LANES). Integer dot products (int8 weights times int16 activations, summed in int32):
-
-    v = vizeros()                  v[l] = 0, an IVec: LANES int32 lanes
-    v = vdot_pairs(acc, q, i, x, j)  v[l] = acc[l] + q[i+2l] x[j+2l] + q[i+2l+1] x[j+2l+1]
-                                   q: 1-D C int8 array, x: 1-D C int16 array; 2 * LANES products
-    s = vsum(v)                    the int32 sum of the lanes (wraps on overflow: the caller bounds it)
- Inside kernels the arithmetic operators + - * / and min(), max()
+    for l in range(LANES). Inside kernels the arithmetic operators + - * / and min(), max()
     also work lane by lane on vectors, and between a vector and a scalar (broadcast), so code
     written for scalars runs unchanged on vectors: ``c = f * c_prev + i * g`` computes 16
     units at once when its inputs are vectors (``activations.py`` gives tanh and sigmoid too).
+
+Integer dot products (int8 weights times int16 activations, summed in int32; ``generate.py``):
+
+    v = vizeros()                    v[l] = 0, an IVec: LANES int32 lanes
+    v = vdot_pairs(acc, q, i, x, j)  v[l] = acc[l] + q[i+2l] x[j+2l] + q[i+2l+1] x[j+2l+1]
+                                     q: 1-D C int8 array, x: 1-D C int16 array; 2 * LANES products
+    s = vsum(v)                      the int32 sum of the lanes (wraps on overflow: the caller bounds it)
 
 Why: a matmul's inner loop wants a block of C, e.g. 4 rows x 64 columns, held in *registers*
 for the whole k loop. Numba runs LLVM's loop vectoriser but not its SLP vectoriser, so a block
@@ -78,14 +79,16 @@ class _IVecModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(I32, LANES))
 
 
-def _is_flat_array(a, kind, bits):
-    return (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-            and isinstance(a.dtype, kind) and a.dtype.bitwidth == bits)
+def _is_flat(a):
+    return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
 
 
 def _is_flat_float_array(a):
-    return (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-            and isinstance(a.dtype, types.Float))
+    return _is_flat(a) and isinstance(a.dtype, types.Float)
+
+
+def _is_flat_signed_array(a, bits):
+    return _is_flat(a) and isinstance(a.dtype, types.Integer) and a.dtype.signed and a.dtype.bitwidth == bits
 
 
 def _vector_pointer(context, builder, array_type, array, index_type, index, lanes=LANES):
@@ -261,8 +264,7 @@ def vdot_pairs(typingctx, acc, q, i, x, j):
     """2 * LANES products of int8 q[i:] and int16 x[j:], added in neighbouring pairs into acc's lanes.
     Written as plain IR (widen, multiply, add the even and odd products): LLVM lowers exactly
     this pattern to ``vpmaddwd`` on x86 (16 products an instruction on AVX2), and to its like elsewhere."""
-    if not (acc == ivec and _is_flat_array(q, types.Integer, 8) and q.dtype.signed
-            and _is_flat_array(x, types.Integer, 16) and x.dtype.signed
+    if not (acc == ivec and _is_flat_signed_array(q, 8) and _is_flat_signed_array(x, 16)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
 

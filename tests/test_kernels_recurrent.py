@@ -349,7 +349,9 @@ def test_generate_compact_weights(kind, dtype, fmt):
     assert packed["w_hh"].dtype == {"bf16": np.uint16, "int8": np.int8}[fmt]
     assert not np.array_equal(rounded["w_hh"], m["w_hh"])
     prime, uniforms = np.array([3, 1, 4], dtype=np.int64), rng.random(40)
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    # float32: the kernel's sums (SIMD, FMA) and numpy's go in different orders, and the ReLU RNN's
+    # state grows to 1e13 over the 43 steps, so the two part by up to ~3e-5 relative
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=2e-5)
     if fmt == "int8" and dtype == np.float32:
         # an ulp between numpy's and the kernel's float32 unit math can move an element of h across
         # a rounding boundary of the next product (one step of the 16-bit grid); float64 shows the

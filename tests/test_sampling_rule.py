@@ -5,7 +5,9 @@ gives fixed logits: w_out = 0, b_out = the logits, so every draw uses the same d
 The rule: p = softmax(z / temperature); rank the indices by decreasing p (ties: lower index
 first); keep the first top_k (all if top_k <= 0); then, if top_p < 1, the shortest prefix of those
 whose probabilities sum to >= top_p; walk the kept indices in rank order and return the first at
-which the running sum of p exceeds u * (sum of kept p). temperature <= 0: the argmax.
+which the running sum of p exceeds u * (sum of kept p). When nothing is cut (top_k <= 0 or >= V,
+top_p >= 1) the walk is in index order instead (the same distribution, no sort). temperature <= 0:
+the argmax.
 """
 import numpy as np
 import pytest
@@ -19,7 +21,10 @@ US = np.linspace(0.0, 0.999, 1000)
 
 # (temperature, top_k, top_p) -> [(u below which, index)], written out by hand from P
 CASES = {
-    (1.0, 0, 1.0): [(0.5, 0), (0.8, 2), (0.9, 1), (0.95, 3), (1.0, 4)],
+    (1.0, 0, 1.0): [(0.5, 0), (0.6, 1), (0.9, 2), (0.95, 3), (1.0, 4)],   # nothing cut: index order
+    (1.0, 5, 1.0): [(0.5, 0), (0.6, 1), (0.9, 2), (0.95, 3), (1.0, 4)],   # top_k = V cuts nothing
+    (1.0, 9, 1.0): [(0.5, 0), (0.6, 1), (0.9, 2), (0.95, 3), (1.0, 4)],   # nor does top_k > V
+    (1.0, 4, 1.0): [(0.5 / 0.95, 0), (0.8 / 0.95, 2), (0.9 / 0.95, 1), (1.0, 3)],  # rank order again
     (1.0, 2, 1.0): [(0.5 / 0.8, 0), (1.0, 2)],                     # kept {0, 2}, total 0.8
     (1.0, 3, 1.0): [(0.5 / 0.9, 0), (0.8 / 0.9, 2), (1.0, 1)],
     (1.0, 1, 1.0): [(1.0, 0)],                                      # top_k 1: always the argmax
@@ -28,7 +33,7 @@ CASES = {
     (1.0, 0, 0.2): [(1.0, 0)],                                      # small top_p: the most probable only
     (1.0, 2, 0.95): [(0.5 / 0.8, 0), (1.0, 2)],                     # top_k first, then top_p
     # temperature 0.5: p ~ P**2 = .25, .01, .09, .0025, .0025 (sum .355)
-    (0.5, 0, 1.0): [(0.25 / 0.355, 0), (0.34 / 0.355, 2), (0.35 / 0.355, 1), (0.3525 / 0.355, 3), (1.0, 4)],
+    (0.5, 0, 1.0): [(0.25 / 0.355, 0), (0.26 / 0.355, 1), (0.35 / 0.355, 2), (0.3525 / 0.355, 3), (1.0, 4)],
     # temperature 2: p ~ sqrt(P)
     (2.0, 2, 1.0): [(np.sqrt(0.5) / (np.sqrt(0.5) + np.sqrt(0.3)), 0), (1.0, 2)],
 }

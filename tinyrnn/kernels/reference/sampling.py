@@ -6,6 +6,8 @@ Sampling one index from the logits z (V,), with u in [0, 1):
          keep the first top_k of order (all if top_k <= 0), then, if top_p < 1, the shortest
          prefix of those whose probabilities sum to >= top_p; return the first kept index
          (walking in that order) at which the running sum of kept p exceeds u * (sum of kept p).
+    When neither top_k nor top_p cuts anything (top_k <= 0 or >= V, top_p >= 1: the default),
+    order is the indices in increasing order instead: the same distribution, without a sort.
 
 The CPU kernel (``cpu/generate.py``'s ``_sample_index``) implements the same rule inside Numba;
 the CUDA generation and ``tinyrnn.generate.fill`` call ``sample_index`` itself. numpy only.
@@ -20,8 +22,11 @@ def sample_index(logits, u, temperature, top_k, top_p):
     z = logits / temperature
     p = np.exp(z - z.max())
     p /= p.sum()
-    order = np.argsort(-p, kind="stable")
     keep = len(p) if top_k <= 0 else min(top_k, len(p))
+    if keep == len(p) and top_p >= 1:
+        order = np.arange(len(p))           # nothing is cut: no need to sort
+    else:
+        order = np.argsort(-p, kind="stable")
     if top_p < 1:
         cum = np.cumsum(p[order[:keep]])
         keep = min(keep, int(np.searchsorted(cum, top_p, side="left")) + 1)

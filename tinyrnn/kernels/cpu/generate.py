@@ -223,18 +223,10 @@ def _sample_index(logits, u, temperature, top_k, top_p, p):
     for v in range(V):
         p[v] /= total
     keep = V if top_k <= 0 else min(top_k, V)
-    if keep == V and top_p >= 1:                 # nothing is cut: walk the indices in order, no sort
-        kept_total = 0.0
-        for v in range(V):
-            kept_total += p[v]
-        target = u * kept_total
-        running = 0.0
-        for v in range(V):
-            running += p[v]
-            if running > target:
-                return v
-        return V - 1
-    order = np.argsort(-p, kind="mergesort")     # decreasing probability, ties by index (stable)
+    if keep == V and top_p >= 1:
+        order = np.arange(V)                     # nothing is cut: the indices in order, no sort
+    else:
+        order = np.argsort(-p, kind="mergesort")     # decreasing probability, ties by index (stable)
     if top_p < 1:
         running = 0.0
         for q in range(keep):

@@ -68,7 +68,8 @@ def compare(name, *args, dtype=np.float64, tol=None):
 
 
 # ------------------------------------------------------------------------------- the interface
-REFERENCE_HELPERS = {"sigmoid", "sample_index"}   # public in the reference, but not kernels
+REFERENCE_HELPERS = {"sigmoid", "sample_index",   # public in the reference, but not kernels
+                     "layer_inputs", "lstm_layer", "gru_layer", "rnn_layer"}
 
 
 def test_same_functions_and_arguments_as_the_reference():
@@ -286,8 +287,8 @@ def test_generate(kind, sampling):
     """Batch-1 sampling: the same samples and final state as the reference, for the same uniforms."""
     V, E, L, GH = 7, 3, 2, {"lstm": 4, "gru": 3, "rnn": 1}[kind] * SH
     # the embedding, then each matrix with its (empty: float weights) row scales
-    weights = [randn(V, E), randn(GH, E), np.zeros(0), randn(L - 1, GH, SH) * 0.5, np.zeros((L - 1, 0)),
-               randn(L, GH, SH) * 0.5, np.zeros((L, 0))]
+    # (each layer's [w_ih | w_hh] as one matrix: w0 (GH, E + H), w (L-1, GH, 2H))
+    weights = [randn(V, E), randn(GH, E + SH) * 0.5, np.zeros(0), randn(L - 1, GH, 2 * SH) * 0.5, np.zeros((L - 1, 0))]
     biases = [randn(L, GH), randn(L, GH)] if kind == "gru" else [randn(L, GH)]
     head = [randn(V, SH), np.zeros(0), randn(V)]
     state = [randn(L, SH), randn(L, SH)] if kind == "lstm" else [randn(L, SH)]

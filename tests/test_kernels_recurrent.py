@@ -259,22 +259,27 @@ def make_char_model(rng, kind, V=11, E=5, H=6, L=2, dtype=np.float64):
     return m
 
 
+def joined(m):
+    """m in the generators' layout: each layer's [w_ih | w_hh] as one matrix, w0 (G*H, E + H) and
+    w (L-1, G*H, 2H)."""
+    j = {k: v for k, v in m.items() if k not in ("w_ih0", "w_ih", "w_hh")}
+    j["w0"] = np.concatenate([m["w_ih0"], m["w_hh"][0]], axis=1)
+    j["w"] = np.concatenate([m["w_ih"], m["w_hh"][1:]], axis=2)
+    return j
+
+
 def generate(kernels, kind, m, prime, uniforms, temperature, top_k, top_p):
-    m = {k: v.copy() for k, v in m.items()}      # the state is updated in place
+    m = {k: v.copy() for k, v in (m if "w0" in m else joined(m)).items()}      # the state is updated in place
     out = np.full(len(uniforms), -1, dtype=np.int64)
     tail = (prime, uniforms, temperature, top_k, top_p, out)
     # each matrix with its row scales: the int8 ones in m, else empty (float and bfloat16)
-    w_ih0, w_ih, w_hh, w_out = ((m[name], m.get("s" + name[1:], no_scale(m[name])))
-                                for name in ("w_ih0", "w_ih", "w_hh", "w_out"))
+    w0, w, w_out = ((m[name], m.get("s" + name[1:], no_scale(m[name]))) for name in ("w0", "w", "w_out"))
     if kind == "lstm":
-        kernels.lstm_generate(m["embedding"], *w_ih0, *w_ih, *w_hh, m["b"], *w_out, m["b_out"],
-                              m["h"], m["c"], *tail)
+        kernels.lstm_generate(m["embedding"], *w0, *w, m["b"], *w_out, m["b_out"], m["h"], m["c"], *tail)
     elif kind == "gru":
-        kernels.gru_generate(m["embedding"], *w_ih0, *w_ih, *w_hh, m["b"], m["b_hh"], *w_out,
-                             m["b_out"], m["h"], *tail)
+        kernels.gru_generate(m["embedding"], *w0, *w, m["b"], m["b_hh"], *w_out, m["b_out"], m["h"], *tail)
     else:
-        kernels.rnn_generate(m["embedding"], *w_ih0, *w_ih, *w_hh, m["b"], True, *w_out,
-                             m["b_out"], m["h"], *tail)
+        kernels.rnn_generate(m["embedding"], *w0, *w, m["b"], True, *w_out, m["b_out"], m["h"], *tail)
     return out, m
 
 
@@ -336,18 +341,18 @@ def test_generate_compact_weights(kind, dtype, fmt):
     the bytes, not the math; int8 products also round their vector to 16 bits
     (``test_int16_activations``), which moves the state by ~1e-5 a step."""
     rng = np.random.default_rng(12)
-    m = make_char_model(rng, kind, H=37, dtype=dtype)             # 37: ragged against the 4-row blocks
+    m = joined(make_char_model(rng, kind, H=37, dtype=dtype))     # 37: ragged against the 4-row blocks
     packed = dict(m)
     rounded = dict(m)
-    for name in ("w_ih0", "w_ih", "w_hh", "w_out"):
+    for name in ("w0", "w", "w_out"):
         if fmt == "bf16":
             packed[name] = to_bfloat16(m[name])
             rounded[name] = from_bfloat16(packed[name]).astype(dtype)
         else:
             packed[name], packed["s" + name[1:]] = to_int8_rows(m[name])
             rounded[name] = from_int8_rows(packed[name], packed["s" + name[1:]]).astype(dtype)
-    assert packed["w_hh"].dtype == {"bf16": np.uint16, "int8": np.int8}[fmt]
-    assert not np.array_equal(rounded["w_hh"], m["w_hh"])
+    assert packed["w0"].dtype == {"bf16": np.uint16, "int8": np.int8}[fmt]
+    assert not np.array_equal(rounded["w0"], m["w0"])
     prime, uniforms = np.array([3, 1, 4], dtype=np.int64), rng.random(40)
     # float32: the kernel's sums (SIMD, FMA) and numpy's go in different orders, and the ReLU RNN's
     # state grows to 1e13 over the 43 steps, so the two part by up to ~3e-5 relative

@@ -71,14 +71,14 @@ def kernel_draws(kind, logits, uniforms, temperature, top_k, top_p):
     rng = np.random.default_rng(0)
     V, E, H = len(logits), 3, 4
     G = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
-    emb, w_ih0 = rng.standard_normal((V, E)), rng.standard_normal((G * H, E))
-    w_ih, w_hh = np.zeros((0, G * H, H)), rng.standard_normal((1, G * H, H))
+    emb, w0 = rng.standard_normal((V, E)), rng.standard_normal((G * H, E + H))   # layer 0's [w_ih | w_hh]
+    w = np.zeros((0, G * H, 2 * H))
     b = rng.standard_normal((1, G * H))
     w_out, b_out = np.zeros((V, H)), np.array(logits, dtype=np.float64)
     h, c = np.zeros((1, H)), np.zeros((1, H))
     prime, out = np.array([1], dtype=np.int64), np.full(len(uniforms), -1, dtype=np.int64)
     tail = (prime, np.asarray(uniforms, dtype=np.float64), temperature, top_k, top_p, out)
-    mats = [a for w in (w_ih0, w_ih, w_hh) for a in (w, no_scale(w))]     # float weights: empty row scales
+    mats = [a for matrix in (w0, w) for a in (matrix, no_scale(matrix))]   # float weights: empty row scales
     head = (w_out, no_scale(w_out), b_out)
     if kind == "lstm":
         cpu.lstm_generate(emb, *mats, b, *head, h, c, *tail)

@@ -29,18 +29,18 @@ LN2 = math.log(2.0)
 # ----------------------------------------------------------------------------- sampling
 
 WEIGHT_FORMATS = ("bf16", "int8", "f32")
-MATRICES = ("w_ih0", "w_ih", "w_hh", "w_out")   # the generation weights a format compacts
+MATRICES = ("w0", "w", "w_out")   # the generation weights a format compacts
 
 
 def generation_weights(model, weights: str = "f32") -> dict:
-    """A unidirectional CharRNN's weights in the layout of the ``*_generate`` kernels.
-
-    Per-layer arrays are stacked on a leading layer axis; layer 0's input weights (which read the
-    embedding) stand apart as ``w_ih0``. LSTM and RNN take one bias b = b_ih + b_hh per layer.
+    """A unidirectional CharRNN's weights in the layout of the ``*_generate`` kernels
+    (``kernels/reference/generate.py``): each layer's [w_ih | w_hh] as one matrix, layer 0's as
+    ``w0`` (G*H, E + H) (it reads the embedding), the others' stacked on a leading layer axis as
+    ``w`` (L-1, G*H, 2H). LSTM and RNN take one bias b = b_ih + b_hh per layer.
     Each matrix ``w_x`` comes with its row scales ``s_x``: empty for "f32" and "bf16", one float32
-    per row for "int8". weights "bf16" / "int8": the four matrices (w_ih0, w_ih, w_hh, w_out: all but
-    a few KB of the bytes a character reads) rounded to bfloat16 (stored as uint16) or to int8 with
-    a scale per row; the embedding and biases stay float.
+    per row for "int8". weights "bf16" / "int8": the three matrices (w0, w, w_out: all but a few KB
+    of the bytes a character reads) rounded to bfloat16 (stored as uint16) or to int8 with a scale
+    per row of the joined matrix; the embedding and biases stay float.
     """
     if weights not in WEIGHT_FORMATS:
         raise TinyRNNError(f"unknown --weights {weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
@@ -50,10 +50,10 @@ def generation_weights(model, weights: str = "f32") -> dict:
     zeros = np.zeros(G * H, dtype=dtype)
     array = lambda p: zeros if p is None else np.ascontiguousarray(p.numpy())  # noqa: E731
     w_ih, w_hh, b_ih, b_hh = zip(*([array(p) for p in model.rnn.layer_weights(k)] for k in range(L)))
+    joined = [np.concatenate([w_ih[k], w_hh[k]], axis=1) for k in range(L)]
     w = dict(embedding=np.ascontiguousarray(model.embed.weight.numpy()),
-             w_ih0=w_ih[0],
-             w_ih=np.stack(w_ih[1:]) if L > 1 else np.zeros((0, G * H, H), dtype),
-             w_hh=np.stack(w_hh),
+             w0=joined[0],
+             w=np.stack(joined[1:]) if L > 1 else np.zeros((0, G * H, 2 * H), dtype),
              w_out=np.ascontiguousarray(model.head.weight.numpy()),
              b_out=np.ascontiguousarray(model.head.bias.numpy()))
     b_ih, b_hh = np.stack(b_ih), np.stack(b_hh)
@@ -83,10 +83,13 @@ def rounded(matrix, weights):
 def round_to_weights(model, weights: str):
     """The model with its generation matrices rounded as ``generation_weights(model, weights)``
     stores them (in place, in the model's own dtype): what ``tinyrnn eval --weights`` scores, so the
-    bits/char of a format measure the weights sampling multiplies by."""
+    bits/char of a format measure the weights sampling multiplies by. A layer's w_ih and w_hh are
+    rounded as the one matrix [w_ih | w_hh] they are there (int8: one scale a row of both)."""
     for k in range(model.layers):
-        for p in model.rnn.layer_weights(k)[:2]:
-            p.data[...] = rounded(p.data, weights)
+        w_ih, w_hh = model.rnn.layer_weights(k)[:2]
+        both = rounded(np.concatenate([w_ih.data, w_hh.data], axis=1), weights)
+        w_ih.data[...] = both[:, :w_ih.data.shape[1]]
+        w_hh.data[...] = both[:, w_ih.data.shape[1]:]
     model.head.weight.data[...] = rounded(model.head.weight.data, weights)
     return model
 
@@ -124,16 +127,16 @@ def sample_indices(model, prime_ids, length, temperature=1.0, top_k=None, top_p=
 def run_generation(K, model, w, h, c, prime, uniforms, temperature, top_k, top_p, out):
     """One call of the kernel module K's ``*_generate`` for model's cell, with the weights w of
     ``generation_weights``: reads prime, fills out, updates h (and c for an LSTM) in place."""
-    mats = [w[key] for name in MATRICES for key in (name, "s" + name[1:])]   # w_ih0, s_ih0, ..., w_out, s_out
+    mats = [w[key] for name in MATRICES for key in (name, "s" + name[1:])]   # w0, s0, w, s, w_out, s_out
     if model.cell == "lstm":
-        K.lstm_generate(w["embedding"], *mats[:6], w["b"], *mats[6:], w["b_out"],
+        K.lstm_generate(w["embedding"], *mats[:4], w["b"], *mats[4:], w["b_out"],
                         h, c, prime, uniforms, temperature, top_k, top_p, out)
     elif model.cell == "gru":
-        K.gru_generate(w["embedding"], *mats[:6], w["b_ih"], w["b_hh"], *mats[6:],
+        K.gru_generate(w["embedding"], *mats[:4], w["b_ih"], w["b_hh"], *mats[4:],
                        w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
     else:
-        K.rnn_generate(w["embedding"], *mats[:6], w["b"], model.rnn.nonlinearity == "relu",
-                       *mats[6:], w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
+        K.rnn_generate(w["embedding"], *mats[:4], w["b"], model.rnn.nonlinearity == "relu",
+                       *mats[4:], w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
 
 
 def check_sampling_options(length, temperature, top_k, top_p):

@@ -94,16 +94,16 @@ def tinyrnn_sample(model, cfg, n_chars):
 
     L, H = cfg["layers"], cfg["hidden"]
     sd = model.state_dict()
-    w_ih = [sd[f"rnn.weight_ih_l{k}"] for k in range(L)]
+    # each layer's [w_ih | w_hh] as one matrix (the generators' layout, kernels/reference/generate.py)
+    joined = [np.concatenate([sd[f"rnn.weight_ih_l{k}"], sd[f"rnn.weight_hh_l{k}"]], axis=1) for k in range(L)]
     dev = lambda a: cuda.to_device(np.ascontiguousarray(a, dtype=np.float32))   # noqa: E731
     args = dict(
-        embedding=dev(sd["embed.weight"]), w_ih0=dev(w_ih[0]),
-        w_ih=dev(np.stack(w_ih[1:]) if L > 1 else np.zeros((0, 4 * H, H))),
-        w_hh=dev(np.stack([sd[f"rnn.weight_hh_l{k}"] for k in range(L)])),
+        embedding=dev(sd["embed.weight"]), w0=dev(joined[0]),
+        w=dev(np.stack(joined[1:]) if L > 1 else np.zeros((0, 4 * H, 2 * H))),
         b=dev(np.stack([sd[f"rnn.bias_ih_l{k}"] + sd[f"rnn.bias_hh_l{k}"] for k in range(L)])),
         w_out=dev(sd["head.weight"]), b_out=dev(sd["head.bias"]),
         h=dev(np.zeros((L, H))), c=dev(np.zeros((L, H))))
-    args.update(s_ih0=np.zeros(0), s_ih=np.zeros((L - 1, 0)), s_hh=np.zeros((L, 0)), s_out=np.zeros(0))  # float weights
+    args.update(s0=np.zeros(0), s=np.zeros((L - 1, 0)), s_out=np.zeros(0))  # float weights: empty row scales
     out = np.empty(n_chars, dtype=np.int64)
     uniforms = np.random.default_rng(0).random(n_chars)
     prime = np.array([1], dtype=np.int64)

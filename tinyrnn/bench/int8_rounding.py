@@ -17,7 +17,7 @@ import numpy as np
 
 from ..checkpoint import load_model
 from ..generate import MATRICES, generation_weights
-from ..kernels.reference.cells import gru_cell_forward, lstm_cell_forward, rnn_cell_forward
+from ..kernels.reference.generate import gru_layer, layer_inputs, lstm_layer, rnn_layer
 from ..kernels.reference.weight_formats import no_scale, times, widen
 
 
@@ -33,18 +33,16 @@ def _weights(model, weights, round_vectors):
     return w
 
 
-def _layer(model, w, layer, x, h, c):
-    """Advance one layer by one input x (H or E,); h, c: that layer's state (H,), updated in place."""
-    w_in, s_in = (w["w_ih0"], w["s_ih0"]) if layer == 0 else (w["w_ih"][layer - 1], w["s_ih"][layer - 1])
-    from_x, from_h = times(w_in, s_in, x), times(w["w_hh"][layer], w["s_hh"][layer], h)
-    if model.cell == "gru":
-        gi, gh = from_x + w["b_ih"][layer], from_h + w["b_hh"][layer]
-        gru_cell_forward(gi[None], gh[None], h[None].copy(), np.empty_like(gi)[None], h[None])
-    elif model.cell == "lstm":
-        gates = from_x + from_h + w["b"][layer]
-        lstm_cell_forward(gates[None], c[None], np.empty_like(gates)[None], c[None], h[None])
-    else:
-        rnn_cell_forward((from_x + from_h + w["b"][layer])[None], h[None], model.rnn.nonlinearity == "relu")
+def _advance(model, w, h, c, index):
+    """Every layer advanced by one input index, by the reference generator's layer math; h, c (L, H)."""
+    for layer in range(model.layers):
+        matrix, scales, v, Kx = layer_inputs(w["embedding"], w["w0"], w["s0"], w["w"], w["s"], h, layer, index)
+        if model.cell == "gru":
+            gru_layer(matrix, scales, v, Kx, w["b_ih"][layer], w["b_hh"][layer], h[layer])
+        elif model.cell == "lstm":
+            lstm_layer(matrix, scales, v, w["b"][layer], h[layer], c[layer])
+        else:
+            rnn_layer(matrix, scales, v, w["b"][layer], model.rnn.nonlinearity == "relu", h[layer])
 
 
 def bits_per_char(model, ids, weights, round_vectors):
@@ -54,10 +52,7 @@ def bits_per_char(model, ids, weights, round_vectors):
     c = np.zeros_like(h)
     total = 0.0
     for t in range(len(ids) - 1):
-        x = w["embedding"][ids[t]]
-        for layer in range(model.layers):
-            _layer(model, w, layer, x, h[layer], c[layer])
-            x = h[layer]
+        _advance(model, w, h, c, ids[t])
         z = (times(w["w_out"], w["s_out"], h[-1]) + w["b_out"]).astype(np.float64)
         z -= z.max()
         total -= z[ids[t + 1]] - math.log(np.exp(z).sum())

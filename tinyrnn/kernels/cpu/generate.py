@@ -1,46 +1,49 @@
 """Batch-1 generation from a whole character model, with no Python per character (Numba).
 
-Same names, arguments and math as ``reference/generate.py`` (the spec).
+Same names, arguments and math as ``reference/generate.py`` (the spec, where the layout is
+described: a layer's gates are one product of W = [w_ih | w_hh] with v = [x; h]).
 
 ``lstm_generate``, ``gru_generate``, ``rnn_generate`` sample from a stacked unidirectional
 character model (embedding -> L layers -> linear head); each step calls ``_lstm_unit`` /
 ``_gru_unit`` of ``cells.py``::
 
-    lstm_generate(embedding[V,E], w_ih0[4H,E], s_ih0[4H], w_ih[L-1,4H,H], s_ih[L-1,4H],
-                  w_hh[L,4H,H], s_hh[L,4H], b[L,4H], w_out[V,H], s_out[V], b_out[V],
-                  h[L,H], c[L,H], prime[P], uniforms[N], temperature, top_k, top_p, out[N])
-    gru_generate(embedding, w_ih0[3H,E], s_ih0, w_ih[L-1,3H,H], s_ih, w_hh[L,3H,H], s_hh,
-                 b_ih[L,3H], b_hh[L,3H], w_out, s_out, b_out, h[L,H], prime, uniforms,
-                 temperature, top_k, top_p, out)
-    rnn_generate(embedding, w_ih0[H,E], s_ih0, w_ih[L-1,H,H], s_ih, w_hh[L,H,H], s_hh, b[L,H],
-                 relu, w_out, s_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
+    lstm_generate(embedding[V,E], w0[4H,E+H], s0[4H], w[L-1,4H,2H], s[L-1,4H], b[L,4H],
+                  w_out[V,H], s_out[V], b_out[V], h[L,H], c[L,H], prime[P], uniforms[N],
+                  temperature, top_k, top_p, out[N])
+    gru_generate(embedding, w0[3H,E+H], s0, w[L-1,3H,2H], s, b_ih[L,3H], b_hh[L,3H], w_out, s_out,
+                 b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
+    rnn_generate(embedding, w0[H,E+H], s0, w[L-1,H,2H], s, b[L,H], relu, w_out, s_out, b_out,
+                 h[L,H], prime, uniforms, temperature, top_k, top_p, out)
 
-Per-layer weights are stacked on a leading layer axis (layer 0's input weights ``w_ih0`` apart,
-since they read the embedding; ``w_ih`` has shape ``(0, G*H, H)`` for one layer). LSTM/RNN take
-``b = b_ih + b_hh``. ``h`` (``c``) hold the initial state and are updated in place. The model reads
-``prime`` (P >= 1 indices), then writes ``N = len(out)`` sampled indices, one uniform of ``uniforms``
-each; on return the state is the one after reading ``prime`` and ``out[:-1]`` (to continue, pass
-``out[-1:]`` as the next prime). The sampling rule is described once, in ``reference/sampling.py``;
-``_sample_index`` implements it.
+LSTM/RNN take ``b = b_ih + b_hh``. ``h`` (``c``) hold the initial state and are updated in place.
+The model reads ``prime`` (P >= 1 indices), then writes ``N = len(out)`` sampled indices, one
+uniform of ``uniforms`` each; on return the state is the one after reading ``prime`` and
+``out[:-1]`` (to continue, pass ``out[-1:]`` as the next prime). The sampling rule is described
+once, in ``reference/sampling.py``; ``_sample_index`` implements it.
 
-Threads: a layer's two matrix-vector products (input and recurrent weights) are shared between
-the threads by blocks of ``BLOCK_ROWS`` gate rows (``_gates_in_blocks``, one parallel region per
-layer and character); the unit math (on SIMD vectors, 16 units a call, as in ``sequence.py``) and the head
-stay on one thread. At batch 1 a product reads every weight once, so one core is held by its
-cache's bandwidth (~22 GFLOP/s here); two cores read twice as much (measured: 1,024 x 512 weights
-44 -> 25 us). Products under ``PARALLEL_MIN`` weights (small models) stay on one thread, where a
-parallel region (~2 us) would cost more than it saves.
+Per layer and character, x and h are copied side by side into a work vector v (``_gates``), then
+one product w @ v runs (the GRU's n rows in two halves, ``_layer_rows``). One product of K = E + H
+columns instead of two of E and H: int8 rows run faster over a longer K (one 1,024 x 512 product
+takes about 0.8x the time of two 1,024 x 256 ones, BENCHMARKS.md), and the work vector is rounded
+for int8 once.
 
-Each weight matrix (w_ih0, w_ih, w_hh, w_out) is followed by its row scales (s_ih0, s_ih, s_hh, s_out).
-A matrix may be float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a
-float32 scale per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 0)).
-The formats are described in ``reference/weight_formats.py``. Float and bfloat16 products
-(``_float_rows``) widen each weight to a float in registers (``widen``); int8 products
-(``_int8_rows``) first round their vector to 16-bit integers (``quantize_activations``, into a
-work buffer) and take integer dot products, 32 weights a ``vdot_pairs`` (on AVX2: two
-``vpmovsxbw`` and two ``vpmaddwd``, against four widenings, four conversions and four FMAs on
-the float path; measured 1.5x faster at 1,024 x 512). Numba compiles one version per weight type
-(``_rows`` chooses when compiling).
+Threads: a layer's product is shared between the threads by blocks of ``BLOCK_ROWS`` gate rows
+(``_gates_in_blocks``, one parallel region per layer and character); the unit math (on SIMD
+vectors, 16 units a call, as in ``sequence.py``) and the head stay on one thread. At batch 1 a
+product reads every weight once, so one core is held by its cache's bandwidth (~22 GFLOP/s
+here); two cores read twice as much (measured: 1,024 x 512 weights 44 -> 25 us). Products under
+``PARALLEL_MIN`` weights (small models) stay on one thread, where a parallel region (~2 us) would
+cost more than it saves.
+
+Each weight matrix (w0, w, w_out) is followed by its row scales (s0, s, s_out). A matrix may be
+float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a float32 scale
+per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 0)). The formats
+are described in ``reference/weight_formats.py``. Float and bfloat16 products (``_float_rows``)
+widen each weight to a float in registers (``widen``); int8 products (``_int8_rows``) first round
+their vector to 16-bit integers (``quantize_activations``, into a work buffer) and take integer
+dot products, 32 weights a ``vdot_pairs`` (on AVX2: two ``vpmovsxbw`` and two ``vpmaddwd``,
+against four widenings, four conversions and four FMAs on the float path; measured 1.5x faster at
+1,024 x 512). Numba compiles one version per weight type (``_rows`` chooses when compiling).
 """
 import numpy as np
 from llvmlite import ir
@@ -87,43 +90,42 @@ PARALLEL_MIN = 1 << 16  # weights in a layer's two products below which they run
 
 
 @kernel
-def _float_rows(w, x, out, begin, end):
-    """out[begin:end] += w[begin:end] @ x.   w (R, K) float, or bfloat16 stored as uint16 (each weight
-    widened in registers), x (K,), out (R,); 4 rows at a time (rows clamped at end - 1, as in the
-    matmul tiles)."""
-    K = w.shape[1]
+def _float_rows(w, x, out, begin, end, c0, c1):
+    """out[begin:end] += w[begin:end, c0:c1] @ x[c0:c1].   w (R, K) float, or bfloat16 stored as
+    uint16 (each weight widened in registers), x (K,), out (R,); 4 rows at a time (rows clamped at
+    end - 1, as in the matmul tiles)."""
     last = end - 1
+    xs = x[c0:c1]          # indexed from 0: an index known >= 0 lets LLVM vectorise (no wraparound test)
     for r in range(begin, end, 4):
         r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
-        w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
+        w0, w1, w2, w3 = w[r][c0:c1], w[r1][c0:c1], w[r2][c0:c1], w[r3][c0:c1]
         s0, s1, s2, s3 = out[r], out[r1], out[r2], out[r3]
-        for k in range(K):
-            s0 += widen(w0[k]) * x[k]
-            s1 += widen(w1[k]) * x[k]
-            s2 += widen(w2[k]) * x[k]
-            s3 += widen(w3[k]) * x[k]
+        for k in range(c1 - c0):
+            s0 += widen(w0[k]) * xs[k]
+            s1 += widen(w1[k]) * xs[k]
+            s2 += widen(w2[k]) * xs[k]
+            s3 += widen(w3[k]) * xs[k]
         out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
 
 
 @kernel
-def _int8_rows(q, scale, xq, step, out, begin, end):
-    """out[begin:end] += (scale * step) * (q[begin:end] @ xq), the dots in int32.   q (R, K) int8,
-    scale (R,), xq (>= K,) int16 (x rounded by ``quantize_activations``, step its step), out (R,);
-    4 rows at a time, 2 * LANES columns a ``vdot_pairs``, the rest one by one."""
-    K = q.shape[1]
-    K_vec = K - K % (2 * LANES)
+def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
+    """out[begin:end] += (scale * step) * (q[begin:end, c0:c1] @ xq[c0:c1]), the dots in int32.
+    q (R, K) int8, scale (R,), xq (>= K,) int16 (x rounded by ``quantize_activations``, step its
+    step), out (R,); 4 rows at a time, 2 * LANES columns a ``vdot_pairs``, the rest one by one."""
+    k_vec = c1 - (c1 - c0) % (2 * LANES)
     last = end - 1
     for r in range(begin, end, 4):
         r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
         q0, q1, q2, q3 = q[r], q[r1], q[r2], q[r3]
         a0 = a1 = a2 = a3 = vizeros()
-        for k in range(0, K_vec, 2 * LANES):
+        for k in range(c0, k_vec, 2 * LANES):
             a0 = vdot_pairs(a0, q0, k, xq, k)
             a1 = vdot_pairs(a1, q1, k, xq, k)
             a2 = vdot_pairs(a2, q2, k, xq, k)
             a3 = vdot_pairs(a3, q3, k, xq, k)
         d0, d1, d2, d3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
-        for k in range(K_vec, K):
+        for k in range(k_vec, c1):
             xk = np.int32(xq[k])
             d0 += np.int32(q0[k]) * xk
             d1 += np.int32(q1[k]) * xk
@@ -181,46 +183,63 @@ def _rounded_input_impl(w, x, xq):
     return lambda w, x, xq: 0.0
 
 
-def _rows(w, scale, x, xq, step, out, begin, end):
-    """out[begin:end] += w[begin:end] @ x, for a matrix in any format (chosen when compiled): int8 from
-    the rounded xq, step (``_int8_rows``), float and bfloat16 from x (``_float_rows``)."""
+def _rows(w, scale, x, xq, step, out, begin, end, c0, c1):
+    """out[begin:end] += w[begin:end, c0:c1] @ x[c0:c1], for a matrix in any format (chosen when
+    compiled): int8 from the rounded xq, step (``_int8_rows``), float and bfloat16 from x
+    (``_float_rows``)."""
 
 
 @overload(_rows, inline="always")
-def _rows_impl(w, scale, x, xq, step, out, begin, end):
+def _rows_impl(w, scale, x, xq, step, out, begin, end, c0, c1):
     if _is_int8(w):
-        return lambda w, scale, x, xq, step, out, begin, end: _int8_rows(w, scale, xq, step, out, begin, end)
-    return lambda w, scale, x, xq, step, out, begin, end: _float_rows(w, x, out, begin, end)
+        return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _int8_rows(w, scale, xq, step, out, begin,
+                                                                                 end, c0, c1)
+    return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _float_rows(w, x, out, begin, end, c0, c1)
 
 
 @kernel
-def _gates(w_x, s_x, x, out_x, w_h, s_h, h, out_h, xq, hq):
-    """out_x += w_x @ x and out_h += w_h @ h (out_x may be out_h: LSTM and RNN add both into one
-    gates vector; the GRU keeps them apart), w_x (R, Kx), w_h (R, Kh); xq, hq: int16 work buffers
-    for the rounded x and h of int8 matrices. On this thread when the two hold fewer than
-    PARALLEL_MIN weights, else shared between the threads (``_gates_in_blocks``)."""
-    R = w_h.shape[0]
-    x_step = _rounded_input(w_x, x, xq)
-    h_step = _rounded_input(w_h, h, hq)
-    if R * (w_x.shape[1] + w_h.shape[1]) < PARALLEL_MIN:
-        _rows(w_x, s_x, x, xq, x_step, out_x, 0, R)
-        _rows(w_h, s_h, h, hq, h_step, out_h, 0, R)
+def _layer_rows(w, scale, v, vq, step, out_x, out_h, split, Kx, begin, end):
+    """Rows begin:end of a layer's product w @ v, v = [x; h] (K,), w (R, K): the rows before
+    ``split`` whole into out_x; from ``split`` on in two halves, w[:, :Kx] @ x into out_x and
+    w[:, Kx:] @ h into out_h (the GRU's n rows; LSTM and RNN pass split = R)."""
+    K = w.shape[1]
+    whole_end = min(end, split)
+    if begin < whole_end:
+        _rows(w, scale, v, vq, step, out_x, begin, whole_end, 0, K)
+    halves_begin = max(begin, split)
+    if halves_begin < end:
+        _rows(w, scale, v, vq, step, out_x, halves_begin, end, 0, Kx)
+        _rows(w, scale, v, vq, step, out_h, halves_begin, end, Kx, K)
+
+
+@kernel
+def _gates(w, scale, x, h, v, vq, out_x, out_h, split):
+    """out_x (and out_h) += a layer's product w @ [x; h] (``_layer_rows``), w (R, len(x) + len(h)):
+    x and h are copied side by side into the work vector v, rounded into vq for an int8 w (v, vq:
+    work buffers of at least that length). On this thread when w holds fewer than PARALLEL_MIN
+    weights, else shared between the threads (``_gates_in_blocks``)."""
+    Kx = x.shape[0]
+    K = Kx + h.shape[0]
+    v[:Kx] = x
+    v[Kx:K] = h
+    v_layer = v[:K]
+    step = _rounded_input(w, v_layer, vq)
+    R = w.shape[0]
+    if R * K < PARALLEL_MIN:
+        _layer_rows(w, scale, v_layer, vq, step, out_x, out_h, split, Kx, 0, R)
     else:
-        _gates_in_blocks(w_x, s_x, x, xq, x_step, out_x, w_h, s_h, h, hq, h_step, out_h)
+        _gates_in_blocks(w, scale, v_layer, vq, step, out_x, out_h, split, Kx)
 
 
 @parallel_kernel
-def _gates_in_blocks(w_x, s_x, x, xq, x_step, out_x, w_h, s_h, h, hq, h_step, out_h):
-    """``_gates`` with the rows cut into blocks of about BLOCK_ROWS, one parallel region: each
-    block's rows of both products on one thread."""
-    R = w_h.shape[0]
+def _gates_in_blocks(w, scale, v, vq, step, out_x, out_h, split, Kx):
+    """``_gates``' product with the rows cut into blocks of about BLOCK_ROWS, one parallel region."""
+    R = w.shape[0]
     n_blocks = (R + BLOCK_ROWS - 1) // BLOCK_ROWS
     rows = (R + n_blocks - 1) // n_blocks
     for block in prange(n_blocks):
         r0 = block * rows
-        r1 = min(r0 + rows, R)
-        _rows(w_x, s_x, x, xq, x_step, out_x, r0, r1)
-        _rows(w_h, s_h, h, hq, h_step, out_h, r0, r1)
+        _layer_rows(w, scale, v, vq, step, out_x, out_h, split, Kx, r0, min(r0 + rows, R))
 
 
 @kernel
@@ -265,26 +284,34 @@ def _sample_index(logits, u, temperature, top_k, top_p, p):
 @kernel
 def _head_sample(w_out, s_out, b_out, h_top, hq, u, temperature, top_k, top_p, logits, p):
     logits[:] = b_out
-    _rows(w_out, s_out, h_top, hq, _rounded_input(w_out, h_top, hq), logits, 0, logits.shape[0])
+    _rows(w_out, s_out, h_top, hq, _rounded_input(w_out, h_top, hq), logits, 0, logits.shape[0], 0, h_top.shape[0])
     return _sample_index(logits, u, temperature, top_k, top_p, p)
 
 
 @kernel
-def _rounding_buffers(embedding, h):
-    """int16 work buffers for a layer's input (embedding or h) and h, rounded for int8 matrices."""
-    return np.empty(max(embedding.shape[1], h.shape[1]), np.int16), np.empty(h.shape[1], np.int16)
+def _work_buffers(embedding, h):
+    """A layer's work vector v = [x; h] (float, h's dtype) and its int16 rounding (also the head's)."""
+    K = max(embedding.shape[1], h.shape[1]) + h.shape[1]
+    return np.empty(K, h.dtype), np.empty(K, np.int16)
 
 
 @kernel
-def _lstm_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, h, c, index, gates, xq, hq):
+def _layer_input(embedding, h, index, layer):
+    """x of a layer: the embedding row of the input index for layer 0, else h of the layer below."""
+    return embedding[index] if layer == 0 else h[layer - 1]
+
+
+@kernel
+def _lstm_step(embedding, w0, s0, w, s, b, h, c, index, gates, v, vq):
     """Feed one input index through every layer; h, c (L, H) updated in place."""
-    L, _, H = w_hh.shape
+    L, H = h.shape
     for layer in range(L):
         gates[:] = b[layer]
+        x = _layer_input(embedding, h, index, layer)
         if layer == 0:
-            _gates(w_ih0, s_ih0, embedding[index], gates, w_hh[layer], s_hh[layer], h[layer], gates, xq, hq)
+            _gates(w0, s0, x, h[0], v, vq, gates, gates, 4 * H)
         else:
-            _gates(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], gates, w_hh[layer], s_hh[layer], h[layer], gates, xq, hq)
+            _gates(w[layer - 1], s[layer - 1], x, h[layer], v, vq, gates, gates, 4 * H)
         hl, cl = h[layer], c[layer]
         for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
             _, _, _, _, cj, hj = _lstm_unit(vload(gates, j), vload(gates, H + j), vload(gates, 2 * H + j),
@@ -296,33 +323,34 @@ def _lstm_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, h, c, index, 
 
 
 @kernel
-def lstm_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, w_out, s_out, b_out, h, c, prime,
-                  uniforms, temperature, top_k, top_p, out):
+def lstm_generate(embedding, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
+                  top_p, out):
     """Batch-1 LSTM sampling (see the module docstring). Fills out (N,) int64; updates h, c (L, H)."""
-    gates = np.empty(w_hh.shape[1], h.dtype)
+    gates = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    xq, hq = _rounding_buffers(embedding, h)
+    v, vq = _work_buffers(embedding, h)
     for index in prime:
-        _lstm_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, h, c, index, gates, xq, hq)
+        _lstm_step(embedding, w0, s0, w, s, b, h, c, index, gates, v, vq)
     for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, s_out, b_out, h[-1], hq, uniforms[n], temperature, top_k, top_p, logits, p)
+        out[n] = _head_sample(w_out, s_out, b_out, h[-1], vq, uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _lstm_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, h, c, out[n], gates, xq, hq)
+            _lstm_step(embedding, w0, s0, w, s, b, h, c, out[n], gates, v, vq)
 
 
 @kernel
-def _gru_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, h, index, gi, gh, xq, hq):
-    L, _, H = w_hh.shape
+def _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq):
+    L, H = h.shape
     one = h.dtype.type(1)
     for layer in range(L):
         gi[:] = b_ih[layer]
-        gh[:] = b_hh[layer]
+        gh[:] = b_hh[layer]   # the r, z rows of gh keep b_hh (their products go to gi): the b_r, b_z of _gru_unit
+        x = _layer_input(embedding, h, index, layer)
         if layer == 0:
-            _gates(w_ih0, s_ih0, embedding[index], gi, w_hh[layer], s_hh[layer], h[layer], gh, xq, hq)
+            _gates(w0, s0, x, h[0], v, vq, gi, gh, 2 * H)
         else:
-            _gates(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], gi, w_hh[layer], s_hh[layer], h[layer], gh, xq, hq)
-        hl = h[layer]          # gh holds b_hh: it is the b_r, b_z of _gru_unit
+            _gates(w[layer - 1], s[layer - 1], x, h[layer], v, vq, gi, gh, 2 * H)
+        hl = h[layer]
         for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
             _, _, _, hj = _gru_unit(vload(gi, j), vload(gi, H + j), vload(gh, j), vload(gh, H + j),
                                     vload(gi, 2 * H + j), vload(gh, 2 * H + j), vload(hl, j), one)
@@ -332,47 +360,48 @@ def _gru_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, h, in
 
 
 @kernel
-def gru_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_out, s_out, b_out, h, prime,
-                 uniforms, temperature, top_k, top_p, out):
+def gru_generate(embedding, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
+                 top_k, top_p, out):
     """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    gi = np.empty(w_hh.shape[1], h.dtype)
-    gh = np.empty(w_hh.shape[1], h.dtype)
+    gi = np.empty(w0.shape[0], h.dtype)
+    gh = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    xq, hq = _rounding_buffers(embedding, h)
+    v, vq = _work_buffers(embedding, h)
     for index in prime:
-        _gru_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, h, index, gi, gh, xq, hq)
+        _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq)
     for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, s_out, b_out, h[-1], hq, uniforms[n], temperature, top_k, top_p, logits, p)
+        out[n] = _head_sample(w_out, s_out, b_out, h[-1], vq, uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _gru_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, h, out[n], gi, gh, xq, hq)
+            _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, out[n], gi, gh, v, vq)
 
 
 @kernel
-def _rnn_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, h, index, pre, xq, hq):
-    L, _, H = w_hh.shape
+def _rnn_step(embedding, w0, s0, w, s, b, relu, h, index, pre, v, vq):
+    L, H = h.shape
     zero = h.dtype.type(0)
     for layer in range(L):
         pre[:] = b[layer]
+        x = _layer_input(embedding, h, index, layer)
         if layer == 0:
-            _gates(w_ih0, s_ih0, embedding[index], pre, w_hh[layer], s_hh[layer], h[layer], pre, xq, hq)
+            _gates(w0, s0, x, h[0], v, vq, pre, pre, H)
         else:
-            _gates(w_ih[layer - 1], s_ih[layer - 1], h[layer - 1], pre, w_hh[layer], s_hh[layer], h[layer], pre, xq, hq)
+            _gates(w[layer - 1], s[layer - 1], x, h[layer], v, vq, pre, pre, H)
         for j in range(H):
             h[layer, j] = max(pre[j], zero) if relu else tanh(pre[j])
 
 
 @kernel
-def rnn_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, w_out, s_out, b_out, h, prime,
-                 uniforms, temperature, top_k, top_p, out):
+def rnn_generate(embedding, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
+                 top_p, out):
     """Batch-1 RNN sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    pre = np.empty(w_hh.shape[1], h.dtype)
+    pre = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    xq, hq = _rounding_buffers(embedding, h)
+    v, vq = _work_buffers(embedding, h)
     for index in prime:
-        _rnn_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, h, index, pre, xq, hq)
+        _rnn_step(embedding, w0, s0, w, s, b, relu, h, index, pre, v, vq)
     for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, s_out, b_out, h[-1], hq, uniforms[n], temperature, top_k, top_p, logits, p)
+        out[n] = _head_sample(w_out, s_out, b_out, h[-1], vq, uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _rnn_step(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, h, out[n], pre, xq, hq)
+            _rnn_step(embedding, w0, s0, w, s, b, relu, h, out[n], pre, v, vq)

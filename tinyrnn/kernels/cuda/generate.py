@@ -1,15 +1,17 @@
 """Batch-1 generation from a whole character model on the GPU.
 
 Arguments and the sampling rule as in ``reference/generate.py`` (the rule described in
-``reference/sampling.py``): embedding (V, E), w_ih0 (G*H, E), w_ih (L-1, G*H, H),
-w_hh (L, G*H, H), biases (L, G*H), w_out (V, H), b_out (V,) and the state h (L, H) (c (L, H))
-are device arrays; h and c are updated in place. prime, uniforms and out may be host or device
-arrays. The matrices are float only: each one's row scales (s_ih0, s_ih, s_hh, s_out, the
-compact formats' argument) must be empty (``tinyrnn sample`` runs bfloat16 and int8 on the CPU).
+``reference/sampling.py``): embedding (V, E), w0 (G*H, E + H) and w (L-1, G*H, 2H) (each layer's
+[w_ih | w_hh]), biases (L, G*H), w_out (V, H), b_out (V,) and the state h (L, H) (c (L, H)) are
+device arrays; h and c are updated in place. prime, uniforms and out may be host or device
+arrays. The matrices are float only: each one's row scales (s0, s, s_out, the compact formats'
+argument) must be empty (``tinyrnn sample`` runs bfloat16 and int8 on the CPU).
 
 Each step runs on the device, one launch per matmul and gate kernel, with the per-layer rows
-addressed by row offsets: layer 0 multiplies the row ``index`` of the embedding, layer l > 0
-the row l - 1 of h. The logits (V numbers) come back to the host, which samples with the
+addressed by row offsets and a layer's matrix read as its two column halves (views, nothing
+copied): layer 0 multiplies the row ``index`` of the embedding by w0[:, :E], layer l > 0 the row
+l - 1 of h by w[l-1][:, :H]; the recurrent half multiplies the layer's own row of h. (For float
+weights the two products summed are the one product w @ [x; h] of the reference.) The logits (V numbers) come back to the host, which samples with the
 reference's ``sample_index``: batch-1 sampling is latency-bound, and this keeps the GPU's
 samples identical to the reference's for the same uniforms.
 """
@@ -26,22 +28,25 @@ from .matmul import matmul_nt_rows
 class _Generator:
     """The parts shared by the three models: buffers, the head, and the sampling loop."""
 
-    def __init__(self, embedding, w_ih0, w_ih, w_hh, w_out, b_out, h, scales):
-        if any(s.size for s in scales) or any(w.dtype.kind != "f" for w in (w_ih0, w_ih, w_hh, w_out)):
+    def __init__(self, embedding, w0, w, w_out, b_out, h, scales):
+        if any(s.size for s in scales) or any(m.dtype.kind != "f" for m in (w0, w, w_out)):
             raise ValueError("the CUDA generator takes float weight matrices (empty row scales)")
-        self.embedding, self.w_ih0, self.w_out, self.b_out, self.h = embedding, w_ih0, w_out, b_out, h
-        self.L = w_hh.shape[0]
-        self.w_ih = [w_ih[l] for l in range(self.L - 1)]   # device views, made once per call
-        self.w_hh = [w_hh[l] for l in range(self.L)]
+        self.embedding, self.w_out, self.b_out, self.h = embedding, w_out, b_out, h
+        self.L = h.shape[0]
+        E, H = embedding.shape[1], h.shape[1]
+        layers = [w0] + [w[l] for l in range(self.L - 1)]     # device views, made once per call
+        self.w_ih = [m[:, :m.shape[1] - H] for m in layers]   # each layer's input half ...
+        self.w_hh = [m[:, m.shape[1] - H:] for m in layers]   # ... and its recurrent half
+        assert self.w_ih[0].shape[1] == E
         self.h_rows = [h[l:l + 1] for l in range(self.L)]  # (1, H) views of each layer's state
         self.logits = cuda.device_array((1, w_out.shape[0]), dtype=w_out.dtype)
 
     def input_projection(self, index, layer, out, accumulate):
         """out (1, G*H) (+)= x @ W_ih^T, x = embedding[index] for layer 0, else h[layer - 1]."""
         if layer == 0:
-            matmul_nt_rows(self.embedding, int(index), self.w_ih0, out, 0, 1, accumulate)
+            matmul_nt_rows(self.embedding, int(index), self.w_ih[0], out, 0, 1, accumulate)
         else:
-            matmul_nt_rows(self.h, layer - 1, self.w_ih[layer - 1], out, 0, 1, accumulate)
+            matmul_nt_rows(self.h, layer - 1, self.w_ih[layer], out, 0, 1, accumulate)
 
     def run(self, step, prime, uniforms, temperature, top_k, top_p, out):
         uniforms = to_host(uniforms)
@@ -60,12 +65,12 @@ class _Generator:
             out[...] = samples
 
 
-def lstm_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, w_out, s_out, b_out, h, c, prime,
-                  uniforms, temperature, top_k, top_p, out):
+def lstm_generate(embedding, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
+                  top_p, out):
     """Batch-1 LSTM sampling; b (L, 4H) = b_ih + b_hh. Fills out (N,) int64, updates h, c (L, H)."""
-    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h, (s_ih0, s_ih, s_hh, s_out))
-    gates = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
-    acts = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    gen = _Generator(embedding, w0, w, w_out, b_out, h, (s0, s, s_out))
+    gates = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
+    acts = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
     b_rows = [b[l] for l in range(gen.L)]
     c_rows = [c[l:l + 1] for l in range(gen.L)]
 
@@ -79,13 +84,13 @@ def lstm_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, w_out, s_o
     gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def gru_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_out, s_out, b_out, h, prime,
-                 uniforms, temperature, top_k, top_p, out):
+def gru_generate(embedding, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
+                 top_k, top_p, out):
     """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
-    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h, (s_ih0, s_ih, s_hh, s_out))
-    gi = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
-    gh = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
-    acts = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    gen = _Generator(embedding, w0, w, w_out, b_out, h, (s0, s, s_out))
+    gi = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
+    gh = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
+    acts = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
     b_ih_rows = [b_ih[l] for l in range(gen.L)]
     b_hh_rows = [b_hh[l] for l in range(gen.L)]
 
@@ -101,11 +106,11 @@ def gru_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_
     gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def rnn_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, w_out, s_out, b_out, h, prime,
-                 uniforms, temperature, top_k, top_p, out):
+def rnn_generate(embedding, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
+                 top_p, out):
     """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
-    gen = _Generator(embedding, w_ih0, w_ih, w_hh, w_out, b_out, h, (s_ih0, s_ih, s_hh, s_out))
-    pre = cuda.device_array((1, w_hh.shape[1]), dtype=w_hh.dtype)
+    gen = _Generator(embedding, w0, w, w_out, b_out, h, (s0, s, s_out))
+    pre = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
     b_rows = [b[l] for l in range(gen.L)]
 
     def step(index):

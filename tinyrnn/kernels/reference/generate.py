@@ -1,22 +1,32 @@
 """Batch-1 generation from a whole stacked, unidirectional character model (naive numpy; the spec):
 
     embedding (V, E) -> L recurrent layers (hidden H) -> linear head (V, H) -> sample.
-Per-layer weights are stacked along a leading layer axis, because layer 0 reads the embedding
-(width E) and the others read H:
-    w_ih0 (G*H, E)        layer 0's input weights
-    w_ih  (L-1, G*H, H)   the input weights of layers 1..L-1 (shape (0, G*H, H) when L == 1)
-    w_hh  (L, G*H, H)
-    b     (L, G*H)        LSTM and RNN: b_ih + b_hh;  GRU passes b_ih and b_hh separately
+
+A layer's gate pre-activations are one matrix-vector product, its input weights and its
+recurrent weights side by side (as in most textbooks' LSTM):
+
+    W = [w_ih | w_hh]  (G*H, K)     v = [x; h_prev]  (K,)     gates = W @ v + b
+
+K = E + H for layer 0 (x: the embedding row of the input index), 2H for the others (x: h of the
+layer below). The GRU's n rows are the exception: r multiplies only their recurrent half,
+n = tanh(W_n[:, :Kx] @ x + b_in + r * (W_n[:, Kx:] @ h + b_hn)), so those rows' two halves are
+summed apart (into gi and gh; the r and z rows' whole products go to gi). Layer 0's matrix stands
+apart from the others', whose K is the same:
+
+    w0 (G*H, E + H)       layer 0's [w_ih | w_hh]
+    w  (L-1, G*H, 2H)     layers 1..L-1 (shape (0, G*H, 2H) when L == 1)
+    b  (L, G*H)           LSTM and RNN: b_ih + b_hh;  GRU passes b_ih and b_hh separately
     w_out (V, H), b_out (V,)
-Each of the four weight matrices (w_ih0, w_ih, w_hh, w_out) is followed by its row scales
-(s_ih0 (G*H,), s_ih (L-1, G*H), s_hh (L, G*H), s_out (V,)). A matrix may be float (of h's dtype),
-bfloat16 stored as uint16, or int8 with those per-row scales (``weight_formats.py``); float and
-bfloat16 matrices take empty scales (shape (..., 0)). Each weight is the float value it stands for;
-a product with an int8 matrix rounds its vector to 16-bit integers first (``weight_formats.times``).
-h (L, H) (and c (L, H)) hold the initial state and are updated in place. The model first reads
-prime (P,) (P >= 1, int64), then generates N = len(out) indices, one uniform from uniforms (N,)
-per index. On return h (c) is the state after reading prime and out[:-1]: to continue, pass
-out[-1:] as the next prime.
+
+Each of the three weight matrices (w0, w, w_out) is followed by its row scales (s0 (G*H,),
+s (L-1, G*H), s_out (V,)). A matrix may be float (of h's dtype), bfloat16 stored as uint16, or
+int8 with those per-row scales (``weight_formats.py``: one scale a row of the joined matrix);
+float and bfloat16 matrices take empty scales (shape (..., 0)). Each weight is the float value it
+stands for; a product with an int8 matrix rounds its whole vector v to 16-bit integers first
+(``weight_formats.times``). h (L, H) (and c (L, H)) hold the initial state and are updated in
+place. The model first reads prime (P,) (P >= 1, int64), then generates N = len(out) indices, one
+uniform from uniforms (N,) per index. On return h (c) is the state after reading prime and
+out[:-1]: to continue, pass out[-1:] as the next prime.
 
 Each sampled index follows the rule of ``sample_index`` (``sampling.py``, where it is described).
 """
@@ -27,9 +37,36 @@ from .sampling import sample_index
 from .weight_formats import times
 
 
-def _input_weights(layer, w_ih0, s_ih0, w_ih, s_ih):
-    """A layer's input matrix and its row scales: layer 0 reads the embedding, the others h."""
-    return (w_ih0, s_ih0) if layer == 0 else (w_ih[layer - 1], s_ih[layer - 1])
+def layer_inputs(embedding, w0, s0, w, s, h, layer, index):
+    """(the layer's matrix, its row scales, v = [x; h[layer]], len(x)): x is the embedding row of
+    the input index for layer 0, else h of the layer below (already advanced by this input)."""
+    x = embedding[index] if layer == 0 else h[layer - 1]
+    matrix, scales = (w0, s0) if layer == 0 else (w[layer - 1], s[layer - 1])
+    return matrix, scales, np.concatenate([x, h[layer]]), x.shape[0]
+
+
+def lstm_layer(matrix, scales, v, b, h, c):
+    """One LSTM layer advanced by one input: gates = matrix @ v + b; h, c (H,) updated in place."""
+    gates = times(matrix, scales, v) + b
+    lstm_cell_forward(gates[None], c[None], np.empty_like(gates)[None], c[None], h[None])
+
+
+def gru_layer(matrix, scales, v, Kx, b_ih, b_hh, h):
+    """One GRU layer advanced by one input; h (H,) updated in place. The r and z rows' whole
+    products go to gi; the n rows' input half to gi, their recurrent half (which r multiplies) to gh."""
+    H = h.shape[0]
+    rz, n = slice(0, 2 * H), slice(2 * H, 3 * H)
+    s_rz, s_n = (scales[rz], scales[n]) if scales.size else (scales, scales)
+    gi, gh = b_ih.copy(), b_hh.copy()
+    gi[rz] += times(matrix[rz], s_rz, v)
+    gi[n] += times(matrix[n], s_n, v, slice(0, Kx))
+    gh[n] += times(matrix[n], s_n, v, slice(Kx, None))
+    gru_cell_forward(gi[None], gh[None], h[None].copy(), np.empty_like(gi)[None], h[None])
+
+
+def rnn_layer(matrix, scales, v, b, relu, h):
+    """One RNN layer advanced by one input: h = act(matrix @ v + b), in place."""
+    rnn_cell_forward((times(matrix, scales, v) + b)[None], h[None], relu)
 
 
 def _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out):
@@ -43,42 +80,31 @@ def _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
             step(out[n])
 
 
-def lstm_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, w_out, s_out, b_out, h, c, prime,
-                  uniforms, temperature, top_k, top_p, out):
+def lstm_generate(embedding, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
+                  top_p, out):
     """Batch-1 LSTM sampling (see the module docstring); fills out (N,) int64, updates h, c (L, H)."""
     def step(index):
-        x = embedding[index]
-        for layer in range(w_hh.shape[0]):
-            gates = (times(*_input_weights(layer, w_ih0, s_ih0, w_ih, s_ih), x)
-                     + times(w_hh[layer], s_hh[layer], h[layer]) + b[layer])
-            acts = np.empty_like(gates)
-            lstm_cell_forward(gates[None], c[layer][None], acts[None], c[layer][None], h[layer][None])
-            x = h[layer]
+        for layer in range(h.shape[0]):
+            matrix, scales, v, _ = layer_inputs(embedding, w0, s0, w, s, h, layer, index)
+            lstm_layer(matrix, scales, v, b[layer], h[layer], c[layer])
     _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def gru_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_out, s_out, b_out, h, prime,
-                 uniforms, temperature, top_k, top_p, out):
+def gru_generate(embedding, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
+                 top_k, top_p, out):
     """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
     def step(index):
-        x = embedding[index]
-        for layer in range(w_hh.shape[0]):
-            gi = times(*_input_weights(layer, w_ih0, s_ih0, w_ih, s_ih), x) + b_ih[layer]
-            gh = times(w_hh[layer], s_hh[layer], h[layer]) + b_hh[layer]
-            acts = np.empty_like(gi)
-            gru_cell_forward(gi[None], gh[None], h[layer][None].copy(), acts[None], h[layer][None])
-            x = h[layer]
+        for layer in range(h.shape[0]):
+            matrix, scales, v, Kx = layer_inputs(embedding, w0, s0, w, s, h, layer, index)
+            gru_layer(matrix, scales, v, Kx, b_ih[layer], b_hh[layer], h[layer])
     _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def rnn_generate(embedding, w_ih0, s_ih0, w_ih, s_ih, w_hh, s_hh, b, relu, w_out, s_out, b_out, h, prime,
-                 uniforms, temperature, top_k, top_p, out):
+def rnn_generate(embedding, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
+                 top_p, out):
     """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
     def step(index):
-        x = embedding[index]
-        for layer in range(w_hh.shape[0]):
-            pre = (times(*_input_weights(layer, w_ih0, s_ih0, w_ih, s_ih), x)
-                   + times(w_hh[layer], s_hh[layer], h[layer]) + b[layer])
-            rnn_cell_forward(pre[None], h[layer][None], relu)
-            x = h[layer]
+        for layer in range(h.shape[0]):
+            matrix, scales, v, _ = layer_inputs(embedding, w0, s0, w, s, h, layer, index)
+            rnn_layer(matrix, scales, v, b[layer], relu, h[layer])
     _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)

@@ -29,7 +29,8 @@ own rounding is 1/254 of a row's largest weight, so it is the weights that cost 
     no_scale(w)                the empty scale (..., 0) that float and bfloat16 matrices go with
     widen(w, scale)            w as float: from_bfloat16 for uint16, from_int8_rows for int8, else w itself
     to_int16_activations(x)    float vector (K,) -> (xq int16 (K,), step float64), the rule above
-    times(w, scale, x)         w @ x for a matrix in any of the formats (int8: by the rule above)
+    times(w, scale, x, cols)   w[:, cols] @ x[cols] for a matrix in any of the formats (int8: by the
+                               rule above, x rounded as a whole; cols a slice, all columns by default)
 """
 import numpy as np
 
@@ -82,9 +83,9 @@ def to_int16_activations(x):
     return np.rint(x.astype(np.float64) * (levels / amax)).astype(np.int16), amax / levels
 
 
-def times(w, scale, x) -> np.ndarray:
+def times(w, scale, x, cols=slice(None)) -> np.ndarray:
     if w.dtype != np.int8:
-        return widen(w, scale) @ x
+        return widen(w, scale)[:, cols] @ x[cols]
     xq, step = to_int16_activations(x)
-    dots = (w.astype(np.int64) @ xq.astype(np.int64)).astype(x.dtype)
+    dots = (w[:, cols].astype(np.int64) @ xq[cols].astype(np.int64)).astype(x.dtype)
     return (scale.astype(x.dtype) * x.dtype.type(step)) * dots

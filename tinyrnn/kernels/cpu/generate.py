@@ -296,9 +296,12 @@ def _work_buffers(embedding, h):
 
 
 @kernel
-def _layer_input(embedding, h, index, layer):
-    """x of a layer: the embedding row of the input index for layer 0, else h of the layer below."""
-    return embedding[index] if layer == 0 else h[layer - 1]
+def _layer_inputs(embedding, w0, s0, w, s, h, layer, index):
+    """(the layer's matrix, its row scales, x): layer 0's w0, s0 and the embedding row of the
+    input index, else w[layer - 1], s[layer - 1] and h of the layer below."""
+    if layer == 0:
+        return w0, s0, embedding[index]
+    return w[layer - 1], s[layer - 1], h[layer - 1]
 
 
 @kernel
@@ -307,11 +310,8 @@ def _lstm_step(embedding, w0, s0, w, s, b, h, c, index, gates, v, vq):
     L, H = h.shape
     for layer in range(L):
         gates[:] = b[layer]
-        x = _layer_input(embedding, h, index, layer)
-        if layer == 0:
-            _gates(w0, s0, x, h[0], v, vq, gates, gates, 4 * H)
-        else:
-            _gates(w[layer - 1], s[layer - 1], x, h[layer], v, vq, gates, gates, 4 * H)
+        matrix, scales, x = _layer_inputs(embedding, w0, s0, w, s, h, layer, index)
+        _gates(matrix, scales, x, h[layer], v, vq, gates, gates, 4 * H)
         hl, cl = h[layer], c[layer]
         for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
             _, _, _, _, cj, hj = _lstm_unit(vload(gates, j), vload(gates, H + j), vload(gates, 2 * H + j),
@@ -345,11 +345,8 @@ def _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq):
     for layer in range(L):
         gi[:] = b_ih[layer]
         gh[:] = b_hh[layer]   # the r, z rows of gh keep b_hh (their products go to gi): the b_r, b_z of _gru_unit
-        x = _layer_input(embedding, h, index, layer)
-        if layer == 0:
-            _gates(w0, s0, x, h[0], v, vq, gi, gh, 2 * H)
-        else:
-            _gates(w[layer - 1], s[layer - 1], x, h[layer], v, vq, gi, gh, 2 * H)
+        matrix, scales, x = _layer_inputs(embedding, w0, s0, w, s, h, layer, index)
+        _gates(matrix, scales, x, h[layer], v, vq, gi, gh, 2 * H)
         hl = h[layer]
         for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
             _, _, _, hj = _gru_unit(vload(gi, j), vload(gi, H + j), vload(gh, j), vload(gh, H + j),
@@ -382,11 +379,8 @@ def _rnn_step(embedding, w0, s0, w, s, b, relu, h, index, pre, v, vq):
     zero = h.dtype.type(0)
     for layer in range(L):
         pre[:] = b[layer]
-        x = _layer_input(embedding, h, index, layer)
-        if layer == 0:
-            _gates(w0, s0, x, h[0], v, vq, pre, pre, H)
-        else:
-            _gates(w[layer - 1], s[layer - 1], x, h[layer], v, vq, pre, pre, H)
+        matrix, scales, x = _layer_inputs(embedding, w0, s0, w, s, h, layer, index)
+        _gates(matrix, scales, x, h[layer], v, vq, pre, pre, H)
         for j in range(H):
             h[layer, j] = max(pre[j], zero) if relu else tanh(pre[j])
 

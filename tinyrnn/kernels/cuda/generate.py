@@ -11,9 +11,10 @@ Each step runs on the device, one launch per matmul and gate kernel, with the pe
 addressed by row offsets and a layer's matrix read as its two column halves (views, nothing
 copied): layer 0 multiplies the row ``index`` of the embedding by w0[:, :E], layer l > 0 the row
 l - 1 of h by w[l-1][:, :H]; the recurrent half multiplies the layer's own row of h. (For float
-weights the two products summed are the one product w @ [x; h] of the reference.) The logits (V numbers) come back to the host, which samples with the
-reference's ``sample_index``: batch-1 sampling is latency-bound, and this keeps the GPU's
-samples identical to the reference's for the same uniforms.
+weights the two products summed are the one product w @ [x; h] of the reference.) The logits
+(V numbers) come back to the host, which samples with the reference's ``sample_index``: batch-1
+sampling is latency-bound, and this keeps the GPU's samples identical to the reference's for
+the same uniforms.
 """
 import numpy as np
 from numba import cuda

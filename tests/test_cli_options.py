@@ -315,3 +315,33 @@ def test_bench_smoke(tmp_path):
 
     assert r.stdout.startswith("machine: ") and isa.simd_level() in r.stdout.splitlines()[0]
     assert data["machine"]["matmul_tile"] == isa.TILE and data["machine"]["simd"] == isa.simd_level()
+    overhead = data["overhead"]["a"]                   # the share of a step outside the kernels (issue 13)
+    assert 0 < overhead["outside_share"] < 1 and overhead["python_ms"] > 0 and overhead["kernels_ms"] > 0
+    line = next(line for line in r.stdout.splitlines() if line.startswith("outside the kernels (a): "))
+    assert f"{100 * overhead['outside_share']:.1f}% of a {overhead['step_ms']:.2f} ms step" in line, line
+
+
+def _has_avx2():
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get("avx2", False))
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the AVX2 build needs an x86 CPU with AVX2")
+def test_bench_avx2_build_is_what_the_table_says(tmp_path):
+    """--avx2: the machine line and the JSON say the Haswell build (the workers inherit its environment)."""
+    r = ok("bench", "--avx2", "--no-torch", "--only", "help", "--repeats", "1", "--json", tmp_path / "b.json")
+    first = r.stdout.splitlines()[0]
+    assert "compiled for AVX2 (Numba target haswell)" in first and "matmul tile 4x16" in first, first
+    machine = json.loads((tmp_path / "b.json").read_text())["machine"]
+    assert machine["simd"] == "AVX2" and machine["numba_target"] == "haswell" and machine["matmul_tile"] == "4x16"
+
+
+def test_bench_avx2_needs_an_avx2_cpu(monkeypatch, capsys):
+    import tinyrnn.bench as bench
+
+    monkeypatch.setattr(bench, "_host_has_avx2", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        bench._parse(["--avx2"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--avx2 needs an x86 CPU with AVX2" in err and "run without --avx2" in err

@@ -4,6 +4,7 @@
     python -m tinyrnn.bench --configs a,b --repeats 5 --threads 2
     python -m tinyrnn.bench --skip sampling,help,startup,rss   # training throughput only
     python -m tinyrnn.bench --only tagger   # the tagger rows only (issue 11; see bench/tagger.py)
+    python -m tinyrnn.bench --avx2          # the same table from the AVX2 build of both frameworks
     tinyrnn bench ...                       # the same, from the CLI
 
 Every config is a character model: vocab 65, embedding size = hidden size, a full softmax head;
@@ -12,7 +13,11 @@ B*T / (median seconds per step). The FLOP limit is the chars/s reachable at this
 measured float32 matmul peak, with training FLOPs per char ~ 3x the forward FLOPs:
     recurrent layer: 3 * 2 * G*H * (I + H)      (G = 4 for LSTM, 3 for GRU; x2 if bidirectional)
     head:            3 * 2 * H_out * V
-Run it on a quiet machine; it prints medians of --repeats timed blocks.
+The ``overhead`` rows (configs a and b) say how much of a training step is spent outside the
+compiled kernels (Python, the tape, allocation: ``overhead.py``). Run it on a quiet machine; it
+prints medians of --repeats timed blocks. ``--avx2`` runs every measurement with tinyrnn compiled
+for Haswell and PyTorch held to AVX2 (``configs.AVX2_BUILD``), so one machine with AVX-512 gives
+both tables: its own, and what an AVX2 laptop of the same clock would see.
 
 The package, one module per idea: ``configs`` (the models, FLOPs per char), ``training``
 (one timed training step, the matmul peak), ``sampling``, ``startup`` (``--help``, first step,
@@ -30,12 +35,13 @@ import argparse
 import json
 import os
 
-from .configs import CONFIGS, default_steps, median, thread_env, train_flops_per_char
+from .configs import AVX2_BUILD, CONFIGS, default_steps, median, thread_env, train_flops_per_char
 from .startup import first_step_time, help_time, peak_rss_mb
 from .training import matmul_peak_gflops
 from .workers import run_worker
 
-ITEMS = ("train", "sampling", "help", "startup", "rss", "tagger")
+ITEMS = ("train", "overhead", "sampling", "help", "startup", "rss", "tagger")
+OVERHEAD_CONFIGS = ("a", "b")   # the small configs, where the share outside the kernels decides
 
 
 def _parse(argv):
@@ -52,8 +58,13 @@ def _parse(argv):
                         help="tagger rows: a CoNLL-U file to train and tag (default: a synthetic EWT-like set)")
     parser.add_argument("--tagger-tokens", type=int, default=0,
                         help="tagger rows: tokens to tag (default: ~25,000, EWT dev's size)")
+    parser.add_argument("--avx2", action="store_true",
+                        help="the AVX2 build of both: tinyrnn compiled for Haswell, PyTorch held to AVX2 ("
+                             + " ".join(f"{k}={v}" for k, v in AVX2_BUILD.items()) + ")")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    if args.avx2 and not _host_has_avx2():
+        parser.error("--avx2 needs an x86 CPU with AVX2 and FMA; this one has neither: run without --avx2")
     skip = set(filter(None, args.skip.split(",")))
     only = set(filter(None, args.only.split(",")))
     unknown = (skip | only) - set(ITEMS)
@@ -61,6 +72,23 @@ def _parse(argv):
         parser.error(f"unknown item(s) {', '.join(sorted(unknown))}: use {', '.join(ITEMS)}")
     args.skip = skip | (set(ITEMS) - only if only else set())
     return args
+
+
+def _host_has_avx2() -> bool:
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("avx2", False) and features.get("fma", False))
+
+
+def use_avx2_build():
+    """Set the AVX2 recipe for this process and every worker it starts (they inherit os.environ).
+    Numba reads its settings when first imported: re-read them in case it already was."""
+    os.environ.update(AVX2_BUILD)
+    import sys
+
+    if "numba.core.config" in sys.modules:
+        sys.modules["numba.core.config"].reload_config()
 
 
 def machine_line(have_torch) -> dict:
@@ -74,10 +102,11 @@ def machine_line(have_torch) -> dict:
         import torch
 
         torch_isa = torch.backends.cpu.get_cpu_capability()
-    line = f"{isa.describe()} | PyTorch {torch_isa}"
+    tile = isa.choose_tile()        # what the workers will compile: this process may predate --avx2's setting
+    line = f"{isa.describe(tile)} | PyTorch {torch_isa}"
     print(f"machine: {line}", flush=True)
     return dict(cpu=isa.cpu_model(), simd=isa.simd_level(), numba_target=" ".join(filter(None, isa.target())),
-                matmul_tile=isa.TILE, torch_isa=torch_isa)
+                matmul_tile=tile, torch_isa=torch_isa)
 
 
 def train_rows(args, have_torch) -> tuple:
@@ -102,6 +131,23 @@ def train_rows(args, have_torch) -> tuple:
               flush=True)
         rows[name] = dict(tinyrnn=ours, torch=theirs, ratio=ours / theirs, flop_cap=cap)
     return peak, rows
+
+
+def overhead_rows(args) -> dict:
+    """Share of a training step outside the kernels at configs a and b (``overhead.measure``, one
+    fresh worker per repeat; the worker with the median share is reported)."""
+    rows = {}
+    for config in filter(None, args.configs.split(",")):
+        if config not in OVERHEAD_CONFIGS:
+            continue
+        runs = sorted((run_worker("overhead", "tinyrnn", config, args.threads, args.steps or 30)
+                       for _ in range(args.repeats)), key=lambda r: r["outside_share"])
+        r = runs[len(runs) // 2]
+        shares = ", ".join(f"{100 * x['outside_share']:.1f}%" for x in runs)
+        print(f"outside the kernels ({config}): {100 * r['outside_share']:.1f}% of a {r['step_ms']:.2f} ms step "
+              f"(Python {r['python_ms']:.2f} ms, numpy array ops {r['numpy_ms']:.2f} ms; all runs: {shares})", flush=True)
+        rows[config] = dict(r, runs=[x["outside_share"] for x in runs])
+    return rows
 
 
 def sampling_rows(args, have_torch) -> dict:
@@ -151,6 +197,8 @@ def startup_rows(args, have_torch, results):
 def main(argv=None):
     args = _parse(argv)
     os.environ.update(thread_env(args.threads))
+    if args.avx2:
+        use_avx2_build()
     have_torch = False
     if not args.no_torch:
         try:
@@ -162,6 +210,8 @@ def main(argv=None):
     results = {"threads": args.threads, "machine": machine_line(have_torch), "configs": {}}
     if "train" not in args.skip:
         results["matmul_peak_gflops"], results["configs"] = train_rows(args, have_torch)
+    if "overhead" not in args.skip:
+        results["overhead"] = overhead_rows(args)
     if "sampling" not in args.skip:
         results["sampling"] = sampling_rows(args, have_torch)
     startup_rows(args, have_torch, results)

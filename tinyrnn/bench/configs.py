@@ -43,6 +43,12 @@ def thread_env(threads):
     return env
 
 
+# The AVX2 build on any x86 machine (`tinyrnn bench --avx2`): what an AVX2 laptop runs, for both
+# frameworks. Numba compiles the kernels for Haswell (AVX2 + FMA, 16 vector registers: the 4 x 16
+# matmul tile, ``kernels/isa.py``); PyTorch's ATen kernels and oneDNN (its LSTM) stop at AVX2.
+AVX2_BUILD = {"NUMBA_CPU_NAME": "haswell", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
 def cli_module() -> str:
     """The module that runs the ``tinyrnn`` command: the installed package, or a checkout's ``cli``."""
     import importlib.util

@@ -88,11 +88,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def describe() -> str:
-    """One line for benchmark tables: CPU model, SIMD level, Numba target, matmul tile."""
+def describe(tile: str | None = None) -> str:
+    """One line for benchmark tables: CPU model, SIMD level, Numba target, matmul tile (this
+    process's ``TILE`` unless told: the benchmark names the tile its workers will choose)."""
     name, features = target()
     tail = f" {features}" if features else ""
-    return f"{cpu_model()} | compiled for {simd_level()} (Numba target {name}{tail}) | matmul tile {TILE}"
+    return f"{cpu_model()} | compiled for {simd_level()} (Numba target {name}{tail}) | matmul tile {tile or TILE}"
 
 
 TILE = choose_tile()

@@ -55,3 +55,33 @@ def test_compiled_kernels_land_in_the_keyed_directory():
     assert where.parent.name == isa.TILE                       # an AVX2 and an AVX-512 build differ
     assert Path(elementwise.scale_inplace._cache._cache_path) == where
     assert list(where.glob("elementwise.scale_inplace-*.nbi"))
+
+
+_SAMPLE = """
+import sys
+import numpy as np
+from tinyrnn import manual_seed
+from tinyrnn.generate import sample_indices
+from tinyrnn.models import CharRNN
+manual_seed(0)
+model = CharRNN(vocab_size=11, cell=sys.argv[1], hidden=24, layers=2, embed=8)
+print(np.concatenate(list(sample_indices(model, [1, 2], 12, seed=3, weights=sys.argv[2]))).tolist())
+"""
+
+
+def test_generation_loaded_from_a_cache_another_model_filled(tmp_path):
+    """Batch-1 sampling runs a parallel region from inside a kernel. Numba writes a broken cache
+    entry for a cached caller compiled where that parallel kernel was loaded from the cache
+    (numba#4807, #8578): before jit.py's inner kernels, sampling an LSTM, then a GRU twice (or an
+    RNN), each in a new process, crashed the third process with a segfault (any weight format;
+    bfloat16 here, the default)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    outputs = {}
+    for step, cell in enumerate(["lstm", "gru", "gru", "rnn", "rnn"]):
+        r = subprocess.run([sys.executable, "-c", _SAMPLE, cell, "bf16"], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, (step, cell, r.returncode, r.stderr[-2000:])
+        outputs.setdefault(cell, []).append(r.stdout)
+    assert outputs["gru"][0] == outputs["gru"][1] and outputs["rnn"][0] == outputs["rnn"][1]   # the cache changes nothing

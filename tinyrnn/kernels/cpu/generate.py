@@ -28,12 +28,13 @@ takes about 0.8x the time of two 1,024 x 256 ones, BENCHMARKS.md), and the work 
 for int8 once.
 
 Threads: a layer's product is shared between the threads by blocks of ``BLOCK_ROWS`` gate rows
-(``_gates_in_blocks``, one parallel region per layer and character); the unit math (on SIMD
-vectors, 16 units a call, as in ``sequence.py``) and the head stay on one thread. At batch 1 a
-product reads every weight once, so one core is held by its cache's bandwidth (~22 GFLOP/s
-here); two cores read twice as much (measured: 1,024 x 512 weights 44 -> 25 us). Products under
-``PARALLEL_MIN`` weights (small models) stay on one thread, where a parallel region (~2 us) would
-cost more than it saves.
+(``_gates_in_blocks``, one parallel region per layer and character; it and the kernels that
+lead to it are compiled in the process, not cached on their own: ``jit.py`` says why); the unit
+math (on SIMD vectors, 16 units a call, as in ``sequence.py``) and the head stay on one thread.
+At batch 1 a product reads every weight once, so one core is held by its cache's bandwidth
+(~22 GFLOP/s here); two cores read twice as much (measured: 1,024 x 512 weights 44 -> 25 us).
+Products under ``PARALLEL_MIN`` weights (small models) stay on one thread, where a parallel
+region (~2 us) would cost more than it saves.
 
 Each weight matrix (w0, w, w_out) is followed by its row scales (s0, s, s_out). A matrix may be
 float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a float32 scale
@@ -50,7 +51,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ..jit import kernel, parallel_kernel, prange
+from ..jit import inner_kernel, inner_parallel_kernel, kernel, prange
 from .activations import tanh
 from .cells import _gru_unit, _lstm_unit
 from .simd import LANES, vdot_pairs, vget, vizeros, vload, vstore, vsum, vzeros
@@ -212,7 +213,7 @@ def _layer_rows(w, scale, v, vq, step, out_x, out_h, split, Kx, begin, end):
         _rows(w, scale, v, vq, step, out_h, halves_begin, end, Kx, K)
 
 
-@kernel
+@inner_kernel
 def _gates(w, scale, x, h, v, vq, out_x, out_h, split):
     """out_x (and out_h) += a layer's product w @ [x; h] (``_layer_rows``), w (R, len(x) + len(h)):
     x and h are copied side by side into the work vector v, rounded into vq for an int8 w (v, vq:
@@ -231,7 +232,7 @@ def _gates(w, scale, x, h, v, vq, out_x, out_h, split):
         _gates_in_blocks(w, scale, v_layer, vq, step, out_x, out_h, split, Kx)
 
 
-@parallel_kernel
+@inner_parallel_kernel
 def _gates_in_blocks(w, scale, v, vq, step, out_x, out_h, split, Kx):
     """``_gates``' product with the rows cut into blocks of about BLOCK_ROWS, one parallel region."""
     R = w.shape[0]
@@ -304,7 +305,7 @@ def _layer_inputs(embedding, w0, s0, w, s, h, layer, index):
     return w[layer - 1], s[layer - 1], h[layer - 1]
 
 
-@kernel
+@inner_kernel
 def _lstm_step(embedding, w0, s0, w, s, b, h, c, index, gates, v, vq):
     """Feed one input index through every layer; h, c (L, H) updated in place."""
     L, H = h.shape
@@ -338,7 +339,7 @@ def lstm_generate(embedding, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, 
             _lstm_step(embedding, w0, s0, w, s, b, h, c, out[n], gates, v, vq)
 
 
-@kernel
+@inner_kernel
 def _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq):
     L, H = h.shape
     one = h.dtype.type(1)
@@ -373,7 +374,7 @@ def gru_generate(embedding, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, pr
             _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, out[n], gi, gh, v, vq)
 
 
-@kernel
+@inner_kernel
 def _rnn_step(embedding, w0, s0, w, s, b, relu, h, index, pre, v, vq):
     L, H = h.shape
     zero = h.dtype.type(0)

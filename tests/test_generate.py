@@ -94,11 +94,12 @@ def test_compact_sampling_is_the_model_with_rounded_weights(cell, weights):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_int8_rounding_tool_reads_like_evaluate(cell):
-    """``python -m tinyrnn.bench.int8_rounding``: one character at a time, float32, it scores what
-    ``evaluate`` scores in one stream; int8 weights move it a little, rounding the vectors too
-    moves it by much less again (the kernel math: ``test_int16_activations``)."""
-    from tinyrnn.bench.int8_rounding import bits_per_char
+def test_rounding_tool_reads_like_evaluate(cell):
+    """``python -m tinyrnn.bench.rounding``: one character at a time, float32, it scores what
+    ``evaluate`` scores in one stream; compact weights move it a little; rounding the vectors too
+    moves int8 by much less again (16 bits: ``test_int16_activations``), bfloat16 by about as
+    much as its weights (8 bits: ``test_bfloat16_products``)."""
+    from tinyrnn.bench.rounding import bits_per_char
     from tinyrnn.generate import evaluate
 
     manual_seed(7)
@@ -110,3 +111,13 @@ def test_int8_rounding_tool_reads_like_evaluate(cell):
     assert count == 299 and abs(f32 - loss / np.log(2)) < 1e-5
     weights_only, sampled = bits_per_char(model, ids, "int8", False), bits_per_char(model, ids, "int8", True)
     assert 0 < abs(weights_only - f32) < 0.01 and abs(sampled - weights_only) < 1e-4
+    weights_only, sampled = bits_per_char(model, ids, "bf16", False), bits_per_char(model, ids, "bf16", True)
+    assert 0 < abs(weights_only - f32) < 1e-3 and 0 < abs(sampled - weights_only) < 1e-3
+
+
+def test_rounding_tool_names_a_bad_format(capsys):
+    from tinyrnn.bench.rounding import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["RUN", "TEXT", "--weights", "bf16,int4"])
+    assert e.value.code == 2 and "--weights 'bf16,int4': use a comma-separated list of bf16, int8" in capsys.readouterr().err

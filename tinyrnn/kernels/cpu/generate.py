@@ -39,11 +39,14 @@ region (~2 us) would cost more than it saves.
 Each weight matrix (w0, w, w_out) is followed by its row scales (s0, s, s_out). A matrix may be
 float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a float32 scale
 per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 0)). The formats
-are described in ``reference/weight_formats.py``. Float and bfloat16 products (``_float_rows``)
-widen each weight to a float in registers (``widen``); int8 products (``_int8_rows``) first round
-their vector to 16-bit integers (``quantize_activations``, into a work buffer) and take integer
-dot products, 32 weights a ``vdot_pairs`` (on AVX2: two ``vpmovsxbw`` and two ``vpmaddwd``,
-against four widenings, four conversions and four FMAs on the float path; measured 1.5x faster at
+are described in ``reference/weight_formats.py``. Float products (``_float_rows``) are plain
+dot products. The compact formats round their vector first, into a work buffer: bfloat16 products
+(``_bf16_rows``) to bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of
+bfloat16s in 32-bit words, 32 products a ``vdot_bf16`` (a shift or a mask makes each half a
+float32: no widening shuffle; 0.68-0.80x the time of widening each weight, BENCHMARKS.md);
+int8 products (``_int8_rows``) to 16-bit integers (``quantize_activations``) and take integer dot
+products, 32 weights a ``vdot_pairs`` (on AVX2: two ``vpmovsxbw`` and two ``vpmaddwd``, against
+four widenings, four conversions and four FMAs on the float path; measured 1.5x faster at
 1,024 x 512). Numba compiles one version per weight type (``_rows`` chooses when compiling).
 """
 import numpy as np
@@ -54,13 +57,14 @@ from numba.extending import intrinsic, overload
 from ..jit import inner_kernel, inner_parallel_kernel, kernel, prange
 from .activations import tanh
 from .cells import _gru_unit, _lstm_unit
-from .simd import LANES, vdot_pairs, vget, vizeros, vload, vstore, vsum, vzeros
+from .simd import LANES, vdot_bf16, vdot_pairs, vget, vizeros, vload, vsplat, vstore, vsum, vzeros
 
 
 @intrinsic
 def _bf16_bits_to_float32(typingctx, u):
-    """The float32 a bfloat16 (its 16 bits in a uint16) stands for: the bits shifted up 16, reinterpreted."""
-    if not (isinstance(u, types.Integer) and u.bitwidth == 16 and not u.signed):
+    """The float32 a bfloat16 (its 16 bits in a uint16, or an int16 work buffer) stands for: the
+    bits shifted up 16, reinterpreted."""
+    if not (isinstance(u, types.Integer) and u.bitwidth == 16):
         return None
 
     def codegen(context, builder, sig, args):
@@ -70,20 +74,24 @@ def _bf16_bits_to_float32(typingctx, u):
     return types.float32(u), codegen
 
 
-def widen(x):
-    """A weight as a float: itself, or the float32 value of a bfloat16 stored as uint16."""
+@intrinsic
+def _float32_bits(typingctx, f):
+    """The 32 bits of a float32, as a uint32."""
+    if f != types.float32:
+        return None
 
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
 
-@overload(widen, inline="always")
-def _widen(x):
-    if isinstance(x, types.Float):
-        return lambda x: x
-    if isinstance(x, types.Integer) and x.bitwidth == 16 and not x.signed:
-        return lambda x: _bf16_bits_to_float32(x)
+    return types.uint32(f), codegen
 
 
 def _is_int8(w):
     return isinstance(w.dtype, types.Integer) and w.dtype.signed and w.dtype.bitwidth == 8
+
+
+def _is_bf16(w):
+    return isinstance(w.dtype, types.Integer) and not w.dtype.signed and w.dtype.bitwidth == 16
 
 
 BLOCK_ROWS = 64         # gate rows per parallel work item (a multiple of 4)
@@ -92,9 +100,8 @@ PARALLEL_MIN = 1 << 16  # weights in a layer's two products below which they run
 
 @kernel
 def _float_rows(w, x, out, begin, end, c0, c1):
-    """out[begin:end] += w[begin:end, c0:c1] @ x[c0:c1].   w (R, K) float, or bfloat16 stored as
-    uint16 (each weight widened in registers), x (K,), out (R,); 4 rows at a time (rows clamped at
-    end - 1, as in the matmul tiles)."""
+    """out[begin:end] += w[begin:end, c0:c1] @ x[c0:c1].   w (R, K) float, x (K,), out (R,);
+    4 rows at a time (rows clamped at end - 1, as in the matmul tiles)."""
     last = end - 1
     xs = x[c0:c1]          # indexed from 0: an index known >= 0 lets LLVM vectorise (no wraparound test)
     for r in range(begin, end, 4):
@@ -102,10 +109,10 @@ def _float_rows(w, x, out, begin, end, c0, c1):
         w0, w1, w2, w3 = w[r][c0:c1], w[r1][c0:c1], w[r2][c0:c1], w[r3][c0:c1]
         s0, s1, s2, s3 = out[r], out[r1], out[r2], out[r3]
         for k in range(c1 - c0):
-            s0 += widen(w0[k]) * xs[k]
-            s1 += widen(w1[k]) * xs[k]
-            s2 += widen(w2[k]) * xs[k]
-            s3 += widen(w3[k]) * xs[k]
+            s0 += w0[k] * xs[k]
+            s1 += w1[k] * xs[k]
+            s2 += w2[k] * xs[k]
+            s3 += w3[k] * xs[k]
         out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
 
 
@@ -136,6 +143,43 @@ def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
         o0, o1, o2, o3 = (out[r] + scale[r] * s * d0, out[r1] + scale[r1] * s * d1,
                           out[r2] + scale[r2] * s * d2, out[r3] + scale[r3] * s * d3)
         out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
+
+
+@kernel
+def _bf16_rows(w, xb, out, begin, end, c0, c1):
+    """out[begin:end] += w[begin:end, c0:c1] @ xb[c0:c1], both bfloat16: w (R, K) uint16, xb (>= K,)
+    int16 (the vector rounded by ``round_to_bfloat16``), out (R,). The products are exact in float32
+    and summed there; 4 rows at a time, 2 * LANES columns a ``vdot_bf16``, the rest one by one."""
+    k_vec = c1 - (c1 - c0) % (2 * LANES)
+    last = end - 1
+    zero = np.float32(0)
+    for r in range(begin, end, 4):
+        r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
+        w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
+        a0 = a1 = a2 = a3 = vsplat(zero)
+        for k in range(c0, k_vec, 2 * LANES):
+            a0 = vdot_bf16(a0, w0, k, xb, k)
+            a1 = vdot_bf16(a1, w1, k, xb, k)
+            a2 = vdot_bf16(a2, w2, k, xb, k)
+            a3 = vdot_bf16(a3, w3, k, xb, k)
+        d0, d1, d2, d3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
+        for k in range(k_vec, c1):
+            xk = _bf16_bits_to_float32(xb[k])
+            d0 += _bf16_bits_to_float32(w0[k]) * xk
+            d1 += _bf16_bits_to_float32(w1[k]) * xk
+            d2 += _bf16_bits_to_float32(w2[k]) * xk
+            d3 += _bf16_bits_to_float32(w3[k]) * xk
+        o0, o1, o2, o3 = out[r] + d0, out[r1] + d1, out[r2] + d2, out[r3] + d3   # clamped rows repeat a row
+        out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
+
+
+@kernel
+def round_to_bfloat16(x, xb):
+    """xb[:K] = the bfloat16 nearest each x[k] (as float32 first; ties to even), its 16 bits in an
+    int16: ``weight_formats.to_bfloat16``'s rule, bit for bit. x (K,) float, xb (>= K,) int16."""
+    for k in range(x.shape[0]):
+        bits = np.uint64(_float32_bits(np.float32(x[k])))
+        xb[k] = np.int16((bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16))
 
 
 @kernel
@@ -173,21 +217,26 @@ def quantize_activations(x, xq):
 
 
 def _rounded_input(w, x, xq):
-    """The step of x rounded into xq when w is int8 (its products are integer ones), else 0.0
-    with nothing done."""
+    """x rounded into xq for w's products: to 16-bit integers when w is int8 (returns the step),
+    to bfloat16 when w is (returns 0.0); nothing for a float w (0.0)."""
 
 
 @overload(_rounded_input, inline="always")
 def _rounded_input_impl(w, x, xq):
     if _is_int8(w):
         return lambda w, x, xq: quantize_activations(x, xq)
+    if _is_bf16(w):
+        def bf16(w, x, xq):
+            round_to_bfloat16(x, xq)
+            return 0.0
+        return bf16
     return lambda w, x, xq: 0.0
 
 
 def _rows(w, scale, x, xq, step, out, begin, end, c0, c1):
     """out[begin:end] += w[begin:end, c0:c1] @ x[c0:c1], for a matrix in any format (chosen when
-    compiled): int8 from the rounded xq, step (``_int8_rows``), float and bfloat16 from x
-    (``_float_rows``)."""
+    compiled): int8 from the rounded xq, step (``_int8_rows``), bfloat16 from the rounded xq
+    (``_bf16_rows``), float from x (``_float_rows``)."""
 
 
 @overload(_rows, inline="always")
@@ -195,6 +244,8 @@ def _rows_impl(w, scale, x, xq, step, out, begin, end, c0, c1):
     if _is_int8(w):
         return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _int8_rows(w, scale, xq, step, out, begin,
                                                                                  end, c0, c1)
+    if _is_bf16(w):
+        return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _bf16_rows(w, xq, out, begin, end, c0, c1)
     return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _float_rows(w, x, out, begin, end, c0, c1)
 
 

@@ -20,6 +20,13 @@ Integer dot products (int8 weights times int16 activations, summed in int32; ``g
                                      q: 1-D C int8 array, x: 1-D C int16 array; 2 * LANES products
     s = vsum(v)                      the int32 sum of the lanes (wraps on overflow: the caller bounds it)
 
+bfloat16 dot products (bfloat16 weights times a bfloat16 vector, products and sums in float32):
+
+    v = vdot_bf16(acc, w, i, x, j)   v[l] = acc[l] + w[i+2l] x[j+2l] + w[i+2l+1] x[j+2l+1]
+                                     w, x: 1-D C arrays of 16-bit integers holding bfloat16 bit
+                                     patterns; acc: a float32 Vec; 2 * LANES products
+    s = vsum(v)                      for a float Vec: the sum of its lanes, as a tree (a fixed order)
+
 Why: a matmul's inner loop wants a block of C, e.g. 4 rows x 64 columns, held in *registers*
 for the whole k loop. Numba runs LLVM's loop vectoriser but not its SLP vectoriser, so a block
 of C written as scalar locals stays scalar, and written as a small array it is loaded and stored
@@ -85,6 +92,10 @@ def _is_flat(a):
 
 def _is_flat_float_array(a):
     return _is_flat(a) and isinstance(a.dtype, types.Float)
+
+
+def _is_flat_16bit_array(a):
+    return _is_flat(a) and isinstance(a.dtype, types.Integer) and a.dtype.bitwidth == 16
 
 
 def _is_flat_signed_array(a, bits):
@@ -284,14 +295,58 @@ def vdot_pairs(typingctx, acc, q, i, x, j):
 
 
 @intrinsic
-def vsum(typingctx, v):
-    if v != ivec:
+def vdot_bf16(typingctx, acc, w, i, x, j):
+    """2 * LANES products of bfloat16 w[i:] and x[j:], added in neighbouring pairs into acc's
+    float32 lanes. Each array is read as LANES 32-bit words, a pair of bfloat16s each (little
+    endian: the first in the low half); a bfloat16 is the top half of a float32, so the first is
+    ``word << 16`` and the second ``word & 0xFFFF0000``, both exact, with no widening shuffle: one
+    load of each array, two shifts or masks each and two fused multiply-adds for 32 products
+    (against two loads, two widenings, two shifts and two multiply-adds of a float32 vector for 32
+    weights). The pairs may start at any index: w and x are read at the same offsets."""
+    if not (acc == Vec(types.float32) and _is_flat_16bit_array(w) and _is_flat_16bit_array(x)
+            and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
-        vt = args[0].type
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(I32, [vt]),
-                                            f"llvm.vector.reduce.add.v{LANES}i32")
-        return builder.call(fn, args)
+        acc_v, w_a, i_v, x_a, j_v = args
+        words = ir.VectorType(I32, LANES)
+        floats = ir.VectorType(ir.FloatType(), LANES)
 
-    return types.int32(v), codegen
+        def pairs(array_type, array, index_type, index):
+            p = _vector_pointer(context, builder, array_type, array, index_type, index, 2 * LANES)
+            word = builder.load(builder.bitcast(p, words.as_pointer()), align=2)
+            first = builder.bitcast(builder.shl(word, ir.Constant(words, [16] * LANES)), floats)
+            second = builder.bitcast(builder.and_(word, ir.Constant(words, [-65536] * LANES)), floats)
+            return first, second
+
+        w0, w1 = pairs(sig.args[1], w_a, sig.args[2], i_v)
+        x0, x1 = pairs(sig.args[3], x_a, sig.args[4], j_v)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats, [floats] * 3),
+                                             f"llvm.fmuladd.v{LANES}f32")
+        return builder.call(fma, [w1, x1, builder.call(fma, [w0, x0, acc_v])])
+
+    return acc(acc, w, i, x, j), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    if v == ivec:
+        def codegen(context, builder, sig, args):
+            vt = args[0].type
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(I32, [vt]),
+                                                f"llvm.vector.reduce.add.v{LANES}i32")
+            return builder.call(fn, args)
+
+        return types.int32(v), codegen
+    if isinstance(v, Vec):
+        def codegen(context, builder, sig, args):     # halves added until one lane is left
+            x, n = args[0], LANES
+            while n > 1:
+                n //= 2
+                low = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(I32, n), list(range(n))))
+                high = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(I32, n), list(range(n, 2 * n))))
+                x = builder.fadd(low, high)
+            return builder.extract_element(x, ir.Constant(I32, 0))
+
+        return v.dtype(v), codegen
+    return None

@@ -22,8 +22,8 @@ Each of the three weight matrices (w0, w, w_out) is followed by its row scales (
 s (L-1, G*H), s_out (V,)). A matrix may be float (of h's dtype), bfloat16 stored as uint16, or
 int8 with those per-row scales (``weight_formats.py``: one scale a row of the joined matrix);
 float and bfloat16 matrices take empty scales (shape (..., 0)). Each weight is the float value it
-stands for; a product with an int8 matrix rounds its whole vector v to 16-bit integers first
-(``weight_formats.times``). h (L, H) (and c (L, H)) hold the initial state and are updated in
+stands for; a product with a compact matrix rounds its whole vector v first, to bfloat16 for a
+bfloat16 one, to 16-bit integers for an int8 one (``weight_formats.times``). h (L, H) (and c (L, H)) hold the initial state and are updated in
 place. The model first reads prime (P,) (P >= 1, int64), then generates N = len(out) indices, one
 uniform from uniforms (N,) per index. On return h (c) is the state after reading prime and
 out[:-1]: to continue, pass out[-1:] as the next prime.

@@ -5,7 +5,12 @@ memory traffic; the kernels widen each weight back to float32 in registers and m
 
 bfloat16 (2 bytes) is the top 16 bits of a float32: the same sign and 8-bit exponent (the same
 range), 7 bits of mantissa instead of 23 (about 3 significant digits). numpy has no bfloat16 type,
-so it is stored as uint16; widened, it is ``u << 16`` reinterpreted as float32.
+so it is stored as uint16; widened, it is ``u << 16`` reinterpreted as float32. A product with a
+bfloat16 matrix rounds its vector x to bfloat16 too (the rule of ``to_bfloat16``), and sums the
+products, each exact in float32, in float32 (whatever x's dtype), as AVX512-BF16's and Arm's
+bfloat16 dot products do: the kernels then read weights and vector as pairs of bfloat16s in 32-bit
+words, and widen neither with a shuffle (``cpu/simd.py``, ``vdot_bf16``). The vector's rounding moves
+each element by at most 2**-9 of itself, as the weights' rounding does (BENCHMARKS.md measures both).
 
 int8 (1 byte) keeps one float32 scale per row r of a matrix (per output unit):
 ``w[r, k] ~ scale[r] * q[r, k]`` with ``q`` in [-127, 127] and ``scale[r] = max_k |w[r, k]| / 127``,
@@ -30,7 +35,8 @@ own rounding is 1/254 of a row's largest weight, so it is the weights that cost 
     widen(w, scale)            w as float: from_bfloat16 for uint16, from_int8_rows for int8, else w itself
     to_int16_activations(x)    float vector (K,) -> (xq int16 (K,), step float64), the rule above
     times(w, scale, x, cols)   w[:, cols] @ x[cols] for a matrix in any of the formats (int8: by the
-                               rule above, x rounded as a whole; cols a slice, all columns by default)
+                               rule above, x rounded as a whole; bfloat16: x rounded to bfloat16, the
+                               sum in float32; cols a slice, all columns by default)
 """
 import numpy as np
 
@@ -84,8 +90,10 @@ def to_int16_activations(x):
 
 
 def times(w, scale, x, cols=slice(None)) -> np.ndarray:
+    if w.dtype == np.uint16:
+        return from_bfloat16(w)[:, cols] @ from_bfloat16(to_bfloat16(x))[cols]
     if w.dtype != np.int8:
-        return widen(w, scale)[:, cols] @ x[cols]
+        return w[:, cols] @ x[cols]
     xq, step = to_int16_activations(x)
     dots = (w[:, cols].astype(np.int64) @ xq[cols].astype(np.int64)).astype(x.dtype)
     return (scale.astype(x.dtype) * x.dtype.type(step)) * dots

@@ -1,14 +1,14 @@
-"""What int8 sampling costs in bits/char, split into its two roundings.
+"""What sampling with compact weights costs in bits/char, split into its two roundings.
 
-    python -m tinyrnn.bench.int8_rounding RUN HELD_OUT.txt [--chars 30000]
+    python -m tinyrnn.bench.rounding RUN HELD_OUT.txt [--chars 30000] [--weights bf16,int8]
 
-``tinyrnn eval --weights int8`` scores the model with its matrices rounded to int8 (one scale per
-row), through the batched kernels. Sampling with int8 weights also rounds the vector of every
-product to 16-bit integers (``kernels/reference/weight_formats.py``). This reads the first
-``--chars`` characters of a text one at a time, as sampling does, through the numpy reference
-math, and prints bits/char three ways: float32, int8 weights, and int8 weights with the rounded
-vectors (what ``tinyrnn sample --weights int8`` computes). Slow (numpy, a character at a time):
-a few milliseconds a character for a 2x256 LSTM.
+``tinyrnn eval --weights bf16|int8`` scores the model with its matrices rounded to that format,
+through the batched kernels. Sampling also rounds the vector of every product: to bfloat16 for a
+bfloat16 matrix, to 16-bit integers for an int8 one (``kernels/reference/weight_formats.py``).
+This reads the first ``--chars`` characters of a text one at a time, as sampling does, through the
+numpy reference math, and prints bits/char: float32, then for each format its weights alone and
+its weights with the rounded vectors (what ``tinyrnn sample --weights FORMAT`` computes). Slow
+(numpy, a character at a time): a few milliseconds a character for a 2x256 LSTM.
 """
 import argparse
 import math
@@ -19,6 +19,8 @@ from ..checkpoint import load_model
 from ..generate import MATRICES, generation_weights
 from ..kernels.reference.generate import gru_layer, layer_inputs, lstm_layer, rnn_layer
 from ..kernels.reference.weight_formats import no_scale, times, widen
+
+VECTOR_ROUNDING = {"bf16": "bfloat16", "int8": "int16"}     # what a product rounds its vector to
 
 
 def _weights(model, weights, round_vectors):
@@ -60,17 +62,23 @@ def bits_per_char(model, ids, weights, round_vectors):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyrnn.bench.int8_rounding", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tinyrnn.bench.rounding", description=__doc__.split("\n")[0])
     p.add_argument("run", help="a run directory or checkpoint of a unidirectional character model")
     p.add_argument("text", help="held-out UTF-8 text in the model's vocabulary")
     p.add_argument("--chars", type=int, default=30000, help="characters to read (default 30000)")
+    p.add_argument("--weights", default="bf16,int8", help="comma-separated formats (default bf16,int8)")
     args = p.parse_args(argv)
+    formats = [f for f in args.weights.split(",") if f]
+    if not formats or set(formats) - set(VECTOR_ROUNDING):
+        p.error(f"--weights {args.weights!r}: use a comma-separated list of {', '.join(VECTOR_ROUNDING)}")
     model, vocab, _ = load_model(args.run)
     with open(args.text, encoding="utf-8") as f:
         ids = vocab.encode(f.read(args.chars))
-    for label, weights, round_vectors in (("float32", "f32", False), ("int8 weights", "int8", False),
-                                          ("int8 weights, vectors rounded to int16 (sampling)", "int8", True)):
-        print(f"{label}: {bits_per_char(model, ids, weights, round_vectors):.5f} bits/char", flush=True)
+    print(f"float32: {bits_per_char(model, ids, 'f32', False):.5f} bits/char", flush=True)
+    for weights in formats:
+        for label, round_vectors in ((f"{weights} weights", False),
+                                     (f"{weights} weights, vectors rounded to {VECTOR_ROUNDING[weights]} (sampling)", True)):
+            print(f"{label}: {bits_per_char(model, ids, weights, round_vectors):.5f} bits/char", flush=True)
 
 
 if __name__ == "__main__":

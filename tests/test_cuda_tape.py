@@ -299,3 +299,29 @@ def test_array_kernels_compile_to_ptx():
         pytest.skip(proc.stdout.strip())
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "arrays kernels compiled to PTX" in proc.stdout
+
+
+def test_a_cuda_toolchain_that_cannot_compile_is_one_clear_line(monkeypatch):
+    """numba-cuda 0.30.4 beside numpy 2.5 fails in its first compile (AttributeError: np.row_stack,
+    seen on an H200): `--device cuda` then says so in one line, with the versions and the way out,
+    instead of an 'unexpected error' from inside the first op."""
+    from tinyrnn import backend
+    from tinyrnn.errors import TinyRNNError
+    from tinyrnn.kernels.cuda import device
+
+    def broken_fill(d, value):
+        raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    monkeypatch.setattr(device, "_toolchain_checked", [])
+    monkeypatch.setattr(device, "fill", broken_fill)
+    with pytest.raises(ValueError) as caught:
+        backend.require_device("cuda")
+    message = str(caught.value)
+    assert "\n" not in message and "could not compile a kernel" in message and "row_stack" in message
+    assert "numpy " in message and "--device cpu" in message, message
+    with pytest.raises(TinyRNNError, match="could not compile a kernel"):
+        backend.use_device("cuda")              # what the command line calls: one line, exit 1
+    assert backend.get_device() == "cpu"
+    monkeypatch.setattr(device, "_toolchain_checked", [])
+    monkeypatch.undo()                          # the real fill: the simulator (or GPU) compiles it
+    assert device.toolchain_problem() is None and backend.require_device("cuda") == "cuda"

@@ -93,6 +93,24 @@ def test_compact_sampling_is_the_model_with_rounded_weights(cell, weights):
         next(sample_indices(plain, prime, 5, weights="int4"))
 
 
+def test_f32_rounding_touches_no_parameter():
+    """``round_to_weights(model, "f32")`` (every plain `tinyrnn eval`) leaves each parameter's array
+    the same object with the same values: on a real GPU an ``[...] =`` into a device array from a
+    host array fails inside numba.cuda (`eval --device cuda` did, on an H200; the simulator allows it)."""
+    from tinyrnn.generate import round_to_weights
+
+    manual_seed(2)
+    model = CharRNN(vocab_size=11, cell="lstm", hidden=12, layers=2, embed=5)
+    before = {name: (p.data, p.data.copy()) for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.data.flags.writeable = False      # any write, even of equal values, raises here
+    assert round_to_weights(model, "f32") is model
+    for name, p in model.named_parameters():
+        array, values = before[name]
+        assert p.data is array, name
+        np.testing.assert_array_equal(p.data, values, err_msg=name)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_rounding_tool_reads_like_evaluate(cell):
     """``python -m tinyrnn.bench.rounding``: one character at a time, float32, it scores what

@@ -55,7 +55,8 @@ def is_device_array(x) -> bool:
 
 def require_device(device: str) -> str:
     """Check that ``device`` can be used; returns it. Raises ValueError with one line otherwise:
-    an unknown name, or 'cuda' with neither a CUDA GPU nor the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    an unknown name, 'cuda' with neither a CUDA GPU nor the CUDA simulator (NUMBA_ENABLE_CUDASIM=1),
+    or 'cuda' where numba.cuda cannot compile a kernel (mismatched numba-cuda and numpy versions)."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
     if device == "cuda":
@@ -67,6 +68,11 @@ def require_device(device: str) -> str:
             available = False
         if not available:
             raise ValueError(NO_GPU)
+        from .kernels.cuda import device as cuda_device
+
+        problem = cuda_device.toolchain_problem()
+        if problem:
+            raise ValueError(problem)
     return device
 
 

@@ -84,7 +84,11 @@ def round_to_weights(model, weights: str):
     """The model with its generation matrices rounded as ``generation_weights(model, weights)``
     stores them (in place, in the model's own dtype): what ``tinyrnn eval --weights`` scores, so the
     bits/char of a format measure the weights sampling multiplies by. A layer's w_ih and w_hh are
-    rounded as the one matrix [w_ih | w_hh] they are there (int8: one scale a row of both)."""
+    rounded as the one matrix [w_ih | w_hh] they are there (int8: one scale a row of both).
+    "f32" changes nothing and touches nothing, so it also serves a model on the GPU, whose device
+    arrays take no ``[...] =`` from host arrays; the other formats are scored on the CPU."""
+    if weights == "f32":
+        return model
     for k in range(model.layers):
         w_ih, w_hh = model.rnn.layer_weights(k)[:2]
         both = rounded(np.concatenate([w_ih.data, w_hh.data], axis=1), weights)

@@ -62,6 +62,40 @@ def is_available() -> bool:
         return False
 
 
+_toolchain_checked = []     # [None] once a kernel compiled and ran; [message] when it could not
+
+
+def toolchain_problem():
+    """None when numba.cuda compiles and runs a one-line kernel here (checked once a process), else
+    one line saying why not and what to do. Seen on a real GPU: numba-cuda 0.30.4 beside numpy 2.5
+    fails in its first compile (it registers ``np.row_stack``, which numpy 2.5 removed), which would
+    otherwise surface deep inside the first op of a run as an unexplained AttributeError."""
+    if not _toolchain_checked:
+        try:
+            probe = cuda.device_array(1, dtype=np.float32)
+            fill(probe, 1.0)
+            cuda.synchronize()
+            _toolchain_checked.append(None)
+        except Exception as e:  # noqa: BLE001 - whatever broke, the user gets one line and the versions
+            _toolchain_checked.append(
+                f"--device cuda: numba.cuda could not compile a kernel ({type(e).__name__}: {e}) with "
+                f"{_versions()}: install a numpy that this numba-cuda supports (e.g. pip install 'numpy<2.5'), "
+                "or use --device cpu")
+    return _toolchain_checked[0]
+
+
+def _versions() -> str:
+    from importlib import metadata
+
+    found = []
+    for name in ("numba", "numba-cuda", "numpy"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
 def synchronize():
     """Wait until every kernel launched so far has finished."""
     cuda.synchronize()

@@ -6,6 +6,10 @@ more, 4 x 4 dot-product tiles for smaller nt) and their ragged edges, the cache 
 K = 1 and K = 0, and non-contiguous inputs (step slices and transposed views: S packed, by
 vectors or number by number; out written transposed), each with accumulate True and False.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -200,6 +204,54 @@ def test_tile_choice_follows_the_compile_target(monkeypatch):
     with pytest.raises(ValueError, match="TINYRNN_MATMUL_TILE"):
         isa.choose_tile()
     assert cpu_matmul.NARROW == (isa.TILE == "4x16")
+
+
+def _host_has(feature) -> bool:
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get(feature, False))
+
+
+def test_a_named_cpu_alone_keeps_the_hosts_features(monkeypatch):
+    """Numba compiles for NUMBA_CPU_NAME with the *host's* features unless NUMBA_CPU_FEATURES is set,
+    so the SIMD level (and the tile) follow the host then: NUMBA_CPU_NAME=haswell alone on an
+    AVX-512 machine is AVX-512 code, which earlier 'AVX2 build' tables measured by mistake."""
+    from numba.core import config
+
+    from tinyrnn.kernels import isa
+
+    monkeypatch.setattr(config, "CPU_NAME", "haswell")
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    flags = isa._host_features()
+    expected = "AVX-512" if flags.get("avx512f") else "AVX2" if flags.get("avx2") else "SSE/other"
+    assert isa.target() == ("haswell", "host") and isa.simd_level() == expected
+
+
+def _compiled_registers(env) -> str:
+    """Compile a 16-lane FMA in a fresh process under ``env``; which vector registers its code uses."""
+    code = ("import numpy as np, numba\n"
+            "from tinyrnn.kernels.cpu.simd import vload, vstore, vfma\n"
+            "@numba.njit\n"
+            "def f(a, b, c):\n"
+            "    vstore(c, 0, vfma(vload(a, 0), vload(b, 0), vload(c, 0)))\n"
+            "x = np.ones(16, np.float32); f(x, x, x.copy())\n"
+            "asm = next(iter(f.inspect_asm().values()))\n"
+            "print(' '.join(r for r in ('zmm', 'ymm') if '%' + r in asm))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")
+def test_the_avx2_recipe_compiles_no_avx512_instructions():
+    """``bench --avx2`` (configs.AVX2_BUILD): only 256-bit registers, on any x86 host; without
+    NUMBA_CPU_FEATURES an AVX-512 host would still get 512-bit code."""
+    from tinyrnn.bench.configs import AVX2_BUILD
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    assert _compiled_registers(dict(env, **AVX2_BUILD)) == "ymm"
+    if _host_has("avx512f"):
+        assert "zmm" in _compiled_registers(dict(env, NUMBA_CPU_NAME="haswell"))
 
 
 @pytest.mark.parametrize("name,features,level", [("haswell", "", "AVX2"), ("skylake-avx512", "", "AVX-512"),

@@ -1,7 +1,8 @@
 """What the CPU kernels are compiled for, and the matmul micro tile that fits its registers.
 
-Numba compiles for the host CPU unless ``NUMBA_CPU_NAME`` (and ``NUMBA_CPU_FEATURES``) name
-another one, e.g. ``NUMBA_CPU_NAME=haswell`` builds what an AVX2 laptop would run. The vector
+Numba compiles for the host CPU unless ``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATURES`` name
+another one: ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=''`` builds what an AVX2 laptop would run
+(the name alone keeps the host's features: AVX-512 code on an AVX-512 machine). The vector
 type of ``cpu/simd.py`` has 16 lanes: one register on AVX-512, two on AVX2. The matmul micro
 tile (``cpu/matmul.py``, 4 rows x 64 columns of the result) is 16 such vectors:
 
@@ -29,15 +30,20 @@ _AVX2_CPUS = frozenset("""haswell broadwell skylake alderlake raptorlake meteorl
 
 
 def target() -> tuple:
-    """(cpu name, explicit feature string or '') that Numba compiles for."""
+    """(cpu name, feature string) that Numba compiles for, resolved as Numba's code generator does:
+    NUMBA_CPU_NAME names the CPU (the host's when unset), and the features are NUMBA_CPU_FEATURES
+    when it is set, *else the host's*. So ``NUMBA_CPU_NAME=haswell`` alone on an AVX-512 machine
+    still emits AVX-512 instructions (Haswell's scheduling, the host's registers); an AVX2 build
+    needs ``NUMBA_CPU_FEATURES`` too (empty: the named CPU's own features). The feature string is
+    'host' when the host's features are used."""
     from numba.core import config
 
     name = config.CPU_NAME
     if not name or name == "host":
         import llvmlite.binding as llvm
 
-        return llvm.get_host_cpu_name(), ""
-    return name, config.CPU_FEATURES or ""
+        name = llvm.get_host_cpu_name()
+    return name, "host" if config.CPU_FEATURES is None else config.CPU_FEATURES
 
 
 def _host_features() -> dict:
@@ -49,9 +55,7 @@ def _host_features() -> dict:
 def simd_level() -> str:
     """'AVX-512', 'AVX2' or 'SSE/other': the widest vector unit of the compile target."""
     name, features = target()
-    from numba.core import config
-
-    if not config.CPU_NAME or config.CPU_NAME == "host":
+    if features == "host":
         flags = _host_features()
         has512, has2 = flags.get("avx512f", False), flags.get("avx2", False)
     else:
@@ -92,7 +96,7 @@ def describe(tile: str | None = None) -> str:
     """One line for benchmark tables: CPU model, SIMD level, Numba target, matmul tile (this
     process's ``TILE`` unless told: the benchmark names the tile its workers will choose)."""
     name, features = target()
-    tail = f" {features}" if features else ""
+    tail = "" if features == "host" else f" {features}" if features else ", its own features"
     return f"{cpu_model()} | compiled for {simd_level()} (Numba target {name}{tail}) | matmul tile {tile or TILE}"
 
 

@@ -60,7 +60,7 @@ def _parse(argv):
                         help="tagger rows: tokens to tag (default: ~25,000, EWT dev's size)")
     parser.add_argument("--avx2", action="store_true",
                         help="the AVX2 build of both: tinyrnn compiled for Haswell, PyTorch held to AVX2 ("
-                             + " ".join(f"{k}={v}" for k, v in AVX2_BUILD.items()) + ")")
+                             + " ".join(f"{k}={v or repr('')}" for k, v in AVX2_BUILD.items()) + ")")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.avx2 and not _host_has_avx2():

@@ -137,8 +137,15 @@ def test_resume_after_sigint_to_a_subprocess(tmp_path, corpus):
     assert proc.returncode == 130, stderr
     stopped = checkpoint.load(out / "last")[0]["step"]
     assert 1 <= stopped < steps and f"interrupted at step {stopped}" in stderr
-    ok("train", *args, "--quiet", "--out", tmp_path / "straight")
-    ok("train", "--resume", "--out", out, "--quiet")
+    # The straight run and the resume are processes of their own too, like the interrupted run, as a
+    # user runs them. (With those two inside this test process, a clean-clone CI run once saw
+    # embed.weight differ in its last bits after a stop at step 5; not reproduced in 8 runs here. The
+    # suspected cause, not established: kernels this process compiled or loaded early in a fresh
+    # cache's session differing from the entries a later process loads.)
+    for command in ([*args, "--quiet", "--out", str(tmp_path / "straight")], ["--resume", "--out", str(out), "--quiet"]):
+        done = subprocess.run([sys.executable, "-m", CLI_MODULE, "train", *map(str, command)], env=env(),
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
     # Stopped at an arbitrary step, the interrupted run adds a validation row at that step, and the
     # first training-loss row after resuming averages only the steps run since: leave those two out.
     log_every = 10

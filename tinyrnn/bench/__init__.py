@@ -105,8 +105,10 @@ def machine_line(have_torch) -> dict:
     tile = isa.choose_tile()        # what the workers will compile: this process may predate --avx2's setting
     line = f"{isa.describe(tile)} | PyTorch {torch_isa}"
     print(f"machine: {line}", flush=True)
-    return dict(cpu=isa.cpu_model(), simd=isa.simd_level(), numba_target=" ".join(x for x in isa.target() if x not in ("", "host")),
-                matmul_tile=tile, torch_isa=torch_isa)
+    name, features = isa.target()
+    numba_target = name if features in ("", "host") else f"{name} {features}"
+    return dict(cpu=isa.cpu_model(), simd=isa.simd_level(), numba_target=numba_target, matmul_tile=tile,
+                torch_isa=torch_isa)
 
 
 def train_rows(args, have_torch) -> tuple:

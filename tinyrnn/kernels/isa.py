@@ -96,7 +96,11 @@ def describe(tile: str | None = None) -> str:
     """One line for benchmark tables: CPU model, SIMD level, Numba target, matmul tile (this
     process's ``TILE`` unless told: the benchmark names the tile its workers will choose)."""
     name, features = target()
-    tail = "" if features == "host" else f" {features}" if features else ", its own features"
+    tail = f" {features}"                   # explicit NUMBA_CPU_FEATURES
+    if features == "host":
+        tail = ""
+    elif not features:
+        tail = ", its own features"         # NUMBA_CPU_FEATURES='': the named CPU's defaults
     return f"{cpu_model()} | compiled for {simd_level()} (Numba target {name}{tail}) | matmul tile {tile or TILE}"
 
 

@@ -79,7 +79,7 @@ def toolchain_problem():
         except Exception as e:  # noqa: BLE001 - whatever broke, the user gets one line and the versions
             _toolchain_checked.append(
                 f"--device cuda: numba.cuda could not compile a kernel ({type(e).__name__}: {e}) with "
-                f"{_versions()}: install a numpy that this numba-cuda supports (e.g. pip install 'numpy<2.5'), "
+                f"{_versions()}: install versions that work together (numba-cuda 0.30.4 needs numpy<2.5), "
                 "or use --device cpu")
     return _toolchain_checked[0]
 

@@ -125,14 +125,14 @@ def test_gemm_nt_block_writes_only_its_block():
         np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
 
 
-# ---- the two micro tiles (isa.py): 4 x 64 in registers (AVX-512) and 4 quarters of 4 x 16 (AVX2)
+# ---- the two micro tiles (isa.py): 4 x 64 in registers (AVX-512) and passes of 6 x 16 and 4 x 16 (AVX2)
 
 TILE_SHAPES = [(1, 1, 1), (7, 13, 5), (9, 259, 17), (70, 514, 517), (133, 20, 131), (600, 200, 1024)]
 TILE_SCRIPT = """
 import sys, numpy as np
 from tinyrnn.kernels import isa
 from tinyrnn.kernels.cpu import matmul, sequence
-assert isa.TILE == sys.argv[1] and matmul.NARROW == (sys.argv[1] == "4x16"), (isa.TILE, matmul.NARROW)
+assert isa.TILE == sys.argv[1] and matmul.NARROW == (sys.argv[1] == "6x16"), (isa.TILE, matmul.NARROW)
 rng = np.random.default_rng(5)
 results = {}
 for variant in ("nn", "nt", "tn"):
@@ -144,6 +144,13 @@ for variant in ("nn", "nt", "tn"):
             o = out.copy()
             getattr(matmul, "matmul_" + variant)(a, b, o, accumulate)
             results[f"{variant}{M}x{K}x{N}{accumulate}"] = o
+# nn with both operands column-major: S is b (read in place) and out is written transposed
+for M, K, N in %r:
+    a = np.asfortranarray(rng.standard_normal((M, K)).astype(np.float32))
+    b = np.asfortranarray(rng.standard_normal((K, N)).astype(np.float32))
+    o = rng.standard_normal((M, N)).astype(np.float32)
+    matmul.matmul_nn(a, b, o, True)
+    results[f"fnn{M}x{K}x{N}"] = o
 # the per-step panel product of the sequence kernels: an LSTM layer forward, 70 units (ragged panels)
 T, B, H = 5, 9, 70
 xproj = rng.standard_normal((T, B, 4 * H)).astype(np.float32)
@@ -154,7 +161,7 @@ sequence.lstm_sequence_forward(xproj, w_hh, np.zeros((B, H), np.float32), np.zer
                                np.array([9, 9, 7, 4, 1], np.int64), hs, cs, acts)
 results["lstm_hs"] = hs
 np.savez(sys.argv[2], **results)
-""" % (TILE_SHAPES,)
+""" % (TILE_SHAPES, TILE_SHAPES)
 
 
 def test_both_tiles_give_the_same_bits(tmp_path):
@@ -166,14 +173,14 @@ def test_both_tiles_give_the_same_bits(tmp_path):
     import sys
 
     results = {}
-    for tile in ("4x64", "4x16"):
+    for tile in ("4x64", "6x16"):
         path = tmp_path / f"{tile}.npz"
         env = {**os.environ, "TINYRNN_MATMUL_TILE": tile}
         run = subprocess.run([sys.executable, "-c", TILE_SCRIPT, tile, str(path)], env=env,
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stderr[-3000:]
         results[tile] = dict(np.load(path))
-    wide, narrow = results["4x64"], results["4x16"]
+    wide, narrow = results["4x64"], results["6x16"]
     assert wide.keys() == narrow.keys()
     for key in wide:
         np.testing.assert_array_equal(narrow[key], wide[key], err_msg=key)
@@ -190,6 +197,26 @@ def test_both_tiles_give_the_same_bits(tmp_path):
                 np.testing.assert_allclose(wide[f"{variant}{M}x{K}x{N}{accumulate}"], exact,
                                            **tolerances(np.float32, K))
     assert np.isfinite(wide["lstm_hs"]).all()
+    assert all(np.isfinite(wide[f"fnn{M}x{K}x{N}"]).all() for M, K, N in TILE_SHAPES)
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+def test_tile_rows_cover_every_block_without_crossing_a_panel(monkeypatch, narrow):
+    """The rows of S each micro tile takes (``tile_rows``) cover an m-row block exactly once, no
+    tile crosses a 16-row panel of packed S, and a 6-row tile (AVX2) has all 6 rows valid."""
+    monkeypatch.setattr(cpu_matmul, "NARROW", narrow)
+    tile_rows = cpu_matmul.tile_rows.py_func
+    for m in range(1, 300):
+        r, n_tiles = 0, 0
+        while r < m:
+            rows = tile_rows(r, m)
+            assert rows in ((4, 6) if narrow else (4,))
+            assert r // 16 == (r + rows - 1) // 16, (m, r, rows)
+            assert rows == 4 or r + rows <= m, (m, r, rows)
+            r, n_tiles = r + min(rows, m - r), n_tiles + 1
+        assert r == m
+        if narrow and m % 16 == 0:
+            assert n_tiles == 3 * m // 16           # 6 + 6 + 4 a panel
 
 
 def test_tile_choice_follows_the_compile_target(monkeypatch):
@@ -197,13 +224,13 @@ def test_tile_choice_follows_the_compile_target(monkeypatch):
 
     monkeypatch.delenv("TINYRNN_MATMUL_TILE", raising=False)
     monkeypatch.setattr(isa, "simd_level", lambda: "AVX2")
-    assert isa.choose_tile() == "4x16"
+    assert isa.choose_tile() == "6x16"
     monkeypatch.setattr(isa, "simd_level", lambda: "AVX-512")
     assert isa.choose_tile() == "4x64"
     monkeypatch.setenv("TINYRNN_MATMUL_TILE", "8x8")
     with pytest.raises(ValueError, match="TINYRNN_MATMUL_TILE"):
         isa.choose_tile()
-    assert cpu_matmul.NARROW == (isa.TILE == "4x16")
+    assert cpu_matmul.NARROW == (isa.TILE == "6x16")
 
 
 def _host_has(feature) -> bool:

@@ -45,7 +45,7 @@ def thread_env(threads):
 
 # The AVX2 build on any x86 machine (`tinyrnn bench --avx2`): what an AVX2 laptop runs, for both
 # frameworks. Numba compiles the kernels for Haswell with Haswell's own features (AVX2 + FMA, 16
-# vector registers: the 4 x 16 matmul tile, ``kernels/isa.py``): the empty NUMBA_CPU_FEATURES
+# vector registers: the 6 x 16 matmul tile, ``kernels/isa.py``): the empty NUMBA_CPU_FEATURES
 # matters, since without it Numba keeps the host's features and an AVX-512 host still gets AVX-512
 # code. PyTorch's ATen kernels and oneDNN (its LSTM) stop at AVX2.
 AVX2_BUILD = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "ATEN_CPU_CAPABILITY": "avx2",

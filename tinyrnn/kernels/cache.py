@@ -8,7 +8,7 @@ of the callee's file, or after an upgrade that happened to keep a file's size an
 So every kernel file under ``tinyrnn/kernels/`` is cached in a directory named by a key::
 
     key = tinyrnn-<version>-<first 12 hex digits of sha256 over every kernels/**/*.py, path and text>
-    <kernels dir>/__pycache__/<key>/<tile>/<subpackage>/  (e.g. .../__pycache__/tinyrnn-0.1.0-1f2e.../4x16/cpu/)
+    <kernels dir>/__pycache__/<key>/<tile>/<subpackage>/  (e.g. .../__pycache__/tinyrnn-0.1.0-1f2e.../6x16/cpu/)
     ~/.cache/tinyrnn/numba/<key>/<tile>/<subpackage>/     when the first is not writable ($XDG_CACHE_HOME)
 
 (<tile>: the matmul micro tile chosen for this CPU, ``isa.TILE``: an AVX2 build and an AVX-512

@@ -7,9 +7,11 @@ type of ``cpu/simd.py`` has 16 lanes: one register on AVX-512, two on AVX2. The 
 tile (``cpu/matmul.py``, 4 rows x 64 columns of the result) is 16 such vectors:
 
     "4x64"  16 AVX-512 registers of 32: the tile stays in registers for the whole k loop.
-    "4x16"  on AVX2 (16 registers of 8 floats), 4x64 would need 32 registers and spill to the
-            stack at every k; the 64 columns are done as four passes of 4 x 16 (8 registers,
-            plus 2 for the loaded vector of B and 1 for the broadcast number of A).
+    "6x16"  on AVX2 (16 registers of 8 floats), 4x64 would need 32 registers and spill to the
+            stack at every k; the 64 columns are done as four passes of 16, each over 6 rows
+            (12 registers of accumulators, plus 2 for the loaded vector of B and 1 for the
+            broadcast number of A: BLIS's Haswell shape), and 4 rows where 6 would leave a
+            ragged tile (``tile_rows``).
 
 ``TILE`` is chosen when this module is imported (the environment variable ``TINYRNN_MATMUL_TILE``
 overrides it, for tests and experiments); both tiles compute the same sums in the same order
@@ -18,7 +20,7 @@ it (``cache.py``), so a build of one tile is never loaded for the other.
 """
 import os
 
-TILES = ("4x64", "4x16")
+TILES = ("4x64", "6x16")
 
 # LLVM's names of x86 CPUs with AVX-512F (as NUMBA_CPU_NAME takes them)
 AVX512_CPUS = frozenset("""knl knm skylake-avx512 skx cascadelake cooperlake cannonlake icelake-client
@@ -70,7 +72,7 @@ def choose_tile() -> str:
         if chosen not in TILES:
             raise ValueError(f"TINYRNN_MATMUL_TILE={chosen!r}: use one of {', '.join(TILES)}")
         return chosen
-    return "4x64" if simd_level() == "AVX-512" else "4x16"
+    return "4x64" if simd_level() == "AVX-512" else "6x16"
 
 
 def cpu_model() -> str:

@@ -36,7 +36,8 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    k-contiguous; then S = y and out is written transposed.
 3. Cache blocks: k by KC = 256, V by at most NB = 512 rows per tile (its packed KC x NB block,
    512 KB at float32, stays in L2), S by MB = 128 rows. Loop order per k block: pack V; for
-   each S block: for each V panel: for each 4 rows of S: micro tile into out.
+   each S block: for each V panel: for each 4 rows of S (on AVX2 ``tile_rows``: 6 or 4): micro
+   tile into out.
 4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: the cut that packs
    least while giving each thread about two tiles); ``prange`` runs over the threads, each
    taking tiles w, w + n_threads, ... and owning its workspaces, allocated once per call.
@@ -70,7 +71,8 @@ MB = 128    # rows of S packed at a time (when S must be packed; a multiple of 1
 NB = 512    # rows of V per thread tile (a multiple of NR): its packed block stays in L2
 DB = 128    # cols of out per tile of the dot-product engine
 DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product engine
-NARROW = TILE == "4x16"   # the micro tile in four 4 x 16 passes (16-register AVX2), see ``isa.py``
+NARROW = TILE == "6x16"   # the micro tile in 16-column passes (16-register AVX2), see ``isa.py``
+MR_MAX = 6 if NARROW else MR   # the most rows of S a micro tile takes: 6 in passes of 6 x 16 (AVX2)
 
 
 # ----------------------------------------------------------------------------- micro tile
@@ -91,9 +93,13 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
     The tile lives in 16 SIMD registers (``simd.py``: 4 rows x 4 vectors of 16 lanes) for the
     whole k loop. Per k: 4 vector loads of V, and for each of the 4 rows one number of S
     broadcast to all lanes and 4 fused multiply-adds: 16 FMAs per 8 loads, no stores.
-    On AVX2 the 16 vectors are 32 registers of 16, so the tile is done in quarters (``isa.py``)."""
+    On AVX2 the 16 vectors are 32 registers of 16, so the tile is done in passes of 16 columns
+    (``isa.py``), over 4 rows or, when ``tile_rows`` gives 6 (mr == 6), over 6."""
     if NARROW:
-        _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add)
+        if mr > MR:
+            _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
+        else:
+            _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add)
         return
     s0 = s[r0, sk:sk + kc]
     s1 = s[min(r0 + 1, rlast), sk:sk + kc]
@@ -161,6 +167,60 @@ def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, o
             vstore(t, 3 * NR + q * L, c3)
     if not direct:
         _store(t, init, out, transposed, oi, oj, mr, nr, add)
+
+
+@kernel
+def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add):
+    """``_micro_quarters`` with 6 rows of S, all valid (``tile_rows`` gives 6 only then): 6 x 16
+    passes, 12 AVX2 registers of accumulators (BLIS's Haswell shape), so the FMAs have a third
+    more independent chains than the 4 x 16 pass's 8 and each loaded vector of V serves 6
+    rows. Per k: 1 vector load of V, 6 broadcasts, 6 FMAs. t: 6 x NR (flat) for ragged tiles."""
+    s0 = s[r0, sk:sk + kc]
+    s1 = s[r0 + 1, sk:sk + kc]
+    s2 = s[r0 + 2, sk:sk + kc]
+    s3 = s[r0 + 3, sk:sk + kc]
+    s4 = s[r0 + 4, sk:sk + kc]
+    s5 = s[r0 + 5, sk:sk + kc]
+    direct = nr == NR and not transposed
+    for q in range((nr + L - 1) // L):
+        c0 = c1 = c2 = c3 = c4 = c5 = vzeros(t)
+        for p in range(kc):
+            b = vload(v, vo + p * NR + q * L)
+            c0 = vfma(vsplat(s0[p]), b, c0)
+            c1 = vfma(vsplat(s1[p]), b, c1)
+            c2 = vfma(vsplat(s2[p]), b, c2)
+            c3 = vfma(vsplat(s3[p]), b, c3)
+            c4 = vfma(vsplat(s4[p]), b, c4)
+            c5 = vfma(vsplat(s5[p]), b, c5)
+        if direct:
+            j = oj + q * L
+            _put(out[oi], init[oi], j, add, c0)
+            _put(out[oi + 1], init[oi + 1], j, add, c1)
+            _put(out[oi + 2], init[oi + 2], j, add, c2)
+            _put(out[oi + 3], init[oi + 3], j, add, c3)
+            _put(out[oi + 4], init[oi + 4], j, add, c4)
+            _put(out[oi + 5], init[oi + 5], j, add, c5)
+        else:
+            vstore(t, q * L, c0)
+            vstore(t, NR + q * L, c1)
+            vstore(t, 2 * NR + q * L, c2)
+            vstore(t, 3 * NR + q * L, c3)
+            vstore(t, 4 * NR + q * L, c4)
+            vstore(t, 5 * NR + q * L, c5)
+    if not direct:
+        _store(t, init, out, transposed, oi, oj, 6, nr, add)
+
+
+@kernel
+def tile_rows(r, m):
+    """How many rows of S the micro tile at row r of an m-row block takes: MR (4), or with the
+    AVX2 passes 6 when at least 6 rows are left in r's 16-row group (a packed panel of S) and
+    taking 6 leaves no ragged tile that 4 would avoid (8 left: 4 + 4, not 6 + 2). A 16-row
+    group goes 6 + 6 + 4; the last tile may have fewer valid rows (min(tile_rows, m - r))."""
+    left = min(m - r, L - r % L)
+    if NARROW and left >= 6 and left != 8:
+        return 6
+    return MR
 
 
 @kernel
@@ -308,14 +368,17 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                 _pack(ss, sst, sb, m, k0, kc, ws)
             for q in range(n_panels):          # one panel (kc x NR) serves every row of the block
                 nr = min(NR, nv - q * NR)
-                for r in range(0, m, MR):
-                    if pack_s:                 # rows r .. r + 3 of the packed block, as (MR, kc)
+                r = 0
+                while r < m:
+                    rows = tile_rows(r, m)
+                    if pack_s:                 # rows r .. r + rows - 1 of the packed block, as (rows, kc)
                         j = r % L
-                        _micro(ws[r // L, :, j:j + MR].T, 0, MR - 1, 0, kc, wv, q * kc * NR, t,
-                               out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
+                        _micro(ws[r // L, :, j:j + rows].T, 0, rows - 1, 0, kc, wv, q * kc * NR, t,
+                               out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
                     else:
                         _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, t,
-                               out, out, transposed, sb + r, v0 + q * NR, min(MR, m - r), nr, add)
+                               out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
+                    r += rows
 
 
 @kernel
@@ -363,7 +426,7 @@ def _gemm(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, n_thread
     kc_max = min(KC, K)
     ws = np.empty((n_workers, MB // L if pack_s else 1, kc_max if pack_s else 1, L), dtype=out.dtype)
     wv = np.empty((n_workers, nb * kc_max), dtype=out.dtype)
-    wt = np.empty((n_workers, MR * NR), dtype=out.dtype)
+    wt = np.empty((n_workers, MR_MAX * NR), dtype=out.dtype)
     for w in prange(n_workers):
         for tile in range(w, n_tiles, n_workers):
             i0 = (tile // n_nb) * mc
@@ -609,12 +672,15 @@ def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
     (serial; call it inside a prange)
 
     s (M, K), init and out (M, .) C-contiguous (init may be out: ``out += s @ W``); W (K, NR) given as one packed panel (flat, NR numbers
-    per k: ``_pack_panels``, zero columns past n <= NR). t: an MR * NR work buffer (ragged
+    per k: ``_pack_panels``, zero columns past n <= NR). t: an MR_MAX * NR work buffer (ragged
     tiles). No blocking of k: the K x 64 panel (64 KB at K = 256) stays in L2 while every 4
     rows of s pass over it. E.g. h_{t-1} @ W_hh.T for 64 gate columns at one time step."""
     M, K = s.shape
-    for r in range(0, M, MR):
-        _micro(s, r, M - 1, 0, K, panel, 0, t, init, out, False, r, out_col, min(MR, M - r), n, add)
+    r = 0
+    while r < M:
+        rows = tile_rows(r, M)
+        _micro(s, r, M - 1, 0, K, panel, 0, t, init, out, False, r, out_col, min(rows, M - r), n, add)
+        r += rows
 
 
 @kernel

@@ -59,7 +59,7 @@ import numpy as np
 from ..jit import kernel, parallel_kernel, prange
 from .activations import tanh
 from .cells import _gru_unit, _gru_unit_backward, _lstm_unit, _lstm_unit_backward
-from .matmul import MR, NR, gemm_panel_block, pack_panels
+from .matmul import MR, MR_MAX, NR, gemm_panel_block, pack_panels
 from .simd import LANES, vload, vstore
 
 CHUNK = NR      # hidden units per parallel work item (64): one micro tile wide, and 256 bytes of
@@ -110,7 +110,7 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts
     cs_out[0, :, :] = c0
     w = pack_panels(np.ascontiguousarray(w_hh), False, 4)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
     n_chunks, rows, n_items = _work_items(B, H)
-    work = np.empty((n_items, MR * NR), h0.dtype)
+    work = np.empty((n_items, MR_MAX * NR), h0.dtype)
     for t in range(T):
         h_prev, c_prev, acts, h, c = hs_out[t], cs_out[t], acts_out[t], hs_out[t + 1], cs_out[t + 1]
         nb = batch_sizes[t]                          # active rows: 0 .. nb-1
@@ -160,7 +160,7 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dga
     dh[:, :] = dh_n
     dc[:, :] = dc_n
     n_chunks, rows, n_items = _work_items(B, H)
-    work = np.empty((n_items, MR * NR), dh_n.dtype)
+    work = np.empty((n_items, MR_MAX * NR), dh_n.dtype)
     for t in range(T, -1, -1):
         nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1:
         ns = batch_sizes[t - 1] if t > 0 else 0      # the others pass dh, dc through unchanged
@@ -210,7 +210,7 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, g
     bh = np.ascontiguousarray(b_hh)
     w = pack_panels(np.ascontiguousarray(w_hh), False, 3)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
     n_chunks, rows, n_items = _work_items(B, H)
-    work = np.empty((n_items, MR * NR), h0.dtype)
+    work = np.empty((n_items, MR_MAX * NR), h0.dtype)
     for t in range(T):
         x, h_prev, h, acts, ghn = xproj[t], hs_out[t], hs_out[t + 1], acts_out[t], ghn_out[t]
         nb = batch_sizes[t]                          # active rows: 0 .. nb-1
@@ -260,7 +260,7 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, 
     dh[:, :] = dh_n
     dgh2 = dgh_out.reshape(T * B, 3 * H)                    # step t's rows: t*B .. t*B + B - 1
     n_chunks, rows, n_items = _work_items(B, H)
-    work = np.empty((n_items, MR * NR), dh_n.dtype)
+    work = np.empty((n_items, MR_MAX * NR), dh_n.dtype)
     for t in range(T, -1, -1):
         nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
         ns = batch_sizes[t - 1] if t > 0 else 0
@@ -312,7 +312,7 @@ def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
     hs_out[0, :, :] = h0
     w = pack_panels(np.ascontiguousarray(w_hh), False, 1)    # [0, chunk]: W_hh[u0:u1].T
     n_chunks, rows, n_items = _work_items(B, H)
-    work = np.empty((n_items, MR * NR), h0.dtype)
+    work = np.empty((n_items, MR_MAX * NR), h0.dtype)
     for t in range(T):
         h_prev, h = hs_out[t], hs_out[t + 1]
         nb = batch_sizes[t]                          # active rows: 0 .. nb-1
@@ -346,7 +346,7 @@ def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_
     dh[:, :] = dh_n
     dpre2 = dpre_out.reshape(T * B, H)                      # step t's rows: t*B .. t*B + B - 1
     n_chunks, rows, n_items = _work_items(B, H)
-    work = np.empty((n_items, MR * NR), dh_n.dtype)
+    work = np.empty((n_items, MR_MAX * NR), dh_n.dtype)
     for t in range(T, -1, -1):
         nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
         ns = batch_sizes[t - 1] if t > 0 else 0

@@ -1,6 +1,6 @@
 """The Numba matmuls (tinyrnn.kernels.cpu.matmul) against the numpy reference.
 
-Shapes cover the tiles (4 x 64 outer-product micro tiles for nn / tn and nt with 64 rows or
+Shapes cover the tiles (6 x 64 and 4 x 64 outer-product micro tiles for nn / tn and nt with 64 rows or
 more, 4 x 4 dot-product tiles for smaller nt) and their ragged edges, the cache blocks
 (KC = 256 over k, MB = 128 rows of S, NB = 512 rows of V, 128 columns of the dot engine),
 K = 1 and K = 0, and non-contiguous inputs (step slices and transposed views: S packed, by
@@ -125,7 +125,7 @@ def test_gemm_nt_block_writes_only_its_block():
         np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
 
 
-# ---- the two micro tiles (isa.py): 4 x 64 in registers (AVX-512) and passes of 6 x 16 and 4 x 16 (AVX2)
+# ---- the two micro tiles (isa.py): 6 x 64 and 4 x 64 in registers (AVX-512), passes of 6 x 16 and 4 x 16 (AVX2)
 
 TILE_SHAPES = [(1, 1, 1), (7, 13, 5), (9, 259, 17), (70, 514, 517), (133, 20, 131), (600, 200, 1024)]
 TILE_SCRIPT = """
@@ -173,14 +173,14 @@ def test_both_tiles_give_the_same_bits(tmp_path):
     import sys
 
     results = {}
-    for tile in ("4x64", "6x16"):
+    for tile in ("6x64", "6x16"):
         path = tmp_path / f"{tile}.npz"
         env = {**os.environ, "TINYRNN_MATMUL_TILE": tile}
         run = subprocess.run([sys.executable, "-c", TILE_SCRIPT, tile, str(path)], env=env,
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stderr[-3000:]
         results[tile] = dict(np.load(path))
-    wide, narrow = results["4x64"], results["6x16"]
+    wide, narrow = results["6x64"], results["6x16"]
     assert wide.keys() == narrow.keys()
     for key in wide:
         np.testing.assert_array_equal(narrow[key], wide[key], err_msg=key)
@@ -200,22 +200,20 @@ def test_both_tiles_give_the_same_bits(tmp_path):
     assert all(np.isfinite(wide[f"fnn{M}x{K}x{N}"]).all() for M, K, N in TILE_SHAPES)
 
 
-@pytest.mark.parametrize("narrow", [False, True])
-def test_tile_rows_cover_every_block_without_crossing_a_panel(monkeypatch, narrow):
+def test_tile_rows_cover_every_block_without_crossing_a_panel():
     """The rows of S each micro tile takes (``tile_rows``) cover an m-row block exactly once, no
-    tile crosses a 16-row panel of packed S, and a 6-row tile (AVX2) has all 6 rows valid."""
-    monkeypatch.setattr(cpu_matmul, "NARROW", narrow)
+    tile crosses a 16-row panel of packed S, and a 6-row tile has all 6 rows valid."""
     tile_rows = cpu_matmul.tile_rows.py_func
     for m in range(1, 300):
         r, n_tiles = 0, 0
         while r < m:
             rows = tile_rows(r, m)
-            assert rows in ((4, 6) if narrow else (4,))
+            assert rows in (4, 6)
             assert r // 16 == (r + rows - 1) // 16, (m, r, rows)
             assert rows == 4 or r + rows <= m, (m, r, rows)
             r, n_tiles = r + min(rows, m - r), n_tiles + 1
         assert r == m
-        if narrow and m % 16 == 0:
+        if m % 16 == 0:
             assert n_tiles == 3 * m // 16           # 6 + 6 + 4 a panel
 
 
@@ -226,7 +224,7 @@ def test_tile_choice_follows_the_compile_target(monkeypatch):
     monkeypatch.setattr(isa, "simd_level", lambda: "AVX2")
     assert isa.choose_tile() == "6x16"
     monkeypatch.setattr(isa, "simd_level", lambda: "AVX-512")
-    assert isa.choose_tile() == "4x64"
+    assert isa.choose_tile() == "6x64"
     monkeypatch.setenv("TINYRNN_MATMUL_TILE", "8x8")
     with pytest.raises(ValueError, match="TINYRNN_MATMUL_TILE"):
         isa.choose_tile()

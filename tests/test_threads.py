@@ -26,7 +26,7 @@ def threads(request):
     return request.param
 
 
-# (M, K, N): odd everywhere, ragged against the 4 x 64 tiles, the 4 x 4 dot tiles and the blocks
+# (M, K, N): odd everywhere, ragged against the 6 x 64 and 4 x 64 tiles, the 4 x 4 dot tiles and the blocks
 MATMUL_SHAPES = [(3, 5, 7), (13, 67, 9), (133, 20, 131), (70, 259, 65), (5, 3, 130)]
 
 

@@ -2,7 +2,7 @@
 
     python -m tinyrnn.bench.matmul --threads 2 --repeats 9
     python -m tinyrnn.bench.matmul --shapes 512x200x1024,512x256x1024      # M x K x N, comma-separated
-    TINYRNN_MATMUL_TILE=4x64 python -m tinyrnn.bench.matmul                # the AVX-512 tile, anywhere
+    TINYRNN_MATMUL_TILE=6x64 python -m tinyrnn.bench.matmul                # the AVX-512 tile, anywhere
 
 Each library runs in its own worker process (numba's OpenMP threads and OpenBLAS's threads
 both spin while idle, and in one process they slow each other down), and the workers

@@ -4,10 +4,11 @@ Numba compiles for the host CPU unless ``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATUR
 another one: ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=''`` builds what an AVX2 laptop would run
 (the name alone keeps the host's features: AVX-512 code on an AVX-512 machine). The vector
 type of ``cpu/simd.py`` has 16 lanes: one register on AVX-512, two on AVX2. The matmul micro
-tile (``cpu/matmul.py``, 4 rows x 64 columns of the result) is 16 such vectors:
+tile (``cpu/matmul.py``, 6 rows x 64 columns of the result, or 4 rows where 6 would leave a
+ragged tile: ``tile_rows``) is 24 such vectors:
 
-    "4x64"  16 AVX-512 registers of 32: the tile stays in registers for the whole k loop.
-    "6x16"  on AVX2 (16 registers of 8 floats), 4x64 would need 32 registers and spill to the
+    "6x64"  24 AVX-512 registers of 32: the tile stays in registers for the whole k loop.
+    "6x16"  on AVX2 (16 registers of 8 floats), 6x64 would need 48 registers and spill to the
             stack at every k; the 64 columns are done as four passes of 16, each over 6 rows
             (12 registers of accumulators, plus 2 for the loaded vector of B and 1 for the
             broadcast number of A: BLIS's Haswell shape), and 4 rows where 6 would leave a
@@ -20,7 +21,7 @@ it (``cache.py``), so a build of one tile is never loaded for the other.
 """
 import os
 
-TILES = ("4x64", "6x16")
+TILES = ("6x64", "6x16")
 
 # LLVM's names of x86 CPUs with AVX-512F (as NUMBA_CPU_NAME takes them)
 AVX512_CPUS = frozenset("""knl knm skylake-avx512 skx cascadelake cooperlake cannonlake icelake-client
@@ -72,7 +73,7 @@ def choose_tile() -> str:
         if chosen not in TILES:
             raise ValueError(f"TINYRNN_MATMUL_TILE={chosen!r}: use one of {', '.join(TILES)}")
         return chosen
-    return "4x64" if simd_level() == "AVX-512" else "6x16"
+    return "6x64" if simd_level() == "AVX-512" else "6x16"
 
 
 def cpu_model() -> str:

@@ -160,6 +160,13 @@ acts = np.full((T, B, 4 * H), np.nan, np.float32)
 sequence.lstm_sequence_forward(xproj, w_hh, np.zeros((B, H), np.float32), np.zeros((B, H), np.float32),
                                np.array([9, 9, 7, 4, 1], np.int64), hs, cs, acts)
 results["lstm_hs"] = hs
+# and its backward (W_hh packed by columns)
+dhs = rng.standard_normal((T, B, H)).astype(np.float32)
+dgates = np.full((T, B, 4 * H), np.nan, np.float32)
+dh0, dc0 = np.full((B, H), np.nan, np.float32), np.full((B, H), np.nan, np.float32)
+sequence.lstm_sequence_backward(w_hh, hs, cs, acts, dhs, np.zeros((B, H), np.float32), np.zeros((B, H), np.float32),
+                                np.array([9, 9, 7, 4, 1], np.int64), dgates, dh0, dc0)
+results["lstm_dgates"], results["lstm_dh0"] = dgates, dh0
 np.savez(sys.argv[2], **results)
 """ % (TILE_SHAPES, TILE_SHAPES)
 
@@ -196,7 +203,7 @@ def test_both_tiles_give_the_same_bits(tmp_path):
                 exact = a64 @ b64 + (out if accumulate else 0)
                 np.testing.assert_allclose(wide[f"{variant}{M}x{K}x{N}{accumulate}"], exact,
                                            **tolerances(np.float32, K))
-    assert np.isfinite(wide["lstm_hs"]).all()
+    assert np.isfinite(wide["lstm_hs"]).all() and np.isfinite(wide["lstm_dh0"]).all()
     assert all(np.isfinite(wide[f"fnn{M}x{K}x{N}"]).all() for M, K, N in TILE_SHAPES)
 
 

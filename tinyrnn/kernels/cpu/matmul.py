@@ -81,7 +81,7 @@ MR_MAX = 6   # the most rows of S a micro tile takes (``tile_rows``)
 # ----------------------------------------------------------------------------- micro tile
 
 @kernel
-def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add):
+def _micro(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, mr, nr, add):
     """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR, c < NR)
     then out[oi + r, oj + c] = (init[oi + r, oj + c] if add else 0) + tile[r, c] for r < mr, c < nr
     (init is out itself for ``out +=``, or another array of out's shape: xproj + h @ W_hh.T);
@@ -89,7 +89,8 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
 
     s: S as a 2-D array, row r = row r of S (C-ordered in place, or a strided view of a packed
     block); only s[r, p], one number at a time, is read. v: a packed panel of V, flat, NR
-    numbers per k (``_pack_panels``), starting at vo. Rows past rlast (the ragged end of a
+    numbers per k (``_pack_panels``), starting at vo; or, when quarters (AVX2 passes only), its
+    four 16-column quarters one after another, kc x 16 numbers each (``pack_panels``). Rows past rlast (the ragged end of a
     block) repeat row rlast; their results are computed but not stored. A full tile goes from the registers straight into out (4 vectors per row); an edge
     tile or a transposed one goes through t (MR x NR, flat) and ``_store``.
 
@@ -100,9 +101,9 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
     (``isa.py``), over 4 rows or, when ``tile_rows`` gives 6 (mr == 6), over 6."""
     if NARROW:
         if mr > MR:
-            _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
+            _micro_quarters6(s, r0, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, nr, add)
         else:
-            _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add)
+            _micro_quarters(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, mr, nr, add)
         return
     if mr > MR:
         _micro6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
@@ -198,7 +199,7 @@ def _micro6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add):
 
 
 @kernel
-def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add):
+def _micro_quarters(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, mr, nr, add):
     """``_micro`` for 16-register machines (AVX2): a 4 x 64 tile as four 4 x 16 passes, q = 0..3,
     each over the whole k loop with its 4 vectors (8 AVX2 registers) in registers; passes past
     the nr valid columns are skipped. Per k: 1 vector load of V, 4 broadcasts, 4 FMAs."""
@@ -207,10 +208,11 @@ def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, o
     s2 = s[min(r0 + 2, rlast), sk:sk + kc]
     s3 = s[min(r0 + 3, rlast), sk:sk + kc]
     direct = mr == MR and nr == NR and not transposed
+    ks, qs = (L, kc * L) if quarters else (NR, L)     # where v[k, q*L:(q+1)*L] starts: vo + p*ks + q*qs
     for q in range((nr + L - 1) // L):
         c0 = c1 = c2 = c3 = vzeros(t)
         for p in range(kc):
-            b = vload(v, vo + p * NR + q * L)
+            b = vload(v, vo + p * ks + q * qs)
             c0 = vfma(vsplat(s0[p]), b, c0)
             c1 = vfma(vsplat(s1[p]), b, c1)
             c2 = vfma(vsplat(s2[p]), b, c2)
@@ -231,7 +233,7 @@ def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, o
 
 
 @kernel
-def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add):
+def _micro_quarters6(s, r0, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, nr, add):
     """``_micro_quarters`` with 6 rows of S, all valid (``tile_rows`` gives 6 only then): 6 x 16
     passes, 12 AVX2 registers of accumulators (BLIS's Haswell shape), so the FMAs have a third
     more independent chains than the 4 x 16 pass's 8 and each loaded vector of V serves 6
@@ -243,10 +245,11 @@ def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr,
     s4 = s[r0 + 4, sk:sk + kc]
     s5 = s[r0 + 5, sk:sk + kc]
     direct = nr == NR and not transposed
+    ks, qs = (L, kc * L) if quarters else (NR, L)
     for q in range((nr + L - 1) // L):
         c0 = c1 = c2 = c3 = c4 = c5 = vzeros(t)
         for p in range(kc):
-            b = vload(v, vo + p * NR + q * L)
+            b = vload(v, vo + p * ks + q * qs)
             c0 = vfma(vsplat(s0[p]), b, c0)
             c1 = vfma(vsplat(s1[p]), b, c1)
             c2 = vfma(vsplat(s2[p]), b, c2)
@@ -434,10 +437,10 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                     rows = tile_rows(r, m)
                     if pack_s:                 # rows r .. r + rows - 1 of the packed block, as (rows, kc)
                         j = r % L
-                        _micro(ws[r // L, :, j:j + rows].T, 0, rows - 1, 0, kc, wv, q * kc * NR, t,
+                        _micro(ws[r // L, :, j:j + rows].T, 0, rows - 1, 0, kc, wv, q * kc * NR, False, t,
                                out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
                     else:
-                        _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, t,
+                        _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, False, t,
                                out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
                     r += rows
 
@@ -732,15 +735,15 @@ def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
     """out[:, cols] = (init[:, cols] if add else 0) + s @ W,  cols = out_col:out_col + n
     (serial; call it inside a prange)
 
-    s (M, K), init and out (M, .) C-contiguous (init may be out: ``out += s @ W``); W (K, NR) given as one packed panel (flat, NR numbers
-    per k: ``_pack_panels``, zero columns past n <= NR). t: an MR_MAX * NR work buffer (ragged
-    tiles). No blocking of k: the K x 64 panel (64 KB at K = 256) stays in L2 while every 4
+    s (M, K), init and out (M, .) C-contiguous (init may be out: ``out += s @ W``); W (K, NR)
+    given as one panel from ``pack_panels`` (flat; zero columns past n <= NR). t: an MR_MAX * NR
+    work buffer (ragged tiles). No blocking of k: the K x 64 panel (64 KB at K = 256) stays in L2 while every 4
     rows of s pass over it. E.g. h_{t-1} @ W_hh.T for 64 gate columns at one time step."""
     M, K = s.shape
     r = 0
     while r < M:
         rows = tile_rows(r, M)
-        _micro(s, r, M - 1, 0, K, panel, 0, t, init, out, False, r, out_col, min(rows, M - r), n, add)
+        _micro(s, r, M - 1, 0, K, panel, 0, NARROW, t, init, out, False, r, out_col, min(rows, M - r), n, add)
         r += rows
 
 
@@ -754,7 +757,11 @@ def pack_panels(w, by_columns, groups):
     itself (K = R), its columns cut into panels ([0, q]: columns q*NR ...; groups must be 1).
     Packing once per call, O(R*C), keeps each panel's K rows of 64 numbers contiguous; read in
     place, rows 4 KB apart fall into the same few cache sets and the micro tile ran at half
-    speed."""
+    speed. With the AVX2 passes (NARROW) a panel is stored quarter by quarter instead: the K x 16
+    numbers of columns 16q ... 16q + 15 contiguous, so each pass reads one cache line a k, in
+    sequence (a 6 x 16 pass over four 512 x 64 panels: 115 GFLOP/s against 105, one Zen 4 core).
+    (The matmul engine keeps 64 numbers a k: there the layout made its packing, done for every
+    product, slower than the passes gained; BENCHMARKS.md.)"""
     R, C = w.shape
     flat = w.reshape(w.size)
     if by_columns:
@@ -765,4 +772,13 @@ def pack_panels(w, by_columns, groups):
     panels = np.empty((groups, n_panels, K * NR), w.dtype)
     for g in range(groups):
         _pack_panels(flat, st, g * U, U, 0, K, panels[g].reshape(n_panels * K * NR))
+    if NARROW:
+        k_major = np.empty(K * NR, w.dtype)
+        for g in range(groups):
+            for i in range(n_panels):
+                panel = panels[g, i]
+                k_major[:] = panel
+                for q in range(NR // L):
+                    for p in range(K):
+                        vstore(panel, (q * K + p) * L, vload(k_major, p * NR + q * L))
     return panels

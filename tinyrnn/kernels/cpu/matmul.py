@@ -39,8 +39,8 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    k-contiguous; then S = y and out is written transposed.
 3. Cache blocks: k by KC = 256, V by at most NB = 512 rows per tile (its packed KC x NB block,
    512 KB at float32, stays in L2), S by MB = 128 rows. Loop order per k block: pack V; for
-   each S block: for each V panel: for each 4 rows of S (on AVX2 ``tile_rows``: 6 or 4): micro
-   tile into out.
+   each S block: for each V panel: for each 6 or 4 rows of S (``tile_rows``): micro tile into
+   out.
 4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: the cut that packs
    least while giving each thread about two tiles); ``prange`` runs over the threads, each
    taking tiles w, w + n_threads, ... and owning its workspaces, allocated once per call.
@@ -82,7 +82,7 @@ MR_MAX = 6   # the most rows of S a micro tile takes (``tile_rows``)
 
 @kernel
 def _micro(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, mr, nr, add):
-    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR, c < NR)
+    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR or 6, c < NR)
     then out[oi + r, oj + c] = (init[oi + r, oj + c] if add else 0) + tile[r, c] for r < mr, c < nr
     (init is out itself for ``out +=``, or another array of out's shape: xproj + h @ W_hh.T);
     when transposed, out[oj + c, oi + r] (+)= tile[r, c] and init must be out.
@@ -90,15 +90,17 @@ def _micro(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, 
     s: S as a 2-D array, row r = row r of S (C-ordered in place, or a strided view of a packed
     block); only s[r, p], one number at a time, is read. v: a packed panel of V, flat, NR
     numbers per k (``_pack_panels``), starting at vo; or, when quarters (AVX2 passes only), its
-    four 16-column quarters one after another, kc x 16 numbers each (``pack_panels``). Rows past rlast (the ragged end of a
-    block) repeat row rlast; their results are computed but not stored. A full tile goes from the registers straight into out (4 vectors per row); an edge
-    tile or a transposed one goes through t (MR x NR, flat) and ``_store``.
+    four 16-column quarters one after another, kc x 16 numbers each (``pack_panels``). Rows
+    past rlast (the ragged end of a block) repeat row rlast; their results are computed but
+    not stored. A full tile goes from the registers straight into out (4 vectors per row); an
+    edge tile or a transposed one goes through t (MR_MAX x NR, flat) and ``_store``.
 
     The tile lives in 16 SIMD registers (``simd.py``: 4 rows x 4 vectors of 16 lanes) for the
     whole k loop. Per k: 4 vector loads of V, and for each of the 4 rows one number of S
     broadcast to all lanes and 4 fused multiply-adds: 16 FMAs per 8 loads, no stores.
-    On AVX2 the 16 vectors are 32 registers of 16, so the tile is done in passes of 16 columns
-    (``isa.py``), over 4 rows or, when ``tile_rows`` gives 6 (mr == 6), over 6."""
+    A 6-row tile (mr == 6, given only by ``tile_rows``) is ``_micro6``, the same with 24. On
+    AVX2 the 16 vectors are 32 registers of 16, so the tile is done in passes of 16 columns
+    (``isa.py``), over 4 rows or 6."""
     if NARROW:
         if mr > MR:
             _micro_quarters6(s, r0, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, nr, add)
@@ -737,8 +739,9 @@ def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
 
     s (M, K), init and out (M, .) C-contiguous (init may be out: ``out += s @ W``); W (K, NR)
     given as one panel from ``pack_panels`` (flat; zero columns past n <= NR). t: an MR_MAX * NR
-    work buffer (ragged tiles). No blocking of k: the K x 64 panel (64 KB at K = 256) stays in L2 while every 4
-    rows of s pass over it. E.g. h_{t-1} @ W_hh.T for 64 gate columns at one time step."""
+    work buffer (ragged tiles). No blocking of k: the K x 64 panel (64 KB at K = 256) stays in
+    L2 while every 6 or 4 rows of s (``tile_rows``) pass over it. E.g. h_{t-1} @ W_hh.T for 64
+    gate columns at one time step."""
     M, K = s.shape
     r = 0
     while r < M:

@@ -29,7 +29,9 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    scalar; hence the explicit vectors. A dot-product tile, vectorised along k, must sum its
    16 vectors across lanes at the end of every k block: at K = 256 that cost ~40% of the time.)
 2. Packing. V must give NR consecutive numbers per k, so it is always packed, one KC x NB
-   block at a time, into NR-column panels (``_pack_panels``: zero-padded, k-major). S gives
+   block at a time, into NR-column panels (``_pack_panels``: zero-padded, k-major; on AVX2,
+   where a 16-column pass reads a quarter of a panel, each quarter's kc x 16 numbers stored
+   together, ``_panel_at``: the AVX2 products then ran as fast as the native ones). S gives
    one number per row and k, broadcast: it is read in place when it is row-major (nn, nt:
    S = a), else packed MB rows at a time into 16-row k-major panels (``_pack``). For tn,
    S = a.T, the 16 numbers of a panel at one k are 16 adjacent numbers of a row of a: one
@@ -81,17 +83,15 @@ MR_MAX = 6   # the most rows of S a micro tile takes (``tile_rows``)
 # ----------------------------------------------------------------------------- micro tile
 
 @kernel
-def _micro(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, mr, nr, add):
-    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[vo + p*NR + c]    (r < MR or 6, c < NR)
+def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add):
+    """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[_panel_at(vo, kc, p, c)]   (r < 4 or 6, c < NR)
     then out[oi + r, oj + c] = (init[oi + r, oj + c] if add else 0) + tile[r, c] for r < mr, c < nr
     (init is out itself for ``out +=``, or another array of out's shape: xproj + h @ W_hh.T);
     when transposed, out[oj + c, oi + r] (+)= tile[r, c] and init must be out.
 
     s: S as a 2-D array, row r = row r of S (C-ordered in place, or a strided view of a packed
-    block); only s[r, p], one number at a time, is read. v: a packed panel of V, flat, NR
-    numbers per k (``_pack_panels``), starting at vo; or, when quarters (AVX2 passes only), its
-    four 16-column quarters one after another, kc x 16 numbers each (``pack_panels``). Rows
-    past rlast (the ragged end of a block) repeat row rlast; their results are computed but
+    block); only s[r, p], one number at a time, is read. v: a packed panel of V, flat, starting
+    at vo (``_pack_panels``): NR numbers per k, or on AVX2 four kc x 16 quarters. Rows past rlast (the ragged end of a block) repeat row rlast; their results are computed but
     not stored. A full tile goes from the registers straight into out (4 vectors per row); an
     edge tile or a transposed one goes through t (MR_MAX x NR, flat) and ``_store``.
 
@@ -103,9 +103,9 @@ def _micro(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, 
     (``isa.py``), over 4 rows or 6."""
     if NARROW:
         if mr > MR:
-            _micro_quarters6(s, r0, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, nr, add)
+            _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
         else:
-            _micro_quarters(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, mr, nr, add)
+            _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add)
         return
     if mr > MR:
         _micro6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
@@ -201,20 +201,21 @@ def _micro6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add):
 
 
 @kernel
-def _micro_quarters(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, mr, nr, add):
+def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add):
     """``_micro`` for 16-register machines (AVX2): a 4 x 64 tile as four 4 x 16 passes, q = 0..3,
     each over the whole k loop with its 4 vectors (8 AVX2 registers) in registers; passes past
-    the nr valid columns are skipped. Per k: 1 vector load of V, 4 broadcasts, 4 FMAs."""
+    the nr valid columns are skipped. Per k: 1 vector load of V, 4 broadcasts, 4 FMAs. Each pass
+    reads its quarter of the panel, kc x 16 numbers stored contiguously (``_panel_at``): one
+    cache line a k, in sequence."""
     s0 = s[r0, sk:sk + kc]
     s1 = s[min(r0 + 1, rlast), sk:sk + kc]
     s2 = s[min(r0 + 2, rlast), sk:sk + kc]
     s3 = s[min(r0 + 3, rlast), sk:sk + kc]
     direct = mr == MR and nr == NR and not transposed
-    ks, qs = (L, kc * L) if quarters else (NR, L)     # where v[k, q*L:(q+1)*L] starts: vo + p*ks + q*qs
     for q in range((nr + L - 1) // L):
         c0 = c1 = c2 = c3 = vzeros(t)
         for p in range(kc):
-            b = vload(v, vo + p * ks + q * qs)
+            b = vload(v, vo + (q * kc + p) * L)       # v[k0 + p, 16q:16q + 16] (``_panel_at``)
             c0 = vfma(vsplat(s0[p]), b, c0)
             c1 = vfma(vsplat(s1[p]), b, c1)
             c2 = vfma(vsplat(s2[p]), b, c2)
@@ -235,7 +236,7 @@ def _micro_quarters(s, r0, rlast, sk, kc, v, vo, quarters, t, init, out, transpo
 
 
 @kernel
-def _micro_quarters6(s, r0, sk, kc, v, vo, quarters, t, init, out, transposed, oi, oj, nr, add):
+def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add):
     """``_micro_quarters`` with 6 rows of S, all valid (``tile_rows`` gives 6 only then): 6 x 16
     passes, 12 AVX2 registers of accumulators (BLIS's Haswell shape), so the FMAs have a third
     more independent chains than the 4 x 16 pass's 8 and each loaded vector of V serves 6
@@ -247,11 +248,10 @@ def _micro_quarters6(s, r0, sk, kc, v, vo, quarters, t, init, out, transposed, o
     s4 = s[r0 + 4, sk:sk + kc]
     s5 = s[r0 + 5, sk:sk + kc]
     direct = nr == NR and not transposed
-    ks, qs = (L, kc * L) if quarters else (NR, L)
     for q in range((nr + L - 1) // L):
         c0 = c1 = c2 = c3 = c4 = c5 = vzeros(t)
         for p in range(kc):
-            b = vload(v, vo + p * ks + q * qs)
+            b = vload(v, vo + (q * kc + p) * L)       # v[k0 + p, 16q:16q + 16] (``_panel_at``)
             c0 = vfma(vsplat(s0[p]), b, c0)
             c1 = vfma(vsplat(s1[p]), b, c1)
             c2 = vfma(vsplat(s2[p]), b, c2)
@@ -374,9 +374,21 @@ def _pack(src, st, r0, nrows, k0, kc, dst):
 
 
 @kernel
+def _panel_at(base, kc, p, c):
+    """Where v[k0 + p, c] of a packed panel (starting at base, kc numbers of k) is stored: k-major,
+    NR numbers a k (base + p*NR + c); or, for the AVX2 passes (NARROW), quarter by quarter: the
+    kc x 16 numbers of columns 16q .. 16q + 15 contiguous, so a 6 x 16 pass reads one cache line
+    a k, in sequence."""
+    if NARROW:
+        return base + ((c // L) * kc + p) * L + c % L
+    return base + p * NR + c
+
+
+@kernel
 def _pack_panels(src, st, r0, nrows, k0, kc, dst):
-    """dst[(q*kc + p)*NR + c] = x[r0 + q*NR + c, k0 + p], 0 where r0 + q*NR + c is past nrows:
-    x[r0:r0+nrows, k0:k0+kc] cut into NR-row panels, each stored k-major (NR numbers per k)."""
+    """dst[_panel_at(q*kc*NR, kc, p, c)] = x[r0 + q*NR + c, k0 + p], 0 where r0 + q*NR + c is
+    past nrows: x[r0:r0+nrows, k0:k0+kc] cut into NR-row panels, each stored k-major (NR numbers
+    per k; by 16-number quarters on AVX2, ``_panel_at``)."""
     s0, s1 = st
     z = dst.dtype.type(0)
     npan = (nrows + NR - 1) // NR
@@ -387,11 +399,12 @@ def _pack_panels(src, st, r0, nrows, k0, kc, dst):
         if s0 == 1:                               # rows of a panel are contiguous at each k
             for p in range(kc):
                 col = src[(k0 + p) * s1 + rq:(k0 + p) * s1 + rq + nr]
-                d = dst[base + p * NR:base + (p + 1) * NR]
-                for c in range(nr):
-                    d[c] = col[c]
-                for c in range(nr, NR):
-                    d[c] = z
+                if nr == NR:
+                    for c in range(0, NR, L):
+                        vstore(dst, _panel_at(base, kc, p, c), vload(col, c))
+                else:
+                    for c in range(NR):
+                        dst[_panel_at(base, kc, p, c)] = col[c] if c < nr else z
         elif s1 == 1 and nr == NR:                # k-contiguous rows: transpose TB x TB squares
             pt = kc - kc % TB
             for cb in range(0, NR, TB):
@@ -399,16 +412,14 @@ def _pack_panels(src, st, r0, nrows, k0, kc, dst):
                     for cc in range(TB):
                         row = src[(rq + cb + cc) * s0 + k0 + pb:(rq + cb + cc) * s0 + k0 + pb + TB]
                         for pp in range(TB):
-                            dst[base + (pb + pp) * NR + cb + cc] = row[pp]
+                            dst[_panel_at(base, kc, pb + pp, cb + cc)] = row[pp]
                 for p in range(pt, kc):
                     for cc in range(TB):
-                        dst[base + p * NR + cb + cc] = src[(rq + cb + cc) * s0 + k0 + p]
+                        dst[_panel_at(base, kc, p, cb + cc)] = src[(rq + cb + cc) * s0 + k0 + p]
         else:
             for p in range(kc):
-                for c in range(nr):
-                    dst[base + p * NR + c] = src[(rq + c) * s0 + (k0 + p) * s1]
-                for c in range(nr, NR):
-                    dst[base + p * NR + c] = z
+                for c in range(NR):
+                    dst[_panel_at(base, kc, p, c)] = src[(rq + c) * s0 + (k0 + p) * s1] if c < nr else z
 
 
 
@@ -439,10 +450,10 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                     rows = tile_rows(r, m)
                     if pack_s:                 # rows r .. r + rows - 1 of the packed block, as (rows, kc)
                         j = r % L
-                        _micro(ws[r // L, :, j:j + rows].T, 0, rows - 1, 0, kc, wv, q * kc * NR, False, t,
+                        _micro(ws[r // L, :, j:j + rows].T, 0, rows - 1, 0, kc, wv, q * kc * NR, t,
                                out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
                     else:
-                        _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, False, t,
+                        _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, t,
                                out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
                     r += rows
 
@@ -746,7 +757,7 @@ def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
     r = 0
     while r < M:
         rows = tile_rows(r, M)
-        _micro(s, r, M - 1, 0, K, panel, 0, NARROW, t, init, out, False, r, out_col, min(rows, M - r), n, add)
+        _micro(s, r, M - 1, 0, K, panel, 0, t, init, out, False, r, out_col, min(rows, M - r), n, add)
         r += rows
 
 
@@ -758,13 +769,9 @@ def pack_panels(w, by_columns, groups):
     are cut into ``groups`` equal groups (gates: R = groups * U), each into NR-wide panels,
     zero-padded: panel [g, q] holds rows g*U + q*NR ... of w. by_columns True: the matrix is w
     itself (K = R), its columns cut into panels ([0, q]: columns q*NR ...; groups must be 1).
-    Packing once per call, O(R*C), keeps each panel's K rows of 64 numbers contiguous; read in
-    place, rows 4 KB apart fall into the same few cache sets and the micro tile ran at half
-    speed. With the AVX2 passes (NARROW) a panel is stored quarter by quarter instead: the K x 16
-    numbers of columns 16q ... 16q + 15 contiguous, so each pass reads one cache line a k, in
-    sequence (a 6 x 16 pass over four 512 x 64 panels: 115 GFLOP/s against 105, one Zen 4 core).
-    (The matmul engine keeps 64 numbers a k: there the layout made its packing, done for every
-    product, slower than the passes gained; BENCHMARKS.md.)"""
+    Packing once per call, O(R*C), keeps each panel's K rows of 64 numbers contiguous (on AVX2,
+    its four K x 16 quarters: ``_panel_at``); read in place, rows 4 KB apart fall into the same
+    few cache sets and the micro tile ran at half speed."""
     R, C = w.shape
     flat = w.reshape(w.size)
     if by_columns:
@@ -775,13 +782,4 @@ def pack_panels(w, by_columns, groups):
     panels = np.empty((groups, n_panels, K * NR), w.dtype)
     for g in range(groups):
         _pack_panels(flat, st, g * U, U, 0, K, panels[g].reshape(n_panels * K * NR))
-    if NARROW:
-        k_major = np.empty(K * NR, w.dtype)
-        for g in range(groups):
-            for i in range(n_panels):
-                panel = panels[g, i]
-                k_major[:] = panel
-                for q in range(NR // L):
-                    for p in range(K):
-                        vstore(panel, (q * K + p) * L, vload(k_major, p * NR + q * L))
     return panels

@@ -22,7 +22,7 @@ within a step, nothing computed by another thread:
   into the matmul region of step ``t``: ``T + 1`` regions in all instead of ``2T``.
 
 The recurrent matmul is the matmul's SIMD micro tile (``gemm_panel_block`` in ``matmul.py``:
-4 batch rows x 64 columns held in registers for the whole ``k`` loop). Its right-hand side is
+6 or 4 batch rows x 64 columns held in registers for the whole ``k`` loop). Its right-hand side is
 packed once per call into 64-column panels (``pack_panels``): the forward multiplies by
 ``W_hh.T``, one panel per (gate, chunk), holding ``W_hh[g*H + u0 : g*H + u1].T``; the backward by
 ``W_hh`` itself, one panel per chunk, holding ``W_hh[:, u0:u1]``. The forward's micro tile adds

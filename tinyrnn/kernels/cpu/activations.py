@@ -1,6 +1,7 @@
-"""Gate nonlinearities for the Numba kernels: ``sigmoid(x)`` and ``tanh(x)`` on scalars.
+"""Nonlinearities for the Numba kernels: the gates' ``sigmoid(x)`` and ``tanh(x)``, and the
+softmax's ``exp(x)``, on scalars.
 
-Both are compiled *into* the calling kernel and dispatch on the argument's type:
+All are compiled *into* the calling kernel and dispatch on the argument's type:
 
 * float64: exact library math (``math.tanh``, ``1 / (1 + exp(-x))``). Gradient checks run
   in float64, so no approximation is allowed there.
@@ -14,9 +15,15 @@ Both are compiled *into* the calling kernel and dispatch on the argument's type:
   this project with a linear-programming rational fit): the error of the formula is 4.8e-8
   in exact arithmetic and at most 3.2e-7 (a few float32 ulps) when evaluated in float32;
   the result is clipped to [-1, 1].
+* exp in float32: ``exp(y) = exp(y / 128) ** 128``, the Taylor series to z^13 at z = y / 128
+  (|z| <= 0.82 over float32's range; error < 2e-12), then 7 squarings, all in float64: no
+  library call and no bit tricks, so LLVM vectorises the loop around it. The result is within
+  ~1e-10 of exp before its rounding to float32 (so exp correctly rounded, or one rounding from
+  it), 0 below y = -104 (where float32's exp is 0 too), inf above 88.7, NaN through. (The
+  softmax at N 2048, V 65 took 0.43 ms on one Zen 4 core with ``math.exp``, 0.30 with this.)
 
-Kernels call them like any function: ``from .activations import sigmoid, tanh``. They also take
-SIMD vectors (``simd.Vec``): float32 vectors run the same rational formula on 16 lanes at once;
+Kernels call them like any function: ``from .activations import sigmoid, tanh``. tanh and sigmoid
+also take SIMD vectors (``simd.Vec``): float32 vectors run the same rational formula on 16 lanes at once;
 float64 vectors apply the exact scalar formula lane by lane. Outside a kernel (plain Python)
 they compute the exact float64 formulas.
 """
@@ -33,6 +40,9 @@ from .simd import LANES, Vec, vget, vset
 _P1, _P2, _P3, _P4 = 0.1337052837843038, 0.0034834593828489686, 2.0423079279166366e-05, 1.3122173285587839e-08
 _Q1, _Q2, _Q3, _Q4 = 0.4670383246356285, 0.025829959980670222, 0.00032663872562021108, 7.6760832737708435e-07
 _CLAMP = 9.0
+# exp in float32 kernels: 1/k! for k = 0..13, and the input below which the result is 0
+_E = tuple(1.0 / math.factorial(k) for k in range(14))
+_EXP_LO = -104.0
 
 
 def tanh(x):
@@ -43,6 +53,11 @@ def tanh(x):
 def sigmoid(x):
     """1 / (1 + exp(-x)); exact in float64, 0.5 + 0.5 * tanh(x / 2) (approximate) in float32 kernels."""
     return 1.0 / (1.0 + math.exp(-x))
+
+
+def exp(x):
+    """exp(x); exact in float64, the formula below (relative error ~1e-10 before rounding) in float32 kernels."""
+    return math.exp(x)
 
 
 def _is_float32(x):
@@ -83,6 +98,32 @@ def _sigmoid_overload(x):
     if isinstance(x, Vec):
         return lambda x: _sigmoid_lanes(x)
 
+
+
+@overload(exp, inline="always")
+def _exp_overload(x):
+    if _is_float32(x) and isinstance(x, types.Float):
+        lo, scale = np.float64(_EXP_LO), np.float64(1.0 / 128.0)
+
+        def exp_float32(x):
+            y = np.float64(x)
+            y = lo if y < lo else y                 # exp(-104) is 0 in float32; NaN passes through
+            z = y * scale                           # |z| <= 0.82 for y in [-104, 88.8]
+            p = _E[13]
+            for k in range(12, -1, -1):             # Taylor series to z^13 (error < 2e-12), Horner
+                p = p * z + _E[k]
+            p = p * p                               # exp(y) = exp(y / 128)^(2^7): 7 squarings
+            p = p * p
+            p = p * p
+            p = p * p
+            p = p * p
+            p = p * p
+            p = p * p
+            return np.float32(p)
+
+        return exp_float32
+    if isinstance(x, types.Float):
+        return lambda x: math.exp(x)
 
 
 # float64 vectors: the exact scalar formulas, lane by lane (functions of their own, called from

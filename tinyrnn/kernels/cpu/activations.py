@@ -20,7 +20,7 @@ All are compiled *into* the calling kernel and dispatch on the argument's type:
   library call and no bit tricks, so LLVM vectorises the loop around it. The result is within
   ~1e-10 of exp before its rounding to float32 (so exp correctly rounded, or one rounding from
   it), 0 below y = -104 (where float32's exp is 0 too), inf above 88.7, NaN through. (The
-  softmax at N 2048, V 65 took 0.43 ms on one Zen 4 core with ``math.exp``, 0.30 with this.)
+  softmax at N 2048, V 65 took 0.43-0.55 ms on one Zen 4 core with ``math.exp``, 0.27 with this.)
 
 Kernels call them like any function: ``from .activations import sigmoid, tanh``. tanh and sigmoid
 also take SIMD vectors (``simd.Vec``): float32 vectors run the same rational formula on 16 lanes at once;

@@ -91,9 +91,10 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
 
     s: S as a 2-D array, row r = row r of S (C-ordered in place, or a strided view of a packed
     block); only s[r, p], one number at a time, is read. v: a packed panel of V, flat, starting
-    at vo (``_pack_panels``): NR numbers per k, or on AVX2 four kc x 16 quarters. Rows past rlast (the ragged end of a block) repeat row rlast; their results are computed but
-    not stored. A full tile goes from the registers straight into out (4 vectors per row); an
-    edge tile or a transposed one goes through t (MR_MAX x NR, flat) and ``_store``.
+    at vo (``_pack_panels``): NR numbers per k, or on AVX2 four kc x 16 quarters. Rows past
+    rlast (the ragged end of a block) repeat row rlast; their results are computed but not
+    stored. A full tile goes from the registers straight into out (4 vectors per row); an edge
+    tile or a transposed one goes through t (MR_MAX x NR, flat) and ``_store``.
 
     The tile lives in 16 SIMD registers (``simd.py``: 4 rows x 4 vectors of 16 lanes) for the
     whole k loop. Per k: 4 vector loads of V, and for each of the 4 rows one number of S

@@ -4,6 +4,7 @@
 second run loads it instead of compiling. ``error_model="numpy"``: no zero-division checks,
 which would stop loops from vectorising. ``fastmath`` allows re-association (vectorised
 reductions) and fused multiply-add, but keeps NaN/inf semantics so bad losses are still seen.
+``leaf_kernel``: also no reference counting, for small functions called in hot loops (below).
 
 Staleness: Numba checks a cached kernel against its own source file only, so a kernel that
 calls a kernel of another module (``sequence.py`` inlines ``matmul.py``'s micro tile and
@@ -28,6 +29,26 @@ OPTIONS = dict(cache=True, error_model="numpy", fastmath=FASTMATH, nogil=True)
 def kernel(fn):
     """A single-threaded compiled kernel (also callable from other kernels)."""
     return numba.njit(**OPTIONS)(fn)
+
+
+def leaf_kernel(fn):
+    """A single-threaded kernel compiled without Numba's reference counting, for the small
+    functions the hot loops call many times (the matmul micro tiles and their stores, the
+    per-item work of a recurrent step). It may read, write and slice arrays, but must not
+    allocate one or return one (Numba refuses to compile an allocation without its runtime).
+
+    Why: Numba counts references to every array a function receives or slices, with an atomic
+    instruction on a counter shared by all views of that array (``lock inc`` / ``lock dec``
+    on x86: ~20 cycles each, a barrier to the loads and stores around it, and a transfer of the
+    counter's cache line between cores when two threads do it to the same array, e.g. each
+    writing its half of one output). The 6 x 64 micro tile's machine code held about 30 such
+    updates (its row views of S and of the output, its arguments): measured on one Zen 4 core,
+    a tile cost ~177 ns on top of its k loop (~840 ns at K = 128), ~50 ns without them.
+    ``_nrt=False`` is Numba's own option for this (its unicode and sort helpers use it); the
+    arrays stay alive because the caller, compiled normally, holds them for the whole call.
+    (Tried and not kept, for lack of a measurable gain: the sequence kernels' per-item work and
+    the batch-1 generation's row products as leaf kernels.)"""
+    return numba.njit(_nrt=False, **OPTIONS)(fn)
 
 
 def parallel_kernel(fn):

@@ -53,6 +53,11 @@ dot-product engine that reads both operands in place (``_gemm_dot``: 4 x 4 tiles
 products, vectorised along k, KC x 128 blocks): there, transposing all of y into panels would
 cost more than it saves. Bigger nt products use the outer-product engine with S = x.
 
+The micro tiles, their stores, the packing and the per-thread tile are ``leaf_kernel``s
+(``jit.py``): compiled without Numba's reference counting, which took an atomic instruction
+for every row view and argument, ~30 a micro tile (one thread, 32 x 128 @ 128 x 64 in
+``gemm_panel_block``: 98 -> 111 GFLOP/s; 2 threads, the engine at 64x512x2048: 2-4% faster).
+
 Serial building blocks other kernels can call inside their own ``prange``:
 
     gemm_nt_block(x, y, out, i0, i1, j0, j1, accumulate)
@@ -65,7 +70,7 @@ Serial building blocks other kernels can call inside their own ``prange``:
 import numpy as np
 import numba
 
-from ..jit import kernel, parallel_kernel, prange
+from ..jit import kernel, leaf_kernel, parallel_kernel, prange
 from ..isa import TILE
 from .simd import LANES as L, vadd, vfma, vload, vsplat, vstore, vzeros
 
@@ -82,7 +87,7 @@ MR_MAX = 6   # the most rows of S a micro tile takes (``tile_rows``)
 
 # ----------------------------------------------------------------------------- micro tile
 
-@kernel
+@leaf_kernel
 def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add):
     """tile[r, c] = sum_p s[min(r0 + r, rlast), sk + p] * v[_panel_at(vo, kc, p, c)]   (r < 4 or 6, c < NR)
     then out[oi + r, oj + c] = (init[oi + r, oj + c] if add else 0) + tile[r, c] for r < mr, c < nr
@@ -146,7 +151,7 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
         _store(t, init, out, transposed, oi, oj, mr, nr, add)
 
 
-@kernel
+@leaf_kernel
 def _micro6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add):
     """``_micro`` with 6 rows of S, all valid (``tile_rows`` gives 6 only then): a 6 x 64 tile in
     24 AVX-512 registers of accumulators (plus 4 for V and 1 for the broadcast number of S,
@@ -201,7 +206,7 @@ def _micro6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add):
         _store(t, init, out, transposed, oi, oj, 6, nr, add)
 
 
-@kernel
+@leaf_kernel
 def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add):
     """``_micro`` for 16-register machines (AVX2): a 4 x 64 tile as four 4 x 16 passes, q = 0..3,
     each over the whole k loop with its 4 vectors (8 AVX2 registers) in registers; passes past
@@ -236,7 +241,7 @@ def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, o
         _store(t, init, out, transposed, oi, oj, mr, nr, add)
 
 
-@kernel
+@leaf_kernel
 def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add):
     """``_micro_quarters`` with 6 rows of S, all valid (``tile_rows`` gives 6 only then): 6 x 16
     passes, 12 AVX2 registers of accumulators (BLIS's Haswell shape), so the FMAs have a third
@@ -290,13 +295,13 @@ def tile_rows(r, m):
     return MR
 
 
-@kernel
+@leaf_kernel
 def _put(row, init_row, j, add, v):
     """row[j:j + L] = (init_row[j:j + L] if add else 0) + v."""
     vstore(row, j, vadd(vload(init_row, j), v) if add else v)
 
 
-@kernel
+@leaf_kernel
 def _put_row(row, init_row, j, add, v0, v1, v2, v3):
     """row[j:j + NR] = (init_row[j:j + NR] if add else 0) + the 4 vectors v0..v3 (a tile's row)."""
     if add:
@@ -310,7 +315,7 @@ def _put_row(row, init_row, j, add, v0, v1, v2, v3):
     vstore(row, j + 3 * L, v3)
 
 
-@kernel
+@leaf_kernel
 def _store(t, init, out, transposed, si, vj, mr, nr, add):
     """Write the valid mr x nr corner of the micro tile t into out: t[r, c] (plus init[si + r, vj + c]
     when add) goes to out[si + r, vj + c]; or, when S holds the columns of out, t[r, c] goes to
@@ -341,7 +346,7 @@ def _store(t, init, out, transposed, si, vj, mr, nr, add):
 TB = 16     # transpose block of _pack_panels
 
 
-@kernel
+@leaf_kernel
 def _pack(src, st, r0, nrows, k0, kc, dst):
     """dst[i, p, r] = x[r0 + i*L + r, k0 + p] for p < kc, r < L (16); 0 for rows past nrows:
     a block of x cut into 16-row panels, each k-major (the 16 numbers of one k side by side).
@@ -385,7 +390,7 @@ def _panel_at(base, kc, p, c):
     return base + p * NR + c
 
 
-@kernel
+@leaf_kernel
 def _pack_panels(src, st, r0, nrows, k0, kc, dst):
     """dst[_panel_at(q*kc*NR, kc, p, c)] = x[r0 + q*NR + c, k0 + p], 0 where r0 + q*NR + c is
     past nrows: x[r0:r0+nrows, k0:k0+kc] cut into NR-row panels, each stored k-major (NR numbers
@@ -426,7 +431,7 @@ def _pack_panels(src, st, r0, nrows, k0, kc, dst):
 
 # ----------------------------------------------------------------------------- the engine
 
-@kernel
+@leaf_kernel
 def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0, s1, v0, v1, ws, wv, t):
     """One thread's tile: rows s0:s1 of S times rows v0:v1 of V, over all of K (K >= 1).
 
@@ -601,7 +606,7 @@ def matmul_tn(a, b, out, accumulate):
 
 # ----------------------------------------------------------------------------- dot-product engine (nt)
 
-@kernel
+@leaf_kernel
 def _tile_4x4(x, xi, xk, y, yj, yk, kc, out, oi, oj, add):
     """out[oi:oi+4, oj:oj+4] (+)= x[xi:xi+4, xk:xk+kc] @ y[yj:yj+4, yk:yk+kc].T
 
@@ -667,7 +672,7 @@ def _tile_4x4(x, xi, xk, y, yj, yk, kc, out, oi, oj, add):
     out[oi + 3, oj + 3] += c33
 
 
-@kernel
+@leaf_kernel
 def _dot(x, xi, xk, y, yj, yk, kc):
     """sum_p x[xi, xk+p] * y[yj, yk+p]: one element, for the ragged edges of a block."""
     xr = x[xi, xk:xk + kc]
@@ -678,7 +683,7 @@ def _dot(x, xi, xk, y, yj, yk, kc):
     return s
 
 
-@kernel
+@leaf_kernel
 def _block(x, xi0, xk, y, yj0, yk, kc, out, oi0, oj0, m, n, add):
     """out[oi0:oi0+m, oj0:oj0+n] (+)= x[xi0:xi0+m, xk:xk+kc] @ y[yj0:yj0+n, yk:yk+kc].T
 
@@ -706,7 +711,7 @@ def _block(x, xi0, xk, y, yj0, yk, kc, out, oi0, oj0, m, n, add):
                 out[oi0 + i, oj0 + j] = s
 
 
-@kernel
+@leaf_kernel
 def gemm_nt_block(x, y, out, i0, i1, j0, j1, accumulate):
     """out[i0:i1, j0:j1] (+)= x[i0:i1, :] @ y[j0:j1, :].T   (serial; call it inside a prange)
 
@@ -744,7 +749,7 @@ def _gemm_dot(x, y, out, accumulate, n_threads):
             gemm_nt_block(x, y, out, i0, min(i0 + mc, M), j0, min(j0 + DB, N), accumulate)
 
 
-@kernel
+@leaf_kernel
 def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
     """out[:, cols] = (init[:, cols] if add else 0) + s @ W,  cols = out_col:out_col + n
     (serial; call it inside a prange)

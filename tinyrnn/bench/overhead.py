@@ -3,6 +3,7 @@ Python (the tape, the layers, allocation). Issue 13 asks for the share outside t
 
     python -m tinyrnn.bench.overhead --config a --steps 50
     python -m tinyrnn.bench.overhead --config b --threads 2
+    python -m tinyrnn.bench.overhead --config a,b --kernels      # and ms a step in each kernel
 
 Every kernel of ``tinyrnn.kernels.cpu`` and every array helper of ``kernels/reference/arrays.py``
 (what ops call through ``backend.kernels`` / ``backend.arrays``) is wrapped in a timer for the
@@ -10,6 +11,8 @@ measurement, then the same step as ``tinyrnn bench`` (``training.tinyrnn_step_fn
 blocks; the block with the median share outside the kernels is reported. The wrappers' own cost
 (timed on a no-op, about half a microsecond per call) times the calls is taken out of the step.
 Nested kernel calls are not double-counted: only the calls the ops make are timed.
+``--kernels`` also prints the ms a step of each kernel and array helper in that block (the tables
+"per kernel" of BENCHMARKS.md), largest first, with its calls a step.
 """
 import argparse
 import time
@@ -17,19 +20,23 @@ import time
 BLOCKS = 5      # blocks of steps; the block with the median share outside the kernels is reported
 
 
-def _timed(fn, totals, key):
+def _timed(fn, totals, key, name):
+    """fn, with its seconds added to totals[key] and to totals[("kernel", name)], its calls counted."""
     def timed(*args, **kwargs):
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            totals[key] += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            totals[key] += seconds
             totals["calls"] += 1
+            totals[("kernel", name)] += seconds
+            totals[("calls", name)] += 1
     return timed
 
 
 def _wrap(module, name, totals, key):
-    setattr(module, name, _timed(getattr(module, name), totals, key))
+    setattr(module, name, _timed(getattr(module, name), totals, key, name))
 
 
 def wrapper_cost() -> float:
@@ -40,7 +47,7 @@ def wrapper_cost() -> float:
     def nothing(*args):
         return None
 
-    timed = _timed(nothing, collections.Counter(), "x")
+    timed = _timed(nothing, collections.Counter(), "x", "nothing")
     args = tuple(range(8))
     runs = []
     for _ in range(5):
@@ -99,25 +106,35 @@ def measure(config, steps, threads):
             step()
         wall = (time.perf_counter() - t0 - totals["calls"] * cost) / steps
         kern, arr = totals["kernels"] / steps, totals["numpy"] / steps
-        blocks.append(((wall - kern) / wall, wall, kern, arr, totals["calls"] / steps))
-    share, wall, kern, arr, calls = sorted(blocks)[BLOCKS // 2]
+        per_kernel = {key[1]: (seconds * 1e3 / steps, totals[("calls", key[1])] / steps)
+                      for key, seconds in totals.items() if isinstance(key, tuple) and key[0] == "kernel"}
+        blocks.append(((wall - kern) / wall, wall, kern, arr, totals["calls"] / steps, per_kernel))
+    share, wall, kern, arr, calls, per_kernel = sorted(blocks, key=lambda block: block[0])[BLOCKS // 2]
     return dict(config=config, threads=threads, step_ms=wall * 1e3, kernels_ms=kern * 1e3, numpy_ms=arr * 1e3,
                 python_ms=(wall - kern - arr) * 1e3, outside_share=share, timed_calls=calls,
-                wrapper_us=cost * 1e6)
+                wrapper_us=cost * 1e6, per_kernel_ms={name: ms for name, (ms, n) in per_kernel.items()},
+                per_kernel_calls={name: n for name, (ms, n) in per_kernel.items()})
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="a")
+    p.add_argument("--config", default="a", help="a config, or several: a,b")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--kernels", action="store_true", help="also print ms a step in each kernel and array helper")
     args = p.parse_args(argv)
-    r = measure(args.config, args.steps, args.threads)
-    print(f"config {r['config']} ({r['threads']} threads): step {r['step_ms']:.2f} ms = kernels {r['kernels_ms']:.2f} "
-          f"+ numpy array ops {r['numpy_ms']:.2f} + Python {r['python_ms']:.2f}; outside the kernels "
-          f"{100 * r['outside_share']:.1f}% ({r['timed_calls']:.0f} timed calls a step, "
-          f"{r['wrapper_us']:.2f} us of wrapper each taken out)")
-    return r
+    results = []
+    for config in args.config.split(","):
+        r = measure(config, args.steps, args.threads)
+        print(f"config {r['config']} ({r['threads']} threads): step {r['step_ms']:.2f} ms = kernels {r['kernels_ms']:.2f} "
+              f"+ numpy array ops {r['numpy_ms']:.2f} + Python {r['python_ms']:.2f}; outside the kernels "
+              f"{100 * r['outside_share']:.1f}% ({r['timed_calls']:.0f} timed calls a step, "
+              f"{r['wrapper_us']:.2f} us of wrapper each taken out)")
+        if args.kernels:
+            for name, ms in sorted(r["per_kernel_ms"].items(), key=lambda item: -item[1]):
+                print(f"  {name:<28}{ms:8.3f} ms {r['per_kernel_calls'][name]:6.0f} calls")
+        results.append(r)
+    return results[0] if len(results) == 1 else results
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ def kernel(fn):
 
 def leaf_kernel(fn):
     """A single-threaded kernel compiled without Numba's reference counting, for the small
-    functions the hot loops call many times (the matmul micro tiles and their stores, the
-    per-item work of a recurrent step). It may read, write and slice arrays, but must not
-    allocate one or return one (Numba refuses to compile an allocation without its runtime).
+    functions the hot loops call many times (the matmul micro tiles, their stores, the
+    packing). It may read, write and slice arrays, but must not allocate one (Numba refuses
+    to compile that) nor return one (the caller would count a reference never taken).
 
     Why: Numba counts references to every array a function receives or slices, with an atomic
     instruction on a counter shared by all views of that array (``lock inc`` / ``lock dec``

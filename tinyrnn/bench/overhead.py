@@ -32,11 +32,17 @@ def _timed(fn, totals, key, name):
             totals["calls"] += 1
             totals[("kernel", name)] += seconds
             totals[("calls", name)] += 1
+    timed.untimed = fn              # the function itself: a later instrument() wraps it, not this timer
     return timed
 
 
+def _original(fn):
+    """fn without the timer _timed put around it, if any."""
+    return getattr(fn, "untimed", fn)
+
+
 def _wrap(module, name, totals, key):
-    setattr(module, name, _timed(getattr(module, name), totals, key, name))
+    setattr(module, name, _timed(_original(getattr(module, name)), totals, key, name))
 
 
 def wrapper_cost() -> float:
@@ -79,7 +85,8 @@ def instrument(totals):
                     _wrap(cpu, name, totals, "kernels")
                     wrapped.append(name)
     for name in dir(arrays):
-        if not name.startswith("_") and callable(getattr(arrays, name)) and getattr(arrays, name).__module__ == arrays.__name__:
+        helper = _original(getattr(arrays, name))
+        if not name.startswith("_") and callable(helper) and helper.__module__ == arrays.__name__:
             _wrap(arrays, name, totals, "numpy")
     return wrapped
 

@@ -113,14 +113,13 @@ def measure(config, steps, threads):
             step()
         wall = (time.perf_counter() - t0 - totals["calls"] * cost) / steps
         kern, arr = totals["kernels"] / steps, totals["numpy"] / steps
-        per_kernel = {key[1]: (seconds * 1e3 / steps, totals[("calls", key[1])] / steps)
+        per_kernel = {key[1]: (seconds * 1e3 / steps, totals[("calls", key[1])] / steps)   # name: (ms, calls)
                       for key, seconds in totals.items() if isinstance(key, tuple) and key[0] == "kernel"}
         blocks.append(((wall - kern) / wall, wall, kern, arr, totals["calls"] / steps, per_kernel))
     share, wall, kern, arr, calls, per_kernel = sorted(blocks, key=lambda block: block[0])[BLOCKS // 2]
     return dict(config=config, threads=threads, step_ms=wall * 1e3, kernels_ms=kern * 1e3, numpy_ms=arr * 1e3,
                 python_ms=(wall - kern - arr) * 1e3, outside_share=share, timed_calls=calls,
-                wrapper_us=cost * 1e6, per_kernel_ms={name: ms for name, (ms, n) in per_kernel.items()},
-                per_kernel_calls={name: n for name, (ms, n) in per_kernel.items()})
+                wrapper_us=cost * 1e6, per_kernel=per_kernel)
 
 
 def main(argv=None):
@@ -138,8 +137,8 @@ def main(argv=None):
               f"{100 * r['outside_share']:.1f}% ({r['timed_calls']:.0f} timed calls a step, "
               f"{r['wrapper_us']:.2f} us of wrapper each taken out)")
         if args.kernels:
-            for name, ms in sorted(r["per_kernel_ms"].items(), key=lambda item: -item[1]):
-                print(f"  {name:<28}{ms:8.3f} ms {r['per_kernel_calls'][name]:6.0f} calls")
+            for name, (ms, calls) in sorted(r["per_kernel"].items(), key=lambda item: -item[1][0]):
+                print(f"  {name:<28}{ms:8.3f} ms {calls:6.0f} calls")
         results.append(r)
     return results[0] if len(results) == 1 else results
 

@@ -56,7 +56,7 @@ cost more than it saves. Bigger nt products use the outer-product engine with S 
 The micro tiles, their stores, the packing and the per-thread tile are ``leaf_kernel``s
 (``jit.py``): compiled without Numba's reference counting, which took an atomic instruction
 for every row view and argument, ~30 a micro tile (one thread, 32 x 128 @ 128 x 64 in
-``gemm_panel_block``: 98 -> 111 GFLOP/s; 2 threads, the engine at 64x512x2048: 2-4% faster).
+``gemm_panel_block``: 98 -> 110 GFLOP/s; 2 threads, the engine at 64x512x2048: 2-4% faster).
 
 Serial building blocks other kernels can call inside their own ``prange``:
 

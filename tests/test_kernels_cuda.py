@@ -285,10 +285,10 @@ def test_rnn_sequence(dtype, relu):
 ])
 def test_generate(kind, sampling):
     """Batch-1 sampling: the same samples and final state as the reference, for the same uniforms."""
-    V, E, L, GH = 7, 3, 2, {"lstm": 4, "gru": 3, "rnn": 1}[kind] * SH
-    # the embedding, then each matrix with its (empty: float weights) row scales
-    # (each layer's [w_ih | w_hh] as one matrix: w0 (GH, E + H), w (L-1, GH, 2H))
-    weights = [randn(V, E), randn(GH, E + SH) * 0.5, np.zeros(0), randn(L - 1, GH, 2 * SH) * 0.5, np.zeros((L - 1, 0))]
+    V, L, GH = 7, 2, {"lstm": 4, "gru": 3, "rnn": 1}[kind] * SH
+    # layer 0's table of input products, then each matrix with its (empty: float weights) row scales
+    # (layer 0's w_hh as w0 (GH, H), each further layer's [w_ih | w_hh] as one matrix: w (L-1, GH, 2H))
+    weights = [randn(V, GH), randn(GH, SH) * 0.5, np.zeros(0), randn(L - 1, GH, 2 * SH) * 0.5, np.zeros((L - 1, 0))]
     biases = [randn(L, GH), randn(L, GH)] if kind == "gru" else [randn(L, GH)]
     head = [randn(V, SH), np.zeros(0), randn(V)]
     state = [randn(L, SH), randn(L, SH)] if kind == "lstm" else [randn(L, SH)]

@@ -71,7 +71,7 @@ def kernel_draws(kind, logits, uniforms, temperature, top_k, top_p):
     rng = np.random.default_rng(0)
     V, E, H = len(logits), 3, 4
     G = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
-    emb, w0 = rng.standard_normal((V, E)), rng.standard_normal((G * H, E + H))   # layer 0's [w_ih | w_hh]
+    x0, w0 = rng.standard_normal((V, G * H)), rng.standard_normal((G * H, H))   # layer 0's table and w_hh
     w = np.zeros((0, G * H, 2 * H))
     b = rng.standard_normal((1, G * H))
     w_out, b_out = np.zeros((V, H)), np.array(logits, dtype=np.float64)
@@ -81,11 +81,11 @@ def kernel_draws(kind, logits, uniforms, temperature, top_k, top_p):
     mats = [a for matrix in (w0, w) for a in (matrix, no_scale(matrix))]   # float weights: empty row scales
     head = (w_out, no_scale(w_out), b_out)
     if kind == "lstm":
-        cpu.lstm_generate(emb, *mats, b, *head, h, c, *tail)
+        cpu.lstm_generate(x0, *mats, b, *head, h, c, *tail)
     elif kind == "gru":
-        cpu.gru_generate(emb, *mats, b, b.copy(), *head, h, *tail)
+        cpu.gru_generate(x0, *mats, b, b.copy(), *head, h, *tail)
     else:
-        cpu.rnn_generate(emb, *mats, b, False, *head, h, *tail)
+        cpu.rnn_generate(x0, *mats, b, False, *head, h, *tail)
     return out
 
 

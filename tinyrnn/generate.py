@@ -34,13 +34,14 @@ MATRICES = ("w0", "w", "w_out")   # the generation weights a format compacts
 
 def generation_weights(model, weights: str = "f32") -> dict:
     """A unidirectional CharRNN's weights in the layout of the ``*_generate`` kernels
-    (``kernels/reference/generate.py``): each layer's [w_ih | w_hh] as one matrix, layer 0's as
-    ``w0`` (G*H, E + H) (it reads the embedding), the others' stacked on a leading layer axis as
+    (``kernels/reference/generate.py``): layer 0's input products as a table of one row per
+    character, ``x0`` (V, G*H) = embedding @ w_ih.T (in the model's dtype: V * G*H numbers,
+    266 KB for 65 characters at LSTM 256), and its w_hh as ``w0`` (G*H, H); each further layer's [w_ih | w_hh] as one matrix, stacked on a leading layer axis as
     ``w`` (L-1, G*H, 2H). LSTM and RNN take one bias b = b_ih + b_hh per layer.
     Each matrix ``w_x`` comes with its row scales ``s_x``: empty for "f32" and "bf16", one float32
     per row for "int8". weights "bf16" / "int8": the three matrices (w0, w, w_out: all but a few KB
     of the bytes a character reads) rounded to bfloat16 (stored as uint16) or to int8 with a scale
-    per row of the joined matrix; the embedding and biases stay float.
+    per row of each stored matrix; the table and biases stay float.
     """
     if weights not in WEIGHT_FORMATS:
         raise TinyRNNError(f"unknown --weights {weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
@@ -50,10 +51,14 @@ def generation_weights(model, weights: str = "f32") -> dict:
     zeros = np.zeros(G * H, dtype=dtype)
     array = lambda p: zeros if p is None else np.ascontiguousarray(p.numpy())  # noqa: E731
     w_ih, w_hh, b_ih, b_hh = zip(*([array(p) for p in model.rnn.layer_weights(k)] for k in range(L)))
-    joined = [np.concatenate([w_ih[k], w_hh[k]], axis=1) for k in range(L)]
-    w = dict(embedding=np.ascontiguousarray(model.embed.weight.numpy()),
-             w0=joined[0],
-             w=np.stack(joined[1:]) if L > 1 else np.zeros((0, G * H, 2 * H), dtype),
+    joined = [np.concatenate([w_ih[k], w_hh[k]], axis=1) for k in range(1, L)]
+    x0 = np.empty((model.embed.weight.shape[0], G * H), dtype)
+    kernels("cpu").matmul_nt(np.ascontiguousarray(model.embed.weight.numpy()), w_ih[0], x0, False)
+    # tinyrnn's matmul, not numpy's: BLAS threads spin for ~0.1 s after a product, on the cores
+    # sampling then runs on (measured: int8 sampling at half speed for the first 3,000 characters)
+    w = dict(x0=x0,
+             w0=w_hh[0],
+             w=np.stack(joined) if L > 1 else np.zeros((0, G * H, 2 * H), dtype),
              w_out=np.ascontiguousarray(model.head.weight.numpy()),
              b_out=np.ascontiguousarray(model.head.bias.numpy()))
     b_ih, b_hh = np.stack(b_ih), np.stack(b_hh)
@@ -83,13 +88,16 @@ def rounded(matrix, weights):
 def round_to_weights(model, weights: str):
     """The model with its generation matrices rounded as ``generation_weights(model, weights)``
     stores them (in place, in the model's own dtype): what ``tinyrnn eval --weights`` scores, so the
-    bits/char of a format measure the weights sampling multiplies by. A layer's w_ih and w_hh are
-    rounded as the one matrix [w_ih | w_hh] they are there (int8: one scale a row of both).
-    "f32" changes nothing and touches nothing, so it also serves a model on the GPU, whose device
-    arrays take no ``[...] =`` from host arrays; the other formats are scored on the CPU."""
+    bits/char of a format measure the weights sampling multiplies by. Layer 0's w_hh is rounded
+    alone (its w_ih stays float: sampling reads its products from the table x0); each further
+    layer's w_ih and w_hh as the one matrix [w_ih | w_hh] they are there (int8: one scale a row of
+    both). "f32" changes nothing and touches nothing, so it also serves a model on the GPU, whose
+    device arrays take no ``[...] =`` from host arrays; the other formats are scored on the CPU."""
     if weights == "f32":
         return model
-    for k in range(model.layers):
+    w_hh0 = model.rnn.layer_weights(0)[1]
+    w_hh0.data[...] = rounded(w_hh0.data, weights)
+    for k in range(1, model.layers):
         w_ih, w_hh = model.rnn.layer_weights(k)[:2]
         both = rounded(np.concatenate([w_ih.data, w_hh.data], axis=1), weights)
         w_ih.data[...] = both[:, :w_ih.data.shape[1]]
@@ -133,13 +141,13 @@ def run_generation(K, model, w, h, c, prime, uniforms, temperature, top_k, top_p
     ``generation_weights``: reads prime, fills out, updates h (and c for an LSTM) in place."""
     mats = [w[key] for name in MATRICES for key in (name, "s" + name[1:])]   # w0, s0, w, s, w_out, s_out
     if model.cell == "lstm":
-        K.lstm_generate(w["embedding"], *mats[:4], w["b"], *mats[4:], w["b_out"],
+        K.lstm_generate(w["x0"], *mats[:4], w["b"], *mats[4:], w["b_out"],
                         h, c, prime, uniforms, temperature, top_k, top_p, out)
     elif model.cell == "gru":
-        K.gru_generate(w["embedding"], *mats[:4], w["b_ih"], w["b_hh"], *mats[4:],
+        K.gru_generate(w["x0"], *mats[:4], w["b_ih"], w["b_hh"], *mats[4:],
                        w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
     else:
-        K.rnn_generate(w["embedding"], *mats[:4], w["b"], model.rnn.nonlinearity == "relu",
+        K.rnn_generate(w["x0"], *mats[:4], w["b"], model.rnn.nonlinearity == "relu",
                        *mats[4:], w["b_out"], h, prime, uniforms, temperature, top_k, top_p, out)
 
 

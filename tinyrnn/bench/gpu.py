@@ -94,12 +94,13 @@ def tinyrnn_sample(model, cfg, n_chars):
 
     L, H = cfg["layers"], cfg["hidden"]
     sd = model.state_dict()
-    # each layer's [w_ih | w_hh] as one matrix (the generators' layout, kernels/reference/generate.py)
-    joined = [np.concatenate([sd[f"rnn.weight_ih_l{k}"], sd[f"rnn.weight_hh_l{k}"]], axis=1) for k in range(L)]
+    # the generators' layout (kernels/reference/generate.py): layer 0's input products as a table,
+    # a row per character, and its w_hh; each further layer's [w_ih | w_hh] as one matrix
+    joined = [np.concatenate([sd[f"rnn.weight_ih_l{k}"], sd[f"rnn.weight_hh_l{k}"]], axis=1) for k in range(1, L)]
     dev = lambda a: cuda.to_device(np.ascontiguousarray(a, dtype=np.float32))   # noqa: E731
     args = dict(
-        embedding=dev(sd["embed.weight"]), w0=dev(joined[0]),
-        w=dev(np.stack(joined[1:]) if L > 1 else np.zeros((0, 4 * H, 2 * H))),
+        x0=dev(np.float64(sd["embed.weight"]) @ np.float64(sd["rnn.weight_ih_l0"]).T), w0=dev(sd["rnn.weight_hh_l0"]),
+        w=dev(np.stack(joined) if L > 1 else np.zeros((0, 4 * H, 2 * H))),
         b=dev(np.stack([sd[f"rnn.bias_ih_l{k}"] + sd[f"rnn.bias_hh_l{k}"] for k in range(L)])),
         w_out=dev(sd["head.weight"]), b_out=dev(sd["head.bias"]),
         h=dev(np.zeros((L, H))), c=dev(np.zeros((L, H))))

@@ -38,13 +38,13 @@ def _weights(model, weights, round_vectors):
 def _advance(model, w, h, c, index):
     """Every layer advanced by one input index, by the reference generator's layer math; h, c (L, H)."""
     for layer in range(model.layers):
-        matrix, scales, v, Kx = layer_inputs(w["embedding"], w["w0"], w["s0"], w["w"], w["s"], h, layer, index)
+        matrix, scales, v, Kx, x_in = layer_inputs(w["x0"], w["w0"], w["s0"], w["w"], w["s"], h, layer, index)
         if model.cell == "gru":
-            gru_layer(matrix, scales, v, Kx, w["b_ih"][layer], w["b_hh"][layer], h[layer])
+            gru_layer(matrix, scales, v, Kx, w["b_ih"][layer] + x_in, w["b_hh"][layer], h[layer])
         elif model.cell == "lstm":
-            lstm_layer(matrix, scales, v, w["b"][layer], h[layer], c[layer])
+            lstm_layer(matrix, scales, v, w["b"][layer] + x_in, h[layer], c[layer])
         else:
-            rnn_layer(matrix, scales, v, w["b"][layer], model.rnn.nonlinearity == "relu", h[layer])
+            rnn_layer(matrix, scales, v, w["b"][layer] + x_in, model.rnn.nonlinearity == "relu", h[layer])
 
 
 def bits_per_char(model, ids, weights, round_vectors):

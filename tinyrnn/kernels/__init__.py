@@ -66,18 +66,19 @@ sequence.py - a whole layer, one direction; the time loop runs inside the kernel
     rnn_sequence_backward(w_hh, hs, dhs[T,B,H], dh_n[B,H], relu, batch_sizes[T], dpre_out[T,B,H], dh0_out[B,H])
 
 generate.py - batch-1 sampling from a stacked char model, embedding -> L layers -> head (no Python per char);
-    each layer's [w_ih | w_hh] as one matrix (gates = w @ [x; h] + b), layer 0's (w0) apart, the others
-    stacked on a leading layer axis (w); b = b_ih + b_hh (LSTM, RNN); h, c updated in place;
+    layer 0's input products as a table x0 (a row per character: x0[v] = w_ih @ embedding[v]) and its
+    w_hh (w0); each further layer's [w_ih | w_hh] as one matrix (gates = w @ [x; h] + b), stacked on a
+    leading layer axis (w); b = b_ih + b_hh (LSTM, RNN); h, c updated in place;
     reads prime[P] (P >= 1), fills out[N] (int64), one uniform per sampled index; the sampling rule
     (temperature <= 0 is argmax, top-k, top-p) is ``sample_index`` in ``reference/sampling.py``:
     each matrix is followed by its row scales (empty for float and bfloat16 matrices, one float32 per
     row for int8; the formats: ``reference/weight_formats.py``):
-    lstm_generate(embedding[V,E], w0[4H,E+H], s0[4H], w[L-1,4H,2H], s[L-1,4H], b[L,4H],
+    lstm_generate(x0[V,4H], w0[4H,H], s0[4H], w[L-1,4H,2H], s[L-1,4H], b[L,4H],
                   w_out[V,H], s_out[V], b_out[V],
                   h[L,H], c[L,H], prime[P], uniforms[N], temperature, top_k, top_p, out[N])
-    gru_generate(embedding, w0[3H,E+H], s0, w[L-1,3H,2H], s, b_ih[L,3H], b_hh[L,3H],
+    gru_generate(x0[V,3H], w0[3H,H], s0, w[L-1,3H,2H], s, b_ih[L,3H], b_hh[L,3H],
                  w_out, s_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
-    rnn_generate(embedding, w0[H,E+H], s0, w[L-1,H,2H], s, b[L,H], relu,
+    rnn_generate(x0[V,H], w0[H,H], s0, w[L-1,H,2H], s, b[L,H], relu,
                  w_out, s_out, b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
 
 See each module for the exact math.

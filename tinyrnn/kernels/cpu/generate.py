@@ -1,18 +1,19 @@
 """Batch-1 generation from a whole character model, with no Python per character (Numba).
 
 Same names, arguments and math as ``reference/generate.py`` (the spec, where the layout is
-described: a layer's gates are one product of W = [w_ih | w_hh] with v = [x; h]).
+described: a layer's gates are one product of W = [w_ih | w_hh] with v = [x; h]; layer 0 reads its
+input half from a table x0 of one row per character, and multiplies only its w_hh).
 
 ``lstm_generate``, ``gru_generate``, ``rnn_generate`` sample from a stacked unidirectional
 character model (embedding -> L layers -> linear head); each step calls ``_lstm_unit`` /
 ``_gru_unit`` of ``cells.py``::
 
-    lstm_generate(embedding[V,E], w0[4H,E+H], s0[4H], w[L-1,4H,2H], s[L-1,4H], b[L,4H],
+    lstm_generate(x0[V,4H], w0[4H,H], s0[4H], w[L-1,4H,2H], s[L-1,4H], b[L,4H],
                   w_out[V,H], s_out[V], b_out[V], h[L,H], c[L,H], prime[P], uniforms[N],
                   temperature, top_k, top_p, out[N])
-    gru_generate(embedding, w0[3H,E+H], s0, w[L-1,3H,2H], s, b_ih[L,3H], b_hh[L,3H], w_out, s_out,
+    gru_generate(x0[V,3H], w0[3H,H], s0, w[L-1,3H,2H], s, b_ih[L,3H], b_hh[L,3H], w_out, s_out,
                  b_out, h[L,H], prime, uniforms, temperature, top_k, top_p, out)
-    rnn_generate(embedding, w0[H,E+H], s0, w[L-1,H,2H], s, b[L,H], relu, w_out, s_out, b_out,
+    rnn_generate(x0[V,H], w0[H,H], s0, w[L-1,H,2H], s, b[L,H], relu, w_out, s_out, b_out,
                  h[L,H], prime, uniforms, temperature, top_k, top_p, out)
 
 LSTM/RNN take ``b = b_ih + b_hh``. ``h`` (``c``) hold the initial state and are updated in place.
@@ -21,11 +22,12 @@ uniform of ``uniforms`` each; on return the state is the one after reading ``pri
 ``out[:-1]`` (to continue, pass ``out[-1:]`` as the next prime). The sampling rule is described
 once, in ``reference/sampling.py``; ``_sample_index`` implements it.
 
-Per layer and character, x and h are copied side by side into a work vector v (``_gates``), then
-one product w @ v runs (the GRU's n rows in two halves, ``_layer_rows``). One product of K = E + H
-columns instead of two of E and H: int8 rows run faster over a longer K (one 1,024 x 512 product
-takes about 0.8x the time of two 1,024 x 256 ones, BENCHMARKS.md), and the work vector is rounded
-for int8 once.
+Per layer and character, the gates start from the bias (plus the table row x0[index] at layer 0,
+``_layer_inputs``), x and h are copied side by side into a work vector v (``_gates``; layer 0's x
+is empty), then one product w @ v runs (the GRU's n rows in two halves, ``_layer_rows``). One
+product of K = 2H columns instead of two of H: int8 rows run faster over a longer K (one 1,024 x 512
+product takes about 0.8x the time of two 1,024 x 256 ones, BENCHMARKS.md), and the work vector is
+rounded for int8 once.
 
 Threads: a layer's product is shared between the threads by blocks of ``BLOCK_ROWS`` gate rows
 (``_gates_in_blocks``, one parallel region per layer and character; it and the kernels that
@@ -341,28 +343,30 @@ def _head_sample(w_out, s_out, b_out, h_top, hq, u, temperature, top_k, top_p, l
 
 
 @kernel
-def _work_buffers(embedding, h):
-    """A layer's work vector v = [x; h] (float, h's dtype) and its int16 rounding (also the head's)."""
-    K = max(embedding.shape[1], h.shape[1]) + h.shape[1]
-    return np.empty(K, h.dtype), np.empty(K, np.int16)
+def _work_buffers(h):
+    """A layer's work vector v = [x; h] (2H, h's dtype) and its int16 rounding (also the head's)."""
+    return np.empty(2 * h.shape[1], h.dtype), np.empty(2 * h.shape[1], np.int16)
 
 
 @kernel
-def _layer_inputs(embedding, w0, s0, w, s, h, layer, index):
-    """(the layer's matrix, its row scales, x): layer 0's w0, s0 and the embedding row of the
-    input index, else w[layer - 1], s[layer - 1] and h of the layer below."""
+def _layer_inputs(x0, w0, s0, w, s, b, h, layer, index, gates):
+    """gates[:] = the layer's bias b[layer], plus its table row x0[index] at layer 0; returns (the
+    layer's matrix, its row scales, x): layer 0's w0, s0 and an empty x (its input product is the
+    table row), else w[layer - 1], s[layer - 1] and h of the layer below."""
     if layer == 0:
-        return w0, s0, embedding[index]
+        for j in range(gates.shape[0]):
+            gates[j] = b[0, j] + x0[index, j]
+        return w0, s0, h[0, :0]
+    gates[:] = b[layer]
     return w[layer - 1], s[layer - 1], h[layer - 1]
 
 
 @inner_kernel
-def _lstm_step(embedding, w0, s0, w, s, b, h, c, index, gates, v, vq):
+def _lstm_step(x0, w0, s0, w, s, b, h, c, index, gates, v, vq):
     """Feed one input index through every layer; h, c (L, H) updated in place."""
     L, H = h.shape
     for layer in range(L):
-        gates[:] = b[layer]
-        matrix, scales, x = _layer_inputs(embedding, w0, s0, w, s, h, layer, index)
+        matrix, scales, x = _layer_inputs(x0, w0, s0, w, s, b, h, layer, index, gates)
         _gates(matrix, scales, x, h[layer], v, vq, gates, gates, 4 * H)
         hl, cl = h[layer], c[layer]
         for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
@@ -375,29 +379,28 @@ def _lstm_step(embedding, w0, s0, w, s, b, h, c, index, gates, v, vq):
 
 
 @kernel
-def lstm_generate(embedding, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
+def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
                   top_p, out):
     """Batch-1 LSTM sampling (see the module docstring). Fills out (N,) int64; updates h, c (L, H)."""
     gates = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(embedding, h)
+    v, vq = _work_buffers(h)
     for index in prime:
-        _lstm_step(embedding, w0, s0, w, s, b, h, c, index, gates, v, vq)
+        _lstm_step(x0, w0, s0, w, s, b, h, c, index, gates, v, vq)
     for n in range(out.shape[0]):
         out[n] = _head_sample(w_out, s_out, b_out, h[-1], vq, uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _lstm_step(embedding, w0, s0, w, s, b, h, c, out[n], gates, v, vq)
+            _lstm_step(x0, w0, s0, w, s, b, h, c, out[n], gates, v, vq)
 
 
 @inner_kernel
-def _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq):
+def _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq):
     L, H = h.shape
     one = h.dtype.type(1)
     for layer in range(L):
-        gi[:] = b_ih[layer]
+        matrix, scales, x = _layer_inputs(x0, w0, s0, w, s, b_ih, h, layer, index, gi)
         gh[:] = b_hh[layer]   # the r, z rows of gh keep b_hh (their products go to gi): the b_r, b_z of _gru_unit
-        matrix, scales, x = _layer_inputs(embedding, w0, s0, w, s, h, layer, index)
         _gates(matrix, scales, x, h[layer], v, vq, gi, gh, 2 * H)
         hl = h[layer]
         for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
@@ -409,45 +412,44 @@ def _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq):
 
 
 @kernel
-def gru_generate(embedding, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
+def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
                  top_k, top_p, out):
     """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
     gi = np.empty(w0.shape[0], h.dtype)
     gh = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(embedding, h)
+    v, vq = _work_buffers(h)
     for index in prime:
-        _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq)
+        _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq)
     for n in range(out.shape[0]):
         out[n] = _head_sample(w_out, s_out, b_out, h[-1], vq, uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _gru_step(embedding, w0, s0, w, s, b_ih, b_hh, h, out[n], gi, gh, v, vq)
+            _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, out[n], gi, gh, v, vq)
 
 
 @inner_kernel
-def _rnn_step(embedding, w0, s0, w, s, b, relu, h, index, pre, v, vq):
+def _rnn_step(x0, w0, s0, w, s, b, relu, h, index, pre, v, vq):
     L, H = h.shape
     zero = h.dtype.type(0)
     for layer in range(L):
-        pre[:] = b[layer]
-        matrix, scales, x = _layer_inputs(embedding, w0, s0, w, s, h, layer, index)
+        matrix, scales, x = _layer_inputs(x0, w0, s0, w, s, b, h, layer, index, pre)
         _gates(matrix, scales, x, h[layer], v, vq, pre, pre, H)
         for j in range(H):
             h[layer, j] = max(pre[j], zero) if relu else tanh(pre[j])
 
 
 @kernel
-def rnn_generate(embedding, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
+def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
                  top_p, out):
     """Batch-1 RNN sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
     pre = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(embedding, h)
+    v, vq = _work_buffers(h)
     for index in prime:
-        _rnn_step(embedding, w0, s0, w, s, b, relu, h, index, pre, v, vq)
+        _rnn_step(x0, w0, s0, w, s, b, relu, h, index, pre, v, vq)
     for n in range(out.shape[0]):
         out[n] = _head_sample(w_out, s_out, b_out, h[-1], vq, uniforms[n], temperature, top_k, top_p, logits, p)
         if n + 1 < out.shape[0]:
-            _rnn_step(embedding, w0, s0, w, s, b, relu, h, out[n], pre, v, vq)
+            _rnn_step(x0, w0, s0, w, s, b, relu, h, out[n], pre, v, vq)

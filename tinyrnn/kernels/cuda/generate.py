@@ -1,17 +1,17 @@
 """Batch-1 generation from a whole character model on the GPU.
 
 Arguments and the sampling rule as in ``reference/generate.py`` (the rule described in
-``reference/sampling.py``): embedding (V, E), w0 (G*H, E + H) and w (L-1, G*H, 2H) (each layer's
-[w_ih | w_hh]), biases (L, G*H), w_out (V, H), b_out (V,) and the state h (L, H) (c (L, H)) are
-device arrays; h and c are updated in place. prime, uniforms and out may be host or device
+``reference/sampling.py``): x0 (V, G*H) (layer 0's input products, a row per character), w0
+(G*H, H) (layer 0's w_hh) and w (L-1, G*H, 2H) (each further layer's [w_ih | w_hh]), biases
+(L, G*H), w_out (V, H), b_out (V,) and the state h (L, H) (c (L, H)) are device arrays; h and c are updated in place. prime, uniforms and out may be host or device
 arrays. The matrices are float only: each one's row scales (s0, s, s_out, the compact formats'
 argument) must be empty (``tinyrnn sample`` runs bfloat16 and int8 on the CPU).
 
 Each step runs on the device, one launch per matmul and gate kernel, with the per-layer rows
 addressed by row offsets and a layer's matrix read as its two column halves (views, nothing
-copied): layer 0 multiplies the row ``index`` of the embedding by w0[:, :E], layer l > 0 the row
-l - 1 of h by w[l-1][:, :H]; the recurrent half multiplies the layer's own row of h. (For float
-weights the two products summed are the one product w @ [x; h] of the reference.) The logits
+copied): layer 0 copies the row ``index`` of x0, layer l > 0 multiplies the row l - 1 of h by
+w[l-1][:, :H]; the recurrent half (w0, w[l-1][:, H:]) multiplies the layer's own row of h. (For
+float weights the two products summed are the one product w @ [x; h] of the reference.) The logits
 (V numbers) come back to the host, which samples with the reference's ``sample_index``: batch-1
 sampling is latency-bound, and this keeps the GPU's samples identical to the reference's for
 the same uniforms.
@@ -29,23 +29,24 @@ from .matmul import matmul_nt_rows
 class _Generator:
     """The parts shared by the three models: buffers, the head, and the sampling loop."""
 
-    def __init__(self, embedding, w0, w, w_out, b_out, h, scales):
+    def __init__(self, x0, w0, w, w_out, b_out, h, scales):
         if any(s.size for s in scales) or any(m.dtype.kind != "f" for m in (w0, w, w_out)):
             raise ValueError("the CUDA generator takes float weight matrices (empty row scales)")
-        self.embedding, self.w_out, self.b_out, self.h = embedding, w_out, b_out, h
+        self.x0, self.w_out, self.b_out, self.h = x0, w_out, b_out, h
         self.L = h.shape[0]
-        E, H = embedding.shape[1], h.shape[1]
-        layers = [w0] + [w[l] for l in range(self.L - 1)]     # device views, made once per call
-        self.w_ih = [m[:, :m.shape[1] - H] for m in layers]   # each layer's input half ...
-        self.w_hh = [m[:, m.shape[1] - H:] for m in layers]   # ... and its recurrent half
-        assert self.w_ih[0].shape[1] == E
+        H = h.shape[1]
+        layers = [w[l] for l in range(self.L - 1)]          # device views, made once per call
+        self.w_ih = [None] + [m[:, :H] for m in layers]     # each further layer's input half ...
+        self.w_hh = [w0] + [m[:, H:] for m in layers]       # ... and every layer's recurrent half
         self.h_rows = [h[l:l + 1] for l in range(self.L)]  # (1, H) views of each layer's state
         self.logits = cuda.device_array((1, w_out.shape[0]), dtype=w_out.dtype)
 
     def input_projection(self, index, layer, out, accumulate):
-        """out (1, G*H) (+)= x @ W_ih^T, x = embedding[index] for layer 0, else h[layer - 1]."""
+        """out (1, G*H) (+)= x @ W_ih^T: the row x0[index] at layer 0 (``accumulate`` must be False
+        there), else x = h[layer - 1]."""
         if layer == 0:
-            matmul_nt_rows(self.embedding, int(index), self.w_ih[0], out, 0, 1, accumulate)
+            assert not accumulate
+            out.copy_to_device(self.x0[int(index):int(index) + 1])
         else:
             matmul_nt_rows(self.h, layer - 1, self.w_ih[layer], out, 0, 1, accumulate)
 
@@ -66,10 +67,10 @@ class _Generator:
             out[...] = samples
 
 
-def lstm_generate(embedding, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
+def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
                   top_p, out):
     """Batch-1 LSTM sampling; b (L, 4H) = b_ih + b_hh. Fills out (N,) int64, updates h, c (L, H)."""
-    gen = _Generator(embedding, w0, w, w_out, b_out, h, (s0, s, s_out))
+    gen = _Generator(x0, w0, w, w_out, b_out, h, (s0, s, s_out))
     gates = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
     acts = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
     b_rows = [b[l] for l in range(gen.L)]
@@ -85,10 +86,10 @@ def lstm_generate(embedding, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, 
     gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def gru_generate(embedding, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
+def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
                  top_k, top_p, out):
     """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
-    gen = _Generator(embedding, w0, w, w_out, b_out, h, (s0, s, s_out))
+    gen = _Generator(x0, w0, w, w_out, b_out, h, (s0, s, s_out))
     gi = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
     gh = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
     acts = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
@@ -107,10 +108,10 @@ def gru_generate(embedding, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, pr
     gen.run(step, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def rnn_generate(embedding, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
+def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
                  top_p, out):
     """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
-    gen = _Generator(embedding, w0, w, w_out, b_out, h, (s0, s, s_out))
+    gen = _Generator(x0, w0, w, w_out, b_out, h, (s0, s, s_out))
     pre = cuda.device_array((1, w0.shape[0]), dtype=w0.dtype)
     b_rows = [b[l] for l in range(gen.L)]
 

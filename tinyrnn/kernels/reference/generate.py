@@ -5,28 +5,32 @@
 A layer's gate pre-activations are one matrix-vector product, its input weights and its
 recurrent weights side by side (as in most textbooks' LSTM):
 
-    W = [w_ih | w_hh]  (G*H, K)     v = [x; h_prev]  (K,)     gates = W @ v + b
+    W = [w_ih | w_hh]  (G*H, 2H)     v = [x; h_prev]  (2H,)     gates = W @ v + b
 
-K = E + H for layer 0 (x: the embedding row of the input index), 2H for the others (x: h of the
-layer below). The GRU's n rows are the exception: r multiplies only their recurrent half,
-n = tanh(W_n[:, :Kx] @ x + b_in + r * (W_n[:, Kx:] @ h + b_hn)), so those rows' two halves are
-summed apart (into gi and gh; the r and z rows' whole products go to gi). Layer 0's matrix stands
-apart from the others', whose K is the same:
+for layers 1..L-1 (x: h of the layer below). Layer 0's input is one of V characters, so its input
+half is read from a table made once per model, x0[v] = w_ih @ embedding[v]: per character the
+layer multiplies only its recurrent half, gates = x0[index] + b + w_hh @ h_prev (at E = H, that
+skips half of layer 0's weights: a quarter of those a 2-layer model reads per character). The GRU's n rows are the exception:
+r multiplies only their recurrent half, n = tanh(W_n[:, :Kx] @ x + b_in + r * (W_n[:, Kx:] @ h +
+b_hn)), so those rows' two halves are summed apart (into gi and gh; the r and z rows' whole
+products go to gi; layer 0's table row goes to gi, Kx = 0). The arrays:
 
-    w0 (G*H, E + H)       layer 0's [w_ih | w_hh]
-    w  (L-1, G*H, 2H)     layers 1..L-1 (shape (0, G*H, 2H) when L == 1)
+    x0 (V, G*H)           layer 0's input products, one row per input index (float)
+    w0 (G*H, H)           layer 0's w_hh
+    w  (L-1, G*H, 2H)     layers 1..L-1, [w_ih | w_hh] (shape (0, G*H, 2H) when L == 1)
     b  (L, G*H)           LSTM and RNN: b_ih + b_hh;  GRU passes b_ih and b_hh separately
     w_out (V, H), b_out (V,)
 
 Each of the three weight matrices (w0, w, w_out) is followed by its row scales (s0 (G*H,),
 s (L-1, G*H), s_out (V,)). A matrix may be float (of h's dtype), bfloat16 stored as uint16, or
-int8 with those per-row scales (``weight_formats.py``: one scale a row of the joined matrix);
-float and bfloat16 matrices take empty scales (shape (..., 0)). Each weight is the float value it
-stands for; a product with a compact matrix rounds its whole vector v first, to bfloat16 for a
-bfloat16 one, to 16-bit integers for an int8 one (``weight_formats.times``). h (L, H) (and c (L, H)) hold the initial state and are updated in
-place. The model first reads prime (P,) (P >= 1, int64), then generates N = len(out) indices, one
-uniform from uniforms (N,) per index. On return h (c) is the state after reading prime and
-out[:-1]: to continue, pass out[-1:] as the next prime.
+int8 with those per-row scales (``weight_formats.py``: one scale a row of each matrix as stored,
+so a row of [w_ih | w_hh] shares one); float and bfloat16 matrices take empty scales (shape
+(..., 0)). The table x0 stays float. Each weight is the float value it stands for; a product with
+a compact matrix rounds its whole vector v first, to bfloat16 for a bfloat16 one, to 16-bit
+integers for an int8 one (``weight_formats.times``). h (L, H) (and c (L, H)) hold the initial state
+and are updated in place. The model first reads prime (P,) (P >= 1, int64), then generates
+N = len(out) indices, one uniform from uniforms (N,) per index. On return h (c) is the state after
+reading prime and out[:-1]: to continue, pass out[-1:] as the next prime.
 
 Each sampled index follows the rule of ``sample_index`` (``sampling.py``, where it is described).
 """
@@ -37,12 +41,13 @@ from .sampling import sample_index
 from .weight_formats import times
 
 
-def layer_inputs(embedding, w0, s0, w, s, h, layer, index):
-    """(the layer's matrix, its row scales, v = [x; h[layer]], len(x)): x is the embedding row of
-    the input index for layer 0, else h of the layer below (already advanced by this input)."""
-    x = embedding[index] if layer == 0 else h[layer - 1]
-    matrix, scales = (w0, s0) if layer == 0 else (w[layer - 1], s[layer - 1])
-    return matrix, scales, np.concatenate([x, h[layer]]), x.shape[0]
+def layer_inputs(x0, w0, s0, w, s, h, layer, index):
+    """(the layer's matrix, its row scales, v, Kx = len(x), the input product it starts from):
+    layer 0 multiplies v = h[0] (Kx = 0) and starts from its table row x0[index]; a layer l > 0
+    multiplies v = [h[l-1]; h[l]] (h[l-1] already advanced by this input) and starts from 0."""
+    if layer == 0:
+        return w0, s0, h[0].copy(), 0, x0[index]
+    return w[layer - 1], s[layer - 1], np.concatenate([h[layer - 1], h[layer]]), h.shape[1], 0
 
 
 def lstm_layer(matrix, scales, v, b, h, c):
@@ -80,31 +85,31 @@ def _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
             step(out[n])
 
 
-def lstm_generate(embedding, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
+def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
                   top_p, out):
     """Batch-1 LSTM sampling (see the module docstring); fills out (N,) int64, updates h, c (L, H)."""
     def step(index):
         for layer in range(h.shape[0]):
-            matrix, scales, v, _ = layer_inputs(embedding, w0, s0, w, s, h, layer, index)
-            lstm_layer(matrix, scales, v, b[layer], h[layer], c[layer])
+            matrix, scales, v, _, x_in = layer_inputs(x0, w0, s0, w, s, h, layer, index)
+            lstm_layer(matrix, scales, v, b[layer] + x_in, h[layer], c[layer])
     _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def gru_generate(embedding, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
+def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
                  top_k, top_p, out):
     """Batch-1 GRU sampling; b_ih, b_hh (L, 3H). Fills out (N,) int64, updates h (L, H)."""
     def step(index):
         for layer in range(h.shape[0]):
-            matrix, scales, v, Kx = layer_inputs(embedding, w0, s0, w, s, h, layer, index)
-            gru_layer(matrix, scales, v, Kx, b_ih[layer], b_hh[layer], h[layer])
+            matrix, scales, v, Kx, x_in = layer_inputs(x0, w0, s0, w, s, h, layer, index)
+            gru_layer(matrix, scales, v, Kx, b_ih[layer] + x_in, b_hh[layer], h[layer])
     _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)
 
 
-def rnn_generate(embedding, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
+def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
                  top_p, out):
     """Batch-1 RNN sampling; b (L, H) = b_ih + b_hh. Fills out (N,) int64, updates h (L, H)."""
     def step(index):
         for layer in range(h.shape[0]):
-            matrix, scales, v, _ = layer_inputs(embedding, w0, s0, w, s, h, layer, index)
-            rnn_layer(matrix, scales, v, b[layer], relu, h[layer])
+            matrix, scales, v, _, x_in = layer_inputs(x0, w0, s0, w, s, h, layer, index)
+            rnn_layer(matrix, scales, v, b[layer] + x_in, relu, h[layer])
     _generate(step, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p, out)

@@ -115,8 +115,8 @@ def test_f32_rounding_touches_no_parameter():
 def test_rounding_tool_reads_like_evaluate(cell):
     """``python -m tinyrnn.bench.rounding``: one character at a time, float32, it scores what
     ``evaluate`` scores in one stream; compact weights move it a little; rounding the vectors too
-    moves int8 by much less again (16 bits: ``test_int16_activations``), bfloat16 by about as
-    much as its weights (8 bits: ``test_bfloat16_products``)."""
+    moves each format by about as much again as its weights (8-bit integers:
+    ``test_int8_activations``; 8 bits of bfloat16 mantissa: ``test_bfloat16_products``)."""
     from tinyrnn.bench.rounding import bits_per_char
     from tinyrnn.generate import evaluate
 
@@ -128,7 +128,7 @@ def test_rounding_tool_reads_like_evaluate(cell):
     f32 = bits_per_char(model, ids, "f32", False)
     assert count == 299 and abs(f32 - loss / np.log(2)) < 1e-5
     weights_only, sampled = bits_per_char(model, ids, "int8", False), bits_per_char(model, ids, "int8", True)
-    assert 0 < abs(weights_only - f32) < 0.01 and abs(sampled - weights_only) < 1e-4
+    assert 0 < abs(weights_only - f32) < 0.01 and 0 < abs(sampled - weights_only) < 1e-3
     weights_only, sampled = bits_per_char(model, ids, "bf16", False), bits_per_char(model, ids, "bf16", True)
     assert 0 < abs(weights_only - f32) < 1e-3 and 0 < abs(sampled - weights_only) < 1e-3
 

@@ -9,7 +9,7 @@ import pytest
 
 from tinyrnn.kernels import cpu, reference as ref
 from tinyrnn.kernels.reference.weight_formats import (activation_levels, from_bfloat16, from_int8_rows, no_scale,
-                                                      times, to_bfloat16, to_int16_activations, to_int8_rows)
+                                                      times, to_bfloat16, to_int8_activations, to_int8_rows)
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -339,8 +339,8 @@ def test_generate_float32_one_layer():
 def test_generate_compact_weights(kind, dtype, fmt):
     """bfloat16 matrices (uint16) and int8 ones with row scales: the CPU kernel matches the reference,
     and both stay close to float weights holding the same (rounded) values: the products also round
-    their vector, to bfloat16 (summed in float32: ``test_bfloat16_products``) or to 16-bit integers
-    (``test_int16_activations``)."""
+    their vector, to bfloat16 (summed in float32: ``test_bfloat16_products``) or to 8-bit integers
+    (``test_int8_activations``)."""
     rng = np.random.default_rng(12)
     m = joined(make_char_model(rng, kind, H=37, dtype=dtype))     # 37: ragged against the 4-row blocks
     packed = dict(m)
@@ -360,10 +360,9 @@ def test_generate_compact_weights(kind, dtype, fmt):
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=2e-5)
     if fmt == "int8" and dtype == np.float32:
         # an ulp between numpy's and the kernel's float32 unit math can move an element of h across
-        # a rounding boundary of the next product (one step of the 16-bit grid); float64 shows the
+        # a rounding boundary of the next product (one step of the 8-bit grid); float64 shows the
         # two round by the same rule (relative: this ReLU RNN's state grows to 1e13)
         tol = dict(rtol=1e-2, atol=2e-4)
-    same_tol = dict(rtol=1e-2, atol=1e-3)       # 43 steps of the vectors' rounding (relative: the ReLU RNN grows to 1e13)
     # bfloat16 products sum in float32 whatever the dtype, and a float32 ulp between the kernel's
     # sums and numpy's can move an element of the next vector across a bfloat16 rounding boundary
     # (2**-9 of it), which these random models amplify step by step (about x10 in 5 steps): draws
@@ -374,41 +373,37 @@ def test_generate_compact_weights(kind, dtype, fmt):
         want, m_ref = generate(ref, kind, packed, prime, uniforms, temperature, top_k, top_p)
         assert np.array_equal(got[:horizon], want[:horizon]), (temperature, top_k, top_p)
         if fmt == "int8":
-            # the 16-bit vector moves each product by ~1e-5 of it, and these random models amplify
-            # that step by step: the float64 LSTM's 20th draw (a close one) flips, the first 15 hold;
-            # where no draw flips, the states after the 43 steps agree
-            same, m_same = generate(cpu, kind, rounded, prime, uniforms, temperature, top_k, top_p)
             np.testing.assert_allclose(m_cpu["h"], m_ref["h"], **tol)
-            assert np.array_equal(got[:15], same[:15]), (temperature, top_k, top_p)
-            if np.array_equal(got, same):
-                np.testing.assert_allclose(m_cpu["h"], m_same["h"], **same_tol)
     # read 5 characters (no draw to flip): the kernel's state is the reference's, and every
-    # format's stays within 2% (of its largest element) of the float weights' state; a bfloat16
-    # vector moves each product as much as the bfloat16 weights do (~0.3% of h after one step)
+    # format's stays close to the float weights' state, relative to its largest element: bfloat16
+    # within 2% (its vector moves each product as much as the bfloat16 weights do, ~0.3% of h after
+    # one step), int8 within 5% (its 8-bit vector moves each element by up to 1/128 of the largest:
+    # 2.3-3.8% after these random models' five steps)
     five = prime[:1].repeat(5)
     _, m_cpu = generate(cpu, kind, packed, five, uniforms[:1], 1.0, 0, 1.0)
     _, m_ref = generate(ref, kind, packed, five, uniforms[:1], 1.0, 0, 1.0)
     _, m_same = generate(cpu, kind, rounded, five, uniforms[:1], 1.0, 0, 1.0)
     scale = np.abs(m_same["h"]).max()
     assert np.abs(m_cpu["h"] - m_ref["h"]).max() <= (1e-3 if fmt == "bf16" else 1e-4) * scale
-    assert np.abs(m_cpu["h"] - m_same["h"]).max() <= 0.02 * scale
+    assert np.abs(m_cpu["h"] - m_same["h"]).max() <= (0.02 if fmt == "bf16" else 0.05) * scale
 
 
-@pytest.mark.parametrize("K", [1, 37, 516, 517, 4000])
-def test_int16_activations(K):
+@pytest.mark.parametrize("K", [1, 37, 516, 517, 4000, 140_000])
+def test_int8_activations(K):
     """A vector rounded for int8 products: every element within half a step of its value, the step
-    max|x| / levels, levels small enough that no int32 dot can overflow; ``times`` is the float
+    max|x| / levels, levels small enough that no int32 dot can overflow (the kernels' dots of
+    q + 128 either); ``times`` is the float
     product of the rounded vector, and the CPU kernel's rounding is the reference's, bit for bit."""
     from tinyrnn.kernels.cpu.generate import quantize_activations
 
     rng = np.random.default_rng(K)
     x = (rng.standard_normal(K) * 3).astype(np.float32)
-    xq, step = to_int16_activations(x)
+    xq, step = to_int8_activations(x)
     levels = activation_levels(K)
-    assert xq.dtype == np.int16 and levels == min(32767, (2 ** 31 - 1) // (127 * K))
-    assert 127 * levels * K < 2 ** 31 and np.abs(xq.astype(int)).max() == levels
+    assert xq.dtype == np.int8 and levels == min(64, (2 ** 31 - 1) // (255 * K))
+    assert 255 * levels * K < 2 ** 31 and np.abs(xq.astype(int)).max() == levels
     assert np.all(np.abs(xq * step - x) <= step * (0.5 + 1e-9))
-    got = np.empty(K + 3, np.int16)
+    got = np.empty(K + 3, np.int8)
     assert quantize_activations(x, got) == step and np.array_equal(got[:K], xq)
     assert quantize_activations(np.zeros(K, np.float32), got) == 0 and not got[:K].any()
     q, scale = to_int8_rows(rng.standard_normal((5, K)))

@@ -1,10 +1,14 @@
 """The SIMD vectors of the CPU kernels (tinyrnn.kernels.cpu.simd): every operation, lane by lane,
 against the same code run on scalars, in float32 and float64, including the gate activations."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from tinyrnn.kernels.cpu.activations import sigmoid, tanh
-from tinyrnn.kernels.cpu.simd import LANES, vdot_pairs, vfma, vget, vizeros, vload, vset, vsplat, vstore, vsum, vzeros
+from tinyrnn.kernels.cpu.simd import LANES, vdot_u8s8, vfma, vget, vizeros, vload, vset, vsplat, vstore, vsum, vzeros
 from tinyrnn.kernels.jit import kernel
 
 N_RESULTS = 13
@@ -66,23 +70,83 @@ def test_get_set_and_unaligned_store():
 
 @kernel
 def integer_dot(q, i, x, j, chunks):
-    """q[i:] . x[j:] over `chunks` vdot_pairs, and over the first one alone"""
+    """(q[i:] + 128) . x[j:] over `chunks` vdot_u8s8, and over the first one alone"""
     acc = vizeros()
     for n in range(chunks):
-        acc = vdot_pairs(acc, q, i + 2 * LANES * n, x, j + 2 * LANES * n)
-    first = vdot_pairs(vizeros(), q, i, x, j)
+        acc = vdot_u8s8(acc, q, i + 4 * LANES * n, x, j + 4 * LANES * n)
+    first = vdot_u8s8(vizeros(), q, i, x, j)
     return vsum(acc), vsum(first)
 
 
+def biased_dot(q, x):
+    return int((q.astype(np.int64) + 128) @ x.astype(np.int64))
+
+
 def test_integer_dot_products():
-    """vdot_pairs + vsum: int8 times int16 summed exactly in int32, at any offsets, at the extremes."""
+    """vdot_u8s8 + vsum: int8 q read as q + 128, times int8 x, summed exactly in int32, at any
+    offsets, at the extremes (pairs of 255 * 64 and -64: ``vpmaddubsw``'s 16 bits)."""
     rng = np.random.default_rng(3)
-    q = rng.integers(-127, 128, 300).astype(np.int8)
-    x = rng.integers(-32767, 32768, 300).astype(np.int16)
+    q = rng.integers(-128, 128, 700).astype(np.int8)
+    x = rng.integers(-64, 65, 700).astype(np.int8)
     for i, j, chunks in ((0, 0, 1), (5, 3, 4), (17, 40, 8)):
-        n = 2 * LANES * chunks
+        n = 4 * LANES * chunks
         total, first = integer_dot(q, i, x, j, chunks)
-        assert total == int(q[i:i + n].astype(np.int64) @ x[j:j + n].astype(np.int64))
-        assert first == int(q[i:i + 2 * LANES].astype(np.int64) @ x[j:j + 2 * LANES].astype(np.int64))
-    extreme_q, extreme_x = np.full(2 * LANES * 8, -127, np.int8), np.full(2 * LANES * 8, -32767, np.int16)
-    assert integer_dot(extreme_q, 0, extreme_x, 0, 8)[0] == 127 * 32767 * 2 * LANES * 8   # 1.07e9: no wrap
+        assert total == biased_dot(q[i:i + n], x[j:j + n])
+        assert first == biased_dot(q[i:i + 4 * LANES], x[j:j + 4 * LANES])
+    n = 4 * LANES * 8
+    for q_value, x_value in ((127, 64), (127, -64), (-128, 64), (-127, -64)):
+        extreme_q, extreme_x = np.full(n, q_value, np.int8), np.full(n, x_value, np.int8)
+        assert integer_dot(extreme_q, 0, extreme_x, 0, 8)[0] == (q_value + 128) * x_value * n   # no saturation
+
+
+def _byte_dots_in_a_fresh_process(tmp_path, **env):
+    """Compile a ``vdot_u8s8`` loop in a fresh process (empty cache: Numba shows no code for a
+    cached kernel) under env; it checks its sums and prints whether its code has ``vpmaddubsw``."""
+    code = ("import numpy as np, numba\n"
+            "from tinyrnn.kernels.cpu.simd import vdot_u8s8, vizeros, vsum\n"
+            "@numba.njit\n"
+            "def dot(q, x):\n"
+            "    acc = vizeros()\n"
+            "    for k in range(0, len(q), 64):\n"
+            "        acc = vdot_u8s8(acc, q, k, x, k)\n"
+            "    return vsum(acc)\n"
+            "rng = np.random.default_rng(0)\n"
+            "for sign in (1, -1):\n"
+            "    q, x = rng.integers(-128, 128, 640).astype(np.int8), rng.integers(-64, 65, 640).astype(np.int8)\n"
+            "    q[:64], x[:64] = 127, 64 * sign\n"
+            "    assert dot(q, x) == int((q.astype(np.int64) + 128) @ x.astype(np.int64))\n"
+            "print('vpmaddubsw' in next(iter(dot.inspect_asm().values())))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **env),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()[-1]
+
+
+def _host_has_avx2() -> bool:
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get("avx2", False))
+
+
+@pytest.mark.skipif(not _host_has_avx2(), reason="needs an x86 CPU with AVX2")
+def test_byte_dots_on_each_target(tmp_path):
+    """vdot_u8s8 has two codes: AVX2's byte multiply-adds where the target has them (any AVX2 or
+    AVX-512 x86), plain IR elsewhere (here an SSE4.2 target, as a stand-in for one without them):
+    both give the exact sums, at the extremes too."""
+    assert _byte_dots_in_a_fresh_process(tmp_path / "host") == "True"
+    assert _byte_dots_in_a_fresh_process(tmp_path / "sse", NUMBA_CPU_NAME="nehalem", NUMBA_CPU_FEATURES="") == "False"
+
+
+@pytest.mark.parametrize("name,features,width", [("znver4", "", "AVX-512"), ("skylake-avx512", "", "AVX-512"),
+                                                  ("knl", "", "AVX2"), ("znver4", "-avx512bw", "AVX2"),
+                                                  ("haswell", "", "AVX2"), ("generic", "", "")])
+def test_byte_products_of_a_named_target(monkeypatch, name, features, width):
+    """vdot_u8s8's code follows the target: 512-bit with AVX-512BW (not on Knights Landing), 256-bit
+    with AVX2, plain IR without."""
+    from numba.core import config
+
+    from tinyrnn.kernels import isa
+
+    monkeypatch.setattr(config, "CPU_NAME", name)
+    monkeypatch.setattr(config, "CPU_FEATURES", features)
+    assert isa.byte_products() == width

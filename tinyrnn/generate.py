@@ -8,7 +8,7 @@ once, with ``sample_index`` in ``tinyrnn/kernels/reference/sampling.py``. The we
 the kernels as float32, as bfloat16 (``weights="bf16"``, stored as uint16) or as int8 with a scale
 per row (``weights="int8"``); the formats are described in ``kernels/reference/weight_formats.py``.
 ``round_to_weights`` gives the model those same numbers, so ``evaluate`` can score a format
-(sampling also rounds each product's vector, to bfloat16 or to 16-bit integers, which ``evaluate``
+(sampling also rounds each product's vector, to bfloat16 or to 8-bit integers, which ``evaluate``
 does not: ``python -m tinyrnn.bench.rounding`` measures what that costs, BENCHMARKS.md has it).
 """
 import math

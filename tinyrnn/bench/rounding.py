@@ -4,7 +4,7 @@
 
 ``tinyrnn eval --weights bf16|int8`` scores the model with its matrices rounded to that format,
 through the batched kernels. Sampling also rounds the vector of every product: to bfloat16 for a
-bfloat16 matrix, to 16-bit integers for an int8 one (``kernels/reference/weight_formats.py``).
+bfloat16 matrix, to 8-bit integers for an int8 one (``kernels/reference/weight_formats.py``).
 This reads the first ``--chars`` characters of a text one at a time, as sampling does, through the
 numpy reference math, and prints bits/char: float32, then for each format its weights alone and
 its weights with the rounded vectors (what ``tinyrnn sample --weights FORMAT`` computes). Slow
@@ -20,7 +20,7 @@ from ..generate import MATRICES, generation_weights
 from ..kernels.reference.generate import gru_layer, layer_inputs, lstm_layer, rnn_layer
 from ..kernels.reference.weight_formats import no_scale, times, widen
 
-VECTOR_ROUNDING = {"bf16": "bfloat16", "int8": "int16"}     # what a product rounds its vector to
+VECTOR_ROUNDING = {"bf16": "bfloat16", "int8": "int8"}     # what a product rounds its vector to
 
 
 def _weights(model, weights, round_vectors):

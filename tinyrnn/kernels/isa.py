@@ -67,6 +67,21 @@ def simd_level() -> str:
     return "AVX-512" if has512 else "AVX2" if has2 else "SSE/other"
 
 
+def byte_products() -> str:
+    """The widest x86 byte multiply-add (``vpmaddubsw``) of the compile target: 'AVX-512' (512-bit:
+    AVX-512BW, which every AVX-512 CPU but Knights Landing/Mill has), 'AVX2' (256-bit), or '' (none:
+    ``cpu/simd.py`` then writes plain IR)."""
+    level = simd_level()
+    if level == "AVX-512":
+        name, features = target()
+        if features == "host":
+            has_bw = _host_features().get("avx512bw", False)
+        else:
+            has_bw = "+avx512bw" in features or (name not in ("knl", "knm") and "-avx512bw" not in features)
+        return "AVX-512" if has_bw else "AVX2"
+    return "AVX2" if level == "AVX2" else ""
+
+
 def choose_tile() -> str:
     chosen = os.environ.get("TINYRNN_MATMUL_TILE", "").strip()
     if chosen:

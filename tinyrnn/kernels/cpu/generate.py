@@ -46,10 +46,11 @@ dot products. The compact formats round their vector first, into a work buffer: 
 (``_bf16_rows``) to bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of
 bfloat16s in 32-bit words, 32 products a ``vdot_bf16`` (a shift or a mask makes each half a
 float32: no widening shuffle; 0.68-0.80x the time of widening each weight, BENCHMARKS.md);
-int8 products (``_int8_rows``) to 16-bit integers (``quantize_activations``) and take integer dot
-products, 32 weights a ``vdot_pairs`` (on AVX2: two ``vpmovsxbw`` and two ``vpmaddwd``, against
-four widenings, four conversions and four FMAs on the float path; measured 1.5x faster at
-1,024 x 512). Numba compiles one version per weight type (``_rows`` chooses when compiling).
+int8 products (``_int8_rows``) to 8-bit integers (``quantize_activations``) and take integer dot
+products, 64 weights a ``vdot_u8s8`` (on x86, per 32: ``vpxor``, ``vpmaddubsw``, ``vpmaddwd``;
+against two widenings, two ``vpmaddwd`` and two additions with a 16-bit vector, which this
+replaced; BENCHMARKS.md). Numba compiles one version per weight type (``_rows`` chooses when
+compiling).
 """
 import numpy as np
 from llvmlite import ir
@@ -59,7 +60,7 @@ from numba.extending import intrinsic, overload
 from ..jit import inner_kernel, inner_parallel_kernel, kernel, prange
 from .activations import tanh
 from .cells import _gru_unit, _lstm_unit
-from .simd import LANES, vdot_bf16, vdot_pairs, vget, vizeros, vload, vsplat, vstore, vsum, vzeros
+from .simd import LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum, vsum_bytes, vzeros
 
 
 @intrinsic
@@ -121,20 +122,25 @@ def _float_rows(w, x, out, begin, end, c0, c1):
 @kernel
 def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
     """out[begin:end] += (scale * step) * (q[begin:end, c0:c1] @ xq[c0:c1]), the dots in int32.
-    q (R, K) int8, scale (R,), xq (>= K,) int16 (x rounded by ``quantize_activations``, step its
-    step), out (R,); 4 rows at a time, 2 * LANES columns a ``vdot_pairs``, the rest one by one."""
-    k_vec = c1 - (c1 - c0) % (2 * LANES)
+    q (R, K) int8, scale (R,), xq (>= K,) int8 (x rounded by ``quantize_activations``, step its
+    step), out (R,); 4 rows at a time, 4 * LANES columns a ``vdot_u8s8`` (which multiplies q + 128:
+    128 * sum(xq) comes off each dot), the rest one by one."""
+    k_vec = c1 - (c1 - c0) % (4 * LANES)
+    sums = vizeros()
+    for k in range(c0, k_vec, 4 * LANES):
+        sums = vsum_bytes(sums, xq, k)
+    bias = np.int32(128) * vsum(sums)
     last = end - 1
     for r in range(begin, end, 4):
         r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
         q0, q1, q2, q3 = q[r], q[r1], q[r2], q[r3]
         a0 = a1 = a2 = a3 = vizeros()
-        for k in range(c0, k_vec, 2 * LANES):
-            a0 = vdot_pairs(a0, q0, k, xq, k)
-            a1 = vdot_pairs(a1, q1, k, xq, k)
-            a2 = vdot_pairs(a2, q2, k, xq, k)
-            a3 = vdot_pairs(a3, q3, k, xq, k)
-        d0, d1, d2, d3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
+        for k in range(c0, k_vec, 4 * LANES):
+            a0 = vdot_u8s8(a0, q0, k, xq, k)
+            a1 = vdot_u8s8(a1, q1, k, xq, k)
+            a2 = vdot_u8s8(a2, q2, k, xq, k)
+            a3 = vdot_u8s8(a3, q3, k, xq, k)
+        d0, d1, d2, d3 = vsum(a0) - bias, vsum(a1) - bias, vsum(a2) - bias, vsum(a3) - bias
         for k in range(k_vec, c1):
             xk = np.int32(xq[k])
             d0 += np.int32(q0[k]) * xk
@@ -203,23 +209,23 @@ def _abs_max(x):
 
 @kernel
 def quantize_activations(x, xq):
-    """xq[:K] = x rounded to 16-bit integers; returns the step (``weight_formats.py``'s rule).
-    x (K,) float, xq (>= K,) int16. max|x| is taken LANES at a time (``_abs_max``): a scalar max
+    """xq[:K] = x rounded to 8-bit integers; returns the step (``weight_formats.py``'s rule).
+    x (K,) float, xq (>= K,) int8. max|x| is taken LANES at a time (``_abs_max``): a scalar max
     waits for the one before it, and was three quarters of this kernel's time."""
     K = x.shape[0]
     amax = _abs_max(x)
     if amax == 0:
         xq[:K] = 0
         return 0.0
-    levels = max(1, min(32767, (2 ** 31 - 1) // (127 * K)))
+    levels = max(1, min(64, (2 ** 31 - 1) // (255 * K)))
     inv = levels / amax
     for k in range(K):
-        xq[k] = np.int16(np.rint(np.float64(x[k]) * inv))
+        xq[k] = np.int8(np.rint(np.float64(x[k]) * inv))
     return amax / levels
 
 
 def _rounded_input(w, x, xq):
-    """x rounded into xq for w's products: to 16-bit integers when w is int8 (returns the step),
+    """x rounded into xq for w's products: to 8-bit integers when w is int8 (returns the step),
     to bfloat16 when w is (returns 0.0); nothing for a float w (0.0)."""
 
 
@@ -343,9 +349,21 @@ def _head_sample(w_out, s_out, b_out, h_top, hq, u, temperature, top_k, top_p, l
 
 
 @kernel
-def _work_buffers(h):
-    """A layer's work vector v = [x; h] (2H, h's dtype) and its int16 rounding (also the head's)."""
-    return np.empty(2 * h.shape[1], h.dtype), np.empty(2 * h.shape[1], np.int16)
+def _work_buffers(h, w_out):
+    """A layer's work vector v = [x; h] (2H, h's dtype) and its rounding for w_out's format (also
+    the head's): int8 for an int8 model, else int16 (bfloat16 bits; unused by float weights)."""
+    return np.empty(2 * h.shape[1], h.dtype), np.empty(2 * h.shape[1], _rounding_dtype(w_out))
+
+
+def _rounding_dtype(w):
+    """The dtype a vector is rounded to for products with w: int8 for an int8 w, else int16."""
+
+
+@overload(_rounding_dtype, inline="always")
+def _rounding_dtype_impl(w):
+    if _is_int8(w):
+        return lambda w: np.int8
+    return lambda w: np.int16
 
 
 @kernel
@@ -385,7 +403,7 @@ def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniform
     gates = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(h)
+    v, vq = _work_buffers(h, w_out)
     for index in prime:
         _lstm_step(x0, w0, s0, w, s, b, h, c, index, gates, v, vq)
     for n in range(out.shape[0]):
@@ -419,7 +437,7 @@ def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, un
     gh = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(h)
+    v, vq = _work_buffers(h, w_out)
     for index in prime:
         _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq)
     for n in range(out.shape[0]):
@@ -446,7 +464,7 @@ def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, unifo
     pre = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(h)
+    v, vq = _work_buffers(h, w_out)
     for index in prime:
         _rnn_step(x0, w0, s0, w, s, b, relu, h, index, pre, v, vq)
     for n in range(out.shape[0]):

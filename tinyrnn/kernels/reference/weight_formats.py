@@ -15,17 +15,18 @@ each element by at most 2**-9 of itself, as the weights' rounding does (BENCHMAR
 int8 (1 byte) keeps one float32 scale per row r of a matrix (per output unit):
 ``w[r, k] ~ scale[r] * q[r, k]`` with ``q`` in [-127, 127] and ``scale[r] = max_k |w[r, k]| / 127``,
 so every row uses the full range. A matrix-vector product ``w @ x`` with an int8 matrix also
-rounds the vector x to 16-bit integers, so that the dot products are integer ones (on x86 one
-``vpmaddwd`` does 16 of them, against 8 float multiply-adds after widening each weight):
+rounds the vector x to 8-bit integers, so that the dot products are integer ones of bytes (on
+x86 one ``vpmaddubsw`` does 32 of them, unsigned times signed bytes summed in pairs in 16 bits:
+the kernels multiply q + 128 and take 128 * sum(xq) off; ``cpu/simd.py``, ``vdot_u8s8``):
 
-    levels = min(32767, (2**31 - 1) // (127 * K))        K = len(x): no int32 sum can overflow
+    levels = min(64, (2**31 - 1) // (255 * K))           K = len(x): no int32 sum can overflow
     step   = max|x| / levels                             (0 for x = 0)
-    xq     = rint(x / step)                              int16, in [-levels, levels]
+    xq     = rint(x / step)                              int8, in [-levels, levels]
     (w @ x)[r] ~ (scale[r] * step) * (q[r] . xq)         the dot exact in int32
 
-Every element of x moves by at most step / 2 (1.5e-5 of max|x| up to K = 516); the weights'
-own rounding is 1/254 of a row's largest weight, so it is the weights that cost the quality
-(BENCHMARKS.md measures both).
+(64 levels: a pair of ``vpmaddubsw``'s products, 255 * 64 * 2 = 32,640, fits in 16 bits.) Every
+element of x moves by at most step / 2 (1/128 of max|x| up to K = 131,586), about as each weight
+moves by at most 1/254 of its row's largest (BENCHMARKS.md measures what each costs).
 
     to_bfloat16(a)             float array -> uint16 array, rounded to the nearest bfloat16 (ties to even)
     from_bfloat16(u)           uint16 array -> float32 array: the exact value each bfloat16 stands for
@@ -33,7 +34,7 @@ own rounding is 1/254 of a row's largest weight, so it is the weights that cost 
     from_int8_rows(q, scale)   the values q and scale stand for (float64, exact)
     no_scale(w)                the empty scale (..., 0) that float and bfloat16 matrices go with
     widen(w, scale)            w as float: from_bfloat16 for uint16, from_int8_rows for int8, else w itself
-    to_int16_activations(x)    float vector (K,) -> (xq int16 (K,), step float64), the rule above
+    to_int8_activations(x)     float vector (K,) -> (xq int8 (K,), step float64), the rule above
     times(w, scale, x, cols)   w[:, cols] @ x[cols] for a matrix in any of the formats (int8: by the
                                rule above, x rounded as a whole; bfloat16: x rounded to bfloat16, the
                                sum in float32; cols a slice, all columns by default)
@@ -77,16 +78,16 @@ def widen(w, scale) -> np.ndarray:
 
 
 def activation_levels(K: int) -> int:
-    return max(1, min(32767, (2 ** 31 - 1) // (127 * K)))
+    return max(1, min(64, (2 ** 31 - 1) // (255 * K)))
 
 
-def to_int16_activations(x):
+def to_int8_activations(x):
     x = np.asarray(x)
     amax = float(np.abs(x).max(initial=0.0))
     if amax == 0:
-        return np.zeros(x.shape, np.int16), 0.0
+        return np.zeros(x.shape, np.int8), 0.0
     levels = activation_levels(x.shape[0])
-    return np.rint(x.astype(np.float64) * (levels / amax)).astype(np.int16), amax / levels
+    return np.rint(x.astype(np.float64) * (levels / amax)).astype(np.int8), amax / levels
 
 
 def times(w, scale, x, cols=slice(None)) -> np.ndarray:
@@ -94,6 +95,6 @@ def times(w, scale, x, cols=slice(None)) -> np.ndarray:
         return from_bfloat16(w)[:, cols] @ from_bfloat16(to_bfloat16(x))[cols]
     if w.dtype != np.int8:
         return w[:, cols] @ x[cols]
-    xq, step = to_int16_activations(x)
+    xq, step = to_int8_activations(x)
     dots = (w[:, cols].astype(np.int64) @ xq[cols].astype(np.int64)).astype(x.dtype)
     return (scale.astype(x.dtype) * x.dtype.type(step)) * dots

@@ -388,6 +388,22 @@ def test_generate_compact_weights(kind, dtype, fmt):
     assert np.abs(m_cpu["h"] - m_same["h"]).max() <= (0.02 if fmt == "bf16" else 0.05) * scale
 
 
+def test_generate_mixed_formats():
+    """The head may have a format of its own: int8 layers (their vectors rounded to bytes) with a
+    bfloat16 head (its vector rounded to bfloat16), through the one rounding buffer; the CPU kernel
+    draws what the reference draws. (w0 and w share one: the kernel picks one of them a layer.)"""
+    rng = np.random.default_rng(4)
+    m = joined(make_char_model(rng, "lstm", H=37, L=3))
+    for name in ("w0", "w"):
+        m[name], m["s" + name[1:]] = to_int8_rows(m[name])
+    m["w_out"] = to_bfloat16(m["w_out"])
+    prime, uniforms = np.array([3, 1, 4], dtype=np.int64), rng.random(20)
+    got, m_cpu = generate(cpu, "lstm", m, prime, uniforms, 1.0, 0, 1.0)
+    want, m_ref = generate(ref, "lstm", m, prime, uniforms, 1.0, 0, 1.0)
+    assert np.array_equal(got, want)
+    np.testing.assert_allclose(m_cpu["h"], m_ref["h"], rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("K", [1, 37, 516, 517, 4000, 140_000])
 def test_int8_activations(K):
     """A vector rounded for int8 products: every element within half a step of its value, the step

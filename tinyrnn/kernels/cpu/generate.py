@@ -232,7 +232,7 @@ def _rounded_input(w, x, xq):
 @overload(_rounded_input, inline="always")
 def _rounded_input_impl(w, x, xq):
     if _is_int8(w):
-        return lambda w, x, xq: quantize_activations(x, xq)
+        return lambda w, x, xq: quantize_activations(x, _as_bytes(xq))
     if _is_bf16(w):
         def bf16(w, x, xq):
             round_to_bfloat16(x, xq)
@@ -250,8 +250,8 @@ def _rows(w, scale, x, xq, step, out, begin, end, c0, c1):
 @overload(_rows, inline="always")
 def _rows_impl(w, scale, x, xq, step, out, begin, end, c0, c1):
     if _is_int8(w):
-        return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _int8_rows(w, scale, xq, step, out, begin,
-                                                                                 end, c0, c1)
+        return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _int8_rows(w, scale, _as_bytes(xq), step,
+                                                                                 out, begin, end, c0, c1)
     if _is_bf16(w):
         return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _bf16_rows(w, xq, out, begin, end, c0, c1)
     return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _float_rows(w, x, out, begin, end, c0, c1)
@@ -349,21 +349,16 @@ def _head_sample(w_out, s_out, b_out, h_top, hq, u, temperature, top_k, top_p, l
 
 
 @kernel
-def _work_buffers(h, w_out):
-    """A layer's work vector v = [x; h] (2H, h's dtype) and its rounding for w_out's format (also
-    the head's): int8 for an int8 model, else int16 (bfloat16 bits; unused by float weights)."""
-    return np.empty(2 * h.shape[1], h.dtype), np.empty(2 * h.shape[1], _rounding_dtype(w_out))
+def _work_buffers(h):
+    """A layer's work vector v = [x; h] (2H, h's dtype) and its rounding (also the head's): int16
+    (bfloat16 bits; an int8 product reads it as bytes, ``_as_bytes``)."""
+    return np.empty(2 * h.shape[1], h.dtype), np.empty(2 * h.shape[1], np.int16)
 
 
-def _rounding_dtype(w):
-    """The dtype a vector is rounded to for products with w: int8 for an int8 w, else int16."""
-
-
-@overload(_rounding_dtype, inline="always")
-def _rounding_dtype_impl(w):
-    if _is_int8(w):
-        return lambda w: np.int8
-    return lambda w: np.int16
+@kernel
+def _as_bytes(xq):
+    """The int16 rounding buffer xq as int8 (twice as many), for a vector rounded to bytes."""
+    return xq.view(np.int8)
 
 
 @kernel
@@ -403,7 +398,7 @@ def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniform
     gates = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(h, w_out)
+    v, vq = _work_buffers(h)
     for index in prime:
         _lstm_step(x0, w0, s0, w, s, b, h, c, index, gates, v, vq)
     for n in range(out.shape[0]):
@@ -437,7 +432,7 @@ def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, un
     gh = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(h, w_out)
+    v, vq = _work_buffers(h)
     for index in prime:
         _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq)
     for n in range(out.shape[0]):
@@ -464,7 +459,7 @@ def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, unifo
     pre = np.empty(w0.shape[0], h.dtype)
     logits = np.empty(w_out.shape[0], h.dtype)
     p = np.empty(w_out.shape[0], h.dtype)
-    v, vq = _work_buffers(h, w_out)
+    v, vq = _work_buffers(h)
     for index in prime:
         _rnn_step(x0, w0, s0, w, s, b, relu, h, index, pre, v, vq)
     for n in range(out.shape[0]):

@@ -1,7 +1,8 @@
 """Compact weight formats for generation: bfloat16, and int8 with a scale per row.
 
 Batch-1 sampling reads every weight once per character, so fewer bytes per weight mean less
-memory traffic; the kernels widen each weight back to float32 in registers and multiply in float32.
+memory traffic; the kernels multiply the compact weights in registers, bfloat16 ones as float32
+and int8 ones as integers (below).
 
 bfloat16 (2 bytes) is the top 16 bits of a float32: the same sign and 8-bit exponent (the same
 range), 7 bits of mantissa instead of 23 (about 3 significant digits). numpy has no bfloat16 type,
@@ -25,8 +26,9 @@ the kernels multiply q + 128 and take 128 * sum(xq) off; ``cpu/simd.py``, ``vdot
     (w @ x)[r] ~ (scale[r] * step) * (q[r] . xq)         the dot exact in int32
 
 (64 levels: a pair of ``vpmaddubsw``'s products, 255 * 64 * 2 = 32,640, fits in 16 bits.) Every
-element of x moves by at most step / 2 (1/128 of max|x| up to K = 131,586), about as each weight
-moves by at most 1/254 of its row's largest (BENCHMARKS.md measures what each costs).
+element of x moves by at most step / 2 (1/128 of max|x| up to K = 131,586), twice as far for its
+vector as a weight moves for its row (1/254 of the row's largest); BENCHMARKS.md measures what each
+costs in bits/char (3e-4 for the vectors).
 
     to_bfloat16(a)             float array -> uint16 array, rounded to the nearest bfloat16 (ties to even)
     from_bfloat16(u)           uint16 array -> float32 array: the exact value each bfloat16 stands for

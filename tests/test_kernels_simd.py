@@ -10,6 +10,7 @@ import pytest
 from tinyrnn.kernels.cpu.activations import sigmoid, tanh
 from tinyrnn.kernels.cpu.simd import LANES, vdot_u8s8, vfma, vget, vizeros, vload, vset, vsplat, vstore, vsum, vzeros
 from tinyrnn.kernels.jit import kernel
+from test_kernels_matmul import _host_has
 
 N_RESULTS = 13
 
@@ -122,13 +123,7 @@ def _byte_dots_in_a_fresh_process(tmp_path, **env):
     return out.stdout.split()[-1]
 
 
-def _host_has_avx2() -> bool:
-    import llvmlite.binding as llvm
-
-    return bool(llvm.get_host_cpu_features().get("avx2", False))
-
-
-@pytest.mark.skipif(not _host_has_avx2(), reason="needs an x86 CPU with AVX2")
+@pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")
 def test_byte_dots_on_each_target(tmp_path):
     """vdot_u8s8 has two codes: AVX2's byte multiply-adds where the target has them (any AVX2 or
     AVX-512 x86), plain IR elsewhere (here an SSE4.2 target, as a stand-in for one without them):

@@ -50,6 +50,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
+from ..isa import byte_products
+
 LANES = 16
 
 
@@ -271,11 +273,13 @@ def vizeros(typingctx):
     return ivec(), codegen
 
 
-def _x86_byte_products() -> str:
-    """'AVX-512', 'AVX2' or '': the widest ``vpmaddubsw`` of the compile target (``isa.py``)."""
-    from ..isa import byte_products
-
-    return byte_products()
+def _add_groups_of_four(builder, acc, wide):
+    """acc[l] + sum_m wide[4l+m], m < 4: the 4 * LANES int32 lanes of wide added into acc's LANES."""
+    n = 4 * LANES
+    for m in range(4):
+        acc = builder.add(acc, builder.shuffle_vector(wide, wide, ir.Constant(ir.VectorType(I32, LANES),
+                                                                              list(range(m, n, 4)))))
+    return acc
 
 
 @intrinsic
@@ -301,14 +305,10 @@ def vdot_u8s8(typingctx, acc, q, i, x, j):
         qv = builder.load(_vector_pointer(context, builder, sig.args[1], q_a, sig.args[2], i_v, n), align=1)
         xv = builder.load(_vector_pointer(context, builder, sig.args[3], x_a, sig.args[4], j_v, n), align=1)
         qu = builder.xor(qv, ir.Constant(qv.type, [-128] * n))       # q + 128, as unsigned bytes
-        width = _x86_byte_products()
+        width = byte_products()
         if not width:
             wide = ir.VectorType(I32, n)
-            products = builder.mul(builder.zext(qu, wide), builder.sext(xv, wide))
-            for m in range(4):
-                lanes = ir.Constant(ir.VectorType(I32, LANES), list(range(m, n, 4)))
-                acc_v = builder.add(acc_v, builder.shuffle_vector(products, products, lanes))
-            return acc_v
+            return _add_groups_of_four(builder, acc_v, builder.mul(builder.zext(qu, wide), builder.sext(xv, wide)))
         if width == "AVX-512":      # one register: 64 bytes
             names, parts = ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"), 1
         else:                       # two registers of 32 bytes
@@ -325,7 +325,8 @@ def vdot_u8s8(typingctx, acc, q, i, x, j):
             qp, xp = builder.shuffle_vector(qu, qu, part), builder.shuffle_vector(xv, xv, part)
             sums.append(builder.call(quads, [builder.call(pairs, [qp, xp]), ones]))
         if parts == 2:
-            sums = [builder.shuffle_vector(sums[0], sums[1], ir.Constant(ir.VectorType(I32, LANES), list(range(LANES))))]
+            both = ir.Constant(ir.VectorType(I32, LANES), list(range(LANES)))    # the two halves, concatenated
+            sums = [builder.shuffle_vector(sums[0], sums[1], both)]
         return builder.add(acc_v, sums[0])
 
     return ivec(acc, q, i, x, j), codegen
@@ -342,11 +343,7 @@ def vsum_bytes(typingctx, acc, x, j):
         acc_v, x_a, j_v = args
         n = 4 * LANES
         xv = builder.load(_vector_pointer(context, builder, sig.args[1], x_a, sig.args[2], j_v, n), align=1)
-        wide = builder.sext(xv, ir.VectorType(I32, n))
-        for m in range(4):
-            lanes = ir.Constant(ir.VectorType(I32, LANES), list(range(m, n, 4)))
-            acc_v = builder.add(acc_v, builder.shuffle_vector(wide, wide, lanes))
-        return acc_v
+        return _add_groups_of_four(builder, acc_v, builder.sext(xv, ir.VectorType(I32, n)))
 
     return ivec(acc, x, j), codegen
 

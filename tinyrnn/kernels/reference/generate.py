@@ -8,12 +8,15 @@ recurrent weights side by side (as in most textbooks' LSTM):
     W = [w_ih | w_hh]  (G*H, 2H)     v = [x; h_prev]  (2H,)     gates = W @ v + b
 
 for layers 1..L-1 (x: h of the layer below). Layer 0's input is one of V characters, so its input
-half is read from a table made once per model, x0[v] = w_ih @ embedding[v]: per character the
-layer multiplies only its recurrent half, gates = x0[index] + b + w_hh @ h_prev (at E = H, that
-skips half of layer 0's weights: a quarter of those a 2-layer model reads per character). The GRU's n rows are the exception:
-r multiplies only their recurrent half, n = tanh(W_n[:, :Kx] @ x + b_in + r * (W_n[:, Kx:] @ h +
-b_hn)), so those rows' two halves are summed apart (into gi and gh; the r and z rows' whole
-products go to gi; layer 0's table row goes to gi, Kx = 0). The arrays:
+half is read from a table made once per model, x0[v] = w_ih @ embedding[v]: per character the layer
+multiplies only its recurrent half, gates = x0[index] + b + w_hh @ h_prev (at E = H, that skips
+half of layer 0's weights: a quarter of those a 2-layer model reads per character). The GRU's n
+rows are the exception: r multiplies only their recurrent half,
+
+    n = tanh(W_n[:, :Kx] @ x + b_in + r * (W_n[:, Kx:] @ h + b_hn))
+
+so those rows' two halves are summed apart (into gi and gh; the r and z rows' whole products go to
+gi; layer 0's table row goes to gi, Kx = 0). The arrays:
 
     x0 (V, G*H)           layer 0's input products, one row per input index (float)
     w0 (G*H, H)           layer 0's w_hh
@@ -46,7 +49,7 @@ def layer_inputs(x0, w0, s0, w, s, h, layer, index):
     layer 0 multiplies v = h[0] (Kx = 0) and starts from its table row x0[index]; a layer l > 0
     multiplies v = [h[l-1]; h[l]] (h[l-1] already advanced by this input) and starts from 0."""
     if layer == 0:
-        return w0, s0, h[0].copy(), 0, x0[index]
+        return w0, s0, h[0], 0, x0[index]
     return w[layer - 1], s[layer - 1], np.concatenate([h[layer - 1], h[layer]]), h.shape[1], 0
 
 

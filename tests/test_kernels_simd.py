@@ -100,27 +100,30 @@ def test_integer_dot_products():
         assert integer_dot(extreme_q, 0, extreme_x, 0, 8)[0] == (q_value + 128) * x_value * n   # no saturation
 
 
-def _byte_dots_in_a_fresh_process(tmp_path, **env):
-    """Compile a ``vdot_u8s8`` loop in a fresh process (empty cache: Numba shows no code for a
-    cached kernel) under env; it checks its sums and prints whether its code has ``vpmaddubsw``."""
-    code = ("import numpy as np, numba\n"
-            "from tinyrnn.kernels.cpu.simd import vdot_u8s8, vizeros, vsum\n"
-            "@numba.njit\n"
-            "def dot(q, x):\n"
-            "    acc = vizeros()\n"
-            "    for k in range(0, len(q), 64):\n"
-            "        acc = vdot_u8s8(acc, q, k, x, k)\n"
-            "    return vsum(acc)\n"
-            "rng = np.random.default_rng(0)\n"
-            "for sign in (1, -1):\n"
-            "    q, x = rng.integers(-128, 128, 640).astype(np.int8), rng.integers(-64, 65, 640).astype(np.int8)\n"
-            "    q[:64], x[:64] = 127, 64 * sign\n"
-            "    assert dot(q, x) == int((q.astype(np.int64) + 128) @ x.astype(np.int64))\n"
-            "print('vpmaddubsw' in next(iter(dot.inspect_asm().values())))\n")
+def _compiled_in_a_fresh_process(tmp_path, check, instruction, **env):
+    """Compile ``dot`` in a fresh process (empty cache: Numba shows no code for a cached kernel)
+    under env, run ``check`` (code that asserts its sums), and say whether dot's machine code has
+    ``instruction``."""
+    code = check + f"print({instruction!r} in next(iter(dot.inspect_asm().values())))\n"
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **env),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.split()[-1]
+
+
+BYTE_DOTS = ("import numpy as np, numba\n"
+             "from tinyrnn.kernels.cpu.simd import vdot_u8s8, vizeros, vsum\n"
+             "@numba.njit\n"
+             "def dot(q, x):\n"
+             "    acc = vizeros()\n"
+             "    for k in range(0, len(q), 64):\n"
+             "        acc = vdot_u8s8(acc, q, k, x, k)\n"
+             "    return vsum(acc)\n"
+             "rng = np.random.default_rng(0)\n"
+             "for sign in (1, -1):\n"
+             "    q, x = rng.integers(-128, 128, 640).astype(np.int8), rng.integers(-64, 65, 640).astype(np.int8)\n"
+             "    q[:64], x[:64] = 127, 64 * sign\n"
+             "    assert dot(q, x) == int((q.astype(np.int64) + 128) @ x.astype(np.int64))\n")
 
 
 @pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")
@@ -128,8 +131,58 @@ def test_byte_dots_on_each_target(tmp_path):
     """vdot_u8s8 has two codes: AVX2's byte multiply-adds where the target has them (any AVX2 or
     AVX-512 x86), plain IR elsewhere (here an SSE4.2 target, as a stand-in for one without them):
     both give the exact sums, at the extremes too."""
-    assert _byte_dots_in_a_fresh_process(tmp_path / "host") == "True"
-    assert _byte_dots_in_a_fresh_process(tmp_path / "sse", NUMBA_CPU_NAME="nehalem", NUMBA_CPU_FEATURES="") == "False"
+    assert _compiled_in_a_fresh_process(tmp_path / "host", BYTE_DOTS, "vpmaddubsw") == "True"
+    sse = dict(NUMBA_CPU_NAME="nehalem", NUMBA_CPU_FEATURES="")
+    assert _compiled_in_a_fresh_process(tmp_path / "sse", BYTE_DOTS, "vpmaddubsw", **sse) == "False"
+
+
+# bfloat16 pairs (random; near the largest numbers, near the smallest normal ones, and a product
+# below float32's normal range) dotted by vdot_bf16, against the exact sum: the products are
+# exact, only the float32 sums round
+BFLOAT16_DOTS = ("import numpy as np, numba\n"
+                 "from tinyrnn.kernels.cpu.simd import vdot_bf16, vsplat, vsum\n"
+                 "from tinyrnn.kernels.reference.weight_formats import from_bfloat16, to_bfloat16\n"
+                 "@numba.njit\n"
+                 "def dot(w, x):\n"
+                 "    acc = vsplat(np.float32(0))\n"
+                 "    for k in range(0, len(w), 32):\n"
+                 "        acc = vdot_bf16(acc, w, k, x, k)\n"
+                 "    return vsum(acc)\n"
+                 "rng = np.random.default_rng(0)\n"
+                 "w, x = rng.standard_normal(640), rng.standard_normal(640)\n"
+                 "w[:4], x[:4] = [3e38, -3e38, 2e-38, 1e-19], [1.0, 1.0, 4.0, 1e-19]\n"
+                 "w, x = to_bfloat16(w), to_bfloat16(x)\n"
+                 "exact = from_bfloat16(w).astype(np.float64) @ from_bfloat16(x).astype(np.float64)\n"
+                 "got = dot(w, x.view(np.int16))\n"
+                 "assert abs(got - exact) <= 1e-5 * np.abs(from_bfloat16(w) * from_bfloat16(x)).sum(), (got, exact)\n")
+
+
+@pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")
+def test_bfloat16_dots_on_each_target(tmp_path):
+    """vdot_bf16 has two codes: AVX-512 BF16's ``vdpbf16ps`` where the target has it (Zen 4, Sapphire
+    Rapids and later), shifts, masks and FMAs elsewhere (the AVX2 build): both give the sums of
+    the exact products to float32's rounding."""
+    from tinyrnn.kernels import isa
+
+    host = _compiled_in_a_fresh_process(tmp_path / "host", BFLOAT16_DOTS, "vdpbf16ps")
+    assert host == str(isa.bf16_products())
+    avx2 = dict(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+    assert _compiled_in_a_fresh_process(tmp_path / "avx2", BFLOAT16_DOTS, "vdpbf16ps", **avx2) == "False"
+
+
+@pytest.mark.parametrize("name,features,has", [("znver4", "", True), ("sapphirerapids", "", True),
+                                                ("emeraldrapids", "", True), ("icelake-server", "", False),
+                                                ("skylake-avx512", "", False), ("znver4", "-avx512bf16", False),
+                                                ("x86-64-v4", "+avx512bf16", True), ("haswell", "", False)])
+def test_bfloat16_products_of_a_named_target(monkeypatch, name, features, has):
+    """vdot_bf16 uses ``vdpbf16ps`` only on AVX-512 targets with BF16 (named, or added by a feature)."""
+    from numba.core import config
+
+    from tinyrnn.kernels import isa
+
+    monkeypatch.setattr(config, "CPU_NAME", name)
+    monkeypatch.setattr(config, "CPU_FEATURES", features)
+    assert isa.bf16_products() == has
 
 
 @pytest.mark.parametrize("name,features,width", [("znver4", "", "AVX-512"), ("skylake-avx512", "", "AVX-512"),

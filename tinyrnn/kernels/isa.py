@@ -28,6 +28,10 @@ AVX512_CPUS = frozenset("""knl knm skylake-avx512 skx cascadelake cooperlake can
     icelake-server rocketlake tigerlake sapphirerapids emeraldrapids graniterapids graniterapids-d
     diamondrapids znver4 znver5 x86-64-v4""".split())
 
+# those of them with AVX-512 BF16 (``vdpbf16ps``)
+_BF16_CPUS = frozenset("""cooperlake sapphirerapids emeraldrapids graniterapids graniterapids-d diamondrapids
+    znver4 znver5""".split())
+
 _AVX2_CPUS = frozenset("""haswell broadwell skylake alderlake raptorlake meteorlake arrowlake lunarlake
     gracemont sierraforest grandridge znver1 znver2 znver3 bdver4 x86-64-v3""".split())
 
@@ -80,6 +84,18 @@ def byte_products() -> str:
             has_bw = "+avx512bw" in features or (name not in ("knl", "knm") and "-avx512bw" not in features)
         return "AVX-512" if has_bw else "AVX2"
     return "AVX2" if level == "AVX2" else ""
+
+
+def bf16_products() -> bool:
+    """Whether the compile target has AVX-512 BF16's ``vdpbf16ps`` (Intel from Cooper Lake and
+    Sapphire Rapids on, AMD from Zen 4): 32 bfloat16 products summed in pairs into 16 float32 lanes,
+    one instruction (``cpu/simd.py``'s ``vdot_bf16`` writes shifts, masks and FMAs without it)."""
+    if simd_level() != "AVX-512":
+        return False
+    name, features = target()
+    if features == "host":
+        return bool(_host_features().get("avx512bf16", False))
+    return "+avx512bf16" in features or (name in _BF16_CPUS and "-avx512bf16" not in features)
 
 
 def choose_tile() -> str:

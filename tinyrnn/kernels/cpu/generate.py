@@ -44,8 +44,9 @@ per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 
 are described in ``reference/weight_formats.py``. Float products (``_float_rows``) are plain
 dot products. The compact formats round their vector first, into a work buffer: bfloat16 products
 (``_bf16_rows``) to bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of
-bfloat16s in 32-bit words, 32 products a ``vdot_bf16`` (a shift or a mask makes each half a
-float32: no widening shuffle; 0.68-0.80x the time of widening each weight, BENCHMARKS.md);
+bfloat16s in 32-bit words, 32 products a ``vdot_bf16`` (one ``vdpbf16ps`` where the CPU has
+AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a shift or a mask makes each half a
+float32: no widening shuffle; 0.68-0.80x the time of widening each weight; BENCHMARKS.md);
 int8 products (``_int8_rows``) to 8-bit integers (``quantize_activations``) and take integer dot
 products, 64 weights a ``vdot_u8s8`` (on x86, per 32: ``vpxor``, ``vpmaddubsw``, ``vpmaddwd``;
 against two widenings, two ``vpmaddwd`` and two additions with a 16-bit vector, which this

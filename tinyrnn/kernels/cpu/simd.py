@@ -50,7 +50,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-from ..isa import byte_products
+from ..isa import bf16_products, byte_products
 
 LANES = 16
 
@@ -351,12 +351,18 @@ def vsum_bytes(typingctx, acc, x, j):
 @intrinsic
 def vdot_bf16(typingctx, acc, w, i, x, j):
     """2 * LANES products of bfloat16 w[i:] and x[j:], added in neighbouring pairs into acc's
-    float32 lanes. Each array is read as LANES 32-bit words, a pair of bfloat16s each (little
-    endian: the first in the low half); a bfloat16 is the top half of a float32, so the first is
-    ``word << 16`` and the second ``word & 0xFFFF0000``, both exact, with no widening shuffle: one
-    load of each array, two shifts or masks each and two fused multiply-adds for 32 products
-    (against two loads, two widenings, two shifts and two multiply-adds of a float32 vector for 32
-    weights). The pairs may start at any index: w and x are read at the same offsets."""
+    float32 lanes: v[l] = acc[l] + w[i+2l] x[j+2l] + w[i+2l+1] x[j+2l+1]. Each array is read as
+    LANES 32-bit words, a pair of bfloat16s each (little endian: the first in the low half). The
+    pairs may start at any index: w and x are read at the same offsets.
+
+    Where the target has AVX-512 BF16 (``isa.bf16_products``) this is one ``vdpbf16ps``: the
+    products are exact, each added in float32 (round to nearest even), with denormal inputs and
+    results read and written as 0. Elsewhere the same sums from shifts and masks: a bfloat16 is
+    the top half of a float32, so the first of a pair is ``word << 16`` and the second ``word &
+    0xFFFF0000``, both exact, with no widening shuffle; then two fused multiply-adds (per 32
+    products: a load of each array, two shifts or masks each, two FMAs, against two loads, two
+    widenings, two shifts and two FMAs of a float32 vector). The two codes may differ in the last
+    bit of a sum (the order of a pair's two additions; denormals)."""
     if not (acc == Vec(types.float32) and _is_flat_16bit_array(w) and _is_flat_16bit_array(x)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
@@ -366,15 +372,25 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
         words = ir.VectorType(I32, LANES)
         floats = ir.VectorType(ir.FloatType(), LANES)
 
-        def pairs(array_type, array, index_type, index):
+        def load_words(array_type, array, index_type, index):
             p = _vector_pointer(context, builder, array_type, array, index_type, index, 2 * LANES)
-            word = builder.load(builder.bitcast(p, words.as_pointer()), align=2)
+            return builder.load(builder.bitcast(p, words.as_pointer()), align=2)
+
+        w_words = load_words(sig.args[1], w_a, sig.args[2], i_v)
+        x_words = load_words(sig.args[3], x_a, sig.args[4], j_v)
+        if bf16_products():
+            # the pairs typed <16 x i32>, the intrinsic's older declaration: LLVM now declares it over
+            # <32 x bfloat> and upgrades calls of the old type (llvmlite has no bfloat type)
+            dot = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats, [floats, words, words]),
+                                                 "llvm.x86.avx512bf16.dpbf16ps.512")
+            return builder.call(dot, [acc_v, w_words, x_words])
+
+        def halves(word):
             first = builder.bitcast(builder.shl(word, ir.Constant(words, [16] * LANES)), floats)
             second = builder.bitcast(builder.and_(word, ir.Constant(words, [-65536] * LANES)), floats)
             return first, second
 
-        w0, w1 = pairs(sig.args[1], w_a, sig.args[2], i_v)
-        x0, x1 = pairs(sig.args[3], x_a, sig.args[4], j_v)
+        (w0, w1), (x0, x1) = halves(w_words), halves(x_words)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats, [floats] * 3),
                                              f"llvm.fmuladd.v{LANES}f32")
         return builder.call(fma, [w1, x1, builder.call(fma, [w0, x0, acc_v])])

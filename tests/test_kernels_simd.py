@@ -185,6 +185,22 @@ def test_bfloat16_products_of_a_named_target(monkeypatch, name, features, has):
     assert isa.bf16_products() == has
 
 
+@pytest.mark.parametrize("name,features,dots", [("znver4", "", "bf16 vdpbf16ps, int8 vpmaddubsw AVX-512"),
+                                                 ("skylake-avx512", "", "bf16 shifts+FMA, int8 vpmaddubsw AVX-512"),
+                                                 ("haswell", "", "bf16 shifts+FMA, int8 vpmaddubsw AVX2"),
+                                                 ("generic", "", "bf16 shifts+FMA, int8 plain")])
+def test_benchmark_lines_name_the_sampling_dots(monkeypatch, name, features, dots):
+    """The benchmark's machine line says which code sampling's compact weights run."""
+    from numba.core import config
+
+    from tinyrnn.kernels import isa
+
+    monkeypatch.setattr(config, "CPU_NAME", name)
+    monkeypatch.setattr(config, "CPU_FEATURES", features)
+    assert isa.sampling_dots() == dots
+    assert f"sampling dots: {dots}" in isa.describe()
+
+
 @pytest.mark.parametrize("name,features,width", [("znver4", "", "AVX-512"), ("skylake-avx512", "", "AVX-512"),
                                                   ("knl", "", "AVX2"), ("znver4", "-avx512bw", "AVX2"),
                                                   ("haswell", "", "AVX2"), ("generic", "", "")])

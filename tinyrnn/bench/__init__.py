@@ -93,8 +93,8 @@ def use_avx2_build():
 
 def machine_line(have_torch) -> dict:
     """Print and return what the numbers come from: CPU model, the SIMD level and Numba target the
-    kernels are compiled for (``NUMBA_CPU_NAME`` changes it), and the ISA PyTorch dispatches to
-    (``ATEN_CPU_CAPABILITY`` changes that)."""
+    kernels are compiled for (``NUMBA_CPU_NAME`` changes it), the instructions sampling's compact
+    weights use, and the ISA PyTorch dispatches to (``ATEN_CPU_CAPABILITY`` changes that)."""
     from ..kernels import isa
 
     torch_isa = "not installed"
@@ -108,7 +108,7 @@ def machine_line(have_torch) -> dict:
     name, features = isa.target()
     numba_target = name if features in ("", "host") else f"{name} {features}"
     return dict(cpu=isa.cpu_model(), simd=isa.simd_level(), numba_target=numba_target, matmul_tile=tile,
-                torch_isa=torch_isa)
+                sampling_dots=isa.sampling_dots(), torch_isa=torch_isa)
 
 
 def train_rows(args, have_torch) -> tuple:

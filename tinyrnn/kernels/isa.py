@@ -98,6 +98,15 @@ def bf16_products() -> bool:
     return "+avx512bf16" in features or (name in _BF16_CPUS and "-avx512bf16" not in features)
 
 
+def sampling_dots() -> str:
+    """How batch-1 sampling multiplies its compact weights on the compile target, for benchmark
+    lines: e.g. 'bf16 vdpbf16ps, int8 vpmaddubsw AVX-512' (``cpu/simd.py``'s ``vdot_bf16`` and
+    ``vdot_u8s8``; 'shifts+FMA' and 'plain' where the target lacks the instruction)."""
+    width = byte_products()
+    return (f"bf16 {'vdpbf16ps' if bf16_products() else 'shifts+FMA'}, "
+            f"int8 {f'vpmaddubsw {width}' if width else 'plain'}")
+
+
 def choose_tile() -> str:
     chosen = os.environ.get("TINYRNN_MATMUL_TILE", "").strip()
     if chosen:
@@ -128,14 +137,16 @@ def cpu_model() -> str:
 
 def describe(tile: str | None = None) -> str:
     """One line for benchmark tables: CPU model, SIMD level, Numba target, matmul tile (this
-    process's ``TILE`` unless told: the benchmark names the tile its workers will choose)."""
+    process's ``TILE`` unless told: the benchmark names the tile its workers will choose), and the
+    sampling kernels' dot products (``sampling_dots``)."""
     name, features = target()
     tail = f" {features}"                   # explicit NUMBA_CPU_FEATURES
     if features == "host":
         tail = ""
     elif not features:
         tail = ", its own features"         # NUMBA_CPU_FEATURES='': the named CPU's defaults
-    return f"{cpu_model()} | compiled for {simd_level()} (Numba target {name}{tail}) | matmul tile {tile or TILE}"
+    return (f"{cpu_model()} | compiled for {simd_level()} (Numba target {name}{tail}) | matmul tile {tile or TILE}"
+            f" | sampling dots: {sampling_dots()}")
 
 
 TILE = choose_tile()

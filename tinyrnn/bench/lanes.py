@@ -4,8 +4,9 @@
     python -m tinyrnn.bench.lanes OUT_DIR --limit-s 420 --only train-native,sampling
 
 For a machine lent for minutes (the device machine's 16-core CPU): run one after another, issue
-13's measurements (both builds' training tables, sampling, the per-kernel profile, the matmul
-against BLAS) take about half an hour; as lanes side by side, one run of each. Each lane is a
+13's measurements (both builds' training tables twice, sampling, the per-kernel profile, the
+matmul against BLAS) take about 20 minutes on two cores (the Zen 4 VM); as lanes side by side,
+about as long as the longest lane (~4 minutes there). Each lane is a
 list of commands run in turn, its processes (and their benchmark workers) pinned to two
 physical cores (one logical CPU of each, so no lane shares a core with another through SMT), its
 output in ``OUT_DIR/<lane>.txt``; ``OUT_DIR/machine.txt`` says what ran where. Lanes share the

@@ -38,10 +38,11 @@ def generation_weights(model, weights: str = "f32") -> dict:
     character, ``x0`` (V, G*H) = embedding @ w_ih.T (in the model's dtype: V * G*H numbers,
     266 KB for 65 characters at LSTM 256), and its w_hh as ``w0`` (G*H, H); each further layer's
     [w_ih | w_hh] as one matrix, stacked on a leading layer axis as ``w`` (L-1, G*H, 2H). LSTM and
-    RNN take one bias b = b_ih + b_hh per layer. Each matrix ``w_x`` comes with its row scales ``s_x``: empty for "f32" and "bf16", one float32
-    per row for "int8". weights "bf16" / "int8": the three matrices (w0, w, w_out: all but a few KB
-    of the bytes a character reads) rounded to bfloat16 (stored as uint16) or to int8 with a scale
-    per row of each stored matrix; the table and biases stay float.
+    RNN take one bias b = b_ih + b_hh per layer. Each matrix ``w_x`` comes with its row scales
+    ``s_x``: empty for "f32" and "bf16", one float32 per row for "int8". weights "bf16" / "int8":
+    the three matrices (w0, w, w_out: all but a few KB of the bytes a character reads) rounded to
+    bfloat16 (stored as uint16) or to int8 with a scale per row of each stored matrix; the table
+    and biases stay float.
     """
     if weights not in WEIGHT_FORMATS:
         raise TinyRNNError(f"unknown --weights {weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")

@@ -59,15 +59,20 @@ def _host_features() -> dict:
     return dict(llvm.get_host_cpu_features())
 
 
-def simd_level() -> str:
-    """'AVX-512', 'AVX2' or 'SSE/other': the widest vector unit of the compile target."""
+def _target_has(feature: str, cpus) -> bool:
+    """Whether the compile target has ``feature`` (LLVM's name): the host's flag when Numba uses
+    the host's features, else ``+feature`` among NUMBA_CPU_FEATURES, or a CPU named in ``cpus``
+    without ``-feature``."""
     name, features = target()
     if features == "host":
-        flags = _host_features()
-        has512, has2 = flags.get("avx512f", False), flags.get("avx2", False)
-    else:
-        has512 = ("+avx512f" in features) or (name in AVX512_CPUS and "-avx512f" not in features)
-        has2 = has512 or "+avx2" in features or (name in _AVX2_CPUS | AVX512_CPUS and "-avx2" not in features)
+        return bool(_host_features().get(feature, False))
+    return f"+{feature}" in features or (name in cpus and f"-{feature}" not in features)
+
+
+def simd_level() -> str:
+    """'AVX-512', 'AVX2' or 'SSE/other': the widest vector unit of the compile target."""
+    has512 = _target_has("avx512f", AVX512_CPUS)
+    has2 = has512 or _target_has("avx2", _AVX2_CPUS | AVX512_CPUS)
     return "AVX-512" if has512 else "AVX2" if has2 else "SSE/other"
 
 
@@ -77,12 +82,7 @@ def byte_products() -> str:
     ``cpu/simd.py`` then writes plain IR)."""
     level = simd_level()
     if level == "AVX-512":
-        name, features = target()
-        if features == "host":
-            has_bw = _host_features().get("avx512bw", False)
-        else:
-            has_bw = "+avx512bw" in features or (name not in ("knl", "knm") and "-avx512bw" not in features)
-        return "AVX-512" if has_bw else "AVX2"
+        return "AVX-512" if _target_has("avx512bw", AVX512_CPUS - {"knl", "knm"}) else "AVX2"
     return "AVX2" if level == "AVX2" else ""
 
 
@@ -90,12 +90,7 @@ def bf16_products() -> bool:
     """Whether the compile target has AVX-512 BF16's ``vdpbf16ps`` (Intel from Cooper Lake and
     Sapphire Rapids on, AMD from Zen 4): 32 bfloat16 products summed in pairs into 16 float32 lanes,
     one instruction (``cpu/simd.py``'s ``vdot_bf16`` writes shifts, masks and FMAs without it)."""
-    if simd_level() != "AVX-512":
-        return False
-    name, features = target()
-    if features == "host":
-        return bool(_host_features().get("avx512bf16", False))
-    return "+avx512bf16" in features or (name in _BF16_CPUS and "-avx512bf16" not in features)
+    return simd_level() == "AVX-512" and _target_has("avx512bf16", _BF16_CPUS)
 
 
 def sampling_dots() -> str:

@@ -139,3 +139,23 @@ def test_rounding_tool_names_a_bad_format(capsys):
     with pytest.raises(SystemExit) as e:
         main(["RUN", "TEXT", "--weights", "bf16,int4"])
     assert e.value.code == 2 and "--weights 'bf16,int4': use a comma-separated list of bf16, int8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weights", ["f32", "bf16", "int8"])
+def test_generation_weights_start_on_cache_lines(weights):
+    """Every array the generation kernels read starts on a 64-byte boundary (a 512-bit load that
+    straddles two cache lines costs about two: ``kernels/cpu/aligned.py``), and holds what the
+    model's own weights give."""
+    from tinyrnn.generate import compact, generation_weights
+    from tinyrnn.kernels.cpu.aligned import ALIGNMENT
+
+    manual_seed(3)
+    model = CharRNN(vocab_size=13, cell="lstm", hidden=24, layers=2, embed=7)
+    w = generation_weights(model, weights)
+    assert all(a.flags.c_contiguous for a in w.values())
+    assert all(a.ctypes.data % ALIGNMENT == 0 for a in w.values() if a.size)   # empty scales: nothing to load
+    w_hh0 = model.rnn.layer_weights(0)[1].numpy()
+    stored, scales = compact(np.ascontiguousarray(w_hh0), weights)
+    assert np.array_equal(w["w0"], stored) and np.array_equal(w["s0"], scales)
+    np.testing.assert_allclose(w["x0"], model.embed.weight.numpy() @ model.rnn.layer_weights(0)[0].numpy().T,
+                               rtol=1e-5, atol=1e-6)

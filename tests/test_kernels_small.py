@@ -308,3 +308,29 @@ def test_exp_float32_is_exp_to_the_last_bit_or_so():
     got64 = np.empty(x.size)
     exp_each(x, got64)
     np.testing.assert_allclose(got64, np.exp(x), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.int8, np.uint16])
+@pytest.mark.parametrize("shape", [(1,), (37,), (3, 5), (2, 3, 65)])
+def test_aligned_arrays_start_on_a_cache_line(dtype, shape):
+    """``aligned_empty`` (inside kernels) and ``aligned_copy`` (numpy): C-contiguous arrays of the
+    asked shape and dtype whose first element is on a multiple of 64 bytes, whatever the allocator
+    gave (many allocations, so both offsets of Numba's 32-byte alignment and numpy's 16 turn up)."""
+    from tinyrnn.kernels.cpu.aligned import ALIGNMENT, aligned_copy, aligned_empty
+
+    @kernel
+    def fill(shape, like):
+        a = aligned_empty(shape, like.dtype)
+        a.ravel()[:] = np.arange(a.size)
+        return a
+
+    like = np.zeros(1, dtype)
+    for _ in range(20):
+        a = fill(shape, like)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.ctypes.data % ALIGNMENT == 0
+        assert np.array_equal(a.ravel(), np.arange(a.size).astype(dtype))
+        source = np.arange(np.prod(shape)).astype(dtype).reshape(shape)[..., ::-1]   # not contiguous
+        b = aligned_copy(source)
+        assert b.shape == shape and b.dtype == dtype and b.flags.c_contiguous
+        assert b.ctypes.data % ALIGNMENT == 0 and np.array_equal(b, source)

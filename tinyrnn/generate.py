@@ -42,8 +42,11 @@ def generation_weights(model, weights: str = "f32") -> dict:
     ``s_x``: empty for "f32" and "bf16", one float32 per row for "int8". weights "bf16" / "int8":
     the three matrices (w0, w, w_out: all but a few KB of the bytes a character reads) rounded to
     bfloat16 (stored as uint16) or to int8 with a scale per row of each stored matrix; the table
-    and biases stay float.
+    and biases stay float. Every array starts on a cache line (``kernels/cpu/aligned.py``: sampling
+    1.1-1.15x faster than from numpy's placement, BENCHMARKS.md).
     """
+    from .kernels.cpu.aligned import aligned_copy
+
     if weights not in WEIGHT_FORMATS:
         raise TinyRNNError(f"unknown --weights {weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
     L, H = model.layers, model.hidden
@@ -69,7 +72,7 @@ def generation_weights(model, weights: str = "f32") -> dict:
         w.update(b=b_ih + b_hh)
     for name in MATRICES:
         w[name], w["s" + name[1:]] = compact(w[name], weights)
-    return w
+    return {name: aligned_copy(array) for name, array in w.items()}
 
 
 def compact(matrix, weights):

@@ -60,6 +60,7 @@ from numba.extending import intrinsic, overload
 
 from ..jit import inner_kernel, inner_parallel_kernel, kernel, prange
 from .activations import tanh
+from .aligned import aligned_empty
 from .cells import _gru_unit, _lstm_unit
 from .simd import LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum, vsum_bytes, vzeros
 
@@ -353,7 +354,7 @@ def _head_sample(w_out, s_out, b_out, h_top, hq, u, temperature, top_k, top_p, l
 def _work_buffers(h):
     """A layer's work vector v = [x; h] (2H, h's dtype) and its rounding (also the head's): int16
     (bfloat16 bits; an int8 product reads it as bytes, ``_as_bytes``)."""
-    return np.empty(2 * h.shape[1], h.dtype), np.empty(2 * h.shape[1], np.int16)
+    return aligned_empty((2 * h.shape[1],), h.dtype), aligned_empty((2 * h.shape[1],), np.int16)
 
 
 @kernel
@@ -396,9 +397,9 @@ def _lstm_step(x0, w0, s0, w, s, b, h, c, index, gates, v, vq):
 def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
                   top_p, out):
     """Batch-1 LSTM sampling (see the module docstring). Fills out (N,) int64; updates h, c (L, H)."""
-    gates = np.empty(w0.shape[0], h.dtype)
-    logits = np.empty(w_out.shape[0], h.dtype)
-    p = np.empty(w_out.shape[0], h.dtype)
+    gates = aligned_empty((w0.shape[0],), h.dtype)
+    logits = aligned_empty((w_out.shape[0],), h.dtype)
+    p = aligned_empty((w_out.shape[0],), h.dtype)
     v, vq = _work_buffers(h)
     for index in prime:
         _lstm_step(x0, w0, s0, w, s, b, h, c, index, gates, v, vq)
@@ -429,10 +430,10 @@ def _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq):
 def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
                  top_k, top_p, out):
     """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    gi = np.empty(w0.shape[0], h.dtype)
-    gh = np.empty(w0.shape[0], h.dtype)
-    logits = np.empty(w_out.shape[0], h.dtype)
-    p = np.empty(w_out.shape[0], h.dtype)
+    gi = aligned_empty((w0.shape[0],), h.dtype)
+    gh = aligned_empty((w0.shape[0],), h.dtype)
+    logits = aligned_empty((w_out.shape[0],), h.dtype)
+    p = aligned_empty((w_out.shape[0],), h.dtype)
     v, vq = _work_buffers(h)
     for index in prime:
         _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq)
@@ -457,9 +458,9 @@ def _rnn_step(x0, w0, s0, w, s, b, relu, h, index, pre, v, vq):
 def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
                  top_p, out):
     """Batch-1 RNN sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    pre = np.empty(w0.shape[0], h.dtype)
-    logits = np.empty(w_out.shape[0], h.dtype)
-    p = np.empty(w_out.shape[0], h.dtype)
+    pre = aligned_empty((w0.shape[0],), h.dtype)
+    logits = aligned_empty((w_out.shape[0],), h.dtype)
+    p = aligned_empty((w_out.shape[0],), h.dtype)
     v, vq = _work_buffers(h)
     for index in prime:
         _rnn_step(x0, w0, s0, w, s, b, relu, h, index, pre, v, vq)

@@ -1,0 +1,36 @@
+"""Arrays that start on a cache line (Numba).
+
+A 512-bit vector load is 64 bytes, one cache line when its address is a multiple of 64, two
+otherwise: a split load, which costs about a second load. Numba's ``np.empty`` aligns to 32 bytes,
+numpy's large arrays sit 16 bytes past a page, so a kernel streaming an array with 64-byte vectors
+split every load or every other one, depending on where the allocator put it. Measured on the Zen 4
+VM, batch-1 sampling at config b (bfloat16, every weight read once a character from L2): 15.3 us
+a character with its matrices on a cache line, 16.6 with them 32 bytes past one, 18.2 with them
+16 bytes past (BENCHMARKS.md). ``aligned_empty`` allocates inside kernels; ``aligned_copy`` is its
+twin for numpy arrays made in Python.
+"""
+import numpy as np
+
+from ..jit import kernel
+
+ALIGNMENT = 64   # bytes: a cache line on x86, and one 512-bit vector
+
+
+@kernel
+def aligned_empty(shape, dtype):
+    """np.empty(shape, dtype) starting on a multiple of ALIGNMENT bytes (C-contiguous); shape a tuple."""
+    size = 1
+    for n in shape:
+        size *= n
+    buf = np.empty(size + ALIGNMENT, dtype)
+    skip = ((-buf.ctypes.data) % ALIGNMENT) // buf.itemsize
+    return buf[skip:skip + size].reshape(shape)
+
+
+def aligned_copy(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of a numpy array starting on a multiple of ALIGNMENT bytes."""
+    buf = np.empty(a.nbytes + ALIGNMENT, np.uint8)
+    skip = -buf.ctypes.data % ALIGNMENT
+    out = buf[skip:skip + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out

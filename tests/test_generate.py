@@ -60,6 +60,34 @@ def test_generation_in_row_blocks_matches_the_reference_kernel(cell, weights):
     np.testing.assert_allclose(c, ref_c, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("weights", ["f32", "bf16", "int8"])
+def test_a_large_head_in_row_blocks_matches_the_reference_kernel(weights):
+    """A vocabulary of 300 at hidden 260: the head's product (78,000 weights) is cut into row blocks
+    shared between the threads like a layer's; draws (temperature 1, 300 characters to choose from,
+    and greedy) and the final state equal the numpy reference kernel's."""
+    from tinyrnn.generate import generation_weights, run_generation
+    from tinyrnn.kernels import cpu, reference
+    from tinyrnn.kernels.cpu import generate as cpu_generate
+
+    assert 300 * 260 >= cpu_generate.PARALLEL_MIN
+    manual_seed(4)
+    model = CharRNN(vocab_size=300, cell="lstm", hidden=260, layers=1, embed=16).double()
+    w = generation_weights(model, weights)
+    prime, uniforms = np.array([3, 1, 4], np.int64), np.random.default_rng(5).random(30)
+    for temperature in (1.0, 0.0):
+        results = []
+        for K in (cpu, reference):
+            h, c, out = np.zeros((1, 260)), np.zeros((1, 260)), np.empty(30, np.int64)
+            run_generation(K, model, w, h, c, prime, uniforms, temperature, 0, 1.0, out)
+            results.append((out, h))
+        (out, h), (ref_out, ref_h) = results
+        np.testing.assert_array_equal(out, ref_out)
+        assert len(np.unique(out)) > (10 if temperature else 0)
+        # bfloat16 products are summed in float32 (in another order than numpy's)
+        np.testing.assert_allclose(h, ref_h, **(dict(rtol=1e-5, atol=1e-7) if weights == "bf16" else
+                                                dict(rtol=1e-9, atol=1e-12)))
+
+
 def test_sampling_is_seeded_and_respects_top_k():
     manual_seed(1)
     model = CharRNN(vocab_size=20, cell="lstm", hidden=16, layers=2, embed=8)

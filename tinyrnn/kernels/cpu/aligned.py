@@ -1,13 +1,13 @@
 """Arrays that start on a cache line (Numba).
 
-A 512-bit vector load is 64 bytes, one cache line when its address is a multiple of 64, two
-otherwise: a split load, which costs about a second load. Numba's ``np.empty`` aligns to 32 bytes,
-numpy's large arrays sit 16 bytes past a page, so a kernel streaming an array with 64-byte vectors
-split every load or every other one, depending on where the allocator put it. Measured on the Zen 4
-VM, batch-1 sampling at config b (bfloat16, every weight read once a character from L2): 15.3 us
-a character with its matrices on a cache line, 16.6 with them 32 bytes past one, 18.2 with them
-16 bytes past (BENCHMARKS.md). ``aligned_empty`` allocates inside kernels; ``aligned_copy`` is its
-twin for numpy arrays made in Python.
+A 512-bit vector load (64 bytes) touches one cache line when its address is a multiple of 64, two
+otherwise: a split load, which costs more (Zen 4 executes it as two 256-bit halves: most when a half
+itself crosses a line). Numba's ``np.empty`` aligns to 32 bytes and numpy's to 16 (malloc's), so
+where the allocator happened to put an array decided how many of a kernel's loads were split.
+Measured on the Zen 4 VM, batch-1 sampling at config b (bfloat16, every weight read once a
+character from L2): 15.3 us a character with its matrices on a cache line, 16.6 with them 32 bytes
+past one, 18.2 with them 16 bytes past (BENCHMARKS.md). ``aligned_empty`` allocates inside kernels;
+``aligned_copy`` is its twin for numpy arrays made in Python.
 """
 import numpy as np
 

@@ -172,8 +172,8 @@ def test_rounding_tool_names_a_bad_format(capsys):
 @pytest.mark.parametrize("weights", ["f32", "bf16", "int8"])
 def test_generation_weights_start_on_cache_lines(weights):
     """Every array the generation kernels read starts on a 64-byte boundary (a 512-bit load that
-    straddles two cache lines costs about two: ``kernels/cpu/aligned.py``), and holds what the
-    model's own weights give."""
+    straddles two cache lines costs more: ``kernels/cpu/aligned.py``), and holds what the model's
+    own weights give."""
     from tinyrnn.generate import compact, generation_weights
     from tinyrnn.kernels.cpu.aligned import ALIGNMENT
 

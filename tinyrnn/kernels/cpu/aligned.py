@@ -23,14 +23,14 @@ def aligned_empty(shape, dtype):
     for n in shape:
         size *= n
     buf = np.empty(size + ALIGNMENT, dtype)
-    skip = ((-buf.ctypes.data) % ALIGNMENT) // buf.itemsize
+    skip = (ALIGNMENT - buf.ctypes.data % ALIGNMENT) % ALIGNMENT // buf.itemsize   # bytes to the next line, in items
     return buf[skip:skip + size].reshape(shape)
 
 
 def aligned_copy(a: np.ndarray) -> np.ndarray:
     """A C-contiguous copy of a numpy array starting on a multiple of ALIGNMENT bytes."""
     buf = np.empty(a.nbytes + ALIGNMENT, np.uint8)
-    skip = -buf.ctypes.data % ALIGNMENT
+    skip = (ALIGNMENT - buf.ctypes.data % ALIGNMENT) % ALIGNMENT
     out = buf[skip:skip + a.nbytes].view(a.dtype).reshape(a.shape)
     out[...] = a
     return out

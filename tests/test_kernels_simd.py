@@ -140,12 +140,12 @@ def test_byte_dots_on_each_target(tmp_path):
 # below float32's normal range) dotted by vdot_bf16, against the exact sum: the products are
 # exact, only the float32 sums round
 BFLOAT16_DOTS = ("import numpy as np, numba\n"
-                 "from tinyrnn.kernels.cpu.simd import vdot_bf16, vsplat, vsum\n"
+                 "from tinyrnn.kernels.cpu.simd import BF16_PER_DOT, vdot_bf16, vsplat, vsum\n"
                  "from tinyrnn.kernels.reference.weight_formats import from_bfloat16, to_bfloat16\n"
                  "@numba.njit\n"
                  "def dot(w, x):\n"
                  "    acc = vsplat(np.float32(0))\n"
-                 "    for k in range(0, len(w), 32):\n"
+                 "    for k in range(0, len(w), BF16_PER_DOT):\n"
                  "        acc = vdot_bf16(acc, w, k, x, k)\n"
                  "    return vsum(acc)\n"
                  "rng = np.random.default_rng(0)\n"

@@ -45,9 +45,10 @@ per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 
 are described in ``reference/weight_formats.py``. Float products (``_float_rows``) are plain
 dot products. The compact formats round their vector first, into a work buffer: bfloat16 products
 (``_bf16_rows``) to bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of
-bfloat16s in 32-bit words, 32 products a ``vdot_bf16`` (one ``vdpbf16ps`` where the CPU has
-AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a shift or a mask makes each half a
-float32: no widening shuffle; 0.68-0.80x the time of widening each weight; BENCHMARKS.md);
+bfloat16s in 32-bit words, 32 products a ``vdot_bf16`` on AVX-512, 16 on AVX2 (``BF16_PER_DOT``;
+one ``vdpbf16ps`` where the CPU has AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a
+shift or a mask makes each half a float32: no widening shuffle; 0.68-0.80x the time of widening
+each weight; BENCHMARKS.md);
 int8 products (``_int8_rows``) to 8-bit integers (``quantize_activations``) and take integer dot
 products, 64 weights a ``vdot_u8s8`` (on x86, per 32: ``vpxor``, ``vpmaddubsw``, ``vpmaddwd``;
 against two widenings, two ``vpmaddwd`` and two additions with a 16-bit vector, which this
@@ -63,7 +64,7 @@ from ..jit import inner_kernel, inner_parallel_kernel, kernel, prange
 from .activations import exp, tanh
 from .aligned import aligned_empty
 from .cells import _gru_unit, _lstm_unit
-from .simd import LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum, vsum_bytes, vzeros
+from .simd import BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum, vsum_bytes, vzeros
 
 
 @intrinsic
@@ -160,15 +161,15 @@ def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
 def _bf16_rows(w, xb, out, begin, end, c0, c1):
     """out[begin:end] += w[begin:end, c0:c1] @ xb[c0:c1], both bfloat16: w (R, K) uint16, xb (>= K,)
     int16 (the vector rounded by ``round_to_bfloat16``), out (R,). The products are exact in float32
-    and summed there; 4 rows at a time, 2 * LANES columns a ``vdot_bf16``, the rest one by one."""
-    k_vec = c1 - (c1 - c0) % (2 * LANES)
+    and summed there; 4 rows at a time, BF16_PER_DOT columns a ``vdot_bf16``, the rest one by one."""
+    k_vec = c1 - (c1 - c0) % BF16_PER_DOT
     last = end - 1
     zero = np.float32(0)
     for r in range(begin, end, 4):
         r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
         w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
         a0 = a1 = a2 = a3 = vsplat(zero)
-        for k in range(c0, k_vec, 2 * LANES):
+        for k in range(c0, k_vec, BF16_PER_DOT):
             a0 = vdot_bf16(a0, w0, k, xb, k)
             a1 = vdot_bf16(a1, w1, k, xb, k)
             a2 = vdot_bf16(a2, w2, k, xb, k)

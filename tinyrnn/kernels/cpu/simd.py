@@ -23,9 +23,10 @@ Integer dot products (int8 weights times int8 activations, summed in int32; ``ge
 
 bfloat16 dot products (bfloat16 weights times a bfloat16 vector, products and sums in float32):
 
-    v = vdot_bf16(acc, w, i, x, j)   v[l] = acc[l] + w[i+2l] x[j+2l] + w[i+2l+1] x[j+2l+1]
-                                     w, x: 1-D C arrays of 16-bit integers holding bfloat16 bit
-                                     patterns; acc: a float32 Vec; 2 * LANES products
+    v = vdot_bf16(acc, w, i, x, j)   acc plus BF16_PER_DOT products w[i+m] x[j+m] in its lanes
+                                     (2 * LANES on AVX-512, LANES on AVX2: which lane takes which
+                                     product is in its docstring); w, x: 1-D C arrays of 16-bit
+                                     integers holding bfloat16 bit patterns; acc: a float32 Vec
     s = vsum(v)                      for a float Vec: the sum of its lanes, as a tree (a fixed order)
 
 Why: a matmul's inner loop wants a block of C, e.g. 4 rows x 64 columns, held in *registers*
@@ -50,9 +51,12 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-from ..isa import bf16_products, byte_products
+from ..isa import bf16_products, byte_products, simd_level
 
 LANES = 16
+# bfloat16 products one ``vdot_bf16`` adds: 2 * LANES where a Vec is one register (AVX-512), LANES
+# where it is two (AVX2: see vdot_bf16)
+BF16_PER_DOT = 2 * LANES if simd_level() == "AVX-512" else LANES
 
 
 I32 = ir.IntType(32)
@@ -350,30 +354,39 @@ def vsum_bytes(typingctx, acc, x, j):
 
 @intrinsic
 def vdot_bf16(typingctx, acc, w, i, x, j):
-    """2 * LANES products of bfloat16 w[i:] and x[j:], added in neighbouring pairs into acc's
-    float32 lanes: v[l] = acc[l] + w[i+2l] x[j+2l] + w[i+2l+1] x[j+2l+1]. Each array is read as
-    LANES 32-bit words, a pair of bfloat16s each (little endian: the first in the low half). The
-    pairs may start at any index: w and x are read at the same offsets.
+    """BF16_PER_DOT products of bfloat16 w[i:] and x[j:] added into acc's float32 lanes (``vsum`` of
+    the lanes, after the last call, is the dot product). The arrays hold pairs of bfloat16s in
+    32-bit words (little endian: the first in the low half); w and x are read at the same offsets.
 
+    AVX-512 (BF16_PER_DOT = 2 * LANES): v[l] = acc[l] + w[i+2l] x[j+2l] + w[i+2l+1] x[j+2l+1].
     Where the target has AVX-512 BF16 (``isa.bf16_products``) this is one ``vdpbf16ps``: the
     products are exact, each added in float32 (round to nearest even), with denormal inputs and
     results read and written as 0. Elsewhere the same sums from shifts and masks: a bfloat16 is
     the top half of a float32, so the first of a pair is ``word << 16`` and the second ``word &
     0xFFFF0000``, both exact, with no widening shuffle; then two fused multiply-adds (per 32
     products: a load of each array, two shifts or masks each, two FMAs, against two loads, two
-    widenings, two shifts and two FMAs of a float32 vector). The two codes may differ in the last
-    bit of a sum (the order of a pair's two additions; denormals)."""
+    widenings, two shifts and two FMAs of a float32 vector).
+
+    AVX2 and narrower (BF16_PER_DOT = LANES): half the words, and each product its own lane: lane
+    l < LANES/2 adds w[i+2l] x[j+2l], lane LANES/2 + l adds w[i+2l+1] x[j+2l+1]; one FMA. A Vec is
+    two ymm registers there, and with 32 products a call each took two chained FMAs, while 4 rows'
+    accumulators (8 registers), the vector's two halves (4) and the masks did not fit the 16
+    registers: LLVM kept half the accumulators on the stack (BENCHMARKS.md: one thread, 1,024 x 256,
+    12.3 -> 8.5 us). The codes may differ in the last bit of a sum (the order of the additions;
+    denormals)."""
     if not (acc == Vec(types.float32) and _is_flat_16bit_array(w) and _is_flat_16bit_array(x)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
         acc_v, w_a, i_v, x_a, j_v = args
-        words = ir.VectorType(I32, LANES)
+        n_words = BF16_PER_DOT // 2
+        words = ir.VectorType(I32, n_words)
+        halves_t = ir.VectorType(ir.FloatType(), n_words)
         floats = ir.VectorType(ir.FloatType(), LANES)
 
         def load_words(array_type, array, index_type, index):
-            p = _vector_pointer(context, builder, array_type, array, index_type, index, 2 * LANES)
+            p = _vector_pointer(context, builder, array_type, array, index_type, index, BF16_PER_DOT)
             return builder.load(builder.bitcast(p, words.as_pointer()), align=2)
 
         w_words = load_words(sig.args[1], w_a, sig.args[2], i_v)
@@ -386,13 +399,17 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
             return builder.call(dot, [acc_v, w_words, x_words])
 
         def halves(word):
-            first = builder.bitcast(builder.shl(word, ir.Constant(words, [16] * LANES)), floats)
-            second = builder.bitcast(builder.and_(word, ir.Constant(words, [-65536] * LANES)), floats)
+            first = builder.bitcast(builder.shl(word, ir.Constant(words, [16] * n_words)), halves_t)
+            second = builder.bitcast(builder.and_(word, ir.Constant(words, [-65536] * n_words)), halves_t)
             return first, second
 
-        (w0, w1), (x0, x1) = halves(w_words), halves(x_words)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats, [floats] * 3),
                                              f"llvm.fmuladd.v{LANES}f32")
+        (w0, w1), (x0, x1) = halves(w_words), halves(x_words)
+        if BF16_PER_DOT == LANES:       # the firsts in the low lanes, the seconds in the high ones
+            both = ir.Constant(ir.VectorType(I32, LANES), list(range(LANES)))
+            return builder.call(fma, [builder.shuffle_vector(w0, w1, both), builder.shuffle_vector(x0, x1, both),
+                                      acc_v])
         return builder.call(fma, [w1, x1, builder.call(fma, [w0, x0, acc_v])])
 
     return acc(acc, w, i, x, j), codegen

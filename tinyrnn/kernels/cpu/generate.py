@@ -64,7 +64,8 @@ from ..jit import inner_kernel, inner_parallel_kernel, kernel, prange
 from .activations import exp, tanh
 from .aligned import aligned_empty
 from .cells import _gru_unit, _lstm_unit
-from .simd import BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum, vsum_bytes, vzeros
+from .simd import (BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum,
+                   vsum_bytes, vzeros)
 
 
 @intrinsic

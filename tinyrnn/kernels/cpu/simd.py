@@ -372,7 +372,7 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
     two ymm registers there, and with 32 products a call each took two chained FMAs, while 4 rows'
     accumulators (8 registers), the vector's two halves (4) and the masks did not fit the 16
     registers: LLVM kept half the accumulators on the stack (BENCHMARKS.md: one thread, 1,024 x 256,
-    12.3 -> 8.5 us). The codes may differ in the last bit of a sum (the order of the additions;
+    11.7 -> 9.3 us). The codes may differ in the last bit of a sum (the order of the additions;
     denormals)."""
     if not (acc == Vec(types.float32) and _is_flat_16bit_array(w) and _is_flat_16bit_array(x)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):

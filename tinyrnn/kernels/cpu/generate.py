@@ -65,7 +65,7 @@ from .activations import exp, tanh
 from .aligned import aligned_empty
 from .cells import _gru_unit, _lstm_unit
 from .simd import (BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum,
-                   vsum_bytes, vzeros)
+                   vsum_bytes)
 
 
 @intrinsic
@@ -196,46 +196,30 @@ def round_to_bfloat16(x, xb):
 
 
 @kernel
-def _abs_max(x):
-    """max |x[k]| as a float64 (0 for an empty x), x (K,) float: LANES running maxima, then the tail."""
+def _max(x, absolute, start):
+    """max(start, x[0], ..., x[K-1]) in x's dtype, of |x[k]| when ``absolute``; x (K,) float. LANES
+    running maxima, then the tail: a scalar max waits for the one before it (it was three quarters
+    of ``quantize_activations``' time; numpy's max took 1.65 us for 3,000 logits)."""
     K = x.shape[0]
     K_vec = K - K % LANES
-    m = vzeros(x)
+    best = x.dtype.type(start)
+    m = vsplat(best)
     for k in range(0, K_vec, LANES):
         v = vload(x, k)
-        m = max(m, max(v, -v))
-    amax = 0.0
-    for lane in range(LANES):
-        amax = max(amax, np.float64(vget(m, lane)))
-    for k in range(K_vec, K):
-        amax = max(amax, abs(np.float64(x[k])))
-    return amax
-
-
-@kernel
-def _max(x):
-    """max x[k] in x's dtype, x (K,) float, K >= 1: LANES running maxima, then the tail (numpy's
-    max, one element after the other, took 1.65 us for 3,000 logits)."""
-    K = x.shape[0]
-    K_vec = K - K % LANES
-    m = vsplat(x[0])
-    for k in range(0, K_vec, LANES):
-        m = max(m, vload(x, k))
-    best = x[0]
+        m = max(m, max(v, -v) if absolute else v)
     for lane in range(LANES):
         best = max(best, vget(m, lane))
     for k in range(K_vec, K):
-        best = max(best, x[k])
+        best = max(best, abs(x[k]) if absolute else x[k])
     return best
 
 
 @kernel
 def quantize_activations(x, xq):
     """xq[:K] = x rounded to 8-bit integers; returns the step (``weight_formats.py``'s rule).
-    x (K,) float, xq (>= K,) int8. max|x| is taken LANES at a time (``_abs_max``): a scalar max
-    waits for the one before it, and was three quarters of this kernel's time."""
+    x (K,) float, xq (>= K,) int8. max|x| is taken LANES at a time (``_max``)."""
     K = x.shape[0]
-    amax = _abs_max(x)
+    amax = np.float64(_max(x, True, 0.0))
     if amax == 0:
         xq[:K] = 0
         return 0.0
@@ -349,7 +333,7 @@ def _sample_index(logits, u, temperature, top_k, top_p, p):
         return np.argmax(logits)
     for v in range(V):
         p[v] = logits[v] / temperature
-    z_max = _max(p)
+    z_max = _max(p, False, p[0])
     total = 0.0
     for v in range(V):
         p[v] = exp(p[v] - z_max)

@@ -22,8 +22,8 @@ def greedy_with_layers(model, prime, length):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("layers,hidden", [(1, 8), (2, 8), (2, 260)])
 def test_kernel_sampling_matches_layers(cell, layers, hidden):
-    """hidden 260: every layer's products are big enough to be cut into row blocks shared between
-    the threads (``kernels/cpu/generate.py``, ``_gates``; blocks of 62 or 65 rows, not a multiple of 4)."""
+    """hidden 260: every layer is big enough to be shared between the workers (``kernels/cpu/generate.py``,
+    ``_block``: on two threads units 0-143 and 144-259; the last block is not a whole number of SIMD vectors)."""
     from tinyrnn.kernels.cpu import generate as cpu_generate
 
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * hidden
@@ -187,3 +187,41 @@ def test_generation_weights_start_on_cache_lines(weights):
     assert np.array_equal(w["w0"], stored) and np.array_equal(w["s0"], scales)
     np.testing.assert_allclose(w["x0"], model.embed.weight.numpy() @ model.rnn.layer_weights(0)[0].numpy().T,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_workers_that_never_run_at_once_still_finish_the_run():
+    """The CPU kernel's workers wait for each other at every phase (``kernels/cpu/generate.py``,
+    ``_phase``). A threading layer may run them one after another (TBB can), so no worker may wait
+    for one that has not started. Here worker 0 of 2 runs the whole run alone (it does worker 1's
+    slots too), then worker 1 starts and finds every slot done. Samples and state equal the numpy
+    reference kernel's, and both workers end on the same state buffer."""
+    import numba
+
+    from tinyrnn.generate import generation_weights
+    from tinyrnn.kernels import reference
+    from tinyrnn.kernels.cpu import generate as G
+
+    lstm = G.LSTM   # a constant in the compiled function: the cell is chosen when compiling
+
+    @numba.njit
+    def one_after_another(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, out):
+        model = (x0, w0, s0, w, s, b, b, w_out, s_out, b_out)
+        sync, state = G._shared_state(model, h, c, w0.shape[0], 2)
+        draw = (uniforms, 1.0, 0, 1.0, out)
+        first = G._worker(0, 2, sync, lstm, False, model, state, prime, draw)
+        second = G._worker(1, 2, sync, lstm, False, model, state, prime, draw)
+        h[:] = state[0][first]
+        return first == second
+
+    manual_seed(6)
+    model = CharRNN(vocab_size=11, cell="lstm", hidden=40, layers=2, embed=7).double()
+    w = generation_weights(model, "f32")
+    prime, uniforms = np.array([3, 1, 4], np.int64), np.random.default_rng(7).random(25)
+    matrices = [w[k] for k in ("x0", "w0", "s0", "w", "s", "b", "w_out", "s_out", "b_out")]
+    h, c, out = np.zeros((2, 40)), np.zeros((2, 40)), np.empty(25, np.int64)
+    assert one_after_another(*matrices, h, c, prime, uniforms, out)
+    ref_h, ref_c, ref_out = np.zeros((2, 40)), np.zeros((2, 40)), np.empty(25, np.int64)
+    reference.lstm_generate(*matrices, ref_h, ref_c, prime, uniforms, 1.0, 0, 1.0, ref_out)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_allclose(h, ref_h, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(c, ref_c, rtol=1e-9, atol=1e-12)

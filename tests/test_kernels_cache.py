@@ -70,11 +70,12 @@ print(np.concatenate(list(sample_indices(model, [1, 2], 12, seed=3, weights=sys.
 
 
 def test_generation_loaded_from_a_cache_another_model_filled(tmp_path):
-    """Batch-1 sampling runs a parallel region from inside a kernel. Numba writes a broken cache
-    entry for a cached caller compiled where that parallel kernel was loaded from the cache
-    (numba#4807, #8578): before jit.py's inner kernels, sampling an LSTM, then a GRU twice (or an
-    RNN), each in a new process, crashed the third process with a segfault (any weight format;
-    bfloat16 here, the default)."""
+    """Numba writes a broken cache entry for a cached kernel compiled where a parallel kernel it
+    calls was loaded from the cache (numba#4807, #8578). When batch-1 sampling ran a parallel
+    region from inside its loop, sampling an LSTM, then a GRU twice (or an RNN), each in a new
+    process, crashed the third process with a segfault (any weight format; bfloat16 here, the
+    default). Sampling now runs one parallel region, its entry point (``jit.py``); the three cells,
+    each compiled and then loaded from one cache, agree with themselves."""
     import subprocess
     import sys
 

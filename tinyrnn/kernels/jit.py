@@ -59,21 +59,8 @@ def parallel_kernel(fn):
 # A Numba bug (numba/numba#4807 and #8578, open in 0.68): a cached kernel that calls a parallel
 # kernel, when compiled in a process that loaded that parallel kernel (or a cached kernel that
 # calls it) from the cache, is written to the cache broken: the next process that loads it
-# crashes (tests/test_kernels_cache.py shows it). So a parallel region called from another kernel
-# (batch-1 generation's, one a layer and character) is compiled in each process that compiles a
-# caller, as is every kernel on the way from the entry point to it; the entry point (what Python
-# calls) is cached, with all of them linked in.
-UNCACHED = dict(OPTIONS, cache=False)
-
-
-def inner_kernel(fn):
-    """A single-threaded kernel that calls an ``inner_parallel_kernel``: not cached on its own."""
-    return numba.njit(**UNCACHED)(fn)
-
-
-def inner_parallel_kernel(fn):
-    """A multithreaded kernel called from other kernels: not cached on its own."""
-    return numba.njit(parallel=True, **UNCACHED)(fn)
-
-
+# crashes (tests/test_kernels_cache.py shows it). So every parallel kernel is an entry point,
+# called from Python only; none is called from another kernel. (Batch-1 generation once had one
+# parallel region a layer and character, called from its loop, and compiled it in every process;
+# it now runs one region a call, ``cpu/generate.py``.)
 prange = numba.prange

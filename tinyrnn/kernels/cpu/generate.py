@@ -22,22 +22,29 @@ uniform of ``uniforms`` each; on return the state is the one after reading ``pri
 ``out[:-1]`` (to continue, pass ``out[-1:]`` as the next prime). The sampling rule is described
 once, in ``reference/sampling.py``; ``_sample_index`` implements it.
 
-Per layer and character, the gates start from the bias (plus the table row x0[index] at layer 0,
-``_layer_inputs``), x and h are copied side by side into a work vector v (``_gates``; layer 0's x
-is empty), then one product w @ v runs (the GRU's n rows in two halves, ``_layer_rows``). One
-product of K = 2H columns instead of two of H: int8 rows run faster over a longer K (one 1,024 x 512
-product takes about 0.8x the time of two 1,024 x 256 ones, BENCHMARKS.md), and the work vector is
-rounded for int8 once.
+Per layer and character, the gates start from the bias (plus the table row x0[index] at layer 0),
+x and h are copied side by side into a work vector v (layer 0's x is empty), then one product
+w @ v runs (the GRU's n rows in two halves, ``_layer_rows``), then the unit math. One product of
+K = 2H columns instead of two of H: int8 rows run faster over a longer K (one 1,024 x 512 product
+takes about 0.8x the time of two 1,024 x 256 ones, BENCHMARKS.md), and the work vector is rounded
+for int8 once.
 
-Threads: a layer's product is shared between the threads by blocks of ``BLOCK_ROWS`` gate rows
-(``_gates_in_blocks``, one parallel region per layer and character; it and the kernels that
-lead to it are compiled in the process, not cached on their own: ``jit.py`` says why); the head's
-product is cut the same way when it is as large (a vocabulary of thousands: Chinese text); the unit
-math (on SIMD vectors, 16 units a call, as in ``sequence.py``) and the draw stay on one thread.
-At batch 1 a product reads every weight once, so one core is held by its cache's bandwidth
-(~22 GFLOP/s here); two cores read twice as much (measured: 1,024 x 512 weights 44 -> 25 us).
-Products under ``PARALLEL_MIN`` weights (small models) stay on one thread, where a parallel
-region (~2 us) would cost more than it saves.
+Threads: one parallel region a call, one worker a thread, and the workers coordinate by atomic
+counters (``atomics.py``) instead of entering a region per layer. A run is a sequence of phases,
+each cut into one slot per worker (``_worker``, ``_phase``, ``_slot``): FEED (one layer for one
+input; slot k owns units ``_block(k)``: their G gate rows, the product and the unit math, so a
+layer needs no wait between its product and its cells; each worker rounds v itself), HEAD (the
+logits; one slot, which also draws, unless the head has PARALLEL_MIN weights: then row blocks
+and a DRAW phase). h is double-buffered (h2: the state before and after an input), so a slot
+reads the old h while others write the new. A worker waits at the end of every phase until all
+slots are done (spinning on a counter), and does any slot whose owner has not started or has
+stalled, so it never waits for a thread that is not running (``_phase``). Each worker keeps the
+same units every character, so its share of the weights stays in its core's cache. At batch 1 a
+product reads every weight once, so one core is held by its cache's bandwidth (~100 GB/s a core
+on the Zen 4 VM); two cores read twice as much. Against a parallel region per layer (~2-3 us
+each, and the copies around them), config b: bfloat16 15.4 -> 12.6 us a character, float32 28.3
+-> 24.9, int8 12.4 -> 9.7 (BENCHMARKS.md). Models under ``PARALLEL_MIN`` weights a product run
+one worker (``_workers``).
 
 Each weight matrix (w0, w, w_out) is followed by its row scales (s0, s, s_out). A matrix may be
 float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a float32 scale
@@ -55,14 +62,16 @@ against two widenings, two ``vpmaddwd`` and two additions with a 16-bit vector, 
 replaced; BENCHMARKS.md). Numba compiles one version per weight type (``_rows`` chooses when
 compiling).
 """
+import numba
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import literally, types
 from numba.extending import intrinsic, overload
 
-from ..jit import inner_kernel, inner_parallel_kernel, kernel, prange
+from ..jit import kernel, parallel_kernel, prange
 from .activations import exp, tanh
 from .aligned import aligned_empty
+from .atomics import atomic_add, atomic_cas, atomic_load, spin_pause
 from .cells import _gru_unit, _lstm_unit
 from .simd import (BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum,
                    vsum_bytes)
@@ -102,8 +111,7 @@ def _is_bf16(w):
     return isinstance(w.dtype, types.Integer) and not w.dtype.signed and w.dtype.bitwidth == 16
 
 
-BLOCK_ROWS = 64         # gate rows per parallel work item (a multiple of 4)
-PARALLEL_MIN = 1 << 16  # weights in a layer's two products below which they run on one thread
+PARALLEL_MIN = 1 << 16  # weights in a model's largest product below which sampling runs one worker
 
 
 @kernel
@@ -278,36 +286,6 @@ def _layer_rows(w, scale, v, vq, step, out_x, out_h, split, Kx, begin, end):
         _rows(w, scale, v, vq, step, out_h, halves_begin, end, Kx, K)
 
 
-@inner_kernel
-def _gates(w, scale, x, h, v, vq, out_x, out_h, split):
-    """out_x (and out_h) += a layer's product w @ [x; h] (``_layer_rows``), w (R, len(x) + len(h)):
-    x and h are copied side by side into the work vector v, rounded into vq for an int8 w (v, vq:
-    work buffers of at least that length). On this thread when w holds fewer than PARALLEL_MIN
-    weights, else shared between the threads (``_gates_in_blocks``)."""
-    Kx = x.shape[0]
-    K = Kx + h.shape[0]
-    v[:Kx] = x
-    v[Kx:K] = h
-    v_layer = v[:K]
-    step = _rounded_input(w, v_layer, vq)
-    R = w.shape[0]
-    if R * K < PARALLEL_MIN:
-        _layer_rows(w, scale, v_layer, vq, step, out_x, out_h, split, Kx, 0, R)
-    else:
-        _gates_in_blocks(w, scale, v_layer, vq, step, out_x, out_h, split, Kx)
-
-
-@inner_parallel_kernel
-def _gates_in_blocks(w, scale, v, vq, step, out_x, out_h, split, Kx):
-    """``_gates``' product with the rows cut into blocks of about BLOCK_ROWS, one parallel region."""
-    R = w.shape[0]
-    n_blocks = (R + BLOCK_ROWS - 1) // BLOCK_ROWS
-    rows = (R + n_blocks - 1) // n_blocks
-    for block in prange(n_blocks):
-        r0 = block * rows
-        _layer_rows(w, scale, v, vq, step, out_x, out_h, split, Kx, r0, min(r0 + rows, R))
-
-
 @kernel
 def _draw_in_order(p, u):
     """``_sample_index``'s walk when nothing is cut: the first index v at which p[0] + ... + p[v]
@@ -363,19 +341,19 @@ def _sample_index(logits, u, temperature, top_k, top_p, p):
     return order[keep - 1]
 
 
-@inner_kernel
-def _head_sample(w_out, s_out, b_out, h_top, v, vq, u, temperature, top_k, top_p, logits, p):
-    """The next index: logits = b_out + w_out @ h_top (a product like a layer's, ``_gates``: shared
-    between the threads for a large vocabulary), then ``_sample_index``'s draw; logits, p (V,): work."""
-    logits[:] = b_out
-    _gates(w_out, s_out, h_top[:0], h_top, v, vq, logits, logits, logits.shape[0])
-    return _sample_index(logits, u, temperature, top_k, top_p, p)
+# ----------------------------------------------------------------------------- the workers
+
+LSTM, GRU, RNN = 0, 1, 2     # the cell a worker runs
+FEED, HEAD, DRAW = 0, 1, 2   # the kinds of phase
+LINE = 8                     # int64s a cache line: each counter of ``sync`` on a line of its own
+DONE, CLAIMED = 0, LINE      # sync[DONE]: slots done; sync[CLAIMED + LINE*k]: phases slot k was claimed for
+STEAL_AFTER = 1 << 12        # spins a worker waits for a present worker's slot before doing it itself
 
 
 @kernel
 def _work_buffers(h):
-    """A layer's work vector v = [x; h] (2H, h's dtype) and its rounding (also the head's): int16
-    (bfloat16 bits; an int8 product reads it as bytes, ``_as_bytes``)."""
+    """A worker's work vector v = [x; h] (2H, h's dtype) and its rounding: int16 (bfloat16 bits; an
+    int8 product reads it as bytes, ``_as_bytes``). h (L, H)."""
     return aligned_empty((2 * h.shape[1],), h.dtype), aligned_empty((2 * h.shape[1],), np.int16)
 
 
@@ -386,107 +364,258 @@ def _as_bytes(xq):
 
 
 @kernel
-def _layer_inputs(x0, w0, s0, w, s, b, h, layer, index, gates):
-    """gates[:] = the layer's bias b[layer], plus its table row x0[index] at layer 0; returns (the
-    layer's matrix, its row scales, x): layer 0's w0, s0 and an empty x (its input product is the
-    table row), else w[layer - 1], s[layer - 1] and h of the layer below."""
+def _fill(out, first, second, add, begin, end):
+    """out[begin:end] = first[begin:end] (+ second[begin:end] when ``add``), LANES at a time."""
+    j = begin
+    while j + LANES <= end:
+        vstore(out, j, vload(first, j) + vload(second, j) if add else vload(first, j))
+        j += LANES
+    for j in range(j, end):
+        out[j] = first[j] + second[j] if add else first[j]
+
+
+@kernel
+def _block(slot, slots, size):
+    """(begin, end) of slot's share of range(size) cut into ``slots`` blocks of whole SIMD vectors."""
+    per = ((size + LANES - 1) // LANES + slots - 1) // slots * LANES
+    begin = min(slot * per, size)
+    return begin, min(begin + per, size)
+
+
+# The unit math of units u0:u1 from their gate rows, one kernel a cell (each run compiles only its own):
+# LANES units at a time on SIMD vectors, the rest one by one. gx, gh (G*H,); h_prev, h_new, c (H,).
+
+@kernel
+def _lstm_units(u0, u1, gx, gh, h_prev, h_new, c, relu):
+    """``cells.py``'s ``_lstm_unit``: gx = i, f, g, o; c updated in place."""
+    H = h_prev.shape[0]
+    j = u0
+    while j + LANES <= u1:
+        _, _, _, _, cj, hj = _lstm_unit(vload(gx, j), vload(gx, H + j), vload(gx, 2 * H + j), vload(gx, 3 * H + j),
+                                        vload(c, j))
+        vstore(c, j, cj)
+        vstore(h_new, j, hj)
+        j += LANES
+    for j in range(j, u1):
+        _, _, _, _, c[j], h_new[j] = _lstm_unit(gx[j], gx[H + j], gx[2 * H + j], gx[3 * H + j], c[j])
+
+
+@kernel
+def _gru_units(u0, u1, gx, gh, h_prev, h_new, c, relu):
+    """``cells.py``'s ``_gru_unit``: gx = r, z (whole products) and n's input part; gh = b_hr, b_hz and
+    n's recurrent part."""
+    H = h_prev.shape[0]
+    one = h_prev.dtype.type(1)
+    j = u0
+    while j + LANES <= u1:
+        _, _, _, hj = _gru_unit(vload(gx, j), vload(gx, H + j), vload(gh, j), vload(gh, H + j),
+                                vload(gx, 2 * H + j), vload(gh, 2 * H + j), vload(h_prev, j), one)
+        vstore(h_new, j, hj)
+        j += LANES
+    for j in range(j, u1):
+        _, _, _, h_new[j] = _gru_unit(gx[j], gx[H + j], gh[j], gh[H + j], gx[2 * H + j], gh[2 * H + j], h_prev[j],
+                                      one)
+
+
+@kernel
+def _rnn_units(u0, u1, gx, gh, h_prev, h_new, c, relu):
+    """h = tanh(gx), or relu(gx) when ``relu``."""
+    zero = h_prev.dtype.type(0)
+    j = u0
+    while j + LANES <= u1:
+        vstore(h_new, j, max(vload(gx, j), zero) if relu else tanh(vload(gx, j)))
+        j += LANES
+    for j in range(j, u1):
+        h_new[j] = max(gx[j], zero) if relu else tanh(gx[j])
+
+
+def _units(cell, u0, u1, gx, gh, h_prev, h_new, c, relu):
+    """The unit math of ``cell`` (LSTM, GRU, RNN) for units u0:u1: its ``_*_units`` kernel."""
+
+
+@overload(_units, inline="always", prefer_literal=True)
+def _units_impl(cell, u0, u1, gx, gh, h_prev, h_new, c, relu):
+    if not isinstance(cell, types.IntegerLiteral):  # the entry points pass a constant: one cell compiled
+        return None
+    if cell.literal_value == LSTM:
+        return lambda cell, u0, u1, gx, gh, h_prev, h_new, c, relu: _lstm_units(u0, u1, gx, gh, h_prev, h_new, c,
+                                                                                relu)
+    if cell.literal_value == GRU:
+        return lambda cell, u0, u1, gx, gh, h_prev, h_new, c, relu: _gru_units(u0, u1, gx, gh, h_prev, h_new, c,
+                                                                               relu)
+    return lambda cell, u0, u1, gx, gh, h_prev, h_new, c, relu: _rnn_units(u0, u1, gx, gh, h_prev, h_new, c, relu)
+
+
+@kernel
+def _layer_slot(cell, relu, model, layer, index, u0, u1, h_in, h_out, c, gx, gh, v, vq):
+    """Units u0:u1 of one layer for input ``index``: their G gate rows each (the bias, plus the table row
+    x0[index] at layer 0, plus the product w @ [x; h_in[layer]], x = h_out[layer - 1]), then their unit
+    math (``_units``) into h_out[layer] (and c[layer]). h_in, h_out (L, H): the state before and after
+    this input; gx, gh (G*H,): the gate rows, shared by the workers (the GRU's n rows in halves: the input
+    part in gx, the recurrent part in gh, whose r, z rows hold b_hh: ``_gru_unit``'s b_r, b_z); v, vq:
+    this worker's work vector and its rounding (each worker rounds the vector itself)."""
+    x0, w0, s0, w, s, b_ih, b_hh = model[:7]
+    H = h_in.shape[1]
+    G = gx.shape[0] // H
     if layer == 0:
-        for j in range(gates.shape[0]):
-            gates[j] = b[0, j] + x0[index, j]
-        return w0, s0, h[0, :0]
-    gates[:] = b[layer]
-    return w[layer - 1], s[layer - 1], h[layer - 1]
-
-
-@inner_kernel
-def _lstm_step(x0, w0, s0, w, s, b, h, c, index, gates, v, vq):
-    """Feed one input index through every layer; h, c (L, H) updated in place."""
-    L, H = h.shape
-    for layer in range(L):
-        matrix, scales, x = _layer_inputs(x0, w0, s0, w, s, b, h, layer, index, gates)
-        _gates(matrix, scales, x, h[layer], v, vq, gates, gates, 4 * H)
-        hl, cl = h[layer], c[layer]
-        for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
-            _, _, _, _, cj, hj = _lstm_unit(vload(gates, j), vload(gates, H + j), vload(gates, 2 * H + j),
-                                            vload(gates, 3 * H + j), vload(cl, j))
-            vstore(cl, j, cj)
-            vstore(hl, j, hj)
-        for j in range(H - H % LANES, H):                # the rest, one at a time
-            _, _, _, _, cl[j], hl[j] = _lstm_unit(gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], cl[j])
+        matrix, scales, Kx = w0, s0, 0
+    else:
+        matrix, scales, Kx = w[layer - 1], s[layer - 1], H
+        _fill(v, h_out[layer - 1], h_out[layer - 1], False, 0, H)
+    _fill(v[Kx:], h_in[layer], h_in[layer], False, 0, H)
+    vector = v[:Kx + H]
+    step = _rounded_input(matrix, vector, vq)
+    for gate in range(G):
+        begin, end = gate * H + u0, gate * H + u1
+        _fill(gx, b_ih[layer], x0[index], layer == 0, begin, end)
+        if cell == GRU:
+            _fill(gh, b_hh[layer], b_hh[layer], False, begin, end)
+        _layer_rows(matrix, scales, vector, vq, step, gx, gh, 2 * H if cell == GRU else G * H, Kx, begin, end)
+    _units(cell, u0, u1, gx, gh, h_in[layer], h_out[layer], c[layer], relu)
 
 
 @kernel
-def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k,
-                  top_p, out):
+def _head_slots(model, workers):
+    """How many workers share the head's product: all of them from PARALLEL_MIN weights on, else one."""
+    return workers if model[7].size >= PARALLEL_MIN else 1
+
+
+@kernel
+def _slot(kind, slot, workers, layer, index, n, parity, cell, relu, model, state, draw, v, vq):
+    """One worker's share of a phase. FEED: units ``_block(slot)`` of ``layer`` for ``index``, from state
+    h2[parity] to h2[1 - parity]. HEAD: rows ``_block(slot)`` of the logits from the top layer's h (and
+    the draw of out[n] too, by slot 0, when the head is not shared). DRAW: out[n], by slot 0."""
+    h2, c, gx, gh, logits, p = state
+    if kind == FEED:
+        u0, u1 = _block(slot, workers, h2.shape[2])
+        if u0 < u1:
+            _layer_slot(cell, relu, model, layer, index, u0, u1, h2[parity], h2[1 - parity], c, gx, gh, v, vq)
+        return
+    uniforms, temperature, top_k, top_p = draw[:4]
+    head_slots = _head_slots(model, workers)
+    if kind == HEAD and slot < head_slots:
+        w_out, s_out, b_out = model[7:]
+        h_top = h2[parity][-1]
+        H = h_top.shape[0]
+        r0, r1 = _block(slot, head_slots, logits.shape[0])
+        _fill(logits, b_out, b_out, False, r0, r1)
+        _fill(v, h_top, h_top, False, 0, H)
+        step = _rounded_input(w_out, v[:H], vq)
+        _rows(w_out, s_out, v[:H], vq, step, logits, r0, r1, 0, H)
+    if slot == 0 and (kind == DRAW or head_slots == 1):
+        # draw[4][n], not a name unpacked from draw: Numba 0.68 dropped the store to that as dead
+        draw[4][n] = _sample_index(logits, uniforms[n], temperature, top_k, top_p, p)
+
+
+@kernel
+def _phase(g, me, workers, sync, kind, layer, index, n, parity, cell, relu, model, state, draw, v, vq):
+    """Phase g of the run, for worker ``me``: claim and do its own slot, then wait until every slot of the
+    phase is done. While it waits it does any slot still unclaimed whose owner has not started yet
+    (its ``arrived`` counter is 0), or that has waited STEAL_AFTER spins (an owner the OS put to sleep),
+    so no worker ever waits for one that is not running: a claimed slot is being done by a running
+    thread. (One call of ``_slot``: Numba's compile time grows with each.)"""
+    arrived = CLAIMED + LINE * workers
+    slot, spins = np.int64(me), 0
+    mine = atomic_cas(sync, CLAIMED + LINE * me, g, g + 1)
+    while True:
+        if mine:
+            _slot(kind, slot, workers, layer, index, n, parity, cell, relu, model, state, draw, v, vq)
+            atomic_add(sync, DONE, 1)
+            mine = False
+        if atomic_load(sync, DONE) >= (g + 1) * workers:
+            return
+        spin_pause()
+        spins += 1
+        for k in range(workers):
+            late = spins >= STEAL_AFTER or atomic_load(sync, arrived + LINE * k) == 0
+            if late and atomic_load(sync, CLAIMED + LINE * k) == g and atomic_cas(sync, CLAIMED + LINE * k, g, g + 1):
+                slot, mine = np.int64(k), True
+                break
+
+
+@kernel
+def _worker(me, workers, sync, cell, relu, model, state, prime, draw):
+    """Worker ``me`` of ``workers``: walks every phase of the run in order, doing its slots (``_phase``):
+    each index of prime fed through the L layers (FEED), then for each character the head (HEAD), the
+    draw when the head is shared (DRAW), and but after the last the feed of the drawn index. Returns the
+    parity of the state buffer h2 that holds the final h."""
+    h2, out = state[0], draw[4]
+    L = h2.shape[1]
+    v, vq = _work_buffers(h2[0])
+    atomic_add(sync, CLAIMED + LINE * workers + LINE * me, 1)       # arrived
+    sample_phases = 1 if _head_slots(model, workers) == 1 else 2    # HEAD (with the draw), or HEAD, DRAW
+    g, parity, n, index = 0, 0, 0, prime[0]
+    P, N = prime.shape[0], out.shape[0]
+    for step in range(P + N):
+        sampling = step >= P
+        n = step - P if sampling else 0
+        heads = sample_phases if sampling else 0
+        feeds = L if not sampling or step < P + N - 1 else 0
+        for q in range(heads + feeds):
+            layer = q - heads
+            kind = HEAD + q if layer < 0 else FEED
+            if layer == 0:
+                index = out[n] if sampling else prime[step]
+            _phase(g, me, workers, sync, kind, layer, index, n, parity, cell, relu, model, state, draw, v, vq)
+            g += 1
+        if feeds:
+            parity = 1 - parity
+    return parity
+
+
+def _workers(w0, w, w_out) -> int:
+    """One worker per thread (``numba.get_num_threads()``) when some product of the model has
+    PARALLEL_MIN weights, else one. (Asked here, in Python: a kernel that asks is not cached.)"""
+    largest = max(w0.size, w[0].size if len(w) else 0, w_out.size)
+    return numba.get_num_threads() if largest >= PARALLEL_MIN else 1
+
+
+@kernel
+def _shared_state(model, h, c, gates, workers):
+    """(sync, state) for a run of ``workers``: sync the counters of ``_phase`` (zeros), state = (h2, c,
+    gx, gh, logits, p): h2 (2, L, H) the state before and after an input (h2[0] = h), c (L, H) or (L, 0),
+    the gate rows gx, gh (gates,) and the head's logits and probabilities (V,)."""
+    L, H = h.shape
+    h2 = aligned_empty((2, L, H), h.dtype)
+    h2[0] = h
+    V = model[7].shape[0]
+    state = (h2, c, aligned_empty((gates,), h.dtype), aligned_empty((gates,), h.dtype),
+             aligned_empty((V,), h.dtype), aligned_empty((V,), h.dtype))
+    sync = aligned_empty((LINE * (1 + 2 * workers),), np.int64)   # whole cache lines: shared with no other data
+    sync[:] = 0
+    return sync, state
+
+
+@parallel_kernel
+def _run(cell, relu, model, h, c, prime, uniforms, temperature, top_k, top_p, out, workers):
+    """One sampling call of ``workers`` workers, one a thread (the arguments: the module docstring's;
+    model = (x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out), c (L, 0) but for an LSTM). Compiled
+    once per cell (``literally``: ``_units`` picks the cell's unit math when compiling)."""
+    literally(cell)
+    sync, state = _shared_state(model, h, c, model[1].shape[0], workers)
+    parity = np.zeros(workers, np.int64)
+    for me in prange(workers):
+        parity[me] = _worker(me, workers, sync, cell, relu, model, state, prime,
+                             (uniforms, temperature, top_k, top_p, out))
+    h[:] = state[0][parity[0]]
+
+
+def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k, top_p,
+                  out):
     """Batch-1 LSTM sampling (see the module docstring). Fills out (N,) int64; updates h, c (L, H)."""
-    gates = aligned_empty((w0.shape[0],), h.dtype)
-    logits = aligned_empty((w_out.shape[0],), h.dtype)
-    p = aligned_empty((w_out.shape[0],), h.dtype)
-    v, vq = _work_buffers(h)
-    for index in prime:
-        _lstm_step(x0, w0, s0, w, s, b, h, c, index, gates, v, vq)
-    for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, s_out, b_out, h[-1], v, vq, uniforms[n], temperature, top_k, top_p, logits, p)
-        if n + 1 < out.shape[0]:
-            _lstm_step(x0, w0, s0, w, s, b, h, c, out[n], gates, v, vq)
+    _run(LSTM, False, (x0, w0, s0, w, s, b, b, w_out, s_out, b_out), h, c, prime, uniforms, temperature, top_k,
+         top_p, out, _workers(w0, w, w_out))
 
 
-@inner_kernel
-def _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq):
-    L, H = h.shape
-    one = h.dtype.type(1)
-    for layer in range(L):
-        matrix, scales, x = _layer_inputs(x0, w0, s0, w, s, b_ih, h, layer, index, gi)
-        gh[:] = b_hh[layer]   # the r, z rows of gh keep b_hh (their products go to gi): the b_r, b_z of _gru_unit
-        _gates(matrix, scales, x, h[layer], v, vq, gi, gh, 2 * H)
-        hl = h[layer]
-        for j in range(0, H - H % LANES, LANES):         # 16 units at a time (SIMD vectors)
-            _, _, _, hj = _gru_unit(vload(gi, j), vload(gi, H + j), vload(gh, j), vload(gh, H + j),
-                                    vload(gi, 2 * H + j), vload(gh, 2 * H + j), vload(hl, j), one)
-            vstore(hl, j, hj)
-        for j in range(H - H % LANES, H):                # the rest, one at a time
-            _, _, _, hl[j] = _gru_unit(gi[j], gi[H + j], gh[j], gh[H + j], gi[2 * H + j], gh[2 * H + j], hl[j], one)
-
-
-@kernel
-def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature,
-                 top_k, top_p, out):
-    """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    gi = aligned_empty((w0.shape[0],), h.dtype)
-    gh = aligned_empty((w0.shape[0],), h.dtype)
-    logits = aligned_empty((w_out.shape[0],), h.dtype)
-    p = aligned_empty((w_out.shape[0],), h.dtype)
-    v, vq = _work_buffers(h)
-    for index in prime:
-        _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, index, gi, gh, v, vq)
-    for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, s_out, b_out, h[-1], v, vq, uniforms[n], temperature, top_k, top_p, logits, p)
-        if n + 1 < out.shape[0]:
-            _gru_step(x0, w0, s0, w, s, b_ih, b_hh, h, out[n], gi, gh, v, vq)
-
-
-@inner_kernel
-def _rnn_step(x0, w0, s0, w, s, b, relu, h, index, pre, v, vq):
-    L, H = h.shape
-    zero = h.dtype.type(0)
-    for layer in range(L):
-        matrix, scales, x = _layer_inputs(x0, w0, s0, w, s, b, h, layer, index, pre)
-        _gates(matrix, scales, x, h[layer], v, vq, pre, pre, H)
-        for j in range(H):
-            h[layer, j] = max(pre[j], zero) if relu else tanh(pre[j])
-
-
-@kernel
-def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
+def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
                  top_p, out):
+    """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
+    _run(GRU, False, (x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out), h, np.empty((h.shape[0], 0), h.dtype),
+         prime, uniforms, temperature, top_k, top_p, out, _workers(w0, w, w_out))
+
+
+def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p,
+                 out):
     """Batch-1 RNN sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    pre = aligned_empty((w0.shape[0],), h.dtype)
-    logits = aligned_empty((w_out.shape[0],), h.dtype)
-    p = aligned_empty((w_out.shape[0],), h.dtype)
-    v, vq = _work_buffers(h)
-    for index in prime:
-        _rnn_step(x0, w0, s0, w, s, b, relu, h, index, pre, v, vq)
-    for n in range(out.shape[0]):
-        out[n] = _head_sample(w_out, s_out, b_out, h[-1], v, vq, uniforms[n], temperature, top_k, top_p, logits, p)
-        if n + 1 < out.shape[0]:
-            _rnn_step(x0, w0, s0, w, s, b, relu, h, out[n], pre, v, vq)
+    _run(RNN, bool(relu), (x0, w0, s0, w, s, b, b, w_out, s_out, b_out), h, np.empty((h.shape[0], 0), h.dtype),
+         prime, uniforms, temperature, top_k, top_p, out, _workers(w0, w, w_out))

@@ -206,7 +206,7 @@ def test_workers_that_never_run_at_once_still_finish_the_run():
     @numba.njit
     def one_after_another(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, out):
         model = (x0, w0, s0, w, s, b, b, w_out, s_out, b_out)
-        sync, state = G._shared_state(model, h, c, w0.shape[0], 2)
+        sync, state, _ = G._shared_state(model, h, c, 2)
         draw = (uniforms, 1.0, 0, 1.0, out)
         first = G._worker(0, 2, sync, lstm, False, model, state, prime, draw)
         second = G._worker(1, 2, sync, lstm, False, model, state, prime, draw)

@@ -65,7 +65,7 @@ compiling).
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import literally, types
+from numba import types
 from numba.extending import intrinsic, overload
 
 from ..jit import kernel, parallel_kernel, prange
@@ -571,51 +571,66 @@ def _workers(w0, w, w_out) -> int:
 
 
 @kernel
-def _shared_state(model, h, c, gates, workers):
-    """(sync, state) for a run of ``workers``: sync the counters of ``_phase`` (zeros), state = (h2, c,
-    gx, gh, logits, p): h2 (2, L, H) the state before and after an input (h2[0] = h), c (L, H) or (L, 0),
-    the gate rows gx, gh (gates,) and the head's logits and probabilities (V,)."""
+def _shared_state(model, h, c, workers):
+    """(sync, state, parity) for a run of ``workers``: sync the counters of ``_phase`` (zeros); state =
+    (h2, c, gx, gh, logits, p): h2 (2, L, H) the state before and after an input (h2[0] = h), c (L, H) or
+    (L, 0), the gate rows gx, gh (G*H,) and the head's logits and probabilities (V,); parity (workers,)
+    for what each ``_worker`` returns."""
     L, H = h.shape
     h2 = aligned_empty((2, L, H), h.dtype)
     h2[0] = h
-    V = model[7].shape[0]
+    gates, V = model[1].shape[0], model[7].shape[0]
     state = (h2, c, aligned_empty((gates,), h.dtype), aligned_empty((gates,), h.dtype),
              aligned_empty((V,), h.dtype), aligned_empty((V,), h.dtype))
     sync = aligned_empty((LINE * (1 + 2 * workers),), np.int64)   # whole cache lines: shared with no other data
     sync[:] = 0
-    return sync, state
+    return sync, state, np.zeros(workers, np.int64)
+
+
+# One entry point a cell, each with its cell as a constant (``_units`` compiles that cell's math only;
+# a cell passed from Python with ``numba.literally`` cost ~7 ms of dispatch a call). model = (x0, w0,
+# s0, w, s, b_ih, b_hh, w_out, s_out, b_out); draw = (uniforms, temperature, top_k, top_p, out).
+
+@parallel_kernel
+def _lstm_run(model, h, c, prime, draw, workers):
+    sync, state, parity = _shared_state(model, h, c, workers)
+    for me in prange(workers):
+        parity[me] = _worker(me, workers, sync, LSTM, False, model, state, prime, draw)
+    h[:] = state[0][parity[0]]
 
 
 @parallel_kernel
-def _run(cell, relu, model, h, c, prime, uniforms, temperature, top_k, top_p, out, workers):
-    """One sampling call of ``workers`` workers, one a thread (the arguments: the module docstring's;
-    model = (x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out), c (L, 0) but for an LSTM). Compiled
-    once per cell (``literally``: ``_units`` picks the cell's unit math when compiling)."""
-    literally(cell)
-    sync, state = _shared_state(model, h, c, model[1].shape[0], workers)
-    parity = np.zeros(workers, np.int64)
+def _gru_run(model, h, prime, draw, workers):
+    sync, state, parity = _shared_state(model, h, np.empty((h.shape[0], 0), h.dtype), workers)
     for me in prange(workers):
-        parity[me] = _worker(me, workers, sync, cell, relu, model, state, prime,
-                             (uniforms, temperature, top_k, top_p, out))
+        parity[me] = _worker(me, workers, sync, GRU, False, model, state, prime, draw)
+    h[:] = state[0][parity[0]]
+
+
+@parallel_kernel
+def _rnn_run(model, relu, h, prime, draw, workers):
+    sync, state, parity = _shared_state(model, h, np.empty((h.shape[0], 0), h.dtype), workers)
+    for me in prange(workers):
+        parity[me] = _worker(me, workers, sync, RNN, relu, model, state, prime, draw)
     h[:] = state[0][parity[0]]
 
 
 def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k, top_p,
                   out):
     """Batch-1 LSTM sampling (see the module docstring). Fills out (N,) int64; updates h, c (L, H)."""
-    _run(LSTM, False, (x0, w0, s0, w, s, b, b, w_out, s_out, b_out), h, c, prime, uniforms, temperature, top_k,
-         top_p, out, _workers(w0, w, w_out))
+    _lstm_run((x0, w0, s0, w, s, b, b, w_out, s_out, b_out), h, c, prime, (uniforms, temperature, top_k, top_p, out),
+              _workers(w0, w, w_out))
 
 
 def gru_generate(x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k,
                  top_p, out):
     """Batch-1 GRU sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    _run(GRU, False, (x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out), h, np.empty((h.shape[0], 0), h.dtype),
-         prime, uniforms, temperature, top_k, top_p, out, _workers(w0, w, w_out))
+    _gru_run((x0, w0, s0, w, s, b_ih, b_hh, w_out, s_out, b_out), h, prime, (uniforms, temperature, top_k, top_p, out),
+             _workers(w0, w, w_out))
 
 
 def rnn_generate(x0, w0, s0, w, s, b, relu, w_out, s_out, b_out, h, prime, uniforms, temperature, top_k, top_p,
                  out):
     """Batch-1 RNN sampling (see the module docstring). Fills out (N,) int64; updates h (L, H)."""
-    _run(RNN, bool(relu), (x0, w0, s0, w, s, b, b, w_out, s_out, b_out), h, np.empty((h.shape[0], 0), h.dtype),
-         prime, uniforms, temperature, top_k, top_p, out, _workers(w0, w, w_out))
+    _rnn_run((x0, w0, s0, w, s, b, b, w_out, s_out, b_out), bool(relu), h, prime,
+             (uniforms, temperature, top_k, top_p, out), _workers(w0, w, w_out))

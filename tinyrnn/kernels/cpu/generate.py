@@ -346,7 +346,8 @@ def _sample_index(logits, u, temperature, top_k, top_p, p):
 LSTM, GRU, RNN = 0, 1, 2     # the cell a worker runs
 FEED, HEAD, DRAW = 0, 1, 2   # the kinds of phase
 LINE = 8                     # int64s a cache line: each counter of ``sync`` on a line of its own
-DONE, CLAIMED = 0, LINE      # sync[DONE]: slots done; sync[CLAIMED + LINE*k]: phases slot k was claimed for
+DONE, CLAIMED = 0, LINE      # sync[DONE]: slots done; sync[CLAIMED + LINE*k]: phases slot k was claimed for;
+                             # sync[CLAIMED + LINE*(workers + k)]: 1 once worker k has started
 STEAL_AFTER = 1 << 12        # spins a worker waits for a present worker's slot before doing it itself
 
 
@@ -537,14 +538,14 @@ def _phase(g, me, workers, sync, kind, layer, index, n, parity, cell, relu, mode
 def _worker(me, workers, sync, cell, relu, model, state, prime, draw):
     """Worker ``me`` of ``workers``: walks every phase of the run in order, doing its slots (``_phase``):
     each index of prime fed through the L layers (FEED), then for each character the head (HEAD), the
-    draw when the head is shared (DRAW), and but after the last the feed of the drawn index. Returns the
-    parity of the state buffer h2 that holds the final h."""
+    draw when the head is shared (DRAW), and the feed of the drawn index (not after the last). Returns
+    the parity of the state buffer h2 that holds the final h."""
     h2, out = state[0], draw[4]
     L = h2.shape[1]
     v, vq = _work_buffers(h2[0])
     atomic_add(sync, CLAIMED + LINE * workers + LINE * me, 1)       # arrived
     sample_phases = 1 if _head_slots(model, workers) == 1 else 2    # HEAD (with the draw), or HEAD, DRAW
-    g, parity, n, index = 0, 0, 0, prime[0]
+    g, parity, n, index = 0, 0, 0, 0        # index: set at each layer 0, before use
     P, N = prime.shape[0], out.shape[0]
     for step in range(P + N):
         sampling = step >= P

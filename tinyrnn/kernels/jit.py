@@ -26,6 +26,15 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 OPTIONS = dict(cache=True, error_model="numpy", fastmath=FASTMATH, nogil=True)
 
 
+# The options of an ``@overload``'s implementation (the SIMD operators, tanh, sigmoid, exp): Numba
+# compiles it as a function of its own, once per argument types and process, and LLVM inlines it
+# into the kernel; with the kernels' arithmetic flags its instructions are the ones the kernel would
+# have. (``inline="always"`` instead inlines it in Numba's IR, where each call site types the body
+# again, nested operators and all: compiling the 16-lane LSTM unit took 8.7 s that way, 0.9 s this
+# way, with the same machine code; BENCHMARKS.md.)
+OVERLOAD_OPTIONS = dict(error_model="numpy", fastmath=FASTMATH)
+
+
 def kernel(fn):
     """A single-threaded compiled kernel (also callable from other kernels)."""
     return numba.njit(**OPTIONS)(fn)

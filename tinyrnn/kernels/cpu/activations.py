@@ -33,7 +33,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ..jit import kernel
+from ..jit import OVERLOAD_OPTIONS, kernel
 from .simd import LANES, Vec, vget, vset
 
 # tanh(x) ~= x * (1 + P1 s + P2 s^2 + P3 s^3 + P4 s^4) / (1 + Q1 s + ... + Q4 s^4), s = x^2
@@ -67,7 +67,7 @@ def _is_float32(x):
     return isinstance(x, types.Float) and x.bitwidth == 32
 
 
-@overload(tanh, inline="always")
+@overload(tanh, jit_options=OVERLOAD_OPTIONS)
 def _tanh_overload(x):
     if _is_float32(x):
         one, clamp = np.float32(1.0), np.float32(_CLAMP)
@@ -88,7 +88,7 @@ def _tanh_overload(x):
         return lambda x: _tanh_lanes(x)
 
 
-@overload(sigmoid, inline="always")
+@overload(sigmoid, jit_options=OVERLOAD_OPTIONS)
 def _sigmoid_overload(x):
     if _is_float32(x):
         half = np.float32(0.5)
@@ -100,7 +100,7 @@ def _sigmoid_overload(x):
 
 
 
-@overload(exp, inline="always")
+@overload(exp, jit_options=OVERLOAD_OPTIONS)
 def _exp_overload(x):
     if _is_float32(x) and isinstance(x, types.Float):
         lo, scale = np.float64(_EXP_LO), np.float64(1.0 / 128.0)
@@ -126,8 +126,7 @@ def _exp_overload(x):
         return lambda x: math.exp(x)
 
 
-# float64 vectors: the exact scalar formulas, lane by lane (functions of their own, called from
-# the inlined overloads above: a loop inlined at Numba's IR level draws warnings)
+# float64 vectors: the exact scalar formulas, lane by lane
 @kernel
 def _tanh_lanes(x):
     out = x

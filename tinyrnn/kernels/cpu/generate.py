@@ -545,7 +545,8 @@ def _worker(me, workers, sync, cell, relu, model, state, prime, draw):
     v, vq = _work_buffers(h2[0])
     atomic_add(sync, CLAIMED + LINE * workers + LINE * me, 1)       # arrived
     sample_phases = 1 if _head_slots(model, workers) == 1 else 2    # HEAD (with the draw), or HEAD, DRAW
-    g, parity, n, index = 0, 0, 0, 0        # index: set at each layer 0, before use
+    # g and parity int64 from the start: with a constant 0 Numba also compiles _phase for Literal[int](0)
+    g, parity, n, index = np.int64(0), np.int64(0), 0, 0        # index: set at each layer 0, before use
     P, N = prime.shape[0], out.shape[0]
     for step in range(P + N):
         sampling = step >= P
@@ -572,6 +573,13 @@ def _workers(w0, w, w_out) -> int:
 
 
 @kernel
+def _copy_state(out, h):
+    """out[:] = h, (L, H) both (a loop of ``_fill``: Numba's slice assignment takes ~1 s to compile)."""
+    for layer in range(h.shape[0]):
+        _fill(out[layer], h[layer], h[layer], False, 0, h.shape[1])
+
+
+@kernel
 def _shared_state(model, h, c, workers):
     """(sync, state, parity) for a run of ``workers``: sync the counters of ``_phase`` (zeros); state =
     (h2, c, gx, gh, logits, p): h2 (2, L, H) the state before and after an input (h2[0] = h), c (L, H) or
@@ -579,41 +587,44 @@ def _shared_state(model, h, c, workers):
     for what each ``_worker`` returns."""
     L, H = h.shape
     h2 = aligned_empty((2, L, H), h.dtype)
-    h2[0] = h
+    _copy_state(h2[0], h)
     gates, V = model[1].shape[0], model[7].shape[0]
     state = (h2, c, aligned_empty((gates,), h.dtype), aligned_empty((gates,), h.dtype),
              aligned_empty((V,), h.dtype), aligned_empty((V,), h.dtype))
     sync = aligned_empty((LINE * (1 + 2 * workers),), np.int64)   # whole cache lines: shared with no other data
-    sync[:] = 0
+    for i in range(sync.shape[0]):
+        sync[i] = 0
     return sync, state, np.zeros(workers, np.int64)
 
 
 # One entry point a cell, each with its cell as a constant (``_units`` compiles that cell's math only;
 # a cell passed from Python with ``numba.literally`` cost ~7 ms of dispatch a call). model = (x0, w0,
 # s0, w, s, b_ih, b_hh, w_out, s_out, b_out); draw = (uniforms, temperature, top_k, top_p, out).
+# ``np.int64(me)``: prange's index is an int64 where Numba types the kernel and a uint64 in the
+# region's own function, and each would compile _worker and all below it (3 s more) by itself.
 
 @parallel_kernel
 def _lstm_run(model, h, c, prime, draw, workers):
     sync, state, parity = _shared_state(model, h, c, workers)
     for me in prange(workers):
-        parity[me] = _worker(me, workers, sync, LSTM, False, model, state, prime, draw)
-    h[:] = state[0][parity[0]]
+        parity[me] = _worker(np.int64(me), workers, sync, LSTM, False, model, state, prime, draw)
+    _copy_state(h, state[0][parity[0]])
 
 
 @parallel_kernel
 def _gru_run(model, h, prime, draw, workers):
     sync, state, parity = _shared_state(model, h, np.empty((h.shape[0], 0), h.dtype), workers)
     for me in prange(workers):
-        parity[me] = _worker(me, workers, sync, GRU, False, model, state, prime, draw)
-    h[:] = state[0][parity[0]]
+        parity[me] = _worker(np.int64(me), workers, sync, GRU, False, model, state, prime, draw)
+    _copy_state(h, state[0][parity[0]])
 
 
 @parallel_kernel
 def _rnn_run(model, relu, h, prime, draw, workers):
     sync, state, parity = _shared_state(model, h, np.empty((h.shape[0], 0), h.dtype), workers)
     for me in prange(workers):
-        parity[me] = _worker(me, workers, sync, RNN, relu, model, state, prime, draw)
-    h[:] = state[0][parity[0]]
+        parity[me] = _worker(np.int64(me), workers, sync, RNN, relu, model, state, prime, draw)
+    _copy_state(h, state[0][parity[0]])
 
 
 def lstm_generate(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, temperature, top_k, top_p,

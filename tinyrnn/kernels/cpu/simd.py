@@ -41,7 +41,8 @@ LLVM lowers the vector operations for whatever CPU the kernel is compiled for (N
 for the host), so the code is portable; only the speed depends on the register file.
 
 The operations are Numba ``@intrinsic``s: they are typed in Python and emit a few lines of LLVM IR
-each, inlined into the calling kernel, and cached with it (``cache=True``). Nothing checks bounds:
+each, inlined into the calling kernel, and cached with it (``cache=True``); the operators are
+``@overload``s of them (small functions LLVM inlines: ``jit.OVERLOAD_OPTIONS``). Nothing checks bounds:
 like the rest of the kernels, the caller guarantees ``0 <= i`` and ``i + LANES <= len(a)``.
 """
 import operator
@@ -51,6 +52,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
+from ..jit import OVERLOAD_OPTIONS
 from ..isa import bf16_products, byte_products, simd_level
 
 LANES = 16
@@ -243,7 +245,7 @@ def _is_scalar(x):
 
 def _overload_binary(op, vector_op):
     """op(a, b) for Vec op Vec, Vec op scalar and scalar op Vec (the scalar is broadcast)."""
-    @overload(op, inline="always")
+    @overload(op, jit_options=OVERLOAD_OPTIONS)
     def _impl(a, b):
         if isinstance(a, Vec) and a == b:
             return lambda a, b: vector_op(a, b)
@@ -260,7 +262,7 @@ for _op, _vector_op in ((operator.add, vadd), (operator.sub, vsub), (operator.mu
     _overload_binary(_op, _vector_op)
 
 
-@overload(operator.neg, inline="always")
+@overload(operator.neg, jit_options=OVERLOAD_OPTIONS)
 def _neg(a):
     if isinstance(a, Vec):
         dt = a.dtype

@@ -20,7 +20,7 @@ for Haswell and PyTorch held to AVX2 (``configs.AVX2_BUILD``), so one machine wi
 both tables: its own, and what an AVX2 laptop of the same clock would see.
 
 The package, one module per idea: ``configs`` (the models, FLOPs per char), ``training``
-(one timed training step, the matmul peak), ``sampling``, ``startup`` (``--help``, first step,
+(one timed training step, the matmul peak), ``sampling``, ``startup`` (``--help``, first step, first sample,
 peak RSS), ``tagger`` (the tagger's training, predict and ``tag predict`` tokens/s, issue 11),
 ``workers`` (every measurement in a fresh process) and ``main`` below. The
 micro-benchmarks of single kernels run on their own, their results in ``benchmarks/``::
@@ -36,7 +36,7 @@ import json
 import os
 
 from .configs import AVX2_BUILD, CONFIGS, default_steps, median, thread_env, train_flops_per_char
-from .startup import first_step_time, help_time, peak_rss_mb
+from .startup import first_sample_time, first_step_time, help_time, peak_rss_mb
 from .training import matmul_peak_gflops
 from .workers import run_worker
 
@@ -176,7 +176,8 @@ def sampling_rows(args, have_torch) -> dict:
 
 
 def startup_rows(args, have_torch, results):
-    """--help time, time to the first training step (warm and cold JIT cache), peak memory."""
+    """--help time, time to the first training step and to the first sampled characters (warm and cold
+    JIT cache), peak memory."""
     if "help" not in args.skip:
         results["help_seconds"] = t = help_time()
         print(f"tinyrnn --help: {t:.3f} s (median of 5)")
@@ -185,10 +186,16 @@ def startup_rows(args, have_torch, results):
 
         with tempfile.TemporaryDirectory() as cold:
             cold_t = first_step_time(cold)
+            cold_sample_t = first_sample_time(cold)     # after training's kernels, as a user meets it
         first_step_time(None)  # make sure the default cache is filled
         warm_t = median([first_step_time(None) for _ in range(3)])
         print(f"time to first training step (b): warm JIT cache {warm_t:.2f} s, cold cache {cold_t:.2f} s")
+        first_sample_time(None)
+        warm_sample_t = median([first_sample_time(None) for _ in range(3)])
+        print(f"time to first sampled characters (b, bf16): warm JIT cache {warm_sample_t:.2f} s, "
+              f"after a cold first step {cold_sample_t:.2f} s")
         results["first_step"] = dict(warm=warm_t, cold=cold_t)
+        results["first_sample"] = dict(warm=warm_sample_t, after_cold_step=cold_sample_t)
     if "rss" not in args.skip:
         ours = peak_rss_mb("tinyrnn", args.threads)
         theirs = peak_rss_mb("torch", args.threads) if have_torch else float("nan")

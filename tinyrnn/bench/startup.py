@@ -1,5 +1,5 @@
 """Start-up and memory, each measured in a fresh process: ``tinyrnn --help``, the first training
-step (warm and cold JIT cache), peak RSS."""
+step and the first sampled characters (warm and cold JIT cache), peak RSS."""
 import os
 import subprocess
 import sys
@@ -30,14 +30,40 @@ print(time.perf_counter() - t0)
 """
 
 
-def first_step_time(cache_dir: str | None) -> float:
-    """Seconds from interpreter start-up to the end of the first training step of config b."""
+_FIRST_SAMPLE = """
+from tinyrnn import manual_seed
+from tinyrnn.bench.configs import CONFIGS, VOCAB
+from tinyrnn.generate import sample_indices
+from tinyrnn.models import CharRNN
+cfg = CONFIGS['b']
+manual_seed(0)
+model = CharRNN(VOCAB, cell=cfg['cell'], hidden=cfg['hidden'], layers=cfg['layers'], embed=cfg['hidden'])
+model.eval()
+for _ in sample_indices(model, [0], 10, seed=0, weights="bf16"):     # as tinyrnn sample
+    pass
+"""
+
+
+def _time_in_fresh_process(script: str, cache_dir: str | None) -> float:
+    """Seconds a fresh interpreter takes to run script, with NUMBA_CACHE_DIR = cache_dir when given."""
     env = dict(os.environ)
     if cache_dir:
         env["NUMBA_CACHE_DIR"] = cache_dir
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _FIRST_STEP], env=env, capture_output=True, check=True)
+    subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=True)
     return time.perf_counter() - t0
+
+
+def first_step_time(cache_dir: str | None) -> float:
+    """Seconds from interpreter start-up to the end of the first training step of config b."""
+    return _time_in_fresh_process(_FIRST_STEP, cache_dir)
+
+
+def first_sample_time(cache_dir: str | None) -> float:
+    """Seconds from interpreter start-up to the first 10 characters sampled from a config b model
+    (bfloat16 weights; with a cold cache, on top of what training compiles: cache_dir should hold a
+    first step's kernels, as after ``tinyrnn train``)."""
+    return _time_in_fresh_process(_FIRST_SAMPLE, cache_dir)
 
 
 _PEAK_RSS = """

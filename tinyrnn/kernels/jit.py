@@ -14,6 +14,14 @@ a hash of all the kernel sources (``__pycache__/tinyrnn-<version>-<hash>/``): an
 upgrade starts from an empty cache, and old keys are deleted. ``NUMBA_CACHE_DIR``, when set,
 wins (then Numba's own per-file check applies).
 
+Constants: Numba compiles a kernel once for each tuple of argument types, and a constant argument
+has a type of its own (``Literal[int](0)``, ``Literal[bool](True)``), so a kernel called with a
+constant in one place and a variable in another compiles twice. That is on purpose where the
+constant is worth compiling for (a flag such as ``add``, the sampler's cell: dead branches are cut,
+and a 0 offset frees a register in the matmul tile's loop). A loop counter that starts at 0 is not:
+Numba types the first call with the counter still a literal 0 and compiles the callee for it too,
+before the loop makes it an int64; such counters start as ``np.int64(0)``.
+
 Importing this module imports numba; nothing in ``tinyrnn`` imports it until a kernel is used.
 """
 import numba

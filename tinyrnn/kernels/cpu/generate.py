@@ -545,7 +545,7 @@ def _worker(me, workers, sync, cell, relu, model, state, prime, draw):
     v, vq = _work_buffers(h2[0])
     atomic_add(sync, CLAIMED + LINE * workers + LINE * me, 1)       # arrived
     sample_phases = 1 if _head_slots(model, workers) == 1 else 2    # HEAD (with the draw), or HEAD, DRAW
-    # g and parity int64 from the start: with a constant 0 Numba also compiles _phase for Literal[int](0)
+    # g and parity int64 from the start, not constants (jit.py): _phase would compile twice
     g, parity, n, index = np.int64(0), np.int64(0), 0, 0        # index: set at each layer 0, before use
     P, N = prime.shape[0], out.shape[0]
     for step in range(P + N):

@@ -760,7 +760,7 @@ def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
     L2 while every 6 or 4 rows of s (``tile_rows``) pass over it. E.g. h_{t-1} @ W_hh.T for 64
     gate columns at one time step."""
     M, K = s.shape
-    r = 0
+    r = np.int64(0)     # not a constant 0: _micro would compile for r0 = Literal[int](0) too (jit.py; 2.5 s)
     while r < M:
         rows = tile_rows(r, M)
         _micro(s, r, M - 1, 0, K, panel, 0, t, init, out, False, r, out_col, min(rows, M - r), n, add)

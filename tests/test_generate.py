@@ -208,9 +208,9 @@ def test_workers_that_never_run_at_once_still_finish_the_run():
         model = (x0, w0, s0, w, s, b, b, w_out, s_out, b_out)
         sync, state, _ = G._shared_state(model, h, c, 2)
         draw = (uniforms, 1.0, 0, 1.0, out)
-        first = G._worker(0, 2, sync, lstm, False, model, state, prime, draw)
-        second = G._worker(1, 2, sync, lstm, False, model, state, prime, draw)
-        h[:] = state[0][first]
+        first = G._worker(np.int64(0), 2, sync, lstm, False, model, state, prime, draw)   # int64: one compile
+        second = G._worker(np.int64(1), 2, sync, lstm, False, model, state, prime, draw)
+        G._copy_state(h, state[0][first])
         return first == second
 
     manual_seed(6)

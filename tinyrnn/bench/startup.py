@@ -31,16 +31,9 @@ print(time.perf_counter() - t0)
 
 
 _FIRST_SAMPLE = """
-from tinyrnn import manual_seed
-from tinyrnn.bench.configs import CONFIGS, VOCAB
-from tinyrnn.generate import sample_indices
-from tinyrnn.models import CharRNN
-cfg = CONFIGS['b']
-manual_seed(0)
-model = CharRNN(VOCAB, cell=cfg['cell'], hidden=cfg['hidden'], layers=cfg['layers'], embed=cfg['hidden'])
-model.eval()
-for _ in sample_indices(model, [0], 10, seed=0, weights="bf16"):     # as tinyrnn sample
-    pass
+from tinyrnn.bench.configs import CONFIGS
+from tinyrnn.bench.sampling import tinyrnn_sampling_rate
+tinyrnn_sampling_rate(CONFIGS['b'], 10, weights='bf16')     # bfloat16 weights, as tinyrnn sample
 """
 
 
@@ -60,9 +53,9 @@ def first_step_time(cache_dir: str | None) -> float:
 
 
 def first_sample_time(cache_dir: str | None) -> float:
-    """Seconds from interpreter start-up to the first 10 characters sampled from a config b model
-    (bfloat16 weights; with a cold cache, on top of what training compiles: cache_dir should hold a
-    first step's kernels, as after ``tinyrnn train``)."""
+    """Seconds from interpreter start-up to the first characters sampled from a config b model (10 to
+    warm up, 10 timed; bfloat16 weights). With a cold cache this is on top of what training compiles:
+    cache_dir should hold a first step's kernels, as after ``tinyrnn train``."""
     return _time_in_fresh_process(_FIRST_SAMPLE, cache_dir)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from tinyrnn import Tensor, nn
 from tinyrnn.kernels import cpu, reference as ref
+from tinyrnn.kernels.cpu import sequence as cpu_sequence
 from test_kernels_recurrent import CELL_OUTPUTS, GATES, SEQUENCE_OUTPUTS, make_sequence_inputs, randn, \
     run_cells, run_sequence
 
@@ -64,19 +65,57 @@ def test_sequence_kernels_threads(threads, kind, relu, dtype):
             np.testing.assert_allclose(got[name], want[name], **TOL[dtype], err_msg=f"{name} {(T, B, H)}")
 
 
-# Fewer unit chunks (64 units) than threads: the batch rows are cut into blocks too (sequence.py,
-# _work_items); ragged batch sizes cross the block boundaries (B = 37: blocks of 20 and 17 rows).
-ROW_SPLIT_CASES = [(6, 37, 21, [37, 30, 21, 20, 19, 3]), (4, 64, 50, [64, 64, 40, 1]), (3, 33, 64, [33, 17, 16])]
+class CutFor:
+    """cpu's sequence kernels with their work cut for n_threads threads, whatever Numba runs with
+    (``sequence._schedule``): so every way of cutting is tested on any machine."""
+
+    def __init__(self, n_threads):
+        self.n_threads = n_threads
+
+    def __getattr__(self, name):
+        compiled = getattr(cpu_sequence, "_" + name)
+        return lambda *args: compiled(*args, self.n_threads)
 
 
+# (T, B, H, batch_sizes), each cut for 1, 2, 3, 8 and 16 threads: one block of rows a thread for
+# the whole sequence when B >= 4 * threads (blocks of equal work, so ragged batch sizes give
+# uneven rows), else a region a step over unit chunks, and over row blocks too when the chunks are
+# fewer than the threads (B = 37, H = 21 at 16: blocks of 20 and 17 rows; B = 9, H = 130 at 3:
+# three chunks, one block).
+SPLIT_CASES = [(6, 37, 21, [37, 30, 21, 20, 19, 3]), (4, 64, 50, [64, 64, 40, 1]), (3, 33, 64, [33, 17, 16]),
+               (5, 9, 130, [9, 9, 5, 2, 1])]
+
+
+@pytest.mark.parametrize("cut_for", [1, 2, 3, 8, 16])
 @pytest.mark.parametrize("kind,relu", [("lstm", False), ("gru", False), ("rnn", False)])
-def test_sequence_kernels_split_rows(threads, kind, relu):
-    for T, B, H, sizes in ROW_SPLIT_CASES:
+def test_sequence_kernels_every_cut(threads, kind, relu, cut_for):
+    for T, B, H, sizes in SPLIT_CASES:
         a = make_sequence_inputs(np.random.default_rng(B * 10 + H), kind, T, B, H, np.float64)
-        got, want = run_sequence(cpu, kind, a, relu, sizes), run_sequence(ref, kind, a, relu, sizes)
+        got, want = run_sequence(CutFor(cut_for), kind, a, relu, sizes), run_sequence(ref, kind, a, relu, sizes)
         for name in SEQUENCE_OUTPUTS[kind]:
             assert not np.isnan(got[name]).any(), (name, T, B, H)
             np.testing.assert_allclose(got[name], want[name], **TOL[np.float64], err_msg=f"{name} {(T, B, H)}")
+
+
+@pytest.mark.parametrize("B,n_blocks", [(32, 2), (37, 2), (8, 8), (64, 3), (100, 16)])
+@pytest.mark.parametrize("lengths", ["full", "ragged"])
+def test_balanced_rows(B, n_blocks, lengths):
+    """Row blocks of the one-region schedule: consecutive, all rows once, none empty, and of about
+    equal work (a row's work: its length + 1), within one row of the ideal."""
+    T = 20
+    if lengths == "full":
+        batch_sizes = np.full(T, B, np.int64)
+    else:   # sorted lengths, longest first, as Steps gives them: 1 .. T steps
+        row_length = np.sort(np.random.default_rng(B).integers(1, T + 1, B))[::-1]
+        batch_sizes = np.array([(row_length > t).sum() for t in range(T)], np.int64)
+    bounds = cpu_sequence._balanced_rows(batch_sizes, B, n_blocks)
+    assert bounds[0] == 0 and bounds[-1] == B and len(bounds) == n_blocks + 1
+    assert (np.diff(bounds) >= 1).all()
+    work = np.array([(batch_sizes > b).sum() + 1 for b in range(B)])
+    per_block = [work[bounds[k]:bounds[k + 1]].sum() for k in range(n_blocks)]
+    assert max(per_block) <= work.sum() / n_blocks + work.max(), per_block
+    if lengths == "full" and B % n_blocks == 0:
+        assert (np.diff(bounds) == B // n_blocks).all()
 
 
 @pytest.mark.parametrize("kind,relu", [("lstm", False), ("gru", False), ("rnn", True)])

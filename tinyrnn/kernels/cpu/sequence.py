@@ -6,20 +6,34 @@ Shapes: ``T`` steps, batch ``B``, hidden ``H``, ``G`` gates (LSTM 4, GRU 3, RNN 
 
 How it is fast
 --------------
-The hidden units are split into chunks of ``CHUNK`` (64) contiguous units, the parallel work items
-(``prange``); when there are fewer chunks than threads (H = 50: one chunk), the batch rows are cut
-into blocks too (``_work_items``: an item is a chunk of units x a block of rows). Every step is ONE
-parallel region, because the thread that owns units ``u0 .. u1`` of rows ``r0 .. r1`` needs,
-within a step, nothing computed by another thread:
+The work of one step is cut into pieces that need nothing computed by another piece in the same
+step: a chunk of ``CHUNK`` (64) contiguous hidden units of a block of batch rows. Each cell's
+step for one piece is one function (``_lstm_forward_step``, ``_lstm_backward_step``, ...):
 
-* Forward: it computes only *its* gate columns of the recurrent matmul,
+* Forward: the piece's gate columns of the recurrent matmul,
   ``acts[:, g*H + j] = xproj + h_{t-1} @ W_hh[g*H + j].T`` for every gate ``g`` (the
   pre-activations, written straight into ``acts_out``), then the gate math in place and ``c_t``,
-  ``h_t`` of its units. No two threads write the same element.
-* Backward: the region of step ``t`` first computes ``dh = dgates_t @ W_hh`` (the gradient w.r.t.
+  ``h_t`` of its units and rows. It reads ``h_{t-1}`` of its rows only.
+* Backward, step ``t`` (``T`` down to 0): first ``dh = dgates_t @ W_hh`` (the gradient w.r.t.
   ``h_{t-1}``) for its units, then the gate gradients of step ``t-1`` for the same units, which
-  need only that ``dh`` and ``dc`` of those units. So the elementwise part of step ``t-1`` is fused
-  into the matmul region of step ``t``: ``T + 1`` regions in all instead of ``2T``.
+  need only that ``dh`` and ``dc``. So the elementwise part of step ``t-1`` is fused with the
+  matmul of step ``t``: ``T + 1`` steps in all instead of ``2T``.
+
+A row's recurrence never reads another row, so how the pieces are shared out (``_schedule``):
+
+* Enough rows (``B >= 4 * threads``, the training batches): the rows are cut into one block a
+  thread (of about equal work: ``_balanced_rows``), and each thread runs its block through every
+  chunk and every step. The whole layer is ONE parallel region, with no barrier between steps,
+  and no cache line of state moves between cores.
+* Few rows: each step is a parallel region over (chunk, row block) items, so the units are what
+  is cut; a barrier ends each step, as step ``t + 1`` needs every unit of ``h_t``.
+
+Measured (Intel Xeon, Sapphire Rapids class, 2 threads, B = 32, H = 128, forward and backward per
+step): one region a step, 33 and 33 us; one region, 19 and 16. Of the forward's 14 us, about 2 were
+the region and its barrier, about 3 reading ``h_{t-1}`` that the other core had just written
+half of, and about 4 the gate math: rows of ``acts`` written in 256-byte pieces interleaved with
+the other thread's, which Intel's prefetchers pulled across cores (the gate math alone, 2 threads:
+9.3 us a step cut by units, 5.1 cut by rows; 1 thread: 7.8). At H = 512, B = 64 both ways take the same.
 
 The recurrent matmul is the matmul's SIMD micro tile (``gemm_panel_block`` in ``matmul.py``:
 6 or 4 batch rows x 64 columns held in registers for the whole ``k`` loop). Its right-hand side is
@@ -28,8 +42,6 @@ packed once per call into 64-column panels (``pack_panels``): the forward multip
 ``W_hh`` itself, one panel per chunk, holding ``W_hh[:, u0:u1]``. The forward's micro tile adds
 ``xproj`` as it stores, so the pre-activations are written once. Packed, each panel's rows are
 contiguous; read in place, rows 1-4 KB apart fell into a few cache sets and ran at half speed.
-At B = 32, H = 256 the forward step takes ~54 us on 2 threads (~310 GFLOP/s counting the matmul
-alone), the backward ~58 us.
 
 The gate math of each cell is written once, for one unit, in ``_lstm_unit`` / ``_gru_unit``
 (and their ``_backward``, in ``cells.py``), and runs here on SIMD vectors (``simd.py``): 16 units per call, loaded
@@ -40,9 +52,9 @@ backward step took 36 us on one core at B = 32, H = 128, and takes 27 with vecto
 cell's one-line math stays a plain loop over slices, which LLVM vectorises.
 
 Variable lengths (``batch_sizes``, see the reference): the recurrent matmul and the gate math of
-step ``t`` run on the row prefix ``:batch_sizes[t]`` (a C-contiguous view; ``gemm_panel_block``
-takes any row count, ragged tiles included); each thread copies the state of its units forward
-for the inactive rows and zeroes their gates (forward) or gate gradients (backward). A full
+step ``t`` run on the active rows ``:batch_sizes[t]`` of a block (a C-contiguous view;
+``gemm_panel_block`` takes any row count, ragged tiles included); each piece copies the state of
+its units forward for its inactive rows and zeroes their gates (forward) or gate gradients (backward). A full
 batch runs the same code with empty loops over inactive rows.
 
 Arrays are C-contiguous, except ``dhs`` (the gradient arriving from above, often a
@@ -62,311 +74,456 @@ from .cells import _gru_unit, _gru_unit_backward, _lstm_unit, _lstm_unit_backwar
 from .matmul import MR, MR_MAX, NR, gemm_panel_block, pack_panels
 from .simd import LANES, vload, vstore
 
-CHUNK = NR      # hidden units per parallel work item (64): one micro tile wide, and 256 bytes of
-                # float32 (two threads never write the same cache line); H = 128 gives 2 items
-CORES = max(2, numba.config.NUMBA_NUM_THREADS)   # work items wanted per step, at least (a constant:
-                # numba.get_num_threads() inside a kernel would make it uncacheable)
+CHUNK = NR      # hidden units per chunk (64): one micro tile wide, and 256 bytes of float32
 
 
 @kernel
-def _work_items(B, H):
-    """(n_chunks, rows, n_items): the parallel work items of a step are (unit chunk, row block)
-    pairs, item = block * n_chunks + chunk. Rows are independent within a step (forward: a row's
-    gates need only its own h_{t-1}; backward: its dh needs only its own gate gradients), so when
-    the chunks alone are fewer than the cores (the tagger's char RNN: H = 50, one chunk) the
-    batch is cut into blocks of ``rows`` (a multiple of MR) as well; otherwise rows = B, one block.
-    Every element is still computed by the same arithmetic: results do not depend on the cut."""
+def _schedule(batch_sizes, B, H, n_threads):
+    """How a layer's work is cut between threads: (n_chunks, bounds, whole, n_items).
+
+    The units are cut into n_chunks chunks of CHUNK, the batch into row blocks, block k holding
+    rows bounds[k] .. bounds[k+1] - 1. A row's recurrence needs nothing from another row, so
+    when every thread can have MR rows or more (B >= MR * n_threads), ``whole`` is True: one block
+    a thread, each runs its rows through every step and every chunk, and the layer is ONE
+    parallel region. The blocks are cut so that their rows' lengths add up to about the same
+    (``_balanced_rows``; equal rows for a full batch). Otherwise (a small batch) each step is a
+    region whose work items are (chunk, block) pairs, item = block * n_chunks + chunk: the units
+    are what is cut, and the rows too when the chunks alone are fewer than the threads (the
+    tagger's char RNN: H = 50, one chunk). Every element is computed by the same arithmetic
+    either way: results do not depend on the cut."""
     n_chunks = (H + CHUNK - 1) // CHUNK
+    if B >= MR * n_threads:
+        return n_chunks, _balanced_rows(batch_sizes, B, n_threads), True, n_threads
     n_blocks = 1
-    if n_chunks < CORES:
-        n_blocks = max(1, min((CORES + n_chunks - 1) // n_chunks, B // (4 * MR)))
+    if n_chunks < n_threads:
+        n_blocks = max(1, min((n_threads + n_chunks - 1) // n_chunks, B // (4 * MR)))
     rows = max(MR, ((B + n_blocks - 1) // n_blocks + MR - 1) // MR * MR)
-    return n_chunks, rows, n_chunks * ((B + rows - 1) // rows)
+    n_blocks = (B + rows - 1) // rows
+    bounds = np.empty(n_blocks + 1, np.int64)
+    for k in range(n_blocks + 1):
+        bounds[k] = min(k * rows, B)
+    return n_chunks, bounds, False, n_chunks * n_blocks
 
 
 @kernel
-def part_of(item, n_chunks):
-    """The unit chunk of a work item (its panel index)."""
-    return item % n_chunks
+def _balanced_rows(batch_sizes, B, n_blocks):
+    """bounds (n_blocks + 1,): rows cut into n_blocks consecutive blocks of about equal work, a
+    row's work being its length (the steps t with batch_sizes[t] > row: the rows are sorted
+    longest first, so equal rows would give the first block the most work). Each block gets at
+    least one row."""
+    ends = np.zeros(B + 1, np.int64)              # ends[n]: steps with exactly n active rows
+    for t in range(batch_sizes.shape[0]):
+        ends[min(max(batch_sizes[t], 0), B)] += 1
+    length = np.empty(B, np.int64)                # length[b]: steps with more than b active rows
+    running = np.int64(0)
+    for b in range(B - 1, -1, -1):
+        running += ends[b + 1]
+        length[b] = running
+    total = np.int64(0)
+    for b in range(B):
+        total += length[b] + 1                    # + 1: a row costs something even when idle
+    bounds = np.empty(n_blocks + 1, np.int64)
+    bounds[0], bounds[n_blocks] = 0, B
+    done, b = np.int64(0), np.int64(0)           # work of rows 0 .. b-1
+    for k in range(1, n_blocks):
+        # block k-1 takes rows until the blocks so far hold k / n_blocks of the work: at least
+        # one row, and it leaves one for each block after it
+        while b < B - (n_blocks - k) and (b == bounds[k - 1] or done * n_blocks < total * k):
+            done += length[b] + 1
+            b += 1
+        bounds[k] = b
+    return bounds
 
 
 @kernel
-def _item(item, n_chunks, rows, B, H):
-    """(u0, u1, r0, r1): the hidden units and the batch rows of one work item."""
-    part = part_of(item, n_chunks)
-    r0 = (item // n_chunks) * rows
-    return part * CHUNK, min(part * CHUNK + CHUNK, H), r0, min(r0 + rows, B)
+def _span(item, n_chunks, bounds, whole):
+    """(c0, c1, r0, r1): the unit chunks c0 .. c1-1 and the rows r0 .. r1-1 of one work item."""
+    if whole:
+        return 0, n_chunks, bounds[item], bounds[item + 1]
+    block, chunk = item // n_chunks, item % n_chunks
+    return chunk, chunk + 1, bounds[block], bounds[block + 1]
+
+
+@kernel
+def _regions(n_steps, whole):
+    """(regions, steps a region): one region running every step, or one region a step."""
+    return (1, n_steps) if whole else (n_steps, 1)
+
+
+@kernel
+def _units(chunk, H):
+    """The hidden units u0 .. u1-1 of a chunk."""
+    return chunk * CHUNK, min(chunk * CHUNK + CHUNK, H)
 
 
 # ---------------------------------------------------------------------------------------- LSTM
 
-@parallel_kernel
 def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out):
     """xproj (T, B, 4H), w_hh (4H, H), h0, c0 (B, H), batch_sizes (T,)
     -> hs_out, cs_out (T+1, B, H), acts_out (T, B, 4H)."""
+    _lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out, numba.get_num_threads())
+
+
+@parallel_kernel
+def _lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out, n_threads):
+    """``lstm_sequence_forward`` on n_threads threads (a value, not Numba's own count read inside: that
+    would make the kernel uncacheable)."""
     T = xproj.shape[0]
     B, H = h0.shape
     hs_out[0, :, :] = h0
     cs_out[0, :, :] = c0
     w = pack_panels(np.ascontiguousarray(w_hh), False, 4)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
-    n_chunks, rows, n_items = _work_items(B, H)
+    n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
     work = np.empty((n_items, MR_MAX * NR), h0.dtype)
-    for t in range(T):
-        h_prev, c_prev, acts, h, c = hs_out[t], cs_out[t], acts_out[t], hs_out[t + 1], cs_out[t + 1]
-        nb = batch_sizes[t]                          # active rows: 0 .. nb-1
+    regions, per_region = _regions(T, whole)
+    for region in range(regions):
         for item in prange(n_items):
-            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
-            n, a1 = u1 - u0, max(r0, min(r1, nb))    # this item's active rows: r0 .. a1-1
-            # acts[:, gate*H + j] = xproj + h_prev @ W_hh[gate*H + j].T: the pre-activations, for now
-            for gate in range(4):
-                gemm_panel_block(h_prev[r0:a1], w[gate, part_of(item, n_chunks)], xproj[t, r0:a1], acts[r0:a1],
-                                 gate * H + u0, n, True, work[item])
-            for b in range(a1, r1):                 # inactive rows keep their state
-                for j in range(u0, u1):
-                    h[b, j] = h_prev[b, j]
-                    c[b, j] = c_prev[b, j]
-                for gate in range(4):
-                    acts[b, gate * H + u0:gate * H + u1] = 0
-            # the gate activations (in place in acts), c and h of this chunk's units
-            v1 = u1 - n % LANES
-            for b in range(r0, a1):
-                a, cp, cn, hn = acts[b], c_prev[b], c[b], h[b]
-                for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
-                    i, f, g, o, cj, hj = _lstm_unit(vload(a, j), vload(a, H + j), vload(a, 2 * H + j),
-                                                    vload(a, 3 * H + j), vload(cp, j))
-                    vstore(a, j, i)
-                    vstore(a, H + j, f)
-                    vstore(a, 2 * H + j, g)
-                    vstore(a, 3 * H + j, o)
-                    vstore(cn, j, cj)
-                    vstore(hn, j, hj)
-                for j in range(v1, u1):             # the rest, one at a time
-                    a[j], a[H + j], a[2 * H + j], a[3 * H + j], cn[j], hn[j] = _lstm_unit(
-                        a[j], a[H + j], a[2 * H + j], a[3 * H + j], cp[j])
+            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            for k in range(per_region):
+                for chunk in range(c0_, c1_):
+                    _lstm_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, batch_sizes,
+                                       hs_out, cs_out, acts_out, work[item])
 
 
-@parallel_kernel
+@kernel
+def _lstm_forward_step(t, chunk, r0, r1, xproj, w, batch_sizes, hs_out, cs_out, acts_out, work):
+    """Step t of rows r0 .. r1-1 for the units of one chunk: their gate pre-activations, the
+    gates, c_t and h_t. Needs h_{t-1} of the same rows (all units), nothing else computed."""
+    H = hs_out.shape[2]
+    u0, u1 = _units(chunk, H)
+    h_prev, c_prev, acts, h, c = hs_out[t], cs_out[t], acts_out[t], hs_out[t + 1], cs_out[t + 1]
+    n, a1 = u1 - u0, max(r0, min(r1, batch_sizes[t]))    # this item's active rows: r0 .. a1-1
+    # acts[:, gate*H + j] = xproj + h_prev @ W_hh[gate*H + j].T: the pre-activations, for now
+    for gate in range(4):
+        gemm_panel_block(h_prev[r0:a1], w[gate, chunk], xproj[t, r0:a1], acts[r0:a1], gate * H + u0, n, True, work)
+    for b in range(a1, r1):                 # inactive rows keep their state
+        for j in range(u0, u1):
+            h[b, j] = h_prev[b, j]
+            c[b, j] = c_prev[b, j]
+        for gate in range(4):
+            acts[b, gate * H + u0:gate * H + u1] = 0
+    # the gate activations (in place in acts), c and h of this chunk's units
+    v1 = u1 - n % LANES
+    for b in range(r0, a1):
+        a, cp, cn, hn = acts[b], c_prev[b], c[b], h[b]
+        for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
+            i, f, g, o, cj, hj = _lstm_unit(vload(a, j), vload(a, H + j), vload(a, 2 * H + j),
+                                            vload(a, 3 * H + j), vload(cp, j))
+            vstore(a, j, i)
+            vstore(a, H + j, f)
+            vstore(a, 2 * H + j, g)
+            vstore(a, 3 * H + j, o)
+            vstore(cn, j, cj)
+            vstore(hn, j, hj)
+        for j in range(v1, u1):             # the rest, one at a time
+            a[j], a[H + j], a[2 * H + j], a[3 * H + j], cn[j], hn[j] = _lstm_unit(
+                a[j], a[H + j], a[2 * H + j], a[3 * H + j], cp[j])
+
+
 def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out, dc0_out):
     """w_hh (4H, H); hs, cs (T+1, B, H); acts (T, B, 4H); dhs (T, B, H); dh_n, dc_n (B, H); batch_sizes (T,)
     -> dgates_out (T, B, 4H), dh0_out, dc0_out (B, H).
 
     dh0_out and dc0_out serve as the running dh, dc (gradients w.r.t. the state after step t)."""
+    _lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out, dc0_out, numba.get_num_threads())
+
+
+@parallel_kernel
+def _lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out, dc0_out, n_threads):
+    """``lstm_sequence_backward`` on n_threads threads (a value, not Numba's own count read inside: that
+    would make the kernel uncacheable)."""
     T = dhs.shape[0]
     B, H = dh_n.shape
-    one = dh_n.dtype.type(1)
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
-    dh, dc = dh0_out, dc0_out
-    dgates2 = dgates_out.reshape(T * B, 4 * H)              # step t's rows: t*B .. t*B + B - 1
-    dh[:, :] = dh_n
-    dc[:, :] = dc_n
-    n_chunks, rows, n_items = _work_items(B, H)
+    dh0_out[:, :] = dh_n
+    dc0_out[:, :] = dc_n
+    n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
     work = np.empty((n_items, MR_MAX * NR), dh_n.dtype)
-    for t in range(T, -1, -1):
-        nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1:
-        ns = batch_sizes[t - 1] if t > 0 else 0      # the others pass dh, dc through unchanged
-        # one parallel region per step: dh w.r.t. h_t, then the gate gradients of step t-1
+    regions, per_region = _regions(T + 1, whole)
+    for region in range(regions):
         for item in prange(n_items):
-            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
-            a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
-            if t < T:       # dh = dgates_t @ W_hh for this chunk's units (dh_n before the first step)
-                gemm_panel_block(dgates2[t * B + r0:t * B + a1], w[0, part_of(item, n_chunks)], dh[r0:a1],
-                                 dh[r0:a1], u0, u1 - u0, False, work[item])
-            if t > 0:       # gate gradients of step s = t-1 for the same units: they need only their dh, dc
-                s, n = t - 1, u1 - u0
-                v1 = u1 - n % LANES
-                for b in range(s1, r1):
-                    for gate in range(4):
-                        dgates_out[s, b, gate * H + u0:gate * H + u1] = 0
-                for b in range(r0, s1):
-                    # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
-                    dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
-                    for j in range(n):
-                        dh_b[j] += dh_out[j]
-                    a, d, db, dcb, c, cp = acts[s, b], dgates_out[s, b], dh[b], dc[b], cs[s + 1, b], cs[s, b]
-                    for j in range(u0, v1, LANES):  # 16 units at a time (SIMD vectors)
-                        di, df, dg, do, dc_prev = _lstm_unit_backward(
-                            vload(a, j), vload(a, H + j), vload(a, 2 * H + j), vload(a, 3 * H + j),
-                            vload(c, j), vload(cp, j), vload(db, j), vload(dcb, j), one)
-                        vstore(d, j, di)
-                        vstore(d, H + j, df)
-                        vstore(d, 2 * H + j, dg)
-                        vstore(d, 3 * H + j, do)
-                        vstore(dcb, j, dc_prev)
-                    for j in range(v1, u1):         # the rest, one at a time
-                        d[j], d[H + j], d[2 * H + j], d[3 * H + j], dcb[j] = _lstm_unit_backward(
-                            a[j], a[H + j], a[2 * H + j], a[3 * H + j], c[j], cp[j], db[j], dcb[j], one)
+            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            for k in range(per_region):
+                for chunk in range(c0_, c1_):
+                    _lstm_backward_step(T - region * per_region - k, chunk, r0, r1, w, hs, cs, acts, dhs,
+                                        batch_sizes, dgates_out, dh0_out, dc0_out, work[item])
+
+
+@kernel
+def _lstm_backward_step(t, chunk, r0, r1, w, hs, cs, acts, dhs, batch_sizes, dgates_out, dh, dc, work):
+    """Backward step t (T .. 0) of rows r0 .. r1-1 for the units of one chunk: dh w.r.t. h_t
+    (= dgates_t @ W_hh, left from step t+1), then the gate gradients of step t-1, which need
+    only that dh and dc of these units and rows. dh, dc (B, H): the running gradients."""
+    T, B, H = dhs.shape
+    u0, u1 = _units(chunk, H)
+    one = dh.dtype.type(1)
+    nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1:
+    ns = batch_sizes[t - 1] if t > 0 else 0      # the others pass dh, dc through unchanged
+    a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
+    if t < T:       # dh = dgates_t @ W_hh for this chunk's units (dh_n before the first step)
+        gemm_panel_block(dgates_out[t, r0:a1], w[0, chunk], dh[r0:a1], dh[r0:a1], u0, u1 - u0, False, work)
+    if t > 0:       # gate gradients of step s = t-1 for the same units: they need only their dh, dc
+        s, n = t - 1, u1 - u0
+        v1 = u1 - n % LANES
+        for b in range(s1, r1):
+            for gate in range(4):
+                dgates_out[s, b, gate * H + u0:gate * H + u1] = 0
+        for b in range(r0, s1):
+            # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
+            dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
+            for j in range(n):
+                dh_b[j] += dh_out[j]
+            a, d, db, dcb, c, cp = acts[s, b], dgates_out[s, b], dh[b], dc[b], cs[s + 1, b], cs[s, b]
+            for j in range(u0, v1, LANES):  # 16 units at a time (SIMD vectors)
+                di, df, dg, do, dc_prev = _lstm_unit_backward(
+                    vload(a, j), vload(a, H + j), vload(a, 2 * H + j), vload(a, 3 * H + j),
+                    vload(c, j), vload(cp, j), vload(db, j), vload(dcb, j), one)
+                vstore(d, j, di)
+                vstore(d, H + j, df)
+                vstore(d, 2 * H + j, dg)
+                vstore(d, 3 * H + j, do)
+                vstore(dcb, j, dc_prev)
+            for j in range(v1, u1):         # the rest, one at a time
+                d[j], d[H + j], d[2 * H + j], d[3 * H + j], dcb[j] = _lstm_unit_backward(
+                    a[j], a[H + j], a[2 * H + j], a[3 * H + j], c[j], cp[j], db[j], dcb[j], one)
 
 
 # ----------------------------------------------------------------------------------------- GRU
 
-@parallel_kernel
 def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out):
     """xproj (T, B, 3H) (with b_ih), w_hh (3H, H), b_hh (3H,), h0 (B, H), batch_sizes (T,)
     -> hs_out (T+1, B, H), acts_out (T, B, 3H) = (r, z, n), ghn_out (T, B, H) = h_t @ W_hn.T + b_hn."""
-    T = xproj.shape[0]
-    B, H = h0.shape
-    one = h0.dtype.type(1)
-    hs_out[0, :, :] = h0
-    bh = np.ascontiguousarray(b_hh)
-    w = pack_panels(np.ascontiguousarray(w_hh), False, 3)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
-    n_chunks, rows, n_items = _work_items(B, H)
-    work = np.empty((n_items, MR_MAX * NR), h0.dtype)
-    for t in range(T):
-        x, h_prev, h, acts, ghn = xproj[t], hs_out[t], hs_out[t + 1], acts_out[t], ghn_out[t]
-        nb = batch_sizes[t]                          # active rows: 0 .. nb-1
-        for item in prange(n_items):
-            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
-            a1, part = max(r0, min(r1, nb)), part_of(item, n_chunks)    # this item's active rows: r0 .. a1-1
-            hp_act, ghn_act = h_prev[r0:a1], ghn[r0:a1]
-            # acts[:, r and z] = gi_{r,z} + h_prev @ W_h{r,z}.T (b_h{r,z} added below);
-            # ghn = b_hn + h_prev @ W_hn.T
-            for gate in range(2):
-                gemm_panel_block(hp_act, w[gate, part], x[r0:a1], acts[r0:a1], gate * H + u0, u1 - u0, True,
-                                 work[item])
-            for b in range(r0, a1):
-                ghn[b, u0:u1] = b_hh[2 * H + u0:2 * H + u1]
-            gemm_panel_block(hp_act, w[2, part], ghn_act, ghn_act, u0, u1 - u0, True, work[item])
-            for b in range(a1, r1):                 # inactive rows keep their state
-                for j in range(u0, u1):
-                    h[b, j] = h_prev[b, j]
-                ghn[b, u0:u1] = 0
-                for gate in range(3):
-                    acts[b, gate * H + u0:gate * H + u1] = 0
-            # the gate activations (in place in acts) and h of this chunk's units
-            v1 = u1 - (u1 - u0) % LANES
-            for b in range(r0, a1):
-                a, xb, gh, hp, hn = acts[b], x[b], ghn[b], h_prev[b], h[b]
-                for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
-                    r, z, n, hj = _gru_unit(vload(a, j), vload(a, H + j), vload(bh, j), vload(bh, H + j),
-                                            vload(xb, 2 * H + j), vload(gh, j), vload(hp, j), one)
-                    vstore(a, j, r)
-                    vstore(a, H + j, z)
-                    vstore(a, 2 * H + j, n)
-                    vstore(hn, j, hj)
-                for j in range(v1, u1):             # the rest, one at a time
-                    a[j], a[H + j], a[2 * H + j], hn[j] = _gru_unit(
-                        a[j], a[H + j], bh[j], bh[H + j], xb[2 * H + j], gh[j], hp[j], one)
+    _gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out, numba.get_num_threads())
 
 
 @parallel_kernel
+def _gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out, n_threads):
+    """``gru_sequence_forward`` on n_threads threads (a value, not Numba's own count read inside: that
+    would make the kernel uncacheable)."""
+    T = xproj.shape[0]
+    B, H = h0.shape
+    hs_out[0, :, :] = h0
+    bh = np.ascontiguousarray(b_hh)
+    w = pack_panels(np.ascontiguousarray(w_hh), False, 3)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
+    n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
+    work = np.empty((n_items, MR_MAX * NR), h0.dtype)
+    regions, per_region = _regions(T, whole)
+    for region in range(regions):
+        for item in prange(n_items):
+            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            for k in range(per_region):
+                for chunk in range(c0_, c1_):
+                    _gru_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, bh, batch_sizes,
+                                      hs_out, acts_out, ghn_out, work[item])
+
+
+@kernel
+def _gru_forward_step(t, chunk, r0, r1, xproj, w, bh, batch_sizes, hs_out, acts_out, ghn_out, work):
+    """Step t of rows r0 .. r1-1 for the units of one chunk: the gate pre-activations, the gates
+    and h_t. Needs h_{t-1} of the same rows (all units), nothing else computed."""
+    H = hs_out.shape[2]
+    u0, u1 = _units(chunk, H)
+    one = hs_out.dtype.type(1)
+    x, h_prev, h, acts, ghn = xproj[t], hs_out[t], hs_out[t + 1], acts_out[t], ghn_out[t]
+    a1 = max(r0, min(r1, batch_sizes[t]))       # this item's active rows: r0 .. a1-1
+    hp_act, ghn_act = h_prev[r0:a1], ghn[r0:a1]
+    # acts[:, r and z] = gi_{r,z} + h_prev @ W_h{r,z}.T (b_h{r,z} added below);
+    # ghn = b_hn + h_prev @ W_hn.T
+    for gate in range(2):
+        gemm_panel_block(hp_act, w[gate, chunk], x[r0:a1], acts[r0:a1], gate * H + u0, u1 - u0, True, work)
+    for b in range(r0, a1):
+        ghn[b, u0:u1] = bh[2 * H + u0:2 * H + u1]
+    gemm_panel_block(hp_act, w[2, chunk], ghn_act, ghn_act, u0, u1 - u0, True, work)
+    for b in range(a1, r1):                 # inactive rows keep their state
+        for j in range(u0, u1):
+            h[b, j] = h_prev[b, j]
+        ghn[b, u0:u1] = 0
+        for gate in range(3):
+            acts[b, gate * H + u0:gate * H + u1] = 0
+    # the gate activations (in place in acts) and h of this chunk's units
+    v1 = u1 - (u1 - u0) % LANES
+    for b in range(r0, a1):
+        a, xb, gh, hp, hn = acts[b], x[b], ghn[b], h_prev[b], h[b]
+        for j in range(u0, v1, LANES):      # 16 units at a time (SIMD vectors)
+            r, z, n, hj = _gru_unit(vload(a, j), vload(a, H + j), vload(bh, j), vload(bh, H + j),
+                                    vload(xb, 2 * H + j), vload(gh, j), vload(hp, j), one)
+            vstore(a, j, r)
+            vstore(a, H + j, z)
+            vstore(a, 2 * H + j, n)
+            vstore(hn, j, hj)
+        for j in range(v1, u1):             # the rest, one at a time
+            a[j], a[H + j], a[2 * H + j], hn[j] = _gru_unit(
+                a[j], a[H + j], bh[j], bh[H + j], xb[2 * H + j], gh[j], hp[j], one)
+
+
 def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out):
     """w_hh (3H, H); hs (T+1, B, H); acts (T, B, 3H); ghn, dhs (T, B, H); dh_n (B, H); batch_sizes (T,)
     -> dgi_out, dgh_out (T, B, 3H), dh0_out (B, H) (also the running dh)."""
+    _gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out, numba.get_num_threads())
+
+
+@parallel_kernel
+def _gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out, n_threads):
+    """``gru_sequence_backward`` on n_threads threads (a value, not Numba's own count read inside: that
+    would make the kernel uncacheable)."""
     T = dhs.shape[0]
     B, H = dh_n.shape
-    one = dh_n.dtype.type(1)
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
-    dh = dh0_out
-    dh[:, :] = dh_n
-    dgh2 = dgh_out.reshape(T * B, 3 * H)                    # step t's rows: t*B .. t*B + B - 1
-    n_chunks, rows, n_items = _work_items(B, H)
+    dh0_out[:, :] = dh_n
+    n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
     work = np.empty((n_items, MR_MAX * NR), dh_n.dtype)
-    for t in range(T, -1, -1):
-        nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
-        ns = batch_sizes[t - 1] if t > 0 else 0
+    regions, per_region = _regions(T + 1, whole)
+    for region in range(regions):
         for item in prange(n_items):
-            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
-            a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
-            if t < T:       # dh (= the direct path dh_t * z, left below) += dgh_t @ W_hh
-                gemm_panel_block(dgh2[t * B + r0:t * B + a1], w[0, part_of(item, n_chunks)], dh[r0:a1], dh[r0:a1],
-                                 u0, u1 - u0, True, work[item])
-            if t > 0:       # gate gradients of step s = t-1 for this chunk's units
-                s, m = t - 1, u1 - u0
-                v1 = u1 - m % LANES
-                for b in range(s1, r1):             # inactive rows: zero gradients, dh passes through
-                    for gate in range(3):
-                        dgi_out[s, b, gate * H + u0:gate * H + u1] = 0
-                        dgh_out[s, b, gate * H + u0:gate * H + u1] = 0
-                for b in range(r0, s1):
-                    # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
-                    dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
-                    for j in range(m):
-                        dh_b[j] += dh_out[j]
-                    # dgi = (dr, dz, dn), dgh = (dr, dz, dn * r); dh keeps its direct part dh * z
-                    a, di, dg, gh, hp, db = acts[s, b], dgi_out[s, b], dgh_out[s, b], ghn[s, b], hs[s, b], dh[b]
-                    for j in range(u0, v1, LANES):  # 16 units at a time (SIMD vectors)
-                        r, n = vload(a, j), vload(a, 2 * H + j)
-                        dr, dz, dn, dh_direct = _gru_unit_backward(
-                            r, vload(a, H + j), n, vload(gh, j), vload(hp, j), vload(db, j), one)
-                        vstore(di, j, dr)
-                        vstore(di, H + j, dz)
-                        vstore(di, 2 * H + j, dn)
-                        vstore(dg, j, dr)
-                        vstore(dg, H + j, dz)
-                        vstore(dg, 2 * H + j, dn * r)
-                        vstore(db, j, dh_direct)
-                    for j in range(v1, u1):         # the rest, one at a time
-                        dr, dz, dn, db[j] = _gru_unit_backward(a[j], a[H + j], a[2 * H + j], gh[j], hp[j], db[j], one)
-                        di[j], di[H + j], di[2 * H + j] = dr, dz, dn
-                        dg[j], dg[H + j], dg[2 * H + j] = dr, dz, dn * a[j]
+            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            for k in range(per_region):
+                for chunk in range(c0_, c1_):
+                    _gru_backward_step(T - region * per_region - k, chunk, r0, r1, w, hs, acts, ghn, dhs,
+                                       batch_sizes, dgi_out, dgh_out, dh0_out, work[item])
+
+
+@kernel
+def _gru_backward_step(t, chunk, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi_out, dgh_out, dh, work):
+    """Backward step t (T .. 0) of rows r0 .. r1-1 for the units of one chunk: dh w.r.t. h_t
+    (its direct part dh * z, left from step t+1, plus dgh_t @ W_hh), then the gate gradients
+    of step t-1 for these units and rows. dh (B, H): the running gradient."""
+    T, B, H = dhs.shape
+    u0, u1 = _units(chunk, H)
+    one = dh.dtype.type(1)
+    nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
+    ns = batch_sizes[t - 1] if t > 0 else 0
+    a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
+    if t < T:       # dh (= the direct path dh_t * z, left below) += dgh_t @ W_hh
+        gemm_panel_block(dgh_out[t, r0:a1], w[0, chunk], dh[r0:a1], dh[r0:a1], u0, u1 - u0, True, work)
+    if t > 0:       # gate gradients of step s = t-1 for this chunk's units
+        s, m = t - 1, u1 - u0
+        v1 = u1 - m % LANES
+        for b in range(s1, r1):             # inactive rows: zero gradients, dh passes through
+            for gate in range(3):
+                dgi_out[s, b, gate * H + u0:gate * H + u1] = 0
+                dgh_out[s, b, gate * H + u0:gate * H + u1] = 0
+        for b in range(r0, s1):
+            # dh of step s, all paths: through h_{s+1} (computed above) and the layer output
+            dh_b, dh_out = dh[b, u0:u1], dhs[s, b, u0:u1]
+            for j in range(m):
+                dh_b[j] += dh_out[j]
+            # dgi = (dr, dz, dn), dgh = (dr, dz, dn * r); dh keeps its direct part dh * z
+            a, di, dg, gh, hp, db = acts[s, b], dgi_out[s, b], dgh_out[s, b], ghn[s, b], hs[s, b], dh[b]
+            for j in range(u0, v1, LANES):  # 16 units at a time (SIMD vectors)
+                r, n = vload(a, j), vload(a, 2 * H + j)
+                dr, dz, dn, dh_direct = _gru_unit_backward(
+                    r, vload(a, H + j), n, vload(gh, j), vload(hp, j), vload(db, j), one)
+                vstore(di, j, dr)
+                vstore(di, H + j, dz)
+                vstore(di, 2 * H + j, dn)
+                vstore(dg, j, dr)
+                vstore(dg, H + j, dz)
+                vstore(dg, 2 * H + j, dn * r)
+                vstore(db, j, dh_direct)
+            for j in range(v1, u1):         # the rest, one at a time
+                dr, dz, dn, db[j] = _gru_unit_backward(a[j], a[H + j], a[2 * H + j], gh[j], hp[j], db[j], one)
+                di[j], di[H + j], di[2 * H + j] = dr, dz, dn
+                dg[j], dg[H + j], dg[2 * H + j] = dr, dz, dn * a[j]
 
 
 # ----------------------------------------------------------------------------------------- RNN
 
-@parallel_kernel
 def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
     """xproj (T, B, H), w_hh (H, H), h0 (B, H), batch_sizes (T,) -> hs_out (T+1, B, H); h = tanh or relu of the pre-activation."""
-    T = xproj.shape[0]
-    B, H = h0.shape
-    zero = h0.dtype.type(0)
-    hs_out[0, :, :] = h0
-    w = pack_panels(np.ascontiguousarray(w_hh), False, 1)    # [0, chunk]: W_hh[u0:u1].T
-    n_chunks, rows, n_items = _work_items(B, H)
-    work = np.empty((n_items, MR_MAX * NR), h0.dtype)
-    for t in range(T):
-        h_prev, h = hs_out[t], hs_out[t + 1]
-        nb = batch_sizes[t]                          # active rows: 0 .. nb-1
-        for item in prange(n_items):
-            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
-            a1 = max(r0, min(r1, nb))                # this item's active rows: r0 .. a1-1
-            # h = xproj + h_prev @ W_hh.T, the pre-activation, for now
-            gemm_panel_block(h_prev[r0:a1], w[0, part_of(item, n_chunks)], xproj[t, r0:a1], h[r0:a1], u0, u1 - u0,
-                             True, work[item])
-            for b in range(a1, r1):                 # inactive rows keep their state
-                for j in range(u0, u1):
-                    h[b, j] = h_prev[b, j]
-            for b in range(r0, a1):
-                hn = h[b, u0:u1]
-                if relu:
-                    for j in range(u1 - u0):
-                        hn[j] = max(hn[j], zero)
-                else:
-                    for j in range(u1 - u0):
-                        hn[j] = tanh(hn[j])
+    _rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu, numba.get_num_threads())
 
 
 @parallel_kernel
+def _rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu, n_threads):
+    """``rnn_sequence_forward`` on n_threads threads (a value, not Numba's own count read inside: that
+    would make the kernel uncacheable)."""
+    T = xproj.shape[0]
+    B, H = h0.shape
+    hs_out[0, :, :] = h0
+    w = pack_panels(np.ascontiguousarray(w_hh), False, 1)    # [0, chunk]: W_hh[u0:u1].T
+    n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
+    work = np.empty((n_items, MR_MAX * NR), h0.dtype)
+    regions, per_region = _regions(T, whole)
+    for region in range(regions):
+        for item in prange(n_items):
+            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            for k in range(per_region):
+                for chunk in range(c0_, c1_):
+                    _rnn_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, batch_sizes, hs_out,
+                                      relu, work[item])
+
+
+@kernel
+def _rnn_forward_step(t, chunk, r0, r1, xproj, w, batch_sizes, hs_out, relu, work):
+    """Step t of rows r0 .. r1-1 for the units of one chunk: h_t = tanh or relu(xproj + h_{t-1} @ W_hh.T)."""
+    H = hs_out.shape[2]
+    u0, u1 = _units(chunk, H)
+    zero = hs_out.dtype.type(0)
+    h_prev, h = hs_out[t], hs_out[t + 1]
+    a1 = max(r0, min(r1, batch_sizes[t]))       # this item's active rows: r0 .. a1-1
+    # h = xproj + h_prev @ W_hh.T, the pre-activation, for now
+    gemm_panel_block(h_prev[r0:a1], w[0, chunk], xproj[t, r0:a1], h[r0:a1], u0, u1 - u0, True, work)
+    for b in range(a1, r1):                 # inactive rows keep their state
+        for j in range(u0, u1):
+            h[b, j] = h_prev[b, j]
+    for b in range(r0, a1):
+        hn = h[b, u0:u1]
+        if relu:
+            for j in range(u1 - u0):
+                hn[j] = max(hn[j], zero)
+        else:
+            for j in range(u1 - u0):
+                hn[j] = tanh(hn[j])
+
+
 def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_out):
     """w_hh (H, H); hs (T+1, B, H); dhs (T, B, H); dh_n (B, H); batch_sizes (T,) -> dpre_out (T, B, H), dh0_out (B, H)."""
+    _rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_out, numba.get_num_threads())
+
+
+@parallel_kernel
+def _rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_out, n_threads):
+    """``rnn_sequence_backward`` on n_threads threads (a value, not Numba's own count read inside: that
+    would make the kernel uncacheable)."""
     T = dhs.shape[0]
     B, H = dh_n.shape
-    zero, one = dh_n.dtype.type(0), dh_n.dtype.type(1)
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
-    dh = dh0_out
-    dh[:, :] = dh_n
-    dpre2 = dpre_out.reshape(T * B, H)                      # step t's rows: t*B .. t*B + B - 1
-    n_chunks, rows, n_items = _work_items(B, H)
+    dh0_out[:, :] = dh_n
+    n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
     work = np.empty((n_items, MR_MAX * NR), dh_n.dtype)
-    for t in range(T, -1, -1):
-        nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
-        ns = batch_sizes[t - 1] if t > 0 else 0
+    regions, per_region = _regions(T + 1, whole)
+    for region in range(regions):
         for item in prange(n_items):
-            u0, u1, r0, r1 = _item(item, n_chunks, rows, B, H)
-            a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
-            if t < T:       # dh = dpre_t @ W_hh
-                gemm_panel_block(dpre2[t * B + r0:t * B + a1], w[0, part_of(item, n_chunks)], dh[r0:a1], dh[r0:a1],
-                                 u0, u1 - u0, False, work[item])
-            if t > 0:       # dpre_s = (dh + dhs) * (1 - h^2), or masked by h > 0 for relu; s = t-1
-                s, n = t - 1, u1 - u0
-                for b in range(s1, r1):             # inactive rows: zero gradient, dh passes through
-                    dpre_out[s, b, u0:u1] = zero
-                for b in range(r0, s1):
-                    h, dh_s, dh_out, dpre = hs[s + 1, b, u0:u1], dh[b, u0:u1], dhs[s, b, u0:u1], dpre_out[s, b, u0:u1]
-                    for j in range(n):
-                        dh_s[j] += dh_out[j]
-                    if relu:
-                        for j in range(n):
-                            dpre[j] = dh_s[j] if h[j] > zero else zero
-                    else:
-                        for j in range(n):
-                            dpre[j] = dh_s[j] * (one - h[j] * h[j])
+            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            for k in range(per_region):
+                for chunk in range(c0_, c1_):
+                    _rnn_backward_step(T - region * per_region - k, chunk, r0, r1, w, hs, dhs, relu, batch_sizes,
+                                       dpre_out, dh0_out, work[item])
+
+
+@kernel
+def _rnn_backward_step(t, chunk, r0, r1, w, hs, dhs, relu, batch_sizes, dpre_out, dh, work):
+    """Backward step t (T .. 0) of rows r0 .. r1-1 for the units of one chunk: dh = dpre_t @ W_hh,
+    then dpre of step t-1 = (dh + dhs) * (1 - h^2), or masked by h > 0 for relu."""
+    T, B, H = dhs.shape
+    u0, u1 = _units(chunk, H)
+    zero, one = dh.dtype.type(0), dh.dtype.type(1)
+    nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
+    ns = batch_sizes[t - 1] if t > 0 else 0
+    a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
+    if t < T:       # dh = dpre_t @ W_hh
+        gemm_panel_block(dpre_out[t, r0:a1], w[0, chunk], dh[r0:a1], dh[r0:a1], u0, u1 - u0, False, work)
+    if t > 0:       # dpre_s = (dh + dhs) * (1 - h^2), or masked by h > 0 for relu; s = t-1
+        s, n = t - 1, u1 - u0
+        for b in range(s1, r1):             # inactive rows: zero gradient, dh passes through
+            dpre_out[s, b, u0:u1] = zero
+        for b in range(r0, s1):
+            h, dh_s, dh_out, dpre = hs[s + 1, b, u0:u1], dh[b, u0:u1], dhs[s, b, u0:u1], dpre_out[s, b, u0:u1]
+            for j in range(n):
+                dh_s[j] += dh_out[j]
+            if relu:
+                for j in range(n):
+                    dpre[j] = dh_s[j] if h[j] > zero else zero
+            else:
+                for j in range(n):
+                    dpre[j] = dh_s[j] * (one - h[j] * h[j])

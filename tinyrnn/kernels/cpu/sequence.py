@@ -28,6 +28,10 @@ A row's recurrence never reads another row, so how the pieces are shared out (``
 * Few rows: each step is a parallel region over (chunk, row block) items, so the units are what
   is cut; a barrier ends each step, as step ``t + 1`` needs every unit of ``h_t``.
 
+The thread count reaches each compiled kernel as an argument from its Python wrapper
+(``numba.get_num_threads()`` read inside a kernel would make it uncacheable, and a constant
+would be frozen into the cache).
+
 Measured (Intel Xeon, Sapphire Rapids class, 2 threads, B = 32, H = 128, forward and backward per
 step): one region a step, 33 and 33 us; one region, 19 and 16. Of the forward's 14 us, about 2 were
 the region and its barrier, about 3 reading ``h_{t-1}`` that the other core had just written
@@ -137,7 +141,7 @@ def _balanced_rows(batch_sizes, B, n_blocks):
 
 @kernel
 def _span(item, n_chunks, bounds, whole):
-    """(c0, c1, r0, r1): the unit chunks c0 .. c1-1 and the rows r0 .. r1-1 of one work item."""
+    """(chunk0, chunk1, r0, r1): the unit chunks chunk0 .. chunk1-1 and the rows r0 .. r1-1 of one work item."""
     if whole:
         return 0, n_chunks, bounds[item], bounds[item + 1]
     block, chunk = item // n_chunks, item % n_chunks
@@ -166,8 +170,7 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts
 
 @parallel_kernel
 def _lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out, n_threads):
-    """``lstm_sequence_forward`` on n_threads threads (a value, not Numba's own count read inside: that
-    would make the kernel uncacheable)."""
+    """``lstm_sequence_forward``, its work cut for n_threads threads (``_schedule``)."""
     T = xproj.shape[0]
     B, H = h0.shape
     hs_out[0, :, :] = h0
@@ -178,9 +181,9 @@ def _lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, act
     regions, per_region = _regions(T, whole)
     for region in range(regions):
         for item in prange(n_items):
-            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
-                for chunk in range(c0_, c1_):
+                for chunk in range(chunk0, chunk1):
                     _lstm_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, batch_sizes,
                                        hs_out, cs_out, acts_out, work[item])
 
@@ -225,13 +228,13 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dga
     -> dgates_out (T, B, 4H), dh0_out, dc0_out (B, H).
 
     dh0_out and dc0_out serve as the running dh, dc (gradients w.r.t. the state after step t)."""
-    _lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out, dc0_out, numba.get_num_threads())
+    _lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out,
+                            dc0_out, numba.get_num_threads())
 
 
 @parallel_kernel
 def _lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dgates_out, dh0_out, dc0_out, n_threads):
-    """``lstm_sequence_backward`` on n_threads threads (a value, not Numba's own count read inside: that
-    would make the kernel uncacheable)."""
+    """``lstm_sequence_backward``, its work cut for n_threads threads (``_schedule``)."""
     T = dhs.shape[0]
     B, H = dh_n.shape
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
@@ -242,9 +245,9 @@ def _lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dg
     regions, per_region = _regions(T + 1, whole)
     for region in range(regions):
         for item in prange(n_items):
-            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
-                for chunk in range(c0_, c1_):
+                for chunk in range(chunk0, chunk1):
                     _lstm_backward_step(T - region * per_region - k, chunk, r0, r1, w, hs, cs, acts, dhs,
                                         batch_sizes, dgates_out, dh0_out, dc0_out, work[item])
 
@@ -298,8 +301,7 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, g
 
 @parallel_kernel
 def _gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out, n_threads):
-    """``gru_sequence_forward`` on n_threads threads (a value, not Numba's own count read inside: that
-    would make the kernel uncacheable)."""
+    """``gru_sequence_forward``, its work cut for n_threads threads (``_schedule``)."""
     T = xproj.shape[0]
     B, H = h0.shape
     hs_out[0, :, :] = h0
@@ -310,9 +312,9 @@ def _gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, 
     regions, per_region = _regions(T, whole)
     for region in range(regions):
         for item in prange(n_items):
-            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
-                for chunk in range(c0_, c1_):
+                for chunk in range(chunk0, chunk1):
                     _gru_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, bh, batch_sizes,
                                       hs_out, acts_out, ghn_out, work[item])
 
@@ -359,13 +361,13 @@ def _gru_forward_step(t, chunk, r0, r1, xproj, w, bh, batch_sizes, hs_out, acts_
 def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out):
     """w_hh (3H, H); hs (T+1, B, H); acts (T, B, 3H); ghn, dhs (T, B, H); dh_n (B, H); batch_sizes (T,)
     -> dgi_out, dgh_out (T, B, 3H), dh0_out (B, H) (also the running dh)."""
-    _gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out, numba.get_num_threads())
+    _gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out,
+                           dh0_out, numba.get_num_threads())
 
 
 @parallel_kernel
 def _gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out, n_threads):
-    """``gru_sequence_backward`` on n_threads threads (a value, not Numba's own count read inside: that
-    would make the kernel uncacheable)."""
+    """``gru_sequence_backward``, its work cut for n_threads threads (``_schedule``)."""
     T = dhs.shape[0]
     B, H = dh_n.shape
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
@@ -375,9 +377,9 @@ def _gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out,
     regions, per_region = _regions(T + 1, whole)
     for region in range(regions):
         for item in prange(n_items):
-            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
-                for chunk in range(c0_, c1_):
+                for chunk in range(chunk0, chunk1):
                     _gru_backward_step(T - region * per_region - k, chunk, r0, r1, w, hs, acts, ghn, dhs,
                                        batch_sizes, dgi_out, dgh_out, dh0_out, work[item])
 
@@ -435,8 +437,7 @@ def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
 
 @parallel_kernel
 def _rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu, n_threads):
-    """``rnn_sequence_forward`` on n_threads threads (a value, not Numba's own count read inside: that
-    would make the kernel uncacheable)."""
+    """``rnn_sequence_forward``, its work cut for n_threads threads (``_schedule``)."""
     T = xproj.shape[0]
     B, H = h0.shape
     hs_out[0, :, :] = h0
@@ -446,9 +447,9 @@ def _rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu, n_threads)
     regions, per_region = _regions(T, whole)
     for region in range(regions):
         for item in prange(n_items):
-            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
-                for chunk in range(c0_, c1_):
+                for chunk in range(chunk0, chunk1):
                     _rnn_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, batch_sizes, hs_out,
                                       relu, work[item])
 
@@ -483,8 +484,7 @@ def rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_
 
 @parallel_kernel
 def _rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0_out, n_threads):
-    """``rnn_sequence_backward`` on n_threads threads (a value, not Numba's own count read inside: that
-    would make the kernel uncacheable)."""
+    """``rnn_sequence_backward``, its work cut for n_threads threads (``_schedule``)."""
     T = dhs.shape[0]
     B, H = dh_n.shape
     w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
@@ -494,9 +494,9 @@ def _rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0
     regions, per_region = _regions(T + 1, whole)
     for region in range(regions):
         for item in prange(n_items):
-            c0_, c1_, r0, r1 = _span(item, n_chunks, bounds, whole)
+            chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
-                for chunk in range(c0_, c1_):
+                for chunk in range(chunk0, chunk1):
                     _rnn_backward_step(T - region * per_region - k, chunk, r0, r1, w, hs, dhs, relu, batch_sizes,
                                        dpre_out, dh0_out, work[item])
 

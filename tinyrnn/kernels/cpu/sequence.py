@@ -24,7 +24,8 @@ A row's recurrence never reads another row, so how the pieces are shared out (``
 * Enough rows (``B >= 4 * threads``, the training batches): the rows are cut into one block a
   thread (of about equal work: ``_balanced_rows``), and each thread runs its block through every
   chunk and every step. The whole layer is ONE parallel region, with no barrier between steps,
-  and no cache line of state moves between cores.
+  and the threads share no state (at most the cache line at a block's edge, when a row of H
+  numbers is not a whole number of lines).
 * Few rows: each step is a parallel region over (chunk, row block) items, so the units are what
   is cut; a barrier ends each step, as step ``t + 1`` needs every unit of ``h_t``.
 
@@ -257,7 +258,7 @@ def _lstm_backward_step(t, chunk, r0, r1, w, hs, cs, acts, dhs, batch_sizes, dga
     """Backward step t (T .. 0) of rows r0 .. r1-1 for the units of one chunk: dh w.r.t. h_t
     (= dgates_t @ W_hh, left from step t+1), then the gate gradients of step t-1, which need
     only that dh and dc of these units and rows. dh, dc (B, H): the running gradients."""
-    T, B, H = dhs.shape
+    T, H = dhs.shape[0], dhs.shape[2]
     u0, u1 = _units(chunk, H)
     one = dh.dtype.type(1)
     nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1:
@@ -389,7 +390,7 @@ def _gru_backward_step(t, chunk, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi
     """Backward step t (T .. 0) of rows r0 .. r1-1 for the units of one chunk: dh w.r.t. h_t
     (its direct part dh * z, left from step t+1, plus dgh_t @ W_hh), then the gate gradients
     of step t-1 for these units and rows. dh (B, H): the running gradient."""
-    T, B, H = dhs.shape
+    T, H = dhs.shape[0], dhs.shape[2]
     u0, u1 = _units(chunk, H)
     one = dh.dtype.type(1)
     nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
@@ -505,7 +506,7 @@ def _rnn_sequence_backward(w_hh, hs, dhs, dh_n, relu, batch_sizes, dpre_out, dh0
 def _rnn_backward_step(t, chunk, r0, r1, w, hs, dhs, relu, batch_sizes, dpre_out, dh, work):
     """Backward step t (T .. 0) of rows r0 .. r1-1 for the units of one chunk: dh = dpre_t @ W_hh,
     then dpre of step t-1 = (dh + dhs) * (1 - h^2), or masked by h > 0 for relu."""
-    T, B, H = dhs.shape
+    T, H = dhs.shape[0], dhs.shape[2]
     u0, u1 = _units(chunk, H)
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1

@@ -357,8 +357,46 @@ def test_bench_avx2_build_is_what_the_table_says(tmp_path):
 def test_bench_avx2_needs_an_avx2_cpu(monkeypatch, capsys):
     import tinyrnn.bench as bench
 
-    monkeypatch.setattr(bench, "_host_has_avx2", lambda: False)
+    monkeypatch.setattr(bench, "_host_has", lambda features: False)
     with pytest.raises(SystemExit) as e:
         bench._parse(["--avx2"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert e.value.code == 2 and "--avx2 needs an x86 CPU with AVX2" in err and "run without --avx2" in err
+    assert e.value.code == 2 and "--avx2 needs an x86 CPU with AVX2, FMA" in err and "run without --avx2" in err
+
+
+def test_bench_avx512_needs_an_avx512_cpu(monkeypatch, capsys):
+    import tinyrnn.bench as bench
+
+    monkeypatch.setattr(bench, "_host_has", lambda features: "avx512f" not in features)
+    bench._parse(["--avx2"])                                        # an AVX2-only host: --avx2 is fine
+    with pytest.raises(SystemExit) as e:
+        bench._parse(["--avx512"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--avx512 needs an x86 CPU with AVX512F" in err and "run without --avx512" in err
+
+
+def test_bench_takes_one_build(capsys):
+    import tinyrnn.bench as bench
+
+    with pytest.raises(SystemExit) as e:
+        bench._parse(["--avx2", "--avx512"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--avx2 and --avx512 are two builds: give one of them" in err
+
+
+def _has_avx512():
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    return all(features.get(f, False) for f in ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"))
+
+
+@pytest.mark.skipif(not _has_avx512(), reason="the AVX-512 build needs an x86 CPU with AVX-512")
+def test_bench_avx512_build_is_what_the_table_says(tmp_path):
+    """--avx512: the Skylake-SP build, AVX-512 without BF16: the 6 x 64 tile, bfloat16 by shifts and FMAs."""
+    r = ok("bench", "--avx512", "--no-torch", "--only", "help", "--repeats", "1", "--json", tmp_path / "b.json")
+    first = r.stdout.splitlines()[0]
+    assert "compiled for AVX-512 (Numba target skylake-avx512, its own features)" in first, first
+    assert "matmul tile 6x64" in first and "sampling dots: bf16 shifts+FMA, int8 vpmaddubsw AVX-512" in first, first
+    machine = json.loads((tmp_path / "b.json").read_text())["machine"]
+    assert machine["simd"] == "AVX-512" and machine["numba_target"] == "skylake-avx512"

@@ -5,6 +5,7 @@
     python -m tinyrnn.bench --skip sampling,help,startup,rss   # training throughput only
     python -m tinyrnn.bench --only tagger   # the tagger rows only (issue 11; see bench/tagger.py)
     python -m tinyrnn.bench --avx2          # the same table from the AVX2 build of both frameworks
+    python -m tinyrnn.bench --avx512        # ... from their AVX-512 build without BF16/VNNI/AMX (Skylake-SP)
     tinyrnn bench ...                       # the same, from the CLI
 
 Every config is a character model: vocab 65, embedding size = hidden size, a full softmax head;
@@ -17,7 +18,8 @@ The ``overhead`` rows (configs a and b) say how much of a training step is spent
 compiled kernels (Python, the tape, allocation: ``overhead.py``). Run it on a quiet machine; it
 prints medians of --repeats timed blocks. ``--avx2`` runs every measurement with tinyrnn compiled
 for Haswell and PyTorch held to AVX2 (``configs.AVX2_BUILD``), so one machine with AVX-512 gives
-both tables: its own, and what an AVX2 laptop of the same clock would see.
+both tables: its own, and what an AVX2 laptop of the same clock would see. ``--avx512`` does the same
+for a Skylake-SP / Cascade Lake server (``configs.AVX512_BUILD``: AVX-512 without BF16, VNNI or AMX).
 
 The package, one module per idea: ``configs`` (the models, FLOPs per char), ``training``
 (one timed training step, the matmul peak), ``sampling``, ``startup`` (``--help``, first step, first sample,
@@ -35,7 +37,7 @@ import argparse
 import json
 import os
 
-from .configs import AVX2_BUILD, CONFIGS, default_steps, median, thread_env, train_flops_per_char
+from .configs import AVX2_BUILD, AVX512_BUILD, BUILDS, CONFIGS, default_steps, median, thread_env, train_flops_per_char
 from .startup import first_sample_time, first_step_time, help_time, peak_rss_mb
 from .training import matmul_peak_gflops
 from .workers import run_worker
@@ -60,11 +62,18 @@ def _parse(argv):
                         help="tagger rows: tokens to tag (default: ~25,000, EWT dev's size)")
     parser.add_argument("--avx2", action="store_true",
                         help="the AVX2 build of both: tinyrnn compiled for Haswell, PyTorch held to AVX2 ("
-                             + " ".join(f"{k}={v or repr('')}" for k, v in AVX2_BUILD.items()) + ")")
+                             + _recipe(AVX2_BUILD) + ")")
+    parser.add_argument("--avx512", action="store_true",
+                        help="the AVX-512 build of both without BF16, VNNI or AMX (a Skylake-SP server): tinyrnn "
+                             "compiled for Skylake-AVX512, PyTorch held to AVX-512 core (" + _recipe(AVX512_BUILD) + ")")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    if args.avx2 and not _host_has_avx2():
-        parser.error("--avx2 needs an x86 CPU with AVX2 and FMA; this one has neither: run without --avx2")
+    if args.avx2 and args.avx512:
+        parser.error("--avx2 and --avx512 are two builds: give one of them (or neither, for this CPU's own)")
+    for build, (_, needs) in BUILDS.items():
+        if getattr(args, build) and not _host_has(needs):
+            parser.error(f"--{build} needs an x86 CPU with {', '.join(f.upper() for f in needs)}; "
+                         f"this one lacks some: run without --{build}")
     skip = set(filter(None, args.skip.split(",")))
     only = set(filter(None, args.only.split(",")))
     unknown = (skip | only) - set(ITEMS)
@@ -74,17 +83,22 @@ def _parse(argv):
     return args
 
 
-def _host_has_avx2() -> bool:
+def _recipe(build) -> str:
+    return " ".join(f"{k}={v or repr('')}" for k, v in build.items())
+
+
+def _host_has(features) -> bool:
+    """Whether this CPU has every one of ``features`` (LLVM's names)."""
     import llvmlite.binding as llvm
 
-    features = llvm.get_host_cpu_features()
-    return bool(features.get("avx2", False) and features.get("fma", False))
+    host = llvm.get_host_cpu_features()
+    return all(host.get(feature, False) for feature in features)
 
 
-def use_avx2_build():
-    """Set the AVX2 recipe for this process and every worker it starts (they inherit os.environ).
-    Numba reads its settings when first imported: re-read them in case it already was."""
-    os.environ.update(AVX2_BUILD)
+def use_build(build):
+    """Set a build's recipe (``configs.BUILDS``) for this process and every worker it starts (they
+    inherit os.environ). Numba reads its settings when first imported: re-read them in case it already was."""
+    os.environ.update(build)
     import sys
 
     if "numba.core.config" in sys.modules:
@@ -206,8 +220,9 @@ def startup_rows(args, have_torch, results):
 def main(argv=None):
     args = _parse(argv)
     os.environ.update(thread_env(args.threads))
-    if args.avx2:
-        use_avx2_build()
+    for build, (recipe, _) in BUILDS.items():
+        if getattr(args, build):
+            use_build(recipe)
     have_torch = False
     if not args.no_torch:
         try:

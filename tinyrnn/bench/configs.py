@@ -53,6 +53,17 @@ def thread_env(threads):
 AVX2_BUILD = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "ATEN_CPU_CAPABILITY": "avx2",
               "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
+# The AVX-512 build without BF16, VNNI or AMX (`tinyrnn bench --avx512`): what a Skylake-SP or Cascade
+# Lake server runs, on any AVX-512 machine. Numba compiles for Skylake-AVX512 with its own features
+# (AVX-512 F/CD/BW/DQ/VL: the 6 x 64 matmul tile, but bfloat16 sampling by shifts and FMAs instead
+# of ``vdpbf16ps``); oneDNN stops at AVX512_CORE (the same extensions) and ATen at AVX-512.
+AVX512_BUILD = {"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": "", "ATEN_CPU_CAPABILITY": "avx512",
+                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+
+# the builds `tinyrnn bench` can stand in for, by option: (environment, host features it needs)
+BUILDS = {"avx2": (AVX2_BUILD, ("avx2", "fma")),
+          "avx512": (AVX512_BUILD, ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"))}
+
 
 def cli_module() -> str:
     """The module that runs the ``tinyrnn`` command: the installed package, or a checkout's ``cli``."""

@@ -132,6 +132,29 @@ def test_cell_kernels_threads(threads, kind, relu, B, H):
         np.testing.assert_allclose(got[i], want[i], **TOL[np.float64])
 
 
+@pytest.mark.parametrize("N,M", [(1, 3), (300, 37), (257, 768)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bias_backward_same_bits_at_any_thread_count(N, M, dtype):
+    """bias_backward sums fixed blocks of rows and then the blocks in order: the same bits on 1 thread
+    as on every other count (training resumes bit for bit on another machine), and the sum itself."""
+    rng = np.random.default_rng(N)
+    dout = rng.standard_normal((N, M)).astype(dtype)
+    start = rng.standard_normal(M).astype(dtype)
+    results = []
+    for n in range(1, MAX_THREADS + 1):
+        numba.set_num_threads(n)
+        db, acc = np.full(M, np.nan, dtype), start.copy()
+        cpu.bias_backward(dout, db, False)
+        cpu.bias_backward(dout, acc, True)
+        results.append((db, acc))
+    want = dout.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(results[0][0], want, **TOL[dtype])
+    np.testing.assert_allclose(results[0][1], start + want, **TOL[dtype])
+    for db, acc in results[1:]:
+        np.testing.assert_array_equal(db, results[0][0])
+        np.testing.assert_array_equal(acc, results[0][1])
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_layer_forward_backward_same_at_1_and_2_threads(kind):
     """A whole bidirectional 2-layer layer (fused kernels, matmuls, bias sums): outputs and every

@@ -100,3 +100,16 @@ def test_kernel_sampling_rule(kind):
     z = np.array([0.1, 3.0, -2.0, 3.0])
     assert (kernel_draws(kind, z, US[::50], 0.0, 0, 1.0) == 1).all()
     assert (kernel_draws(kind, z, US[::50], 1.0, 1, 1.0) == 1).all()
+
+
+@pytest.mark.parametrize("V", [0, 1, 2, 3, 5, 64, 65, 1000, 5003])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_order_by_decreasing_probability(V, dtype):
+    """The CPU kernel's rank order (its own merge sort, not Numba's argsort: compile time) is
+    ``np.argsort(-p, kind="stable")``: decreasing p, ties by index, on distinct and on tied values."""
+    from tinyrnn.kernels.cpu.generate import _by_decreasing
+
+    rng = np.random.default_rng(V)
+    for p in (rng.random(V), rng.integers(0, 4, V), np.zeros(V)):
+        p = p.astype(dtype)
+        np.testing.assert_array_equal(_by_decreasing(p), np.argsort(-p, kind="stable"))

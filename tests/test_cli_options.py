@@ -384,6 +384,41 @@ def test_bench_takes_one_build(capsys):
     assert e.value.code == 2 and "--avx2 and --avx512 are two builds: give one of them" in err
 
 
+def _pytorch_mkl_on_intel():
+    """Whether PyTorch is installed and this is an Intel CPU, where MKL honours MKL_ENABLE_INSTRUCTIONS."""
+    import importlib.util
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            intel = "GenuineIntel" in f.read(4096)
+    except OSError:
+        return False
+    return intel and importlib.util.find_spec("torch") is not None
+
+
+@pytest.mark.skipif(not _pytorch_mkl_on_intel(), reason="needs PyTorch on an Intel CPU (MKL's dispatch is Intel-only)")
+@pytest.mark.parametrize("build, path", [("avx2", "(Intel(R) AVX2) enabled processors"),
+                                         ("avx512", "(Intel(R) AVX-512) enabled processors")])
+def test_bench_builds_hold_pytorch_matrix_products_too(build, path):
+    """A build's recipe holds PyTorch's matrix products (MKL: its GRU, its heads) to the build's
+    ISA, not only ATen and oneDNN: MKL's own log names the code path it took for one product."""
+    import subprocess
+    import sys
+
+    import tinyrnn.bench as bench
+    from tinyrnn.bench.configs import BUILDS
+
+    recipe, needs = BUILDS[build]
+    if not bench._host_has(needs):
+        pytest.skip(f"this CPU cannot run the {build} build")
+    env = dict(os.environ, **recipe, MKL_VERBOSE="1")
+    code = "import torch; torch.set_num_threads(1); a = torch.ones(64, 64); a @ a"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    header = [line for line in r.stdout.splitlines() if line.startswith("MKL_VERBOSE") and "architecture" in line]
+    assert header and path in header[0], header
+
+
 def _has_avx512():
     import llvmlite.binding as llvm
 

@@ -108,7 +108,8 @@ def use_build(build):
 def machine_line(have_torch) -> dict:
     """Print and return what the numbers come from: CPU model, the SIMD level and Numba target the
     kernels are compiled for (``NUMBA_CPU_NAME`` changes it), the instructions sampling's compact
-    weights use, and the ISA PyTorch dispatches to (``ATEN_CPU_CAPABILITY`` changes that)."""
+    weights use, and the ISA PyTorch dispatches to (``ATEN_CPU_CAPABILITY`` changes that; the MKL
+    path its matrix products take is shown when ``MKL_ENABLE_INSTRUCTIONS`` caps it)."""
     from ..kernels import isa
 
     torch_isa = "not installed"
@@ -116,6 +117,8 @@ def machine_line(have_torch) -> dict:
         import torch
 
         torch_isa = torch.backends.cpu.get_cpu_capability()
+        if os.environ.get("MKL_ENABLE_INSTRUCTIONS"):
+            torch_isa += f" (MKL held to {os.environ['MKL_ENABLE_INSTRUCTIONS']})"
     tile = isa.choose_tile()        # what the workers will compile: this process may predate --avx2's setting
     line = f"{isa.describe(tile)} | PyTorch {torch_isa}"
     print(f"machine: {line}", flush=True)

@@ -49,16 +49,22 @@ def thread_env(threads):
 # frameworks. Numba compiles the kernels for Haswell with Haswell's own features (AVX2 + FMA, 16
 # vector registers: the 6 x 16 matmul tile, ``kernels/isa.py``): the empty NUMBA_CPU_FEATURES
 # matters, since without it Numba keeps the host's features and an AVX-512 host still gets AVX-512
-# code. PyTorch's ATen kernels and oneDNN (its LSTM) stop at AVX2.
+# code. PyTorch is held to AVX2 in all three of its libraries, each with its own variable: ATen's
+# kernels (ATEN_CPU_CAPABILITY), oneDNN (ONEDNN_MAX_CPU_ISA: its LSTM) and MKL
+# (MKL_ENABLE_INSTRUCTIONS: every matrix product ATen hands to BLAS, its GRU's and the heads').
+# Without the last, PyTorch's GRU training step at config d took 74-76 ms on the Intel VM, as
+# natively (73-76), and 90-95 ms with it: the AVX2 table's d and e had compared against AVX-512
+# products. (MKL documents the variable for Intel CPUs; on AMD it chooses its own path.)
 AVX2_BUILD = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "ATEN_CPU_CAPABILITY": "avx2",
-              "ONEDNN_MAX_CPU_ISA": "AVX2"}
+              "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 # The AVX-512 build without BF16, VNNI or AMX (`tinyrnn bench --avx512`): what a Skylake-SP or Cascade
 # Lake server runs, on any AVX-512 machine. Numba compiles for Skylake-AVX512 with its own features
 # (AVX-512 F/CD/BW/DQ/VL: the 6 x 64 matmul tile, but bfloat16 sampling by shifts and FMAs instead
-# of ``vdpbf16ps``); oneDNN stops at AVX512_CORE (the same extensions) and ATen at AVX-512.
+# of ``vdpbf16ps``); oneDNN stops at AVX512_CORE (the same extensions), ATen at AVX-512 and MKL at
+# its plain AVX-512 path (not the VNNI, BF16 or AMX ones).
 AVX512_BUILD = {"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": "", "ATEN_CPU_CAPABILITY": "avx512",
-                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"}
 
 # the builds `tinyrnn bench` can stand in for, by option: (environment, host features it needs)
 BUILDS = {"avx2": (AVX2_BUILD, ("avx2", "fma")),

@@ -2,7 +2,7 @@
 
 Shapes cover the tiles (6 x 64 and 4 x 64 outer-product micro tiles for nn / tn and nt with 64 rows or
 more, 4 x 4 dot-product tiles for smaller nt) and their ragged edges, the cache blocks
-(KC = 256 over k, MB = 128 rows of S, NB = 512 rows of V, 128 columns of the dot engine),
+(KC = 256 over k, MB = 96 rows of S in 48-row panels, NB = 512 rows of V, 128 columns of the dot engine),
 K = 1 and K = 0, and non-contiguous inputs (step slices and transposed views: S packed, by
 vectors or number by number; out written transposed), each with accumulate True and False.
 """
@@ -209,19 +209,26 @@ def test_both_tiles_give_the_same_bits(tmp_path):
 
 def test_tile_rows_cover_every_block_without_crossing_a_panel():
     """The rows of S each micro tile takes (``tile_rows``) cover an m-row block exactly once, no
-    tile crosses a 16-row panel of packed S, and a 6-row tile has all 6 rows valid."""
+    tile's valid rows cross a 48-row panel of packed S, a 6-row tile has all 6 rows valid, and
+    4-row tiles come only at the block's end (at most two)."""
     tile_rows = cpu_matmul.tile_rows.py_func
+    ph = cpu_matmul.PH
+    assert ph % 6 == 0 and ph % 16 == 0 and cpu_matmul.MB % ph == 0
     for m in range(1, 300):
-        r, n_tiles = 0, 0
+        r, n_tiles, taken = 0, 0, []
         while r < m:
             rows = tile_rows(r, m)
             assert rows in (4, 6)
-            assert r // 16 == (r + rows - 1) // 16, (m, r, rows)
+            assert r // ph == (r + min(rows, m - r) - 1) // ph, (m, r, rows)   # its valid rows
             assert rows == 4 or r + rows <= m, (m, r, rows)
             r, n_tiles = r + min(rows, m - r), n_tiles + 1
+            taken.append(rows)
         assert r == m
-        if m % 16 == 0:
-            assert n_tiles == 3 * m // 16           # 6 + 6 + 4 a panel
+        if m <= cpu_matmul.MB:                        # a block: 6s, then at most two 4s
+            fours = taken[taken.index(4):] if 4 in taken else []
+            assert fours == [4] * len(fours) and len(fours) <= 2, (m, taken)
+        if m % ph == 0:
+            assert n_tiles == m // 6                 # 6 x 8 a panel
 
 
 def test_tile_choice_follows_the_compile_target(monkeypatch):

@@ -24,7 +24,12 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    with data in cache, against ~100 for the same scheme with the tile in a memory buffer.
    Where 6 rows of S are left (``tile_rows``), the tile takes 6 (``_micro6``: 24 registers, the
    count BLIS and oneDNN use on AVX-512): the same 4 loads of V then serve 24 FMAs instead of
-   16, a third fewer bytes of V per FLOP, the operand that comes from L2.
+   16, a third fewer bytes of V per FLOP, the operand that comes from L2. Blocks of S are cut
+   into groups of PH = 48 rows, 8 six-row tiles, so the 4-row tile is left for the ragged end
+   of a block only. (With 16-row groups, 6 + 6 + 4, a quarter of the work ran in 4-row tiles,
+   which on AVX2 ran at ~83% of the 6-row tile's speed: its 8 FMA chains barely cover the FMA
+   latency. With 48-row groups d's three products ran 2-5% faster in the AVX2 build and 0-8%
+   natively on the Intel VM, old and new interleaved in one process; BENCHMARKS.md.)
    (Numba does not run LLVM's SLP vectoriser, so a tile held in scalar locals would stay
    scalar; hence the explicit vectors. A dot-product tile, vectorised along k, must sum its
    16 vectors across lanes at the end of every k block: at K = 256 that cost ~40% of the time.)
@@ -33,14 +38,14 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    where a 16-column pass reads a quarter of a panel, each quarter's kc x 16 numbers stored
    together, ``_panel_at``: the AVX2 products then ran as fast as the native ones). S gives
    one number per row and k, broadcast: it is read in place when it is row-major (nn, nt:
-   S = a), else packed MB rows at a time into 16-row k-major panels (``_pack``). For tn,
-   S = a.T, the 16 numbers of a panel at one k are 16 adjacent numbers of a row of a: one
-   vector copy. (Measured at tn 2048x8192x512: read in place down a's columns, 8 KB apart,
+   S = a), else packed MB rows at a time into PH-row k-major panels (``_pack``). For tn,
+   S = a.T, the 48 numbers of a panel at one k are 48 adjacent numbers of a row of a: three
+   vector copies. (Measured at tn 2048x8192x512: read in place down a's columns, 8 KB apart,
    90 ms, as the rows fall into a few cache sets; an element-by-element transposing pack,
    0.7 ns a number, 53 ms; the vector pack, 44 ms.) Which of x, y is S: x, unless y alone is
    k-contiguous; then S = y and out is written transposed.
 3. Cache blocks: k by KC = 256, V by at most NB = 512 rows per tile (its packed KC x NB block,
-   512 KB at float32, stays in L2), S by MB = 128 rows. Loop order per k block: pack V; for
+   512 KB at float32, stays in L2), S by MB = 96 rows. Loop order per k block: pack V; for
    each S block: for each V panel: for each 6 or 4 rows of S (``tile_rows``): micro tile into
    out.
 4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: the cut that packs
@@ -77,7 +82,8 @@ from .simd import LANES as L, vadd, vfma, vload, vsplat, vstore, vzeros
 MR = 4      # the fewest rows of S a micro tile takes (and rows / cols of a dot-product tile)
 NR = 4 * L  # numbers of V per k in a packed panel (64): 4 SIMD vectors, the columns of a micro tile
 KC = 256    # k block
-MB = 128    # rows of S packed at a time (when S must be packed; a multiple of 16, the panel height)
+MB = 96     # rows of S per block (packed at a time when S must be packed; a multiple of PH)
+PH = 48     # rows of a packed panel of S: 8 six-row tiles, 3 vectors of 16 a k
 NB = 512    # rows of V per thread tile (a multiple of NR): its packed block stays in L2
 DB = 128    # cols of out per tile of the dot-product engine
 DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product engine
@@ -286,10 +292,11 @@ def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr,
 @kernel
 def tile_rows(r, m):
     """How many rows of S the micro tile at row r of an m-row block takes: 6 when at least 6 rows
-    are left in r's 16-row group (a packed panel of S) and taking 6 leaves no ragged tile that 4
-    would avoid (8 left: 4 + 4, not 6 + 2), else MR (4). A 16-row group goes 6 + 6 + 4; only
-    a 4-row tile may have fewer valid rows (min(tile_rows, m - r))."""
-    left = min(m - r, L - r % L)
+    are left in r's PH-row group (a packed panel of S) and taking 6 leaves no ragged tile that 4
+    would avoid (8 left: 4 + 4, not 6 + 2), else MR (4). A 48-row group goes 6 x 8, so 4-row
+    tiles come only at a block's end (32 rows: 6 x 4 + 4 + 4); only a 4-row tile may have fewer
+    valid rows (min(tile_rows, m - r))."""
+    left = min(m - r, PH - r % PH)
     if left >= MR_MAX and left != 8:
         return MR_MAX
     return MR
@@ -348,34 +355,36 @@ TB = 16     # transpose block of _pack_panels
 
 @leaf_kernel
 def _pack(src, st, r0, nrows, k0, kc, dst):
-    """dst[i, p, r] = x[r0 + i*L + r, k0 + p] for p < kc, r < L (16); 0 for rows past nrows:
-    a block of x cut into 16-row panels, each k-major (the 16 numbers of one k side by side).
-    The micro tile reads S from it as a strided view: rows 4j .. 4j + 3 of panel i are
-    ``dst[i, :, 4*j:4*j + 4].T``.
+    """dst[i, p, r] = x[r0 + i*PH + r, k0 + p] for p < kc, r < PH (48); 0 for rows past nrows:
+    a block of x cut into PH-row panels, each k-major (the 48 numbers of one k side by side).
+    The micro tile reads S from it as a strided view: rows j .. j + 5 of panel i are
+    ``dst[i, :, j:j + 6].T``.
 
     x is given as its memory, src (1-D), and its strides in elements, st: x[r, p] is
     src[r*st[0] + p*st[1]]. (One type for every layout: one compilation, not one per layout.)
-    When the rows of x are adjacent at each k (s0 == 1: x = a.T, a row-major, as in tn), the 16
-    numbers of one k are 16 adjacent numbers of a row of a: one vector load and one store."""
+    When the rows of x are adjacent at each k (s0 == 1: x = a.T, a row-major, as in tn), the 48
+    numbers of one k are 48 adjacent numbers of a row of a: three vector loads and stores."""
     s0, s1 = st
     z = dst.dtype.type(0)
-    n_full = nrows // L
+    n_full = nrows // PH
     if s0 == 1:
         for p in range(kc):
             b = (k0 + p) * s1 + r0
             for i in range(n_full):
-                vstore(dst[i, p], 0, vload(src, b + i * L))
+                d = dst[i, p]
+                for c in range(0, PH, L):
+                    vstore(d, c, vload(src, b + i * PH + c))
     else:
         for i in range(n_full):
             for p in range(kc):
                 d = dst[i, p]
-                for r in range(L):
-                    d[r] = src[(r0 + i * L + r) * s0 + (k0 + p) * s1]
-    if nrows > n_full * L:                       # the ragged last panel, zero-padded
+                for r in range(PH):
+                    d[r] = src[(r0 + i * PH + r) * s0 + (k0 + p) * s1]
+    if nrows > n_full * PH:                       # the ragged last panel, zero-padded
         for p in range(kc):
             d = dst[n_full, p]
-            for r in range(L):
-                row_index = n_full * L + r
+            for r in range(PH):
+                row_index = n_full * PH + r
                 d[r] = src[(r0 + row_index) * s0 + (k0 + p) * s1] if row_index < nrows else z
 
 
@@ -437,7 +446,7 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
 
     S comes twice: sd is S itself when it is k-contiguous (read in place); when it is not
     (pack_s), ss / sst is its memory and strides (see ``_pack``), copied MB rows at a time
-    into ws as 16-row panels. V is always packed (memory vs, strides vst), one k block at a
+    into ws as PH-row panels. V is always packed (memory vs, strides vst), one k block at a
     time, into wv. t is the micro tile buffer."""
     nv = v1 - v0
     n_panels = (nv + NR - 1) // NR
@@ -454,10 +463,10 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                 r = 0
                 while r < m:
                     rows = tile_rows(r, m)
-                    if pack_s:                 # rows r .. r + rows - 1 of the packed block, as (rows, kc)
-                        j = r % L
-                        _micro(ws[r // L, :, j:j + rows].T, 0, rows - 1, 0, kc, wv, q * kc * NR, t,
-                               out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
+                    if pack_s:                 # the valid rows r .. r + n - 1 of the packed block, as (n, kc)
+                        j, n = r % PH, min(rows, m - r)
+                        _micro(ws[r // PH, :, j:j + n].T, 0, n - 1, 0, kc, wv, q * kc * NR, t,
+                               out, out, transposed, sb + r, v0 + q * NR, n, nr, add)
                     else:
                         _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, t,
                                out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
@@ -507,7 +516,7 @@ def _gemm(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, n_thread
     n_tiles = n_mc * n_nb
     n_workers = max(1, min(n_threads, n_tiles))
     kc_max = min(KC, K)
-    ws = np.empty((n_workers, MB // L if pack_s else 1, kc_max if pack_s else 1, L), dtype=out.dtype)
+    ws = np.empty((n_workers, MB // PH if pack_s else 1, kc_max if pack_s else 1, PH), dtype=out.dtype)
     wv = np.empty((n_workers, nb * kc_max), dtype=out.dtype)
     wt = np.empty((n_workers, MR_MAX * NR), dtype=out.dtype)
     for w in prange(n_workers):

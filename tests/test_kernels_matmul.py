@@ -322,3 +322,27 @@ def test_the_micro_tile_counts_no_references(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "0"]
+
+
+def test_tiling_cuts_out_into_whole_tiles_with_work_for_every_thread():
+    """``_tiling``: mc a multiple of MR, nb of NR and at most NB; no thread does more than its
+    share of the work plus one tile; the weight-gradient example of its docstring; the head."""
+    tiling = cpu_matmul._tiling.py_func
+    cost = cpu_matmul._tiling_cost.py_func
+    MR, NR, NB = cpu_matmul.MR, cpu_matmul.NR, cpu_matmul.NB
+    for M in (1, 5, 65, 100, 768, 2048, 8192):
+        for N in (1, 3, 50, 65, 128, 256, 768, 1536, 2048):
+            for pack_s in (False, True):
+                for threads in (1, 2, 3, 4, 8):
+                    mc, nb = tiling(M, N, pack_s, threads)
+                    assert mc % MR == 0 and nb % NR == 0 and 0 < nb <= NB, (M, N, mc, nb)
+                    possible = -(-M // MR) * -(-N // NR)          # micro tiles to go round
+                    busiest = cost(M, N, mc, nb, pack_s, threads)
+                    whole = cost(M, N, mc, nb, pack_s, 1)         # every tile on one thread
+                    one_tile = cost(min(M, mc), min(N, nb), mc, nb, pack_s, 1)
+                    assert busiest <= whole / min(threads, possible) + one_tile, (M, N, threads, mc, nb)
+    assert tiling(768, 256, True, 2) == (384, 256)     # 2 S chunks, each with all of V
+    # the head's logits, 65 columns: two threads share the work, whether the second V panel's one
+    # valid column costs a whole 64-column pass (AVX-512) or a 16-column one (AVX2)
+    mc, nb = tiling(2048, 65, False, 2)
+    assert cost(2048, 65, mc, nb, False, 2) <= 0.55 * cost(2048, 65, mc, nb, False, 1)

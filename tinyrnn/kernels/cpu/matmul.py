@@ -49,7 +49,7 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    each S block: for each V panel: for each 6 or 4 rows of S (``tile_rows``): micro tile into
    out.
 4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: the cut that packs
-   least while giving each thread about two tiles); ``prange`` runs over the threads, each
+   least while giving each thread as many tiles, at least one); ``prange`` runs over the threads, each
    taking tiles w, w + n_threads, ... and owning its workspaces, allocated once per call.
    Every element of out belongs to one tile, so no two threads write it.
 
@@ -473,31 +473,56 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                     r += rows
 
 
+PACK_COST = 16   # a number packed, in multiply-adds of the micro tile (0.3 ns against 0.02: Intel VM, 2026-12-06)
+
+
 @kernel
 def _tiling(M, N, pack_s, n_threads):
     """(mc, nb): rows of S and rows of V per thread tile, nb a multiple of NR, nb <= NB.
 
-    Every tile packs its V rows (and its S rows, when pack_s) over all of K, so cutting M into
-    n_mc chunks packs V n_mc times, and cutting N into n_nb chunks packs S n_nb times. Among the
-    cuts that give every thread about two tiles, take the one that packs the least:
-    n_mc * N + n_nb * (M if pack_s else 0). (E.g. the weight gradient dgates.T @ h at
-    H = 128, M = 512, N = 128: 2 S chunks x 2 V chunks of 64, not 4 S chunks, which would pack
-    all of V 4 times.)"""
+    Threads take tiles w, w + n_threads, ... (``_gemm``), and every tile packs its V rows (and
+    its S rows, when pack_s) over all of K: cutting M into n_mc chunks packs V n_mc times,
+    cutting N into n_nb chunks packs S n_nb times. Of the cuts into between one and two tiles
+    a thread, take the one whose busiest thread has the least work (``_tiling_cost``). (E.g.
+    the weight gradient dgates.T @ h at M = 768, N = 256, 2 threads: 2 S chunks of 384, each
+    with all of V. The rule until 2026-12-06, "about two tiles a thread, packing least", gave 4
+    chunks of 192, which pack V 4 times; one tile a thread was 0-25% faster at the training
+    step's shapes, BENCHMARKS.md.)"""
     max_mc = (M + MR - 1) // MR
     max_nb = (N + NR - 1) // NR
-    best_cost, best_mc, best_nb = -1, M, NB
+    best_cost, best_mc, best_nb = -1.0, M, NB
     for n_nb in range((N + NB - 1) // NB, max_nb + 1):
         nb = ((N + n_nb - 1) // n_nb + NR - 1) // NR * NR
         n_nb = (N + nb - 1) // nb
-        n_mc = min(max((2 * n_threads + n_nb - 1) // n_nb, 1), max_mc)
-        mc = ((M + n_mc - 1) // n_mc + MR - 1) // MR * MR
-        n_mc = (M + mc - 1) // mc
-        cost = n_mc * N + (n_nb * M if pack_s else 0)
-        if best_cost < 0 or cost < best_cost:
-            best_cost, best_mc, best_nb = cost, mc, nb
-        if n_nb * n_mc >= 2 * n_threads and n_mc == 1:
-            break                              # more V chunks would only add S packing
+        fewest = min(max((n_threads + n_nb - 1) // n_nb, 1), max_mc)
+        most = min(max((2 * n_threads + n_nb - 1) // n_nb, 1), max_mc)
+        for n_mc in range(fewest, most + 1):
+            mc = ((M + n_mc - 1) // n_mc + MR - 1) // MR * MR
+            cost = _tiling_cost(M, N, mc, nb, pack_s, n_threads)
+            if best_cost < 0 or cost < best_cost:
+                best_cost, best_mc, best_nb = cost, mc, nb
+        if fewest == 1 and n_nb >= 2 * n_threads:
+            break                              # more V chunks only add tiles (and S packing)
     return best_mc, best_nb
+
+
+@kernel
+def _tiling_cost(M, N, mc, nb, pack_s, n_threads):
+    """The busiest thread's work per k, in multiply-adds: for each of its tiles, rows x columns
+    computed (columns in whole micro-tile passes: NR, or 16 on AVX2, valid or not) plus
+    PACK_COST a number packed (the tile's V rows, and its S rows when pack_s)."""
+    n_nb = (N + nb - 1) // nb
+    n_tiles = ((M + mc - 1) // mc) * n_nb
+    step = L if NARROW else NR
+    worst = 0.0
+    for w in range(n_threads):
+        work = 0.0
+        for tile in range(w, n_tiles, n_threads):
+            rows = min(mc, M - (tile // n_nb) * mc)
+            cols = min(nb, N - (tile % n_nb) * nb)
+            work += rows * ((cols + step - 1) // step * step) + PACK_COST * (cols + (rows if pack_s else 0))
+        worst = max(worst, work)
+    return worst
 
 
 @parallel_kernel

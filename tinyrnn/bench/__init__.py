@@ -30,6 +30,7 @@ micro-benchmarks of single kernels run on their own, their results in ``benchmar
     python -m tinyrnn.bench.matmul --threads 2 --repeats 9     # the matmuls against numpy's BLAS
     python -m tinyrnn.bench.recurrent                          # the fused sequence kernels
     python -m tinyrnn.bench.gpu                                # CUDA training and sampling
+    python -m tinyrnn.bench.ab /tmp/old                        # two checkouts' kernels, in one process
 """
 from __future__ import annotations
 

@@ -1,0 +1,143 @@
+"""Two checkouts' kernels side by side in one process: is a kernel change faster, and by how much?
+
+    python -m tinyrnn.bench.ab OLD_CHECKOUT [--new CHECKOUT] [--config d] [--rounds 41] [--only products]
+    NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES='' python -m tinyrnn.bench.ab /tmp/old   # AVX2 build
+
+On a shared VM the same command drifts by 10-20% from one process to the next (BENCHMARKS.md), so
+a change of 2-5% is lost between an old run and a new one. Here both packages are imported into
+one process under names of their own (``tinyrnn_ab_old``, ``tinyrnn_ab_new``), and every
+measurement alternates old and new call by call, so drift hits both alike; the ratio of the two
+medians is the change. Measured: the products and sequence kernels of one training step of a
+benchmark config (``configs.CONFIGS``), float32, on this process's threads:
+
+    tn  dW     (G*H) x (B*T) x H     a layer's weight gradient, dgates.T @ inputs
+    nn  xproj  (B*T) x H x (G*H)     a layer's input projection (layers after the first)
+    nt  dx     (B*T) x (G*H) x H     its input's gradient
+    nn, nt, tn head                  the logits (vocab 65), their input's and weights' gradients
+    sequence forward / backward      the cell's fused recurrent kernels over T steps
+
+A checkout is a directory holding ``tinyrnn/`` (e.g. ``git worktree add /tmp/old <commit>``).
+Each copy's kernels are compiled into a cache of their own under ``--workdir``, kept between runs
+(keyed by their sources, like the package's own cache), so the first run compiles twice.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .configs import CONFIGS, VOCAB, median
+
+NAMES = ("tinyrnn_ab_old", "tinyrnn_ab_new")
+
+
+def load(checkout: Path, name: str, workdir: Path):
+    """Import ``checkout/tinyrnn`` as package ``name`` (a copy of its sources under workdir)."""
+    source = Path(checkout) / "tinyrnn"
+    if not (source / "__init__.py").is_file():
+        raise SystemExit(f"error: {checkout} holds no tinyrnn/ package: give a checkout's root directory")
+    target = workdir / name
+    if target.exists():
+        for path in target.rglob("*.py"):
+            path.unlink()                    # keep __pycache__ (the compiled kernels), renew sources
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    if str(workdir) not in sys.path:
+        sys.path.insert(0, str(workdir))
+    return importlib.import_module(name)
+
+
+def step_cases(package, cfg_name, only=None):
+    """(label, callable) pairs for one training step of a config: its products and sequence kernels
+    (``only``: "products" or "sequence" for one kind)."""
+    cfg = CONFIGS[cfg_name]
+    cpu = importlib.import_module(package.__name__ + ".kernels.cpu")
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cfg["cell"]]
+    H, BT, T, B = cfg["hidden"], cfg["batch"] * cfg["seq"], cfg["seq"], cfg["batch"]
+    rng = np.random.default_rng(0)
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    def product(variant, M, K, N):
+        a = normal(K, M) if variant == "tn" else normal(M, K)
+        b = normal(N, K) if variant == "nt" else normal(K, N)
+        out = np.empty((M, N), np.float32)
+        fn = getattr(cpu, "matmul_" + variant)
+        return f"{variant} {M}x{K}x{N}", lambda: fn(a, b, out, False)
+
+    cases = [product("tn", G * H, BT, H), product("nn", BT, H, G * H), product("nt", BT, G * H, H),
+             product("nn", BT, H, VOCAB), product("nt", BT, VOCAB, H), product("tn", VOCAB, BT, H)]
+    if only == "sequence":
+        cases = []
+    return cases + ([] if only == "products" else _sequence_cases(cpu, cfg["cell"], T, B, H, G, normal))
+
+
+def _sequence_cases(cpu, cell, T, B, H, G, normal):
+    """The fused sequence kernels of ``cell`` at T x B x H, forward then backward (which reads
+    the forward's outputs)."""
+    w = (normal(G * H, H) / np.sqrt(H)).astype(np.float32)
+    xproj, dhs, zeros = normal(T, B, G * H), normal(T, B, H), np.zeros((B, H), np.float32)
+    lengths = np.full(T, B, np.int64)
+    hs, acts = np.empty((T + 1, B, H), np.float32), np.empty_like(xproj)
+    dgates, dh0 = np.empty_like(xproj), np.empty((B, H), np.float32)
+    if cell == "lstm":
+        cs, dc0 = np.empty_like(hs), np.empty_like(dh0)
+        forward = lambda: cpu.lstm_sequence_forward(xproj, w, zeros, zeros, lengths, hs, cs, acts)  # noqa: E731
+        backward = lambda: cpu.lstm_sequence_backward(w, hs, cs, acts, dhs, zeros, zeros, lengths,  # noqa: E731
+                                                      dgates, dh0, dc0)
+    elif cell == "gru":
+        b_hh, ghn, dgh = normal(G * H), np.empty((T, B, H), np.float32), np.empty_like(xproj)
+        forward = lambda: cpu.gru_sequence_forward(xproj, w, b_hh, zeros, lengths, hs, acts, ghn)  # noqa: E731
+        backward = lambda: cpu.gru_sequence_backward(w, hs, acts, ghn, dhs, zeros, lengths,  # noqa: E731
+                                                     dgates, dgh, dh0)
+    else:
+        return []
+    forward()                                # the backward reads what the forward wrote
+    return [(f"{cell} sequence forward", forward), (f"{cell} sequence backward", backward)]
+
+
+def compare(old_case, new_case, rounds):
+    """(old median, new median) in seconds: the two called alternately, rounds times each."""
+    (_, old), (_, new) = old_case, new_case
+    old(), new()                             # compiled (or loaded) before timing
+    times = ([], [])
+    for _ in range(rounds):
+        for i, fn in enumerate((old, new)):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return median(times[0]), median(times[1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tinyrnn.bench.ab", description=__doc__.split("\n")[0])
+    parser.add_argument("old", type=Path, help="the checkout to compare against (holds tinyrnn/)")
+    parser.add_argument("--new", type=Path, default=Path(__file__).resolve().parents[2],
+                        help="the checkout measured (default: this package's)")
+    parser.add_argument("--config", default="d", choices=sorted(CONFIGS), help="whose training step (default d)")
+    parser.add_argument("--rounds", type=int, default=41, help="calls of each, alternating (default 41)")
+    parser.add_argument("--only", choices=("products", "sequence"), default=None,
+                        help="the products only, or the sequence kernels only (default: both)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/tinyrnn-ab"),
+                        help="where the copies and their compiled kernels live (default /tmp/tinyrnn-ab)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give at least 1")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    old, new = (load(root, name, args.workdir) for root, name in zip((args.old, args.new), NAMES))
+    from ..kernels import isa
+
+    print(f"machine: {isa.describe()} | config {args.config} | {args.rounds} alternating calls, medians", flush=True)
+    for old_case, new_case in zip(step_cases(old, args.config, args.only), step_cases(new, args.config, args.only)):
+        t_old, t_new = compare(old_case, new_case, args.rounds)
+        print(f"{old_case[0]:<26} old {t_old * 1e3:8.3f} ms   new {t_new * 1e3:8.3f} ms   new/old {t_new / t_old:.3f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

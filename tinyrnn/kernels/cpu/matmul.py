@@ -28,8 +28,9 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    into groups of PH = 48 rows, 8 six-row tiles, so the 4-row tile is left for the ragged end
    of a block only. (With 16-row groups, 6 + 6 + 4, a quarter of the work ran in 4-row tiles,
    which on AVX2 ran at ~83% of the 6-row tile's speed: its 8 FMA chains barely cover the FMA
-   latency. With 48-row groups d's three products ran 2-5% faster in the AVX2 build and 0-8%
-   natively on the Intel VM, old and new interleaved in one process; BENCHMARKS.md.)
+   latency. With 48-row groups d's three products ran 2-5% faster in the AVX2 build, and from 2%
+   slower to 8% faster natively, on the Intel VM, old and new alternating in one process
+   (``bench/ab.py``); BENCHMARKS.md.)
    (Numba does not run LLVM's SLP vectoriser, so a tile held in scalar locals would stay
    scalar; hence the explicit vectors. A dot-product tile, vectorised along k, must sum its
    16 vectors across lanes at the end of every k block: at K = 256 that cost ~40% of the time.)
@@ -486,8 +487,8 @@ def _tiling(M, N, pack_s, n_threads):
     a thread, take the one whose busiest thread has the least work (``_tiling_cost``). (E.g.
     the weight gradient dgates.T @ h at M = 768, N = 256, 2 threads: 2 S chunks of 384, each
     with all of V. The rule until 2026-12-06, "about two tiles a thread, packing least", gave 4
-    chunks of 192, which pack V 4 times; one tile a thread was 0-25% faster at the training
-    step's shapes, BENCHMARKS.md.)"""
+    chunks of 192, which pack V 4 times. At the training step's shapes this cut was up to 33%
+    faster, most products 2-8%, a few within +-5%: BENCHMARKS.md.)"""
     max_mc = (M + MR - 1) // MR
     max_nb = (N + NR - 1) // NR
     best_cost, best_mc, best_nb = -1.0, M, NB

@@ -16,7 +16,7 @@ def test_ab_times_both_copies_of_a_config_step(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("machine: ") and "config a" in lines[0]
     rows = lines[1:]
-    assert [row.split()[0] for row in rows] == ["tn", "nn", "nt", "nn", "nt", "tn"]
+    assert [row.split()[0] for row in rows] == ["tn", "nt", "nn", "nt", "nn", "tn"]
     assert rows[0].split()[1] == "512x2048x128"                 # G*H x B*T x H for LSTM 1x128, B32 T64
     for row in rows:
         ratio = float(row.split("new/old")[1])

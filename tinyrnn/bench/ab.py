@@ -11,9 +11,11 @@ medians is the change. Measured: the products and sequence kernels of one traini
 benchmark config (``configs.CONFIGS``), float32, on this process's threads:
 
     tn  dW     (G*H) x (B*T) x H     a layer's weight gradient, dgates.T @ inputs
-    nn  xproj  (B*T) x H x (G*H)     a layer's input projection (layers after the first)
-    nt  dx     (B*T) x (G*H) x H     its input's gradient
-    nn, nt, tn head                  the logits (vocab 65), their input's and weights' gradients
+    nt  xproj  (B*T) x H x (G*H)     a layer's input projection x @ W_ih.T (layers after the first)
+    nn  dx     (B*T) x (G*H) x H     its input's gradient, dgates @ W_ih
+    nt, nn, tn head                  the logits (vocab 65), their input's and weights' gradients
+
+(M x K x N, in the layouts ``ops/primitives.py`` and ``ops/recurrent.py`` call them with.)
     sequence forward / backward      the cell's fused recurrent kernels over T steps
 
 A checkout is a directory holding ``tinyrnn/`` (e.g. ``git worktree add /tmp/old <commit>``).
@@ -70,8 +72,8 @@ def step_cases(package, cfg_name, only=None):
         fn = getattr(cpu, "matmul_" + variant)
         return f"{variant} {M}x{K}x{N}", lambda: fn(a, b, out, False)
 
-    cases = [product("tn", G * H, BT, H), product("nn", BT, H, G * H), product("nt", BT, G * H, H),
-             product("nn", BT, H, VOCAB), product("nt", BT, VOCAB, H), product("tn", VOCAB, BT, H)]
+    cases = [product("tn", G * H, BT, H), product("nt", BT, H, G * H), product("nn", BT, G * H, H),
+             product("nt", BT, H, VOCAB), product("nn", BT, VOCAB, H), product("tn", VOCAB, BT, H)]
     if only == "sequence":
         cases = []
     return cases + ([] if only == "products" else _sequence_cases(cpu, cfg["cell"], T, B, H, G, normal))

@@ -11,8 +11,9 @@ medians is the change. Measured: the products and sequence kernels of one traini
 benchmark config (``configs.CONFIGS``), float32, on this process's threads:
 
     tn  dW     (G*H) x (B*T) x H     a layer's weight gradient, dgates.T @ inputs
-    nt  xproj  (B*T) x H x (G*H)     a layer's input projection x @ W_ih.T (layers after the first)
-    nn  dx     (B*T) x (G*H) x H     its input's gradient, dgates @ W_ih
+    nt  xproj  (B*T) x H x (G*H)     a layer's input projection x @ W_ih.T
+    nn  dx     (B*T) x (G*H) x H     its input's gradient, dgates @ W_ih (these two: layers after the
+                                     first, whose projection is a table; configs a and e have none)
     nt, nn, tn head                  the logits (vocab 65), their input's and weights' gradients
 
 (M x K x N, in the layouts ``ops/primitives.py`` and ``ops/recurrent.py`` call them with.)
@@ -72,11 +73,13 @@ def step_cases(package, cfg_name, only=None):
         fn = getattr(cpu, "matmul_" + variant)
         return f"{variant} {M}x{K}x{N}", lambda: fn(a, b, out, False)
 
-    cases = [product("tn", G * H, BT, H), product("nt", BT, H, G * H), product("nn", BT, G * H, H),
-             product("nt", BT, H, VOCAB), product("nn", BT, VOCAB, H), product("tn", VOCAB, BT, H)]
-    if only == "sequence":
-        cases = []
-    return cases + ([] if only == "products" else _sequence_cases(cpu, cfg["cell"], T, B, H, G, normal))
+    cases = []
+    if only != "sequence":
+        cases += [product("tn", G * H, BT, H), product("nt", BT, H, G * H), product("nn", BT, G * H, H),
+                  product("nt", BT, H, VOCAB), product("nn", BT, VOCAB, H), product("tn", VOCAB, BT, H)]
+    if only != "products":
+        cases += _sequence_cases(cpu, cfg["cell"], T, B, H, G, normal)
+    return cases
 
 
 def _sequence_cases(cpu, cell, T, B, H, G, normal):
@@ -87,18 +90,23 @@ def _sequence_cases(cpu, cell, T, B, H, G, normal):
     lengths = np.full(T, B, np.int64)
     hs, acts = np.empty((T + 1, B, H), np.float32), np.empty_like(xproj)
     dgates, dh0 = np.empty_like(xproj), np.empty((B, H), np.float32)
-    if cell == "lstm":
-        cs, dc0 = np.empty_like(hs), np.empty_like(dh0)
-        forward = lambda: cpu.lstm_sequence_forward(xproj, w, zeros, zeros, lengths, hs, cs, acts)  # noqa: E731
-        backward = lambda: cpu.lstm_sequence_backward(w, hs, cs, acts, dhs, zeros, zeros, lengths,  # noqa: E731
-                                                      dgates, dh0, dc0)
-    elif cell == "gru":
-        b_hh, ghn, dgh = normal(G * H), np.empty((T, B, H), np.float32), np.empty_like(xproj)
-        forward = lambda: cpu.gru_sequence_forward(xproj, w, b_hh, zeros, lengths, hs, acts, ghn)  # noqa: E731
-        backward = lambda: cpu.gru_sequence_backward(w, hs, acts, ghn, dhs, zeros, lengths,  # noqa: E731
-                                                     dgates, dgh, dh0)
-    else:
+    cs, dc0 = np.empty_like(hs), np.empty_like(dh0)                            # LSTM only
+    b_hh, ghn, dgh = normal(G * H), np.empty((T, B, H), np.float32), np.empty_like(xproj)  # GRU only
+    if cell not in ("lstm", "gru"):
         return []
+
+    def forward():
+        if cell == "lstm":
+            cpu.lstm_sequence_forward(xproj, w, zeros, zeros, lengths, hs, cs, acts)
+        else:
+            cpu.gru_sequence_forward(xproj, w, b_hh, zeros, lengths, hs, acts, ghn)
+
+    def backward():
+        if cell == "lstm":
+            cpu.lstm_sequence_backward(w, hs, cs, acts, dhs, zeros, zeros, lengths, dgates, dh0, dc0)
+        else:
+            cpu.gru_sequence_backward(w, hs, acts, ghn, dhs, zeros, lengths, dgates, dgh, dh0)
+
     forward()                                # the backward reads what the forward wrote
     return [(f"{cell} sequence forward", forward), (f"{cell} sequence backward", backward)]
 

@@ -49,9 +49,10 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    512 KB at float32, stays in L2), S by MB = 96 rows. Loop order per k block: pack V; for
    each S block: for each V panel: for each 6 or 4 rows of S (``tile_rows``): micro tile into
    out.
-4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: the cut that packs
-   least while giving each thread as many tiles, at least one); ``prange`` runs over the threads, each
-   taking tiles w, w + n_threads, ... and owning its workspaces, allocated once per call.
+4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: one or two tiles a
+   thread, the cut whose busiest thread has least to compute and pack); ``prange`` runs over the
+   threads, each taking tiles w, w + n_threads, ... and owning its workspaces, allocated once
+   per call.
    Every element of out belongs to one tile, so no two threads write it.
 
 nt products with few rows (fewer than DOT_MAX_ROWS = 64: h @ W_hh.T at one time step) go to a
@@ -474,7 +475,7 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                     r += rows
 
 
-PACK_COST = 16   # a number packed, in multiply-adds of the micro tile (0.3 ns against 0.02: Intel VM, 2026-12-06)
+PACK_COST = 16   # a number packed, in the micro tile's multiply-adds (~0.3 ns against ~0.02, Intel VM)
 
 
 @kernel

@@ -18,7 +18,10 @@ Constants: Numba compiles a kernel once for each tuple of argument types, and a 
 has a type of its own (``Literal[int](0)``, ``Literal[bool](True)``), so a kernel called with a
 constant in one place and a variable in another compiles twice. That is on purpose where the
 constant is worth compiling for (a flag such as ``add``, the sampler's cell: dead branches are cut,
-and a 0 offset frees a register in the matmul tile's loop). A loop counter that starts at 0 is not:
+and a 0 offset frees a register in the matmul tile's loop), and not where it only multiplies the
+compilations of a big kernel: ``gemm_panel_block`` passes run-time zeros and flags, so its micro
+tiles share ``_gemm_tile``'s compilation (1-5 s of a cold first step of ~35; the sequence kernels
+ran 3% faster to 6% slower, old and new alternating in one process: BENCHMARKS.md). A loop counter that starts at 0 is not worth it either:
 Numba types the first call with the counter still a literal 0 and compiles the callee for it too,
 before the loop makes it an int64; such counters start as ``np.int64(0)``.
 

@@ -796,10 +796,17 @@ def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
     L2 while every 6 or 4 rows of s (``tile_rows``) pass over it. E.g. h_{t-1} @ W_hh.T for 64
     gate columns at one time step."""
     M, K = s.shape
-    r = np.int64(0)     # not a constant 0: _micro would compile for r0 = Literal[int](0) too (jit.py; 2.5 s)
+    # No constants among _micro's arguments (jit.py): with run-time zeros and flags its call has the
+    # types of ``_gemm_tile``'s in-place call, and shares that compilation (a cold first step
+    # compiled _micro, _micro6 and their stores twice more for the constants: ~4 s of ~35).
+    r = np.int64(0)
+    zero = r
+    not_transposed = M < 0
+    adding = add or not_transposed
     while r < M:
         rows = tile_rows(r, M)
-        _micro(s, r, M - 1, 0, K, panel, 0, t, init, out, False, r, out_col, min(rows, M - r), n, add)
+        _micro(s, r, M - 1, zero, K, panel, zero, t, init, out, not_transposed, r, out_col, min(rows, M - r),
+               n, adding)
         r += rows
 
 

@@ -15,9 +15,9 @@ benchmark config (``configs.CONFIGS``), float32, on this process's threads:
     nn  dx     (B*T) x (G*H) x H     its input's gradient, dgates @ W_ih (these two: layers after the
                                      first, whose projection is a table; configs a and e have none)
     nt, nn, tn head                  the logits (vocab 65), their input's and weights' gradients
-
-(M x K x N, in the layouts ``ops/primitives.py`` and ``ops/recurrent.py`` call them with.)
     sequence forward / backward      the cell's fused recurrent kernels over T steps
+
+(Products as M x K x N, in the layouts ``ops/primitives.py`` and ``ops/recurrent.py`` call them with.)
 
 A checkout is a directory holding ``tinyrnn/`` (e.g. ``git worktree add /tmp/old <commit>``).
 Each copy's kernels are compiled into a cache of their own under ``--workdir``, kept between runs
@@ -85,6 +85,8 @@ def step_cases(package, cfg_name, only=None):
 def _sequence_cases(cpu, cell, T, B, H, G, normal):
     """The fused sequence kernels of ``cell`` at T x B x H, forward then backward (which reads
     the forward's outputs)."""
+    if cell not in ("lstm", "gru"):
+        return []
     w = (normal(G * H, H) / np.sqrt(H)).astype(np.float32)
     xproj, dhs, zeros = normal(T, B, G * H), normal(T, B, H), np.zeros((B, H), np.float32)
     lengths = np.full(T, B, np.int64)
@@ -92,8 +94,6 @@ def _sequence_cases(cpu, cell, T, B, H, G, normal):
     dgates, dh0 = np.empty_like(xproj), np.empty((B, H), np.float32)
     cs, dc0 = np.empty_like(hs), np.empty_like(dh0)                            # LSTM only
     b_hh, ghn, dgh = normal(G * H), np.empty((T, B, H), np.float32), np.empty_like(xproj)  # GRU only
-    if cell not in ("lstm", "gru"):
-        return []
 
     def forward():
         if cell == "lstm":

@@ -798,14 +798,14 @@ def gemm_panel_block(s, panel, init, out, out_col, n, add, t):
     M, K = s.shape
     # No constants among _micro's arguments (jit.py): with run-time zeros and flags its call has the
     # types of ``_gemm_tile``'s in-place call, and shares that compilation (a cold first step
-    # compiled _micro, _micro6 and their stores twice more for the constants: ~4 s of ~35).
-    r = np.int64(0)
-    zero = r
-    not_transposed = M < 0
-    adding = add or not_transposed
+    # compiled _micro, _micro6 and their stores twice more for the constants: 1-5 s of ~35).
+    zero = np.int64(0)
+    transposed = M < 0              # False, but computed: a constant False would be a type of its own
+    adding = add or transposed      # add, likewise not a constant
+    r = zero
     while r < M:
         rows = tile_rows(r, M)
-        _micro(s, r, M - 1, zero, K, panel, zero, t, init, out, not_transposed, r, out_col, min(rows, M - r),
+        _micro(s, r, M - 1, zero, K, panel, zero, t, init, out, transposed, r, out_col, min(rows, M - r),
                n, adding)
         r += rows
 

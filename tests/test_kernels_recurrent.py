@@ -473,6 +473,26 @@ def test_bfloat16_products(K):
         np.testing.assert_allclose(out[5:18], times(w[5:18], no_scale(w), x), rtol=1e-5, atol=1e-5 * np.sqrt(K))
 
 
+@pytest.mark.parametrize("K", [1, 15, 16, 17, 100, 517])
+def test_float_rows(K):
+    """The float rows product (16 columns a vector FMA, the rest one by one) is w @ x over any rows
+    begin:end (ragged against its 4-row blocks) and any columns c0:c1 (vectors starting at any
+    column), added to out, in float64 and float32; rows outside begin:end are left alone."""
+    from tinyrnn.kernels.cpu.generate import _float_rows
+
+    rng = np.random.default_rng(K)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        w = rng.standard_normal((37, K)).astype(dtype)
+        x = rng.standard_normal(K).astype(dtype)
+        for (begin, end), (c0, c1) in [((0, 37), (0, K)), ((5, 18), (K // 3, K)), ((3, 4), (1, max(1, K - 2))),
+                                       ((0, 37), (0, K // 2))]:
+            out = np.full(37, 0.5, dtype)
+            _float_rows(w, x, out, begin, end, c0, c1)
+            want = np.full(37, 0.5)
+            want[begin:end] += w[begin:end, c0:c1].astype(np.float64) @ x[c0:c1].astype(np.float64)
+            np.testing.assert_allclose(out, want, rtol=tol, atol=tol * np.sqrt(K))
+
+
 def test_bfloat16_rounding():
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(100_000) * np.exp(rng.uniform(-20, 20, 100_000))).astype(np.float32)

@@ -50,7 +50,8 @@ Each weight matrix (w0, w, w_out) is followed by its row scales (s0, s, s_out). 
 float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a float32 scale
 per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 0)). The formats
 are described in ``reference/weight_formats.py``. Float products (``_float_rows``) are plain
-dot products. The compact formats round their vector first, into a work buffer: bfloat16 products
+dot products, 16 columns a vector FMA (LLVM's own vectorising of the loop used half-width registers
+on AVX-512: float32 sampling at b 1.18x faster this way, BENCHMARKS.md). The compact formats round their vector first, into a work buffer: bfloat16 products
 (``_bf16_rows``) to bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of
 bfloat16s in 32-bit words, 32 products a ``vdot_bf16`` on AVX-512, 16 on AVX2 (``BF16_PER_DOT``;
 one ``vdpbf16ps`` where the CPU has AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a
@@ -73,8 +74,8 @@ from .activations import exp, tanh
 from .aligned import aligned_empty
 from .atomics import atomic_add, atomic_cas, atomic_load, spin_pause
 from .cells import _gru_unit, _lstm_unit
-from .simd import (BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vget, vizeros, vload, vsplat, vstore, vsum,
-                   vsum_bytes)
+from .simd import (BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vfma, vget, vizeros, vload, vsplat, vstore, vsum,
+                   vsum_bytes, vzeros)
 
 
 @intrinsic
@@ -116,20 +117,31 @@ PARALLEL_MIN = 1 << 16  # weights in a model's largest product below which sampl
 
 @kernel
 def _float_rows(w, x, out, begin, end, c0, c1):
-    """out[begin:end] += w[begin:end, c0:c1] @ x[c0:c1].   w (R, K) float, x (K,), out (R,);
-    4 rows at a time (rows clamped at end - 1, as in the matmul tiles)."""
+    """out[begin:end] += w[begin:end, c0:c1] @ x[c0:c1].   w (R, K) float, x (K,), out (R,), one dtype;
+    4 rows at a time (rows clamped at end - 1, as in the matmul tiles), LANES columns a ``vfma``
+    into a vector per row, its lanes summed at the row's end (``vsum``), the rest one by one.
+    (Explicit vectors, not LLVM's loop vectoriser: that one stops at 256-bit registers on
+    AVX-512 CPUs, half the width; BENCHMARKS.md.)"""
+    k_vec = c1 - (c1 - c0) % LANES
     last = end - 1
-    xs = x[c0:c1]          # indexed from 0: an index known >= 0 lets LLVM vectorise (no wraparound test)
     for r in range(begin, end, 4):
         r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
-        w0, w1, w2, w3 = w[r][c0:c1], w[r1][c0:c1], w[r2][c0:c1], w[r3][c0:c1]
-        s0, s1, s2, s3 = out[r], out[r1], out[r2], out[r3]
-        for k in range(c1 - c0):
-            s0 += w0[k] * xs[k]
-            s1 += w1[k] * xs[k]
-            s2 += w2[k] * xs[k]
-            s3 += w3[k] * xs[k]
-        out[r], out[r1], out[r2], out[r3] = s0, s1, s2, s3
+        w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
+        a0 = a1 = a2 = a3 = vzeros(x)
+        for k in range(c0, k_vec, LANES):
+            xk = vload(x, k)
+            a0 = vfma(vload(w0, k), xk, a0)
+            a1 = vfma(vload(w1, k), xk, a1)
+            a2 = vfma(vload(w2, k), xk, a2)
+            a3 = vfma(vload(w3, k), xk, a3)
+        d0, d1, d2, d3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
+        for k in range(k_vec, c1):
+            d0 += w0[k] * x[k]
+            d1 += w1[k] * x[k]
+            d2 += w2[k] * x[k]
+            d3 += w3[k] * x[k]
+        o0, o1, o2, o3 = out[r] + d0, out[r1] + d1, out[r2] + d2, out[r3] + d3   # clamped rows repeat a row
+        out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
 
 
 @kernel

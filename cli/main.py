@@ -21,8 +21,8 @@ import sys
 
 import click
 
-from .options import (POSITIVE_INT, SEED, TIME_LIMIT_HELP, Finite, GroupedCommand, book_opt, data_opt, model_opt,
-                      optim_opt)
+from .options import (POSITIVE_INT, SEED, TIME_LIMIT_HELP, Finite, GroupedCommand, announces_compiling, book_opt,
+                      data_opt, model_opt, optim_opt)
 from .options import print_stream as _print_stream
 
 # Defaults, mirrored from tinyrnn.train.TrainConfig (kept here so --help imports nothing heavy;
@@ -185,6 +185,7 @@ SAMPLE_WEIGHTS = "bf16"    # the default of `sample --weights`: same bits/char a
                    "int8 (a scale per row) a quarter and is the fastest, above all on CPUs without AVX-512 BF16 "
                    "(AVX2 laptops: bf16 there is 1.2-1.3x f32, int8 1.6-2x); `tinyrnn eval --weights` scores the same "
                    "weights.")
+@announces_compiling
 def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, device, weights):
     """Generate text from a checkpoint (a run directory, or a .json/.npz file), streaming to stdout."""
     from tinyrnn.generate import check_sampling_options, generate
@@ -213,6 +214,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, d
               help="Where to run the model (cuda: an NVIDIA GPU).")
 @click.option("--weights", type=click.Choice(WEIGHT_FORMATS), default="f32", show_default=True,
               help="Score the model with its weight matrices rounded as `tinyrnn sample --weights` stores them.")
+@announces_compiling
 def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device, weights):
     """Bits per character and perplexity of a checkpoint on FILE (fill-in bits/char for --bidir models)."""
     import math
@@ -253,6 +255,7 @@ def eval_cmd(checkpoint, file, encoding_errors, seq_len, batch_size, device, wei
 @click.option("--seed", type=SEED, default=None)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the model (cuda: an NVIDIA GPU).")
+@announces_compiling
 def fill(checkpoint, text, mask, sweeps, temperature, seed, device):
     """Fill the gaps in TEXT with a bidirectional checkpoint: tinyrnn fill CKPT "th_ qu_ck br_wn f_x"."""
     from tinyrnn.generate import fill as fill_text

@@ -2,6 +2,7 @@
 
 Only click is imported here (``tinyrnn --help`` must not load numpy or numba).
 """
+import functools
 import sys
 
 import click
@@ -103,3 +104,26 @@ SEED = click.IntRange(0, MAX_SEED)
 TIME_LIMIT_HELP = ("Stop after this many seconds (and save). The learning-rate schedule is fitted to the "
                    "budget: from the step rate measured as it goes, the cosine (or step) decay ends at the "
                    "limit, or at --steps / --epochs if they come first.")
+
+
+def announces_compiling(command):
+    """A command that runs kernels: on a terminal it prints one line on stderr when it first has to
+    compile them (``tinyrnn.kernels.jit.compile_notice``), so a first run's wait is explained; piped
+    or logged output stays as it was. The kernels module is imported when the command runs, not
+    when the CLI loads."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        from tinyrnn.kernels.jit import compile_notice
+
+        say = (lambda message: click.echo(message, err=True)) if stderr_is_terminal() else None
+        with compile_notice(say):
+            return command(*args, **kwargs)
+
+    return run
+
+
+def stderr_is_terminal():
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):          # replaced or closed
+        return False

@@ -9,8 +9,8 @@ As in ``main.py``, only click is imported at module level; the library loads ins
 """
 import click
 
-from .options import (POSITIVE_INT, SEED, TIME_LIMIT_HELP, Finite, GroupedCommand, book_opt, data_opt, model_opt,
-                      optim_opt, print_stream)
+from .options import (POSITIVE_INT, SEED, TIME_LIMIT_HELP, Finite, GroupedCommand, announces_compiling, book_opt,
+                      data_opt, model_opt, optim_opt, print_stream)
 
 # Defaults, mirrored from tinyrnn.tagging.task.TagConfig (tests/test_tag_cli.py checks that they agree).
 DEFAULTS = dict(column="upos", cell="lstm", layers=2, hidden=128, word_dim=100, char_dim=50, char_hidden=50,
@@ -101,6 +101,7 @@ def _load(run, threads):
 @click.option("--input-format", type=click.Choice(FORMATS), default=None, help="Input format [default: detected].")
 @click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True, help="Sentences tagged at once.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Compute threads [default: all cores].")
+@announces_compiling
 def predict(run, file, out_format, input_format, batch_size, threads):
     """Tag FILE (default: stdin) with the tagger in RUN; the tagged text goes to stdout.
 
@@ -125,6 +126,7 @@ def predict(run, file, out_format, input_format, batch_size, threads):
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object (fractions in [0, 1]).")
 @click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True, help="Sentences tagged at once.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Compute threads [default: all cores].")
+@announces_compiling
 def eval_cmd(run, file, as_json, batch_size, threads):
     """Score the tagger in RUN on FILE (tagged CoNLL-U or two-column): accuracy, OOV accuracy, per-tag F1."""
     import json

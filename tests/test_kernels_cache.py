@@ -86,3 +86,62 @@ def test_generation_loaded_from_a_cache_another_model_filled(tmp_path):
         assert r.returncode == 0, (step, cell, r.returncode, r.stderr[-2000:])
         outputs.setdefault(cell, []).append(r.stdout)
     assert outputs["gru"][0] == outputs["gru"][1] and outputs["rnn"][0] == outputs["rnn"][1]   # the cache changes nothing
+
+
+def test_compile_notice_speaks_once_when_numba_compiles_and_not_when_it_loads():
+    """``compile_notice`` tells a user why a first run waits: one line as the first compilation
+    starts (nested ones say nothing more), nothing when the kernels are compiled already."""
+    import numba
+
+    from tinyrnn.kernels.jit import COMPILING, compile_notice
+
+    @numba.njit
+    def inner(x):
+        return x + 1
+
+    @numba.njit
+    def outer(x):
+        return inner(x) * 2            # compiling outer compiles inner inside it
+
+    said = []
+    with compile_notice(said.append):
+        assert outer(1) == 4
+        assert outer(2.5) == 7.0       # a second compilation (float), in the same block: still one line
+    assert said == [COMPILING]
+    said.clear()
+    with compile_notice(said.append):
+        assert outer(2) == 6           # compiled: silent
+    assert said == []
+    with compile_notice(None):         # None: nothing to say with
+        assert numba.njit(lambda x: x - 1)(1) == 0
+
+
+def test_kernel_commands_announce_compiling_on_a_terminal_only(monkeypatch):
+    """The commands that run kernels wear ``announces_compiling``: the notice goes to stderr when it is
+    a terminal, and piped or logged output stays clean (tests and scripts read stderr)."""
+    import click
+    import numba
+    from click.testing import CliRunner
+
+    from tinyrnn.kernels.jit import COMPILING
+    from tinyrnn_cli import options
+    from tinyrnn_cli.main import cli
+
+    for path in (["sample"], ["eval"], ["fill"], ["tag", "predict"], ["tag", "eval"]):
+        command = cli
+        for name in path:
+            command = command.commands[name]
+        assert hasattr(command.callback, "__wrapped__"), path
+    assert not hasattr(cli.commands["export"].callback, "__wrapped__")   # the check has teeth: export runs no kernel
+
+    @click.command()
+    @options.announces_compiling
+    def compiles():
+        numba.njit(lambda x: x * 3)(2)         # a fresh function: Numba compiles it
+        click.echo("done")
+
+    for terminal in (True, False):
+        monkeypatch.setattr(options, "stderr_is_terminal", lambda: terminal)
+        r = CliRunner().invoke(compiles, [])
+        assert r.exit_code == 0 and r.stdout == "done\n"
+        assert (COMPILING in r.stderr) == terminal, r.stderr

@@ -646,6 +646,7 @@ class Trainer:
                 self.lock.release()
 
     def _loop(self):
+        from .kernels.jit import compile_notice
         from .progress import Progress
 
         cfg, task = self.cfg, self.task
@@ -655,7 +656,8 @@ class Trainer:
         window, self.high_windows = _Window(self.t_start), 0
         rate, self.stopped = None, "done"
         try:
-            with StopSignal(self.bar.write if self.bar.tty else self.log) as self.stop:
+            with StopSignal(self.bar.write if self.bar.tty else self.log) as self.stop, \
+                    compile_notice(self.bar.write if self.bar.tty else None):
                 try:
                     while self.total is None or self.step < self.total:
                         window.add(*self.train_step())

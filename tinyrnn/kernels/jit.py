@@ -27,7 +27,10 @@ before the loop makes it an int64; such counters start as ``np.int64(0)``.
 
 Importing this module imports numba; nothing in ``tinyrnn`` imports it until a kernel is used.
 """
+from contextlib import contextmanager
+
 import numba
+from numba.core import event
 
 from . import cache
 
@@ -84,3 +87,34 @@ def parallel_kernel(fn):
 # parallel region a layer and character, called from its loop, and compiled it in every process;
 # it now runs one region a call, ``cpu/generate.py``.)
 prange = numba.prange
+
+
+COMPILING = ("compiling tinyrnn's kernels for this machine, once: a first training step waits about half a "
+             "minute on 2 cores, a first sample about 10 s; later runs load them from the cache")
+
+
+@contextmanager
+def compile_notice(say):
+    """Within the block, ``say(COMPILING)`` once, as Numba starts compiling the first kernel that it
+    did not find in the cache (Numba's ``numba:compile`` event fires on cache misses only): a run
+    that compiles tells its user why its first step is slow; a warm run says nothing. ``say`` None:
+    nothing is said."""
+    if say is None:
+        yield
+        return
+    notice = _Once(say)
+    with event.install_listener("numba:compile", notice):
+        yield
+
+
+class _Once(event.Listener):
+    def __init__(self, say):
+        self.say, self.said = say, False
+
+    def on_start(self, ev):
+        if not self.said:
+            self.said = True
+            self.say(COMPILING)
+
+    def on_end(self, ev):
+        pass

@@ -342,7 +342,12 @@ def test_tiling_cuts_out_into_whole_tiles_with_work_for_every_thread():
                     one_tile = cost(min(M, mc), min(N, nb), mc, nb, pack_s, 1)
                     assert busiest <= whole / min(threads, possible) + one_tile, (M, N, threads, mc, nb)
     assert tiling(768, 256, True, 2) == (384, 256)     # 2 S chunks, each with all of V
-    # the head's logits, 65 columns: two threads share the work, whether the second V panel's one
-    # valid column costs a whole 64-column pass (AVX-512) or a 16-column one (AVX2)
+    # the head's logits, 65 columns: the second V panel's one valid column takes a 16-column pass
+    # (``_micro``: a ragged panel of at most NARROW_PANEL columns), so the threads split the rows,
+    # each with both panels; splitting the panels instead would leave one thread the 64 columns
+    assert tiling(2048, 65, False, 2) == (1024, 128)
     mc, nb = tiling(2048, 65, False, 2)
     assert cost(2048, 65, mc, nb, False, 2) <= 0.55 * cost(2048, 65, mc, nb, False, 1)
+    computed = cpu_matmul._computed_columns.py_func
+    assert [computed(c) for c in (64, 65, 80, 96, 97, 128)] == (
+        [64, 80, 80, 96, 112, 128] if cpu_matmul.NARROW else [64, 80, 80, 96, 128, 128])

@@ -91,6 +91,7 @@ DB = 128    # cols of out per tile of the dot-product engine
 DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product engine
 NARROW = TILE == "6x16"   # the micro tile in 16-column passes (16-register AVX2), see ``isa.py``
 MR_MAX = 6   # the most rows of S a micro tile takes (``tile_rows``)
+NARROW_PANEL = 2 * L   # a ragged last panel this narrow takes 16-column passes, not the 4-vector tile
 
 
 # ----------------------------------------------------------------------------- micro tile
@@ -114,8 +115,9 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
     broadcast to all lanes and 4 fused multiply-adds: 16 FMAs per 8 loads, no stores.
     A 6-row tile (mr == 6, given only by ``tile_rows``) is ``_micro6``, the same with 24. On
     AVX2 the 16 vectors are 32 registers of 16, so the tile is done in passes of 16 columns
-    (``isa.py``), over 4 rows or 6."""
-    if NARROW:
+    (``isa.py``), over 4 rows or 6; so is a ragged last panel of at most NARROW_PANEL columns
+    everywhere (a vocabulary of 65: 1 column past 64, one pass instead of the 4-vector tile)."""
+    if NARROW or nr <= NARROW_PANEL:
         if mr > MR:
             _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
         else:
@@ -219,17 +221,19 @@ def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, o
     """``_micro`` for 16-register machines (AVX2): a 4 x 64 tile as four 4 x 16 passes, q = 0..3,
     each over the whole k loop with its 4 vectors (8 AVX2 registers) in registers; passes past
     the nr valid columns are skipped. Per k: 1 vector load of V, 4 broadcasts, 4 FMAs. Each pass
-    reads its quarter of the panel, kc x 16 numbers stored contiguously (``_panel_at``): one
-    cache line a k, in sequence."""
+    reads its quarter of the panel, on AVX2 kc x 16 numbers stored contiguously (``_panel_at``):
+    one cache line a k, in sequence. (Elsewhere only a panel of at most NARROW_PANEL columns
+    comes here, k-major: the pass reads 16 numbers of every NR.)"""
     s0 = s[r0, sk:sk + kc]
     s1 = s[min(r0 + 1, rlast), sk:sk + kc]
     s2 = s[min(r0 + 2, rlast), sk:sk + kc]
     s3 = s[min(r0 + 3, rlast), sk:sk + kc]
     direct = mr == MR and nr == NR and not transposed
     for q in range((nr + L - 1) // L):
+        qo, stride = (vo + q * kc * L, L) if NARROW else (vo + q * L, NR)     # ``_panel_at``
         c0 = c1 = c2 = c3 = vzeros(t)
         for p in range(kc):
-            b = vload(v, vo + (q * kc + p) * L)       # v[k0 + p, 16q:16q + 16] (``_panel_at``)
+            b = vload(v, qo + p * stride)             # v[k0 + p, 16q:16q + 16]
             c0 = vfma(vsplat(s0[p]), b, c0)
             c1 = vfma(vsplat(s1[p]), b, c1)
             c2 = vfma(vsplat(s2[p]), b, c2)
@@ -263,9 +267,10 @@ def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr,
     s5 = s[r0 + 5, sk:sk + kc]
     direct = nr == NR and not transposed
     for q in range((nr + L - 1) // L):
+        qo, stride = (vo + q * kc * L, L) if NARROW else (vo + q * L, NR)     # ``_panel_at``
         c0 = c1 = c2 = c3 = c4 = c5 = vzeros(t)
         for p in range(kc):
-            b = vload(v, vo + (q * kc + p) * L)       # v[k0 + p, 16q:16q + 16] (``_panel_at``)
+            b = vload(v, qo + p * stride)             # v[k0 + p, 16q:16q + 16]
             c0 = vfma(vsplat(s0[p]), b, c0)
             c1 = vfma(vsplat(s1[p]), b, c1)
             c2 = vfma(vsplat(s2[p]), b, c2)
@@ -511,20 +516,30 @@ def _tiling(M, N, pack_s, n_threads):
 @kernel
 def _tiling_cost(M, N, mc, nb, pack_s, n_threads):
     """The busiest thread's work per k, in multiply-adds: for each of its tiles, rows x columns
-    computed (columns in whole micro-tile passes: NR, or 16 on AVX2, valid or not) plus
-    PACK_COST a number packed (the tile's V rows, and its S rows when pack_s)."""
+    computed (``_computed_columns``) plus PACK_COST a number packed (the tile's V rows, and its S
+    rows when pack_s)."""
     n_nb = (N + nb - 1) // nb
     n_tiles = ((M + mc - 1) // mc) * n_nb
-    step = L if NARROW else NR
     worst = 0.0
     for w in range(n_threads):
         work = 0.0
         for tile in range(w, n_tiles, n_threads):
             rows = min(mc, M - (tile // n_nb) * mc)
             cols = min(nb, N - (tile % n_nb) * nb)
-            work += rows * ((cols + step - 1) // step * step) + PACK_COST * (cols + (rows if pack_s else 0))
+            work += rows * _computed_columns(cols) + PACK_COST * (cols + (rows if pack_s else 0))
         worst = max(worst, work)
     return worst
+
+
+@kernel
+def _computed_columns(cols):
+    """The columns a micro tile computes for a tile of ``cols`` columns of V, valid or not: whole
+    NR-column panels, and a ragged last panel in 16-column passes where ``_micro`` takes passes
+    (AVX2, or a panel of at most NARROW_PANEL columns), else whole."""
+    whole, rest = cols // NR * NR, cols % NR
+    if NARROW or rest <= NARROW_PANEL:
+        return whole + (rest + L - 1) // L * L
+    return whole + NR
 
 
 @parallel_kernel

@@ -91,7 +91,7 @@ DB = 128    # cols of out per tile of the dot-product engine
 DOT_MAX_ROWS = 64   # nt products with fewer rows of out go to the dot-product engine
 NARROW = TILE == "6x16"   # the micro tile in 16-column passes (16-register AVX2), see ``isa.py``
 MR_MAX = 6   # the most rows of S a micro tile takes (``tile_rows``)
-NARROW_PANEL = 2 * L   # a ragged last panel this narrow takes 16-column passes, not the 4-vector tile
+NARROW_PANEL = 2 * L   # a ragged last panel this narrow takes 16-column passes in its 6-row tiles (``_micro``)
 
 
 # ----------------------------------------------------------------------------- micro tile
@@ -115,16 +115,21 @@ def _micro(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr
     broadcast to all lanes and 4 fused multiply-adds: 16 FMAs per 8 loads, no stores.
     A 6-row tile (mr == 6, given only by ``tile_rows``) is ``_micro6``, the same with 24. On
     AVX2 the 16 vectors are 32 registers of 16, so the tile is done in passes of 16 columns
-    (``isa.py``), over 4 rows or 6; so is a ragged last panel of at most NARROW_PANEL columns
-    everywhere (a vocabulary of 65: 1 column past 64, one pass instead of the 4-vector tile)."""
-    if NARROW or nr <= NARROW_PANEL:
+    (``isa.py``), over 4 rows or 6; so is a 6-row tile of a ragged last panel of at most
+    NARROW_PANEL columns everywhere (a vocabulary of 65: 1 column past 64, one pass instead of
+    the 4-vector tile; the rare 4-row tiles keep the 4-vector tile, which saves compiling a
+    4-row pass: 0.8 s)."""
+    if NARROW:
         if mr > MR:
             _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
         else:
             _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, oj, mr, nr, add)
         return
     if mr > MR:
-        _micro6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
+        if nr <= NARROW_PANEL:
+            _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
+        else:
+            _micro6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr, add)
         return
     s0 = s[r0, sk:sk + kc]
     s1 = s[min(r0 + 1, rlast), sk:sk + kc]
@@ -221,19 +226,17 @@ def _micro_quarters(s, r0, rlast, sk, kc, v, vo, t, init, out, transposed, oi, o
     """``_micro`` for 16-register machines (AVX2): a 4 x 64 tile as four 4 x 16 passes, q = 0..3,
     each over the whole k loop with its 4 vectors (8 AVX2 registers) in registers; passes past
     the nr valid columns are skipped. Per k: 1 vector load of V, 4 broadcasts, 4 FMAs. Each pass
-    reads its quarter of the panel, on AVX2 kc x 16 numbers stored contiguously (``_panel_at``):
-    one cache line a k, in sequence. (Elsewhere only a panel of at most NARROW_PANEL columns
-    comes here, k-major: the pass reads 16 numbers of every NR.)"""
+    reads its quarter of the panel, kc x 16 numbers stored contiguously (``_panel_at``): one
+    cache line a k, in sequence."""
     s0 = s[r0, sk:sk + kc]
     s1 = s[min(r0 + 1, rlast), sk:sk + kc]
     s2 = s[min(r0 + 2, rlast), sk:sk + kc]
     s3 = s[min(r0 + 3, rlast), sk:sk + kc]
     direct = mr == MR and nr == NR and not transposed
     for q in range((nr + L - 1) // L):
-        qo, stride = (vo + q * kc * L, L) if NARROW else (vo + q * L, NR)     # ``_panel_at``
         c0 = c1 = c2 = c3 = vzeros(t)
         for p in range(kc):
-            b = vload(v, qo + p * stride)             # v[k0 + p, 16q:16q + 16]
+            b = vload(v, vo + (q * kc + p) * L)       # v[k0 + p, 16q:16q + 16] (``_panel_at``)
             c0 = vfma(vsplat(s0[p]), b, c0)
             c1 = vfma(vsplat(s1[p]), b, c1)
             c2 = vfma(vsplat(s2[p]), b, c2)
@@ -258,7 +261,9 @@ def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr,
     """``_micro_quarters`` with 6 rows of S, all valid (``tile_rows`` gives 6 only then): 6 x 16
     passes, 12 AVX2 registers of accumulators (BLIS's Haswell shape), so the FMAs have a third
     more independent chains than the 4 x 16 pass's 8 and each loaded vector of V serves 6
-    rows. Per k: 1 vector load of V, 6 broadcasts, 6 FMAs. t: 6 x NR (flat) for ragged tiles."""
+    rows. Per k: 1 vector load of V, 6 broadcasts, 6 FMAs. t: 6 x NR (flat) for ragged tiles.
+    Beyond AVX2 a 6-row tile of a ragged last panel of at most NARROW_PANEL columns comes here
+    too (``_micro``), the panel k-major there: a pass reads 16 numbers of every NR."""
     s0 = s[r0, sk:sk + kc]
     s1 = s[r0 + 1, sk:sk + kc]
     s2 = s[r0 + 2, sk:sk + kc]
@@ -535,7 +540,7 @@ def _tiling_cost(M, N, mc, nb, pack_s, n_threads):
 def _computed_columns(cols):
     """The columns a micro tile computes for a tile of ``cols`` columns of V, valid or not: whole
     NR-column panels, and a ragged last panel in 16-column passes where ``_micro`` takes passes
-    (AVX2, or a panel of at most NARROW_PANEL columns), else whole."""
+    (AVX2, or a panel of at most NARROW_PANEL columns: all but the few 4-row tiles), else whole."""
     whole, rest = cols // NR * NR, cols % NR
     if NARROW or rest <= NARROW_PANEL:
         return whole + (rest + L - 1) // L * L

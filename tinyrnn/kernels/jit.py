@@ -25,6 +25,9 @@ ran 3% faster to 6% slower, old and new alternating in one process: BENCHMARKS.m
 Numba types the first call with the counter still a literal 0 and compiles the callee for it too,
 before the loop makes it an int64; such counters start as ``np.int64(0)``.
 
+``compile_notice``: the one line a command prints on a terminal when it has to compile a kernel
+(a cache miss: a first run), so that a first step's wait has a reason.
+
 Importing this module imports numba; nothing in ``tinyrnn`` imports it until a kernel is used.
 """
 from contextlib import contextmanager

@@ -50,10 +50,11 @@ Each weight matrix (w0, w, w_out) is followed by its row scales (s0, s, s_out). 
 float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a float32 scale
 per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 0)). The formats
 are described in ``reference/weight_formats.py``. Float products (``_float_rows``) are plain
-dot products, 16 columns a vector FMA (LLVM's own vectorising of the loop used half-width registers
-on AVX-512: float32 sampling at b 1.18x faster this way, BENCHMARKS.md). The compact formats round their vector first, into a work buffer: bfloat16 products
-(``_bf16_rows``) to bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of
-bfloat16s in 32-bit words, 32 products a ``vdot_bf16`` on AVX-512, 16 on AVX2 (``BF16_PER_DOT``;
+dot products, 16 columns a vector FMA (LLVM's own vectorising of the loop used half-width
+registers on AVX-512: float32 sampling at b 1.18x faster this way, BENCHMARKS.md). The compact
+formats round their vector first, into a work buffer: bfloat16 products (``_bf16_rows``) to
+bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of bfloat16s in 32-bit
+words, 32 products a ``vdot_bf16`` on AVX-512, 16 on AVX2 (``BF16_PER_DOT``;
 one ``vdpbf16ps`` where the CPU has AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a
 shift or a mask makes each half a float32: no widening shuffle; 0.68-0.80x the time of widening
 each weight; BENCHMARKS.md);

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyrnn.nn.cells import GATES
+
 from .configs import CONFIGS, VOCAB, median
 
 NAMES = ("tinyrnn_ab_old", "tinyrnn_ab_new")
@@ -59,7 +61,7 @@ def step_cases(package, cfg_name, only=None):
     (``only``: "products" or "sequence" for one kind)."""
     cfg = CONFIGS[cfg_name]
     cpu = importlib.import_module(package.__name__ + ".kernels.cpu")
-    G = {"lstm": 4, "gru": 3, "rnn": 1}[cfg["cell"]]
+    G = GATES[cfg["cell"]]
     H, BT, T, B = cfg["hidden"], cfg["batch"] * cfg["seq"], cfg["seq"], cfg["batch"]
     rng = np.random.default_rng(0)
 

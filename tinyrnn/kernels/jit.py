@@ -21,9 +21,10 @@ constant is worth compiling for (a flag such as ``add``, the sampler's cell: dea
 and a 0 offset frees a register in the matmul tile's loop), and not where it only multiplies the
 compilations of a big kernel: ``gemm_panel_block`` passes run-time zeros and flags, so its micro
 tiles share ``_gemm_tile``'s compilation (1-5 s of a cold first step of ~35; the sequence kernels
-ran 3% faster to 6% slower, old and new alternating in one process: BENCHMARKS.md). A loop counter that starts at 0 is not worth it either:
-Numba types the first call with the counter still a literal 0 and compiles the callee for it too,
-before the loop makes it an int64; such counters start as ``np.int64(0)``.
+ran 3% faster to 6% slower, old and new alternating in one process: BENCHMARKS.md). A loop
+counter that starts at 0 is not worth it either: Numba types the first call with the counter
+still a literal 0 and compiles the callee for it too, before the loop makes it an int64; such
+counters start as ``np.int64(0)``.
 
 ``compile_notice``: the one line a command prints on a terminal when it has to compile a kernel
 (a cache miss: a first run), so that a first step's wait has a reason.
@@ -105,8 +106,7 @@ def compile_notice(say):
     if say is None:
         yield
         return
-    notice = _Once(say)
-    with event.install_listener("numba:compile", notice):
+    with event.install_listener("numba:compile", _Once(say)):
         yield
 
 

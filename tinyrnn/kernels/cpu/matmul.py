@@ -272,10 +272,10 @@ def _micro_quarters6(s, r0, sk, kc, v, vo, t, init, out, transposed, oi, oj, nr,
     s5 = s[r0 + 5, sk:sk + kc]
     direct = nr == NR and not transposed
     for q in range((nr + L - 1) // L):
-        qo, stride = (vo + q * kc * L, L) if NARROW else (vo + q * L, NR)     # ``_panel_at``
+        qo = _panel_at(vo, kc, 0, q * L)          # where v[k0, 16q] is; each k a stride on
         c0 = c1 = c2 = c3 = c4 = c5 = vzeros(t)
         for p in range(kc):
-            b = vload(v, qo + p * stride)             # v[k0 + p, 16q:16q + 16]
+            b = vload(v, qo + p * (L if NARROW else NR))     # v[k0 + p, 16q:16q + 16]
             c0 = vfma(vsplat(s0[p]), b, c0)
             c1 = vfma(vsplat(s1[p]), b, c1)
             c2 = vfma(vsplat(s2[p]), b, c2)

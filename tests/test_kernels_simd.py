@@ -128,12 +128,20 @@ BYTE_DOTS = ("import numpy as np, numba\n"
 
 @pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")
 def test_byte_dots_on_each_target(tmp_path):
-    """vdot_u8s8 has two codes: AVX2's byte multiply-adds where the target has them (any AVX2 or
-    AVX-512 x86), plain IR elsewhere (here an SSE4.2 target, as a stand-in for one without them):
-    both give the exact sums, at the extremes too."""
-    assert _compiled_in_a_fresh_process(tmp_path / "host", BYTE_DOTS, "vpmaddubsw") == "True"
+    """vdot_u8s8 has three codes: VNNI's ``vpdpbusd`` where the target has it, AVX2's byte
+    multiply-adds on any other AVX2 or AVX-512 x86 (here Haswell), plain IR elsewhere (here an
+    SSE4.2 target, as a stand-in for one without them): all give the exact sums, at the extremes
+    too. The VNNI code runs where the host has it: 512-bit (AVX-512 VNNI, the host's own build)
+    and 256-bit (AVX-VNNI, built for Alder Lake)."""
+    haswell = dict(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+    assert _compiled_in_a_fresh_process(tmp_path / "avx2", BYTE_DOTS, "vpmaddubsw", **haswell) == "True"
     sse = dict(NUMBA_CPU_NAME="nehalem", NUMBA_CPU_FEATURES="")
     assert _compiled_in_a_fresh_process(tmp_path / "sse", BYTE_DOTS, "vpmaddubsw", **sse) == "False"
+    if _host_has("avx512vnni") and _host_has("avx512bw"):
+        assert _compiled_in_a_fresh_process(tmp_path / "host", BYTE_DOTS, "vpdpbusd") == "True"
+    if _host_has("avxvnni"):
+        alderlake = dict(NUMBA_CPU_NAME="alderlake", NUMBA_CPU_FEATURES="")
+        assert _compiled_in_a_fresh_process(tmp_path / "avxvnni", BYTE_DOTS, "vpdpbusd", **alderlake) == "True"
 
 
 # bfloat16 pairs (random; near the largest numbers, near the smallest normal ones, and a product
@@ -185,8 +193,11 @@ def test_bfloat16_products_of_a_named_target(monkeypatch, name, features, has):
     assert isa.bf16_products() == has
 
 
-@pytest.mark.parametrize("name,features,dots", [("znver4", "", "bf16 vdpbf16ps, int8 vpmaddubsw AVX-512"),
+@pytest.mark.parametrize("name,features,dots", [("znver4", "", "bf16 vdpbf16ps, int8 vpdpbusd AVX-512"),
+                                                 ("znver4", "-avx512vnni", "bf16 vdpbf16ps, int8 vpmaddubsw AVX-512"),
+                                                 ("cascadelake", "", "bf16 shifts+FMA, int8 vpdpbusd AVX-512"),
                                                  ("skylake-avx512", "", "bf16 shifts+FMA, int8 vpmaddubsw AVX-512"),
+                                                 ("alderlake", "", "bf16 shifts+FMA, int8 vpdpbusd AVX2"),
                                                  ("haswell", "", "bf16 shifts+FMA, int8 vpmaddubsw AVX2"),
                                                  ("generic", "", "bf16 shifts+FMA, int8 plain")])
 def test_benchmark_lines_name_the_sampling_dots(monkeypatch, name, features, dots):

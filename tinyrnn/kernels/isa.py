@@ -32,6 +32,13 @@ AVX512_CPUS = frozenset("""knl knm skylake-avx512 skx cascadelake cooperlake can
 _BF16_CPUS = frozenset("""cooperlake sapphirerapids emeraldrapids graniterapids graniterapids-d diamondrapids
     znver4 znver5""".split())
 
+# those of them with AVX-512 VNNI (``vpdpbusd`` on 512-bit registers)
+_VNNI512_CPUS = frozenset("""cascadelake cooperlake icelake-client icelake-server rocketlake tigerlake sapphirerapids
+    emeraldrapids graniterapids graniterapids-d diamondrapids znver4 znver5""".split())
+
+# CPUs without AVX-512 that have AVX-VNNI (the same ``vpdpbusd`` on 256-bit registers)
+_AVX_VNNI_CPUS = frozenset("alderlake raptorlake meteorlake arrowlake lunarlake gracemont sierraforest grandridge".split())
+
 _AVX2_CPUS = frozenset("""haswell broadwell skylake alderlake raptorlake meteorlake arrowlake lunarlake
     gracemont sierraforest grandridge znver1 znver2 znver3 bdver4 x86-64-v3""".split())
 
@@ -86,6 +93,17 @@ def byte_products() -> str:
     return "AVX2" if level == "AVX2" else ""
 
 
+def vnni_products() -> bool:
+    """Whether the compile target multiplies bytes with VNNI's ``vpdpbusd`` at ``byte_products``' width
+    (AVX-512 VNNI: Intel from Cascade Lake on, AMD from Zen 4; AVX-VNNI, 256-bit: Intel from Alder
+    Lake on): a register of byte products summed into int32 lanes in one instruction instead of
+    ``vpmaddubsw``, ``vpmaddwd`` and an addition (``cpu/simd.py``'s ``vdot_u8s8``)."""
+    width = byte_products()
+    if width == "AVX-512":
+        return _target_has("avx512vnni", _VNNI512_CPUS)
+    return width == "AVX2" and _target_has("avxvnni", _AVX_VNNI_CPUS)
+
+
 def bf16_products() -> bool:
     """Whether the compile target has AVX-512 BF16's ``vdpbf16ps`` (Intel from Cooper Lake and
     Sapphire Rapids on, AMD from Zen 4): 32 bfloat16 products summed in pairs into 16 float32 lanes,
@@ -99,7 +117,10 @@ def sampling_dots() -> str:
     ``vdot_u8s8``; 'shifts+FMA' and 'plain' where the target lacks the instruction)."""
     width = byte_products()
     return (f"bf16 {'vdpbf16ps' if bf16_products() else 'shifts+FMA'}, "
-            f"int8 {f'vpmaddubsw {width}' if width else 'plain'}")
+            f"int8 {f'{BYTE_DOT[vnni_products()]} {width}' if width else 'plain'}")
+
+
+BYTE_DOT = {False: "vpmaddubsw", True: "vpdpbusd"}     # the instruction of a byte product, by ``vnni_products``
 
 
 def choose_tile() -> str:

@@ -225,3 +225,19 @@ def test_workers_that_never_run_at_once_still_finish_the_run():
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_allclose(h, ref_h, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(c, ref_c, rtol=1e-9, atol=1e-12)
+
+
+def test_chunks_grow_and_do_not_change_the_indices():
+    """sample_indices yields ``chunk`` indices first, then twice as many each time up to LONGEST_CHUNK;
+    the indices are the same as one call's (one uniform per index, drawn in order)."""
+    from tinyrnn.generate import LONGEST_CHUNK
+
+    manual_seed(0)
+    model = CharRNN(11, cell="gru", hidden=16, layers=2, embed=8)
+    model.eval()
+    chunks = list(sample_indices(model, [1, 2], 1300, temperature=1.0, seed=5, chunk=5))
+    assert [len(c) for c in chunks] == [5, 10, 20, 40, 80, 160, 320, 512, 153]
+    assert LONGEST_CHUNK == 512
+    whole = list(sample_indices(model, [1, 2], 1300, temperature=1.0, seed=5, chunk=1300))
+    assert len(whole) == 1
+    np.testing.assert_array_equal(np.concatenate(chunks), whole[0])

@@ -19,7 +19,7 @@ compiled kernels (Python, the tape, allocation: ``overhead.py``). Run it on a qu
 prints medians of --repeats timed blocks. ``--avx2`` runs every measurement with tinyrnn compiled
 for Haswell and PyTorch held to AVX2 (``configs.AVX2_BUILD``), so one machine with AVX-512 gives
 both tables: its own, and what an AVX2 laptop of the same clock would see. ``--avx512`` does the same
-for a Skylake-SP / Cascade Lake server (``configs.AVX512_BUILD``: AVX-512 without BF16, VNNI or AMX).
+for a Skylake-SP server (``configs.AVX512_BUILD``: AVX-512 without BF16, VNNI or AMX).
 
 The package, one module per idea: ``configs`` (the models, FLOPs per char), ``training``
 (one timed training step, the matmul peak), ``sampling``, ``startup`` (``--help``, first step, first sample,

@@ -342,8 +342,23 @@ def _has_avx2():
     return bool(llvm.get_host_cpu_features().get("avx2", False))
 
 
+@pytest.fixture
+def build_env_restored():
+    """``bench --avx2`` / ``--avx512`` put their build's recipe in os.environ (for the workers they
+    start) and make Numba re-read its config. Run in this process, that would outlive the test:
+    later subprocesses would inherit the recipe's CPU, and this process's Numba would report it.
+    Put both back."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    from numba.core import config
+
+    config.reload_config()
+
+
 @pytest.mark.skipif(not _has_avx2(), reason="the AVX2 build needs an x86 CPU with AVX2")
-def test_bench_avx2_build_is_what_the_table_says(tmp_path):
+def test_bench_avx2_build_is_what_the_table_says(tmp_path, build_env_restored):
     """--avx2: the machine line and the JSON say the Haswell build (the workers inherit its environment)."""
     r = ok("bench", "--avx2", "--no-torch", "--only", "help", "--repeats", "1", "--json", tmp_path / "b.json")
     first = r.stdout.splitlines()[0]
@@ -427,7 +442,7 @@ def _has_avx512():
 
 
 @pytest.mark.skipif(not _has_avx512(), reason="the AVX-512 build needs an x86 CPU with AVX-512")
-def test_bench_avx512_build_is_what_the_table_says(tmp_path):
+def test_bench_avx512_build_is_what_the_table_says(tmp_path, build_env_restored):
     """--avx512: the Skylake-SP build, AVX-512 without BF16: the 6 x 64 tile, bfloat16 by shifts and FMAs."""
     r = ok("bench", "--avx512", "--no-torch", "--only", "help", "--repeats", "1", "--json", tmp_path / "b.json")
     first = r.stdout.splitlines()[0]

@@ -59,10 +59,11 @@ AVX2_BUILD = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "ATEN_CPU_C
               "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 # The AVX-512 build without BF16, VNNI or AMX (`tinyrnn bench --avx512`): what a Skylake-SP server runs
-# (a Cascade Lake adds VNNI, which only int8 sampling uses), on any AVX-512 machine. Numba compiles for Skylake-AVX512 with its own features
-# (AVX-512 F/CD/BW/DQ/VL: the 6 x 64 matmul tile, but bfloat16 sampling by shifts and FMAs instead
-# of ``vdpbf16ps``); oneDNN stops at AVX512_CORE (the same extensions), ATen at AVX-512 and MKL at
-# its plain AVX-512 path (not the VNNI, BF16 or AMX ones).
+# (a Cascade Lake adds VNNI, which only int8 sampling uses), on any AVX-512 machine. Numba compiles for
+# Skylake-AVX512 with its own features (AVX-512 F/CD/BW/DQ/VL: the 6 x 64 matmul tile, but bfloat16
+# sampling by shifts and FMAs instead of ``vdpbf16ps``, int8 by ``vpmaddubsw``); oneDNN stops at
+# AVX512_CORE (the same extensions), ATen at AVX-512 and MKL at its plain AVX-512 path (not the VNNI,
+# BF16 or AMX ones).
 AVX512_BUILD = {"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": "", "ATEN_CPU_CAPABILITY": "avx512",
                 "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"}
 

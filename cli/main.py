@@ -188,17 +188,18 @@ SAMPLE_WEIGHTS = "bf16"    # the default of `sample --weights`: same bits/char a
 @announces_compiling
 def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, device, weights):
     """Generate text from a checkpoint (a run directory, or a .json/.npz file), streaming to stdout."""
-    from tinyrnn.generate import check_sampling_options, generate
+    from tinyrnn.generate import check_sampling_options, generate_text
     from tinyrnn.checkpoint import load_model
 
     check_sampling_options(length, temperature, top_k, top_p)
     model, vocab, _ = load_model(checkpoint, device)
-    chars = generate(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax, weights)
-    first = next(chars, "")                  # checks the prime (and the model) before anything is printed
+    texts = generate_text(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax, weights)
+    first = next(texts, "")                  # checks the prime (and the model) before anything is printed
     out = _print_stream()
     out.write(prime + first)
-    for ch in chars:
-        out.write(ch)
+    out.flush()
+    for text in texts:                       # a kernel call's characters at a time: 32, then up to 512
+        out.write(text)
         out.flush()
     out.write("\n")
     out.flush()

@@ -241,3 +241,19 @@ def test_chunks_grow_and_do_not_change_the_indices():
     whole = list(sample_indices(model, [1, 2], 1300, temperature=1.0, seed=5, chunk=1300))
     assert len(whole) == 1
     np.testing.assert_array_equal(np.concatenate(chunks), whole[0])
+
+
+def test_generate_text_is_generate_a_kernel_call_at_a_time():
+    """generate_text yields one string per kernel call (32, 64, ... characters: what `tinyrnn sample`
+    writes and flushes); joined, they are generate's characters."""
+    from tinyrnn.data import Vocab
+    from tinyrnn.generate import generate, generate_text
+
+    vocab = Vocab("abcdefgh \n")
+    manual_seed(0)
+    model = CharRNN(len(vocab.chars), cell="lstm", hidden=16, layers=1, embed=8)
+    model.eval()
+    texts = list(generate_text(model, vocab, "ab", 200, temperature=1.0, seed=7, weights="int8"))
+    assert [len(t) for t in texts] == [32, 64, 104]
+    assert "".join(texts) == "".join(generate(model, vocab, "ab", 200, temperature=1.0, seed=7, weights="int8"))
+    assert set("".join(texts)) <= set(vocab.chars)

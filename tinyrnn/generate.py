@@ -180,7 +180,17 @@ def generate(model, vocab, prime="", length=500, temperature=1.0, top_k=None, to
     """Yield ``length`` generated characters one at a time (the prime itself is not yielded).
 
     Without a prime, generation starts after a newline (or a space) as if a new paragraph began.
+    (``generate_text`` yields the same characters a kernel call's worth at a time.)
     """
+    for text in generate_text(model, vocab, prime, length, temperature, top_k, top_p, seed, argmax, weights):
+        yield from text
+
+
+def generate_text(model, vocab, prime="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None,
+                  argmax=False, weights="f32"):
+    """``generate``'s characters as strings, one per call of the sampling kernel (32 characters
+    first, then up to 512: ``sample_indices``): what ``tinyrnn sample`` writes, one write and one
+    flush a string instead of a character (int8 sampling at b through a pipe: BENCHMARKS.md)."""
     from .data import describe_chars
 
     if model.bidir:
@@ -194,9 +204,9 @@ def generate(model, vocab, prime="", length=500, temperature=1.0, top_k=None, to
     if not prime:
         prime = next((c for c in "\n " if c in vocab.index), vocab.chars[0])
     temperature = 0.0 if argmax else temperature
+    chars = vocab.chars
     for chunk in sample_indices(model, vocab.encode(prime), length, temperature, top_k, top_p, seed, weights=weights):
-        for i in chunk:
-            yield vocab.chars[i]
+        yield "".join([chars[i] for i in chunk.tolist()])
 
 
 # ----------------------------------------------------------------------------- fill in

@@ -108,12 +108,12 @@ TIME_LIMIT_HELP = ("Stop after this many seconds (and save). The learning-rate s
 
 def announces_compiling(command):
     """A command that runs kernels: on a terminal it prints one line on stderr when it first has to
-    compile them (``tinyrnn.kernels.jit.compile_notice``), so a first run's wait is explained; piped
-    or logged output stays as it was. The kernels module is imported when the command runs, not
-    when the CLI loads."""
+    compile them (``tinyrnn.backend.compile_notice``), so a first run's wait is explained; piped
+    or logged output stays as it was. The library is imported when the command runs, not when the
+    CLI loads."""
     @functools.wraps(command)
     def run(*args, **kwargs):
-        from tinyrnn.kernels.jit import compile_notice
+        from tinyrnn.backend import compile_notice
 
         say = (lambda message: click.echo(message, err=True)) if stderr_is_terminal() else None
         with compile_notice(say):

@@ -87,3 +87,31 @@ def test_cpu_and_cuda_array_helpers_offer_the_same_names():
     helpers = {"blocks_for", "is_simulator", "jit", "sum_into", "threads_for"}   # (imported for its own use)
     assert cpu - cuda == set()
     assert cuda - cpu - helpers == set()
+
+
+TRAIN_RUN = """
+import sys
+from tinyrnn import backend
+with backend.compile_notice(print):          # a terminal's notice: with the reference kernels, nothing to listen for
+    pass
+sys.argv = ["tinyrnn", "train", sys.argv[1], "--steps", "2", "--hidden", "8", "--embed", "8", "--seq-len", "16",
+            "--batch-size", "2", "--out", sys.argv[2], "--quiet"]
+from tinyrnn_cli.main import main
+try:
+    main()
+except SystemExit as e:
+    assert not e.code, e.code
+print("numba" in sys.modules)
+"""
+
+
+def test_training_with_the_reference_kernels_never_imports_numba(tmp_path):
+    """TINYRNN_KERNELS=reference keeps Numba out of a whole `tinyrnn train` run too: the trainer's
+    compile notice (``backend.compile_notice``) imports nothing then."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 20)
+    env = dict(os.environ, TINYRNN_KERNELS="reference")
+    out = subprocess.run([sys.executable, "-c", TRAIN_RUN, str(corpus), str(tmp_path / "run")], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "False"

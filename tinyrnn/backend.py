@@ -19,6 +19,7 @@ kernels for the CPU, everywhere (ops, optimizers, clipping): handy for reading a
 debugger, and for checking a suspected kernel bug. Numba is then never imported. (It is read
 the first time a CPU kernel is asked for: set it before the first op runs.)
 """
+import contextlib
 import importlib
 import os
 
@@ -96,9 +97,25 @@ def kernels(device: str | None = None):
         name = device
         if device == "cpu":
             keep_freed_memory()
-            name = "reference" if os.environ.get("TINYRNN_KERNELS") == "reference" else "cpu"
+            name = _cpu_kernels()
         module = _modules[device] = importlib.import_module(f"tinyrnn.kernels.{name}")
     return module
+
+
+def _cpu_kernels() -> str:
+    """'reference' when TINYRNN_KERNELS=reference, else 'cpu' (Numba's)."""
+    return "reference" if os.environ.get("TINYRNN_KERNELS") == "reference" else "cpu"
+
+
+def compile_notice(say):
+    """A context within which ``say(line)`` is called once if a kernel has to be compiled first
+    (``kernels.jit.compile_notice``: a cold cache). A no-op that imports nothing when ``say`` is None
+    or when the CPU kernels are the reference ones (then Numba is never imported)."""
+    if say is None or _cpu_kernels() == "reference":
+        return contextlib.nullcontext()
+    from .kernels.jit import compile_notice as notice
+
+    return notice(say)
 
 
 def keep_freed_memory():

@@ -646,7 +646,7 @@ class Trainer:
                 self.lock.release()
 
     def _loop(self):
-        from .kernels.jit import compile_notice
+        from .backend import compile_notice
         from .progress import Progress
 
         cfg, task = self.cfg, self.task

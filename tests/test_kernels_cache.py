@@ -145,3 +145,86 @@ def test_kernel_commands_announce_compiling_on_a_terminal_only(monkeypatch):
         r = CliRunner().invoke(compiles, [])
         assert r.exit_code == 0 and r.stdout == "done\n"
         assert (COMPILING in r.stderr) == terminal, r.stderr
+
+
+_SAVE_AT_ONCE = """
+import os, sys, time
+from numba.core import caching
+from tinyrnn.kernels import cache
+directory, me, other, kind = sys.argv[1:]
+cls = cache.LockedIndexDataCacheFile if kind == "locked" else caching.IndexDataCacheFile
+index = cls(cache_path=directory, filename_base="kernel", source_stamp="stamp")
+read, write_index, write_data = index._load_index, index._save_index, index._save_data
+
+
+def wait_for(what, whose):      # up to 3 s: where a lock holds the other process back, it never comes
+    deadline = time.time() + 3
+    while not os.path.exists(os.path.join(directory, what + "-" + whose)) and time.time() < deadline:
+        time.sleep(0.01)
+
+
+def mark(what):
+    open(os.path.join(directory, what + "-" + me), "w").close()
+
+
+def read_then_wait():           # both read the index before either writes it
+    overloads = read()
+    mark("read")
+    wait_for("read", other)
+    return overloads
+
+
+def write_index_then_mark(overloads):   # float32 writes the index first, then float64
+    if me == "float64":
+        wait_for("index", other)
+    write_index(overloads)
+    mark("index")
+
+
+def write_data_last(name, data):    # and float32 writes its data after float64 wrote the index
+    if me == "float32":
+        wait_for("index", other)
+    write_data(name, data)
+
+
+index._load_index, index._save_index, index._save_data = read_then_wait, write_index_then_mark, write_data_last
+index.save(me, "machine code of " + me)
+"""
+
+
+def _save_at_once(directory, kind):
+    """Two processes save one cache entry each, for two signatures of one kernel, into one
+    directory, both reading the index before either writes it, float64 writing the index after
+    float32 and float32 its data after that (where the lock lets them)."""
+    import subprocess
+    import sys
+
+    runs = [subprocess.Popen([sys.executable, "-c", _SAVE_AT_ONCE, str(directory), me, other, kind],
+                             stderr=subprocess.PIPE, text=True)
+            for me, other in (("float32", "float64"), ("float64", "float32"))]
+    for run in runs:
+        assert run.wait(timeout=60) == 0, run.stderr.read()[-2000:]
+    from numba.core import caching
+
+    index = caching.IndexDataCacheFile(cache_path=str(directory), filename_base="kernel", source_stamp="stamp")
+    return {key: index.load(key) for key in ("float32", "float64")}
+
+
+def test_numba_alone_loses_or_swaps_entries_saved_at_once(tmp_path):
+    """Why ``cache.guard`` exists: Numba's own save, in two processes at once, gives both entries
+    the same data file, so one signature is lost and the other can load the lost one's machine
+    code (here: float64's index entry, float32's code, the order of writes forced)."""
+    loaded = _save_at_once(tmp_path, "numba")
+    assert loaded == {"float32": None, "float64": "machine code of float32"}
+
+
+def test_locked_saves_at_once_keep_every_entry_with_its_own_code(tmp_path):
+    loaded = _save_at_once(tmp_path, "locked")
+    assert loaded == {"float32": "machine code of float32", "float64": "machine code of float64"}
+
+
+def test_every_kernel_saves_its_cache_under_the_lock():
+    from tinyrnn.kernels.cpu import elementwise, matmul, sequence
+
+    for dispatcher in (elementwise.scale_inplace, matmul._micro, sequence._lstm_sequence_forward):
+        assert type(dispatcher._cache._cache_file) is cache.LockedIndexDataCacheFile

@@ -21,7 +21,17 @@ Numba's own locator is used, with Numba's own (per-file) staleness check.
 
 ``install()`` puts ``KeyedCacheLocator`` at the front of Numba's list of cache locators; it
 declines (returns None) for any file outside ``tinyrnn/kernels/``, which Numba then locates as usual.
+
+Processes that compile at once (two trainings started together after an install, MPI ranks)
+write into one directory. Numba's own ``save`` reads the index, picks the first free data file
+name, writes the index, then the data, with no lock: two processes that read the index before
+either wrote it both pick ``<name>.1.nbc``, and the index can end up naming one signature's
+machine code for another's (a time-reversed view run as a contiguous array: wrong numbers, no
+error). ``guard(dispatcher)`` gives a kernel's cache ``LockedIndexDataCacheFile`` instead, whose
+``save`` holds an exclusive lock on ``<directory>/.lock`` from reading the index to writing it,
+and writes the data first, so an index never names a file not yet written.
 """
+import contextlib
 import hashlib
 import os
 import shutil
@@ -114,6 +124,50 @@ def cache_dir(py_file) -> str:
 
     locator = KeyedCacheLocator.from_function(f, str(py_file))
     return None if locator is None else locator.get_cache_path()
+
+
+try:
+    import fcntl
+except ImportError:         # Windows: no lock (Numba's own behaviour)
+    fcntl = None
+
+
+@contextlib.contextmanager
+def _exclusive(path: str):
+    """Hold an exclusive lock on the file at path (created if missing) for the block: other
+    processes (and other open files in this one) wait. No lock where fcntl is missing."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class LockedIndexDataCacheFile(caching.IndexDataCacheFile):
+    """Numba's index-and-data cache file, safe for processes saving into one directory at once."""
+
+    def save(self, key, data):
+        with _exclusive(os.path.join(self._cache_path, ".lock")):
+            overloads = self._load_index()
+            name = overloads.get(key)
+            if name is None:
+                taken = set(overloads.values())
+                name = next(self._data_name(i) for i in range(1, len(taken) + 2) if self._data_name(i) not in taken)
+            self._save_data(name, data)
+            overloads[key] = name
+            self._save_index(overloads)
+
+
+def guard(dispatcher):
+    """dispatcher, its on-disk cache (if any) saving through ``LockedIndexDataCacheFile``."""
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if type(cache_file) is caching.IndexDataCacheFile:
+        cache_file.__class__ = LockedIndexDataCacheFile
+    return dispatcher
 
 
 def install() -> None:

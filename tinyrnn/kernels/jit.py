@@ -55,7 +55,7 @@ OVERLOAD_OPTIONS = dict(error_model="numpy", fastmath=FASTMATH)
 
 def kernel(fn):
     """A single-threaded compiled kernel (also callable from other kernels)."""
-    return numba.njit(**OPTIONS)(fn)
+    return cache.guard(numba.njit(**OPTIONS)(fn))
 
 
 def leaf_kernel(fn):
@@ -75,12 +75,12 @@ def leaf_kernel(fn):
     arrays stay alive because the caller, compiled normally, holds them for the whole call.
     (Tried and not kept, for lack of a measurable gain: the sequence kernels' per-item work and
     the batch-1 generation's row products as leaf kernels.)"""
-    return numba.njit(_nrt=False, **OPTIONS)(fn)
+    return cache.guard(numba.njit(_nrt=False, **OPTIONS)(fn))
 
 
 def parallel_kernel(fn):
     """A multithreaded kernel: ``numba.prange`` loops are split across threads."""
-    return numba.njit(parallel=True, **OPTIONS)(fn)
+    return cache.guard(numba.njit(parallel=True, **OPTIONS)(fn))
 
 
 # A Numba bug (numba/numba#4807 and #8578, open in 0.68): a cached kernel that calls a parallel

@@ -30,20 +30,20 @@ THREADS = 256          # threads per block for 1-D elementwise launches
 ROW_THREADS = 256      # threads per block for one-block-per-row reductions (a power of two)
 TILE = 16              # matmul tile edge: blocks of TILE x TILE threads, one output element each
 
-# Kernel options used by every kernel: compiled code cached on disk; no fastmath, so exp/tanh/log
-# are libdevice's full-precision functions (within an ulp or two) in both dtypes, not the fast
-# approximate intrinsics.
+# Kernel options used by every kernel: compiled code cached on disk (saved under a lock:
+# ``cache.guard``); no fastmath, so exp/tanh/log are libdevice's full-precision functions (within
+# an ulp or two) in both dtypes, not the fast approximate intrinsics.
 JIT = dict(cache=True)
 
 
 def jit(fn):
     """A CUDA kernel (launched as ``fn[blocks, threads](...)``), with the project's options."""
-    return cuda.jit(**JIT)(fn)
+    return cache.guard(cuda.jit(**JIT)(fn))
 
 
 def device_function(fn):
     """A function callable from CUDA kernels (not launchable by itself)."""
-    return cuda.jit(device=True, **JIT)(fn)
+    return cache.guard(cuda.jit(device=True, **JIT)(fn))
 
 
 # --------------------------------------------------------------------------------------------

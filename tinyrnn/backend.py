@@ -118,6 +118,18 @@ def compile_notice(say):
     return notice(say)
 
 
+def precompile(workload: str | None):
+    """Before a first step: compile the CPU kernels of ``workload`` that the cache lacks, in parallel
+    processes (``kernels/precompile.py``; its manifest names the workloads). A no-op for None, on a
+    CUDA default device, with the reference kernels, or with TINYRNN_PRECOMPILE=0."""
+    if (workload is None or _default_device != "cpu" or _cpu_kernels() == "reference"
+            or os.environ.get("TINYRNN_PRECOMPILE") == "0"):
+        return
+    from .kernels.precompile import precompile as compile_in_parallel
+
+    compile_in_parallel(workload)
+
+
 def keep_freed_memory():
     """Ask glibc's malloc to keep large freed blocks for reuse instead of returning them to the OS.
 

@@ -142,6 +142,11 @@ class CharTask(Task):
         _check_model_size(cfg, len(self.vocab))
         self.model = CharRNN(len(self.vocab), cfg.cell, cfg.hidden, cfg.layers, cfg.embed, cfg.dropout, cfg.bidir)
 
+    def kernel_workload(self):
+        from .kernels.precompile import workload
+
+        return workload(self.cfg.cell, self.cfg.bidir)
+
     def batch(self, step):
         return self.batches.batch(step, rows(self.batch_size, *self.shard))    # MPI hook: this rank's streams
 

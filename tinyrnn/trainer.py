@@ -140,6 +140,7 @@ class Task:
     and may override:
         check_checkpoint(meta, arrays, stem)   raise TinyRNNError when a saved run does not fit the task
         uniform_loss() -> float | None         the loss (nats) of a uniform guess: the explosion check
+        kernel_workload() -> str | None        its kernels' name in kernels/signatures.json (first runs)
 
     Under mpirun (``distributed.py``) a task with ``shardable = True`` finds ``shard = (rank, size)``
     set before the first batch: ``batch(step)`` then returns only rows ``distributed.rows(B, rank, size)``
@@ -158,6 +159,11 @@ class Task:
         """Called before a resumed run is restored: raise TinyRNNError when it does not fit the task."""
 
     def uniform_loss(self):
+        return None
+
+    def kernel_workload(self):
+        """The name of this task's training step in ``kernels/signatures.json`` (its kernels are then
+        compiled in parallel on a cold cache, ``backend.precompile``), or None."""
         return None
 
 
@@ -646,7 +652,7 @@ class Trainer:
                 self.lock.release()
 
     def _loop(self):
-        from .backend import compile_notice
+        from .backend import compile_notice, precompile
         from .progress import Progress
 
         cfg, task = self.cfg, self.task
@@ -658,6 +664,8 @@ class Trainer:
         try:
             with StopSignal(self.bar.write if self.bar.tty else self.log) as self.stop, \
                     compile_notice(self.bar.write if self.bar.tty else None):
+                if self.world.size == 1:      # MPI ranks would each start their own compilers
+                    precompile(task.kernel_workload())
                 try:
                     while self.total is None or self.step < self.total:
                         window.add(*self.train_step())

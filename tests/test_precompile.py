@@ -1,0 +1,110 @@
+"""A first run's kernels compiled in parallel processes (kernels/precompile.py, signatures.json)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tinyrnn.kernels import precompile
+
+
+def _kernels(entries):
+    return [entry[:3] for entry in entries]
+
+
+@pytest.mark.parametrize("name", sorted(precompile.WORKLOADS))
+def test_the_manifest_has_each_workloads_kernels_and_argument_types(name):
+    """Each workload's command, run for a step, calls exactly the kernels the manifest lists for it,
+    with those argument types, in that order: else its first run compiles them one at a time."""
+    manifest = precompile.load_manifest()
+    assert _kernels(precompile.record(name, cold=False)) == _kernels(manifest[name]), (
+        f"signatures.json is out of date for {name}: run `python -m tinyrnn.kernels.precompile --record`")
+    assert all(seconds >= 0 for *_, seconds in manifest[name])
+
+
+def test_types_round_trip_through_their_repr():
+    from numba import types
+
+    sig = (types.Array(types.float32, 3, "A", readonly=True), types.int64, types.boolean,
+           types.UniTuple(types.int64, 2), types.float64)
+    assert precompile._types(repr(sig)) == sig
+
+
+def test_share_gives_each_process_about_equal_seconds():
+    entries = [["m", name, "()", seconds] for name, seconds in
+               [("gemm", 17.0), ("forward", 11.0), ("backward", 8.0), ("a", 1.0), ("b", 0.5), ("c", 0.5)]]
+    groups = precompile.share(entries, 2)
+    assert sorted(sum(e[3] for e in g) for g in groups) == [19.0, 19.0]
+    assert sorted(e[1] for g in groups for e in g) == sorted(e[1] for e in entries)
+    assert [len(g) for g in precompile.share(entries[:1], 3)] == [1, 0, 0]
+
+
+_COLD_FIRST_STEP = """
+import json, subprocess, sys
+from numba.core import event
+from tinyrnn.kernels import precompile
+
+started = []
+popen = subprocess.Popen
+def counted(*args, **kws):
+    started.append(args[0])
+    return popen(*args, **kws)
+subprocess.Popen = counted
+precompile.precompile(sys.argv[1], processes=2)
+subprocess.Popen = popen
+missing_after = len(precompile.missing(sys.argv[1]))
+
+compiled = []
+class Listener(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Listener())
+from tinyrnn_cli.main import cli
+assert cli.main(args=sys.argv[2:], standalone_mode=False) == 0
+print(json.dumps({"children": len(started), "missing": missing_after, "compiled": compiled}))
+"""
+
+
+def test_a_cold_first_step_finds_every_kernel_compiled_by_the_processes(tmp_path):
+    """With an empty cache, precompile shares the workload's kernels between this process and a
+    child; the first training step then compiles nothing, and trains exactly as a run on the usual
+    cache does (the children's machine code is the same code)."""
+    corpus = tmp_path / "corpus.txt"
+    precompile._write_text(corpus)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), TINYRNN_PRECOMPILE="0")
+    args = ["train", str(corpus), "--steps", "2", "--cell", "rnn", "--hidden", "32", "--layers", "1"]
+    r = subprocess.run([sys.executable, "-c", _COLD_FIRST_STEP, "train-rnn", *args, "--out", str(tmp_path / "cold")],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report == {"children": 1, "missing": 0, "compiled": []}
+
+    warm = subprocess.run([sys.executable, "-m", "tinyrnn_cli.main", *args, "--out", str(tmp_path / "warm")],
+                          capture_output=True, text=True)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    losses = [[row[key] for row in map(json.loads, (tmp_path / run / "metrics.jsonl").open())
+               for key in ("loss_bpc", "val_bpc") if key in row] for run in ("cold", "warm")]
+    assert losses[0] == losses[1] and len(losses[0]) == 2, losses      # the training loss, the validation's
+
+
+def test_nothing_starts_on_one_core_or_when_all_is_cached(monkeypatch):
+    started = []
+    monkeypatch.setattr(precompile.subprocess, "Popen", lambda *a, **k: started.append(a))
+    precompile.precompile("train-lstm", processes=1)
+    monkeypatch.setattr(precompile, "missing", lambda name: [])
+    precompile.precompile("train-lstm", processes=4)
+    precompile.precompile("no-such-workload", processes=4)
+    assert started == []
+
+
+def test_the_trainer_names_its_workload():
+    from types import SimpleNamespace
+
+    from tinyrnn.train import CharTask
+
+    task = CharTask.__new__(CharTask)
+    task.cfg = SimpleNamespace(cell="gru", bidir=True)
+    assert task.kernel_workload() == "fill-gru" and "fill-gru" in precompile.load_manifest()

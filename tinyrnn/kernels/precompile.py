@@ -1,0 +1,213 @@
+"""A first run's kernels, compiled in parallel processes. (Importing this module imports nothing of Numba.)
+
+Numba compiles one function at a time in a process (it holds a global lock), and a cold cache's
+first ``tinyrnn train`` step of the default model (LSTM 2x256) compiled for ~47 s on one core of a
+2-core Intel VM: the LSTM layer's forward 17 s (with the matmul micro tiles it calls), ``_gemm``
+(the matrix products) 12 s, the layer's backward 9 s, ``_gemm_dot`` 4 s, eight small kernels the
+rest. Only more processes use more cores. Before a first step ``precompile(workload)`` looks up
+the step's top-level kernels and their argument types in ``signatures.json``; those the cache lacks
+are shared out by their recorded compile seconds among up to ``MAX_PROCESSES`` processes, one per
+core: this one and children (``python -m tinyrnn.kernels.precompile --compile ...``) that compile
+theirs into the on-disk cache and exit; the step then loads them. On the VM, a cold
+``tinyrnn train --steps 1``: 47-48 s -> 30 s (each process compiles the micro tiles its kernels call).
+
+Safe because saves are locked (``cache.LockedIndexDataCacheFile``); without ``fcntl`` (Windows)
+nothing runs in parallel. Nothing here is needed for correctness: a child that fails, or a
+kernel the manifest lacks or types differently, is compiled by the step itself, as before.
+
+The manifest is recorded by running each workload's command (``WORKLOADS``) with a hook on
+Numba's entry from Python (``_recording``), cold, so that the seconds are a first run's::
+
+    python -m tinyrnn.kernels.precompile --record      # after changing a kernel's arguments
+
+``tests/test_precompile.py`` fails when a workload's kernels or types no longer match it.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+MANIFEST = Path(__file__).resolve().parent / "signatures.json"
+MAX_PROCESSES = 4      # more would mostly compile the same shared micro tiles again
+MIN_SECONDS = 4.0      # less missing than this: not worth starting a process
+
+# workload -> the `tinyrnn train` options that record it (char models: `train-<cell>`, and
+# `fill-<cell>` for --bidir), on a random text large enough for the default batch
+WORKLOADS = {f"{objective}-{cell}": ["--cell", cell] + (["--bidir"] if objective == "fill" else [])
+             for objective in ("train", "fill") for cell in ("lstm", "gru", "rnn")}
+
+
+def workload(cell: str, bidir: bool) -> str:
+    """The manifest's name for training a char model."""
+    return f"{'fill' if bidir else 'train'}-{cell}"
+
+
+# ------------------------------------------------------------------------------ the manifest
+
+def load_manifest(path=MANIFEST) -> dict:
+    """{workload: [[module, kernel, argument types (repr), cold compile seconds], ...]}"""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _types(text):
+    """Numba argument types from their repr, e.g. ``(Array(float32, 2, 'C', False, aligned=True), int64)``."""
+    from numba import types
+
+    names = {name: getattr(types, name) for name in dir(types)}
+    names["bool"] = types.boolean
+    return eval(text, {"__builtins__": {}}, names)
+
+
+def _kernel(module, name):
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def _cached(dispatcher, sig) -> bool:
+    """Whether dispatcher has sig compiled in this process or in its on-disk cache."""
+    if sig in dispatcher.overloads:
+        return True
+    disk = getattr(dispatcher, "_cache", None)
+    if not hasattr(disk, "_index_key"):
+        return False
+    return disk._index_key(sig, dispatcher.targetctx.codegen()) in disk._cache_file._load_index()
+
+
+def missing(name, manifest=None) -> list:
+    """The entries of workload ``name`` not compiled yet (none for an unknown workload)."""
+    manifest = load_manifest() if manifest is None else manifest
+    return [entry for entry in manifest.get(name, []) if not _cached(_kernel(*entry[:2]), _types(entry[2]))]
+
+
+def share(entries, n) -> list:
+    """entries cut into n groups of about equal seconds (largest first, each to the lightest group)."""
+    groups, load = [[] for _ in range(n)], [0.0] * n
+    for entry in sorted(entries, key=lambda e: -e[3]):
+        i = load.index(min(load))
+        groups[i].append(entry)
+        load[i] += entry[3]
+    return groups
+
+
+def compile_entries(entries):
+    """Compile (or load from the cache) each entry's kernel for its argument types, in this process."""
+    for module, name, types_text, _ in entries:
+        _kernel(module, name).compile(_types(types_text))
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def precompile(name, processes=None):
+    """Before a first step of workload ``name``: compile the kernels the cache lacks, shared among
+    ``processes`` processes (default: one per usable core, at most MAX_PROCESSES). Does nothing when
+    they are all cached, when fewer than MIN_SECONDS are missing, on one core, or without fcntl."""
+    from . import cache
+
+    n = min(MAX_PROCESSES, usable_cores()) if processes is None else processes
+    if n < 2 or cache.fcntl is None:
+        return
+    todo = missing(name)
+    if sum(entry[3] for entry in todo) < MIN_SECONDS:
+        return
+    groups = [group for group in share(todo, min(n, len(todo))) if group]
+    children = [subprocess.Popen([sys.executable, "-m", __name__, "--compile", json.dumps(group)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for group in groups[1:]]
+    try:
+        compile_entries(groups[0])
+    except BaseException:
+        for child in children:
+            child.kill()
+        raise
+    finally:
+        for child in children:
+            child.wait()
+
+
+# ------------------------------------------------------------------------------ recording
+
+@contextmanager
+def _recording():
+    """Within the block, every kernel signature that Python calls for the first time in this process
+    (Numba's ``_compile_for_args``: compiled, or loaded from the cache) is appended to the list
+    yielded, as [module, kernel, repr of its argument types, seconds]."""
+    import time
+
+    from numba.core.dispatcher import Dispatcher
+
+    entries, entry_point = [], Dispatcher._compile_for_args
+
+    def recorded(self, *args, **kws):
+        before, t0 = set(self.overloads), time.perf_counter()
+        result = entry_point(self, *args, **kws)
+        seconds = round(time.perf_counter() - t0, 1)
+        for sig in self.overloads:
+            if sig not in before and self.py_func.__module__.startswith("tinyrnn.kernels."):
+                entries.append([self.py_func.__module__, self.py_func.__qualname__, repr(sig), seconds])
+        return result
+
+    Dispatcher._compile_for_args = recorded
+    try:
+        yield entries
+    finally:
+        Dispatcher._compile_for_args = entry_point
+
+
+_RECORD = """
+import json, sys
+from tinyrnn.kernels.precompile import _recording
+from tinyrnn_cli.main import cli
+with _recording() as entries:
+    if cli.main(args=sys.argv[2:], standalone_mode=False):
+        sys.exit("the workload's command failed")
+with open(sys.argv[1], "w") as f:
+    json.dump(entries, f)
+"""
+
+
+def record(name, cold=True) -> list:
+    """Run workload ``name``'s command for one step in a fresh process and return its entries; cold:
+    with an empty cache (the seconds are a first run's), else with the usual one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus, out = Path(tmp, "corpus.txt"), Path(tmp, "entries.json")
+        _write_text(corpus)
+        env = dict(os.environ, TINYRNN_PRECOMPILE="0")       # the step compiles all, through the hook
+        if cold:
+            env["NUMBA_CACHE_DIR"] = str(Path(tmp, "numba"))
+        args = ["train", str(corpus), "--out", str(Path(tmp, "run")), "--steps", "1", *WORKLOADS[name]]
+        subprocess.run([sys.executable, "-c", _RECORD, str(out), *args], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _write_text(path, chars=200_000):
+    """A random text of ``chars`` characters: enough for the default batch and a validation split."""
+    import numpy as np
+
+    letters = np.array(list("abcdefghij klmnopqrstuvwxyz.,\n"))
+    path.write_text("".join(np.random.default_rng(0).choice(letters, chars)), encoding="utf-8")
+
+
+def main(argv):
+    if argv[:1] == ["--compile"]:
+        compile_entries(json.loads(argv[1]))
+    elif argv[:1] == ["--record"]:
+        manifest = {name: record(name) for name in WORKLOADS}
+        MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {MANIFEST}")
+    else:
+        sys.exit("usage: python -m tinyrnn.kernels.precompile --record | --compile ENTRIES_JSON")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -72,10 +72,9 @@ def test_a_cold_first_step_finds_every_kernel_compiled_by_the_processes(tmp_path
     """With an empty cache, precompile shares the workload's kernels between this process and a
     child; the first training step then compiles nothing, and trains exactly as a run on the usual
     cache does (the children's machine code is the same code)."""
-    corpus = tmp_path / "corpus.txt"
-    precompile._write_text(corpus)
+    corpus = precompile._write_data(tmp_path)["TEXT"]
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), TINYRNN_PRECOMPILE="0")
-    args = ["train", str(corpus), "--steps", "2", "--cell", "rnn", "--hidden", "32", "--layers", "1"]
+    args = ["train", corpus, "--steps", "2", "--cell", "rnn", "--hidden", "32", "--layers", "1"]
     r = subprocess.run([sys.executable, "-c", _COLD_FIRST_STEP, "train-rnn", *args, "--out", str(tmp_path / "cold")],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -100,11 +99,30 @@ def test_nothing_starts_on_one_core_or_when_all_is_cached(monkeypatch):
     assert started == []
 
 
-def test_the_trainer_names_its_workload():
+def test_each_task_names_its_workload():
     from types import SimpleNamespace
 
+    from tinyrnn.tagging.task import TaggerTask
     from tinyrnn.train import CharTask
 
-    task = CharTask.__new__(CharTask)
-    task.cfg = SimpleNamespace(cell="gru", bidir=True)
-    assert task.kernel_workload() == "fill-gru" and "fill-gru" in precompile.load_manifest()
+    manifest = precompile.load_manifest()
+    for Task, cfg, name in [(CharTask, dict(cell="gru", bidir=True), "fill-gru"),
+                            (CharTask, dict(cell="lstm", bidir=False), "train-lstm"),
+                            (TaggerTask, dict(cell="rnn"), "tag-rnn")]:
+        task = Task.__new__(Task)
+        task.cfg = SimpleNamespace(**cfg)
+        assert task.kernel_workload() == name and name in manifest
+
+
+def test_a_manifest_that_does_not_fit_the_code_is_passed_over(monkeypatch, tmp_path):
+    """A head start, never a failure: an unreadable manifest, a kernel it names that is gone, types
+    a kernel no longer takes: precompile returns, and the step compiles as without it."""
+    started = []
+    monkeypatch.setattr(precompile.subprocess, "Popen", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(precompile, "MANIFEST", tmp_path / "missing.json")
+    precompile.precompile("train-lstm", processes=2)
+    assert started == []
+    broken = {"w": [["tinyrnn.kernels.cpu.elementwise", "no_such_kernel", "(int64,)", 9.0],
+                    ["tinyrnn.kernels.cpu.elementwise", "scale_inplace", "(NoSuchType,)", 9.0]]}
+    precompile.precompile("w", processes=2, manifest=broken)
+    precompile.compile_entries([["tinyrnn.kernels.cpu.elementwise", "scale_inplace", "(unicode_type,)", 1.0]])

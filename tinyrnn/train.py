@@ -145,7 +145,7 @@ class CharTask(Task):
     def kernel_workload(self):
         from .kernels.precompile import workload
 
-        return workload(self.cfg.cell, self.cfg.bidir)
+        return workload("char", self.cfg.cell, self.cfg.bidir)
 
     def batch(self, step):
         return self.batches.batch(step, rows(self.batch_size, *self.shard))    # MPI hook: this rank's streams

@@ -34,14 +34,19 @@ MANIFEST = Path(__file__).resolve().parent / "signatures.json"
 MAX_PROCESSES = 4      # more would mostly compile the same shared micro tiles again
 MIN_SECONDS = 4.0      # less missing than this: not worth starting a process
 
-# workload -> the `tinyrnn train` options that record it (char models: `train-<cell>`, and
-# `fill-<cell>` for --bidir), on a random text large enough for the default batch
-WORKLOADS = {f"{objective}-{cell}": ["--cell", cell] + (["--bidir"] if objective == "fill" else [])
-             for objective in ("train", "fill") for cell in ("lstm", "gru", "rnn")}
+# workload -> the command that records it, run for one step on random data of the usual sizes
+# (``_write_data``: TEXT, a 200 KB text; TREEBANK, 1,000 CoNLL-U sentences): char models
+# `train-<cell>` and `fill-<cell>` (--bidir), taggers `tag-<cell>`
+CELLS = ("lstm", "gru", "rnn")
+WORKLOADS = {**{f"train-{cell}": ["train", "TEXT", "--cell", cell] for cell in CELLS},
+             **{f"fill-{cell}": ["train", "TEXT", "--cell", cell, "--bidir"] for cell in CELLS},
+             **{f"tag-{cell}": ["tag", "train", "TREEBANK", "--dev", "TREEBANK", "--cell", cell] for cell in CELLS}}
 
 
-def workload(cell: str, bidir: bool) -> str:
-    """The manifest's name for training a char model."""
+def workload(family: str, cell: str, bidir: bool = False) -> str:
+    """The manifest's name for training a model of ``family`` ('char' or 'tagger')."""
+    if family == "tagger":
+        return f"tag-{cell}"
     return f"{'fill' if bidir else 'train'}-{cell}"
 
 
@@ -95,9 +100,14 @@ def share(entries, n) -> list:
 
 
 def compile_entries(entries):
-    """Compile (or load from the cache) each entry's kernel for its argument types, in this process."""
+    """Compile (or load from the cache) each entry's kernel for its argument types, in this process.
+    An entry that does not fit the code (a kernel renamed, its types changed) is passed over: the
+    step compiles what it needs, and reports a real error itself."""
     for module, name, types_text, _ in entries:
-        _kernel(module, name).compile(_types(types_text))
+        try:
+            _kernel(module, name).compile(_types(types_text))
+        except Exception:       # noqa: BLE001 - only a head start is lost
+            continue
 
 
 def usable_cores() -> int:
@@ -107,22 +117,26 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def precompile(name, processes=None):
+def precompile(name, processes=None, manifest=None):
     """Before a first step of workload ``name``: compile the kernels the cache lacks, shared among
     ``processes`` processes (default: one per usable core, at most MAX_PROCESSES). Does nothing when
-    they are all cached, when fewer than MIN_SECONDS are missing, on one core, or without fcntl."""
+    they are all cached, when fewer than MIN_SECONDS are missing, on one core, or without fcntl; nor
+    when the manifest cannot be read or no process starts (the step then compiles, as without it)."""
     from . import cache
 
     n = min(MAX_PROCESSES, usable_cores()) if processes is None else processes
     if n < 2 or cache.fcntl is None:
         return
-    todo = missing(name)
-    if sum(entry[3] for entry in todo) < MIN_SECONDS:
+    try:
+        todo = missing(name, manifest)
+        if sum(entry[3] for entry in todo) < MIN_SECONDS:
+            return
+        groups = [group for group in share(todo, min(n, len(todo))) if group]
+        children = [subprocess.Popen([sys.executable, "-m", __name__, "--compile", json.dumps(group)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    for group in groups[1:]]
+    except Exception:           # noqa: BLE001 - a manifest that does not fit, no interpreter to start
         return
-    groups = [group for group in share(todo, min(n, len(todo))) if group]
-    children = [subprocess.Popen([sys.executable, "-m", __name__, "--compile", json.dumps(group)],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                for group in groups[1:]]
     try:
         compile_entries(groups[0])
     except BaseException:
@@ -179,23 +193,32 @@ def record(name, cold=True) -> list:
     """Run workload ``name``'s command for one step in a fresh process and return its entries; cold:
     with an empty cache (the seconds are a first run's), else with the usual one."""
     with tempfile.TemporaryDirectory() as tmp:
-        corpus, out = Path(tmp, "corpus.txt"), Path(tmp, "entries.json")
-        _write_text(corpus)
+        out, data = Path(tmp, "entries.json"), _write_data(Path(tmp))
         env = dict(os.environ, TINYRNN_PRECOMPILE="0")       # the step compiles all, through the hook
         if cold:
             env["NUMBA_CACHE_DIR"] = str(Path(tmp, "numba"))
-        args = ["train", str(corpus), "--out", str(Path(tmp, "run")), "--steps", "1", *WORKLOADS[name]]
+        args = [data.get(arg, arg) for arg in WORKLOADS[name]] + ["--out", str(Path(tmp, "run")), "--steps", "1"]
         subprocess.run([sys.executable, "-c", _RECORD, str(out), *args], env=env, check=True,
                        stdout=subprocess.DEVNULL)
         return json.loads(out.read_text(encoding="utf-8"))
 
 
-def _write_text(path, chars=200_000):
-    """A random text of ``chars`` characters: enough for the default batch and a validation split."""
+def _write_data(directory: Path) -> dict:
+    """A random text and a random treebank in ``directory``: {"TEXT": path, "TREEBANK": path}."""
     import numpy as np
 
+    rng = np.random.default_rng(0)
+    text, treebank = directory / "text.txt", directory / "treebank.conllu"
     letters = np.array(list("abcdefghij klmnopqrstuvwxyz.,\n"))
-    path.write_text("".join(np.random.default_rng(0).choice(letters, chars)), encoding="utf-8")
+    text.write_text("".join(rng.choice(letters, 200_000)), encoding="utf-8")
+    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(1, 11))) for _ in range(3000)]
+    tags = ["NOUN", "VERB", "ADJ", "ADP", "DET", "PRON", "PUNCT", "ADV"]
+    with open(treebank, "w", encoding="utf-8") as f:
+        for _ in range(1000):
+            for i in range(1, rng.integers(3, 31)):
+                f.write(f"{i}\t{words[rng.integers(3000)]}\t_\t{tags[rng.integers(8)]}\t_\t_\t0\t_\t_\t_\n")
+            f.write("\n")
+    return {"TEXT": str(text), "TREEBANK": str(treebank)}
 
 
 def main(argv):

@@ -115,6 +115,11 @@ class TaggerTask(Task):
         self.has_eval = self.dev is not None
         self._plan = (None, None)           # (epoch, its batches): the epoch being trained
 
+    def kernel_workload(self):
+        from ..kernels.precompile import workload
+
+        return workload("tagger", self.cfg.cell)
+
     def build_model(self):
         from .model import Tagger
 

@@ -15,8 +15,8 @@ def _kernels(entries):
 
 @pytest.mark.parametrize("name", sorted(precompile.WORKLOADS))
 def test_the_manifest_has_each_workloads_kernels_and_argument_types(name):
-    """Each workload's command, run for a step, calls exactly the kernels the manifest lists for it,
-    with those argument types, in that order: else its first run compiles them one at a time."""
+    """Each workload's commands call exactly the kernels the manifest lists for it, with those
+    argument types, in that order: else its first run compiles them one at a time."""
     manifest = precompile.load_manifest()
     assert _kernels(precompile.record(name, cold=False)) == _kernels(manifest[name]), (
         f"signatures.json is out of date for {name}: run `python -m tinyrnn.kernels.precompile --record`")
@@ -63,19 +63,21 @@ class Listener(event.Listener):
         pass
 event.register("numba:compile", Listener())
 from tinyrnn_cli.main import cli
-assert cli.main(args=sys.argv[2:], standalone_mode=False) == 0
+for command in json.loads(sys.argv[2]):
+    assert cli.main(args=command, standalone_mode=False) == 0, command
 print(json.dumps({"children": len(started), "missing": missing_after, "compiled": compiled}))
 """
 
 
 def test_a_cold_first_step_finds_every_kernel_compiled_by_the_processes(tmp_path):
     """With an empty cache, precompile shares the workload's kernels between this process and a
-    child; the first training step then compiles nothing, and trains exactly as a run on the usual
-    cache does (the children's machine code is the same code)."""
+    child; the first training step, and the sampling after it, then compile nothing, and train
+    exactly as a run on the usual cache does (the children's machine code is the same code)."""
     corpus = precompile._write_data(tmp_path)["TEXT"]
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), TINYRNN_PRECOMPILE="0")
     args = ["train", corpus, "--steps", "2", "--cell", "rnn", "--hidden", "32", "--layers", "1"]
-    r = subprocess.run([sys.executable, "-c", _COLD_FIRST_STEP, "train-rnn", *args, "--out", str(tmp_path / "cold")],
+    cold = [args + ["--out", str(tmp_path / "cold")], ["sample", str(tmp_path / "cold"), "--length", "20"]]
+    r = subprocess.run([sys.executable, "-c", _COLD_FIRST_STEP, "train-rnn", json.dumps(cold)],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
@@ -126,3 +128,53 @@ def test_a_manifest_that_does_not_fit_the_code_is_passed_over(monkeypatch, tmp_p
                     ["tinyrnn.kernels.cpu.elementwise", "scale_inplace", "(NoSuchType,)", 9.0]]}
     precompile.precompile("w", processes=2, manifest=broken)
     precompile.compile_entries([["tinyrnn.kernels.cpu.elementwise", "scale_inplace", "(unicode_type,)", 1.0]])
+
+
+def test_a_second_ctrl_c_kills_the_children(monkeypatch):
+    """The children run in sessions of their own (a Ctrl-C asks the trainer to stop after its first
+    step, which needs their kernels); when this process gives up (a second Ctrl-C), they are killed."""
+    children = []
+    real_popen = subprocess.Popen
+
+    def sleeper(args, **kws):
+        children.append(real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kws))
+        return children[-1]
+
+    def interrupted(entries):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(precompile.subprocess, "Popen", sleeper)
+    monkeypatch.setattr(precompile, "compile_entries", interrupted)
+    monkeypatch.setattr(precompile, "missing", lambda name, manifest: [["m", k, "()", 10.0] for k in "abc"])
+    with pytest.raises(KeyboardInterrupt):
+        precompile.precompile("w", processes=3)
+    assert len(children) == 2 and all(child.poll() is not None for child in children)
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_while_the_kernels_compile(tmp_path, monkeypatch, presses):
+    """Once: the run stops after its first step and saves it (exit 130), as a Ctrl-C during a cold
+    first step always did. Twice: one line says nothing was saved, no traceback."""
+    import signal
+
+    from tinyrnn import checkpoint
+    from tinyrnn.errors import TinyRNNError
+    from tinyrnn.train import TrainConfig, train
+
+    def press_ctrl_c(name, processes=None, manifest=None):
+        assert name == "train-gru"
+        for _ in range(presses):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(precompile, "precompile", press_ctrl_c)
+    monkeypatch.delenv("TINYRNN_PRECOMPILE", raising=False)
+    corpus = precompile._write_data(tmp_path)["TEXT"]
+    cfg = TrainConfig(corpus=corpus, cell="gru", hidden=16, layers=1, embed=8, batch_size=4, seq_len=16,
+                      steps=50, eval_every=100, save_every=100)
+    if presses == 1:
+        summary = train(cfg, out=str(tmp_path / "run"), progress=False, log=lambda line: None)
+        assert summary["stopped"] == "interrupted" and summary["exit_code"] == 130
+        assert checkpoint.load(tmp_path / "run" / "last")[0]["step"] == 1
+    else:
+        with pytest.raises(TinyRNNError, match="interrupted again at step 0: stopped without saving"):
+            train(cfg, out=str(tmp_path / "run"), progress=False, log=lambda line: None)

@@ -664,9 +664,9 @@ class Trainer:
         try:
             with StopSignal(self.bar.write if self.bar.tty else self.log) as self.stop, \
                     compile_notice(self.bar.write if self.bar.tty else None):
-                if self.world.size == 1:      # MPI ranks would each start their own compilers
-                    precompile(task.kernel_workload())
                 try:
+                    if self.world.size == 1:      # a cold cache's kernels, in parallel (not per MPI rank)
+                        precompile(task.kernel_workload())
                     while self.total is None or self.step < self.total:
                         window.add(*self.train_step())
                         if self.step % cfg.log_every == 0 or self.step == self.total:

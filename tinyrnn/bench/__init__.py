@@ -205,8 +205,9 @@ def startup_rows(args, have_torch, results):
         with tempfile.TemporaryDirectory() as cold:
             cold_t = first_step_time(cold)
             cold_sample_t = first_sample_time(cold)     # after training's kernels, as a user meets it
-        with tempfile.TemporaryDirectory() as cold:
+        with tempfile.TemporaryDirectory() as cold:   # as `tinyrnn train` does: the sampler's kernel too
             parallel_t = first_step_time(cold, parallel=True)
+            parallel_sample_t = first_sample_time(cold)
         first_step_time(None)  # make sure the default cache is filled
         warm_t = median([first_step_time(None) for _ in range(3)])
         print(f"time to first training step (b): warm JIT cache {warm_t:.2f} s, cold cache {cold_t:.2f} s, "
@@ -214,9 +215,10 @@ def startup_rows(args, have_torch, results):
         first_sample_time(None)
         warm_sample_t = median([first_sample_time(None) for _ in range(3)])
         print(f"time to first sampled characters (b, bf16): warm JIT cache {warm_sample_t:.2f} s, "
-              f"after a cold first step {cold_sample_t:.2f} s")
+              f"after a cold first step {cold_sample_t:.2f} s, after a parallel one {parallel_sample_t:.2f} s")
         results["first_step"] = dict(warm=warm_t, cold=cold_t, cold_parallel=parallel_t)
-        results["first_sample"] = dict(warm=warm_sample_t, after_cold_step=cold_sample_t)
+        results["first_sample"] = dict(warm=warm_sample_t, after_cold_step=cold_sample_t,
+                                       after_parallel_step=parallel_sample_t)
     if "rss" not in args.skip:
         ours = peak_rss_mb("tinyrnn", args.threads)
         theirs = peak_rss_mb("torch", args.threads) if have_torch else float("nan")

@@ -8,14 +8,16 @@ rest. Only more processes use more cores. Before a first step ``precompile(workl
 the step's top-level kernels and their argument types in ``signatures.json``; those the cache lacks
 are shared out by their recorded compile seconds among up to ``MAX_PROCESSES`` processes, one per
 core: this one and children (``python -m tinyrnn.kernels.precompile --compile ...``) that compile
-theirs into the on-disk cache and exit; the step then loads them. On the VM, a cold
-``tinyrnn train --steps 1``: 47-48 s -> 30 s (each process compiles the micro tiles its kernels call).
+theirs into the on-disk cache and exit; the step then loads them. A char model's workload also
+holds the sampler (one kernel, 12 s), which the ``tinyrnn sample`` after training would compile. On
+the VM, a cold ``tinyrnn train --steps 1`` then ``tinyrnn sample``: 43-45 + 11.5 s -> 33-34 + 1.0 s
+(each process compiles the matmul micro tiles its kernels call: more work in all than in one).
 
 Safe because saves are locked (``cache.LockedIndexDataCacheFile``); without ``fcntl`` (Windows)
 nothing runs in parallel. Nothing here is needed for correctness: a child that fails, or a
 kernel the manifest lacks or types differently, is compiled by the step itself, as before.
 
-The manifest is recorded by running each workload's command (``WORKLOADS``) with a hook on
+The manifest is recorded by running each workload's commands (``WORKLOADS``) with a hook on
 Numba's entry from Python (``_recording``), cold, so that the seconds are a first run's::
 
     python -m tinyrnn.kernels.precompile --record      # after changing a kernel's arguments
@@ -34,13 +36,18 @@ MANIFEST = Path(__file__).resolve().parent / "signatures.json"
 MAX_PROCESSES = 4      # more would mostly compile the same shared micro tiles again
 MIN_SECONDS = 4.0      # less missing than this: not worth starting a process
 
-# workload -> the command that records it, run for one step on random data of the usual sizes
-# (``_write_data``: TEXT, a 200 KB text; TREEBANK, 1,000 CoNLL-U sentences): char models
-# `train-<cell>` and `fill-<cell>` (--bidir), taggers `tag-<cell>`
+# workload -> the commands that record it, each training for one step on random data of the usual
+# sizes (``_write_data``: TEXT, a 200 KB text; TREEBANK, 1,000 CoNLL-U sentences; RUN, the run
+# directory): char models `train-<cell>` (then `tinyrnn sample`, whose sampler is one more 13 s
+# kernel: the README's first two commands) and `fill-<cell>` (--bidir), taggers `tag-<cell>` (whose
+# `tag predict` needs nothing more)
 CELLS = ("lstm", "gru", "rnn")
-WORKLOADS = {**{f"train-{cell}": ["train", "TEXT", "--cell", cell] for cell in CELLS},
-             **{f"fill-{cell}": ["train", "TEXT", "--cell", cell, "--bidir"] for cell in CELLS},
-             **{f"tag-{cell}": ["tag", "train", "TREEBANK", "--dev", "TREEBANK", "--cell", cell] for cell in CELLS}}
+_STEP = ["--out", "RUN", "--steps", "1"]
+WORKLOADS = {**{f"train-{cell}": [["train", "TEXT", "--cell", cell, *_STEP], ["sample", "RUN", "--length", "20"]]
+                for cell in CELLS},
+             **{f"fill-{cell}": [["train", "TEXT", "--cell", cell, "--bidir", *_STEP]] for cell in CELLS},
+             **{f"tag-{cell}": [["tag", "train", "TREEBANK", "--dev", "TREEBANK", "--cell", cell, *_STEP]]
+                for cell in CELLS}}
 
 
 def workload(family: str, cell: str, bidir: bool = False) -> str:
@@ -132,20 +139,23 @@ def precompile(name, processes=None, manifest=None):
         if sum(entry[3] for entry in todo) < MIN_SECONDS:
             return
         groups = [group for group in share(todo, min(n, len(todo))) if group]
+        # each child in a session of its own: a Ctrl-C at the terminal asks the trainer to stop after
+        # its first step, which then needs the children's kernels; the trainer's own exit kills them
         children = [subprocess.Popen([sys.executable, "-m", __name__, "--compile", json.dumps(group)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
                     for group in groups[1:]]
     except Exception:           # noqa: BLE001 - a manifest that does not fit, no interpreter to start
         return
     try:
         compile_entries(groups[0])
-    except BaseException:
-        for child in children:
-            child.kill()
-        raise
-    finally:
         for child in children:
             child.wait()
+    finally:                    # only on an exception (a second Ctrl-C) is a child still running
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 # ------------------------------------------------------------------------------ recording
@@ -182,23 +192,25 @@ import json, sys
 from tinyrnn.kernels.precompile import _recording
 from tinyrnn_cli.main import cli
 with _recording() as entries:
-    if cli.main(args=sys.argv[2:], standalone_mode=False):
-        sys.exit("the workload's command failed")
+    for command in json.loads(sys.argv[2]):
+        if cli.main(args=command, standalone_mode=False):
+            sys.exit(f"the workload's command failed: {command}")
 with open(sys.argv[1], "w") as f:
     json.dump(entries, f)
 """
 
 
 def record(name, cold=True) -> list:
-    """Run workload ``name``'s command for one step in a fresh process and return its entries; cold:
-    with an empty cache (the seconds are a first run's), else with the usual one."""
+    """Run workload ``name``'s commands in a fresh process and return its entries; cold: with an empty
+    cache (the seconds are a first run's), else with the usual one."""
     with tempfile.TemporaryDirectory() as tmp:
         out, data = Path(tmp, "entries.json"), _write_data(Path(tmp))
-        env = dict(os.environ, TINYRNN_PRECOMPILE="0")       # the step compiles all, through the hook
+        data["RUN"] = str(Path(tmp, "run"))
+        env = dict(os.environ, TINYRNN_PRECOMPILE="0")       # the commands compile all, through the hook
         if cold:
             env["NUMBA_CACHE_DIR"] = str(Path(tmp, "numba"))
-        args = [data.get(arg, arg) for arg in WORKLOADS[name]] + ["--out", str(Path(tmp, "run")), "--steps", "1"]
-        subprocess.run([sys.executable, "-c", _RECORD, str(out), *args], env=env, check=True,
+        commands = [[data.get(arg, arg) for arg in command] for command in WORKLOADS[name]]
+        subprocess.run([sys.executable, "-c", _RECORD, str(out), json.dumps(commands)], env=env, check=True,
                        stdout=subprocess.DEVNULL)
         return json.loads(out.read_text(encoding="utf-8"))
 

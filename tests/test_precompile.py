@@ -23,16 +23,27 @@ def test_the_manifest_has_each_workloads_kernels_and_argument_types(name):
     assert all(seconds >= 0 for *_, seconds in manifest[name])
 
 
-def test_types_round_trip_through_their_repr():
+def test_argument_types_round_trip_through_json():
     from numba import types
 
     sig = (types.Array(types.float32, 3, "A", readonly=True), types.int64, types.boolean,
-           types.UniTuple(types.int64, 2), types.float64)
-    assert precompile._types(repr(sig)) == sig
+           types.UniTuple(types.int64, 2), types.float64, types.Array(types.uint16, 2, "C"),
+           types.Tuple([types.Array(types.float32, 2, "C"), types.Array(types.uint16, 1, "C")]))
+    encoded = json.loads(json.dumps([precompile._encoded(t) for t in sig]))
+    assert precompile._types(encoded) == sig
+    with pytest.raises(TypeError, match="cannot record"):
+        precompile._encoded(types.unicode_type)
+
+
+def test_the_manifest_is_written_one_entry_a_line(tmp_path):
+    manifest = {"w": [["m", "k", [["array", "float32", 2, "C", False], "int64"], 1.5], ["m", "j", [], 0.1]]}
+    precompile.write_manifest(manifest, tmp_path / "s.json")
+    assert precompile.load_manifest(tmp_path / "s.json") == manifest
+    assert len((tmp_path / "s.json").read_text().splitlines()) == 6
 
 
 def test_share_gives_each_process_about_equal_seconds():
-    entries = [["m", name, "()", seconds] for name, seconds in
+    entries = [["m", name, [], seconds] for name, seconds in
                [("gemm", 17.0), ("forward", 11.0), ("backward", 8.0), ("a", 1.0), ("b", 0.5), ("c", 0.5)]]
     groups = precompile.share(entries, 2)
     assert sorted(sum(e[3] for e in g) for g in groups) == [19.0, 19.0]
@@ -124,10 +135,10 @@ def test_a_manifest_that_does_not_fit_the_code_is_passed_over(monkeypatch, tmp_p
     monkeypatch.setattr(precompile, "MANIFEST", tmp_path / "missing.json")
     precompile.precompile("train-lstm", processes=2)
     assert started == []
-    broken = {"w": [["tinyrnn.kernels.cpu.elementwise", "no_such_kernel", "(int64,)", 9.0],
-                    ["tinyrnn.kernels.cpu.elementwise", "scale_inplace", "(NoSuchType,)", 9.0]]}
+    broken = {"w": [["tinyrnn.kernels.cpu.elementwise", "no_such_kernel", ["int64"], 9.0],
+                    ["tinyrnn.kernels.cpu.elementwise", "scale_inplace", ["no_such_type"], 9.0]]}
     precompile.precompile("w", processes=2, manifest=broken)
-    precompile.compile_entries([["tinyrnn.kernels.cpu.elementwise", "scale_inplace", "(unicode_type,)", 1.0]])
+    precompile.compile_entries([["tinyrnn.kernels.cpu.elementwise", "scale_inplace", ["bool", "bool"], 1.0]])
 
 
 def test_a_second_ctrl_c_kills_the_children(monkeypatch):
@@ -145,7 +156,7 @@ def test_a_second_ctrl_c_kills_the_children(monkeypatch):
 
     monkeypatch.setattr(precompile.subprocess, "Popen", sleeper)
     monkeypatch.setattr(precompile, "compile_entries", interrupted)
-    monkeypatch.setattr(precompile, "missing", lambda name, manifest: [["m", k, "()", 10.0] for k in "abc"])
+    monkeypatch.setattr(precompile, "missing", lambda name, manifest: [["m", k, [], 10.0] for k in "abc"])
     with pytest.raises(KeyboardInterrupt):
         precompile.precompile("w", processes=3)
     assert len(children) == 2 and all(child.poll() is not None for child in children)

@@ -38,7 +38,7 @@ MIN_SECONDS = 4.0      # less missing than this: not worth starting a process
 
 # workload -> the commands that record it, each training for one step on random data of the usual
 # sizes (``_write_data``: TEXT, a 200 KB text; TREEBANK, 1,000 CoNLL-U sentences; RUN, the run
-# directory): char models `train-<cell>` (then `tinyrnn sample`, whose sampler is one more 13 s
+# directory): char models `train-<cell>` (then `tinyrnn sample`, whose sampler is one more 12 s
 # kernel: the README's first two commands) and `fill-<cell>` (--bidir), taggers `tag-<cell>` (whose
 # `tag predict` needs nothing more)
 CELLS = ("lstm", "gru", "rnn")
@@ -60,18 +60,46 @@ def workload(family: str, cell: str, bidir: bool = False) -> str:
 # ------------------------------------------------------------------------------ the manifest
 
 def load_manifest(path=MANIFEST) -> dict:
-    """{workload: [[module, kernel, argument types (repr), cold compile seconds], ...]}"""
+    """{workload: [[module, kernel, argument types (``_encoded``), cold compile seconds], ...]}"""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def _types(text):
-    """Numba argument types from their repr, e.g. ``(Array(float32, 2, 'C', False, aligned=True), int64)``."""
+def write_manifest(manifest, path=MANIFEST):
+    """The manifest as JSON, one entry a line."""
+    lines = [f" {json.dumps(name)}: [\n" + ",\n".join("  " + json.dumps(entry) for entry in entries) + "\n ]"
+             for name, entries in manifest.items()]
+    Path(path).write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+
+
+def _encoded(t):
+    """A Numba argument type as JSON: "int64", "bool", ["array", dtype, ndim, layout, readonly],
+    ["tuple", [items]]. (Numba's own reprs changed between versions; these do not.)"""
     from numba import types
 
-    names = {name: getattr(types, name) for name in dir(types)}
-    names["bool"] = types.boolean
-    return eval(text, {"__builtins__": {}}, names)
+    if isinstance(t, types.Array):
+        return ["array", _encoded(t.dtype), t.ndim, t.layout, not t.mutable]
+    if isinstance(t, types.BaseTuple):
+        return ["tuple", [_encoded(item) for item in t]]
+    if isinstance(t, (types.Integer, types.Float, types.Boolean)):
+        return "bool" if isinstance(t, types.Boolean) else t.name
+    raise TypeError(f"precompile cannot record the argument type {t}")
+
+
+def _decoded(e):
+    """``_encoded``'s inverse."""
+    from numba import types
+
+    if isinstance(e, str):
+        return types.boolean if e == "bool" else getattr(types, e)
+    if e[0] == "array":
+        return types.Array(_decoded(e[1]), e[2], e[3], readonly=e[4])
+    return types.Tuple([_decoded(item) for item in e[1]])
+
+
+def _types(encoded):
+    """A signature's argument types from their ``_encoded`` list."""
+    return tuple(_decoded(e) for e in encoded)
 
 
 def _kernel(module, name):
@@ -110,14 +138,15 @@ def compile_entries(entries):
     """Compile (or load from the cache) each entry's kernel for its argument types, in this process.
     An entry that does not fit the code (a kernel renamed, its types changed) is passed over: the
     step compiles what it needs, and reports a real error itself."""
-    for module, name, types_text, _ in entries:
+    for module, name, encoded, _ in entries:
         try:
-            _kernel(module, name).compile(_types(types_text))
+            _kernel(module, name).compile(_types(encoded))
         except Exception:       # noqa: BLE001 - only a head start is lost
             continue
 
 
 def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -164,7 +193,7 @@ def precompile(name, processes=None, manifest=None):
 def _recording():
     """Within the block, every kernel signature that Python calls for the first time in this process
     (Numba's ``_compile_for_args``: compiled, or loaded from the cache) is appended to the list
-    yielded, as [module, kernel, repr of its argument types, seconds]."""
+    yielded, as [module, kernel, its argument types (``_encoded``), seconds]."""
     import time
 
     from numba.core.dispatcher import Dispatcher
@@ -177,7 +206,7 @@ def _recording():
         seconds = round(time.perf_counter() - t0, 1)
         for sig in self.overloads:
             if sig not in before and self.py_func.__module__.startswith("tinyrnn.kernels."):
-                entries.append([self.py_func.__module__, self.py_func.__qualname__, repr(sig), seconds])
+                entries.append([self.py_func.__module__, self.py_func.__qualname__, [_encoded(t) for t in sig], seconds])
         return result
 
     Dispatcher._compile_for_args = recorded
@@ -237,8 +266,7 @@ def main(argv):
     if argv[:1] == ["--compile"]:
         compile_entries(json.loads(argv[1]))
     elif argv[:1] == ["--record"]:
-        manifest = {name: record(name) for name in WORKLOADS}
-        MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        write_manifest({name: record(name) for name in WORKLOADS})
         print(f"wrote {MANIFEST}")
     else:
         sys.exit("usage: python -m tinyrnn.kernels.precompile --record | --compile ENTRIES_JSON")

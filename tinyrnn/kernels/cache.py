@@ -22,12 +22,13 @@ Numba's own locator is used, with Numba's own (per-file) staleness check.
 ``install()`` puts ``KeyedCacheLocator`` at the front of Numba's list of cache locators; it
 declines (returns None) for any file outside ``tinyrnn/kernels/``, which Numba then locates as usual.
 
-Processes that compile at once (two trainings started together after an install, MPI ranks)
-write into one directory. Numba's own ``save`` reads the index, picks the first free data file
-name, writes the index, then the data, with no lock: two processes that read the index before
-either wrote it both pick ``<name>.1.nbc``, and the index can end up naming one signature's
-machine code for another's (a time-reversed view run as a contiguous array: wrong numbers, no
-error). ``guard(dispatcher)`` gives a kernel's cache ``LockedIndexDataCacheFile`` instead, whose
+Processes that compile at once write into one directory: the parallel first-run compile
+(``precompile.py``), or a user's commands started together after an install (``tinyrnn sample``
+with two ``--weights`` formats: two signatures of one sampler kernel). Numba's own ``save`` reads
+the index, picks the first free data file name, writes the index, then the data, with no lock:
+two processes that read the index before either wrote it, each saving another signature of one
+kernel, both pick ``<name>.1.nbc``, and the index can end up naming one signature's machine code
+for the other's, which Numba loads without a check (wrong results or a crash). ``guard(dispatcher)`` gives a kernel's cache ``LockedIndexDataCacheFile`` instead, whose
 ``save`` holds an exclusive lock on ``<directory>/.lock`` from reading the index to writing it,
 and writes the data first, so an index never names a file not yet written.
 """

@@ -106,10 +106,11 @@ def test_nothing_starts_on_one_core_or_when_all_is_cached(monkeypatch):
     started = []
     monkeypatch.setattr(precompile.subprocess, "Popen", lambda *a, **k: started.append(a))
     precompile.precompile("train-lstm", processes=1)
-    monkeypatch.setattr(precompile, "missing", lambda name: [])
-    precompile.precompile("train-lstm", processes=4)
     precompile.precompile("no-such-workload", processes=4)
-    assert started == []
+    asked = []
+    monkeypatch.setattr(precompile, "missing", lambda name, manifest=None: asked.append(name) or [])
+    precompile.precompile("train-lstm", processes=4)
+    assert started == [] and asked == ["train-lstm"]       # it looked, found all cached, started nothing
 
 
 def test_each_task_names_its_workload():

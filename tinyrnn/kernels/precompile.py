@@ -59,17 +59,18 @@ def workload(family: str, cell: str, bidir: bool = False) -> str:
 
 # ------------------------------------------------------------------------------ the manifest
 
-def load_manifest(path=MANIFEST) -> dict:
-    """{workload: [[module, kernel, argument types (``_encoded``), cold compile seconds], ...]}"""
-    with open(path, encoding="utf-8") as f:
+def load_manifest(path=None) -> dict:
+    """{workload: [[module, kernel, argument types (``_encoded``), cold compile seconds], ...]}
+    from path (default MANIFEST)."""
+    with open(MANIFEST if path is None else path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def write_manifest(manifest, path=MANIFEST):
-    """The manifest as JSON, one entry a line."""
+def write_manifest(manifest, path=None):
+    """The manifest as JSON, one entry a line, to path (default MANIFEST)."""
     lines = [f" {json.dumps(name)}: [\n" + ",\n".join("  " + json.dumps(entry) for entry in entries) + "\n ]"
              for name, entries in manifest.items()]
-    Path(path).write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+    Path(MANIFEST if path is None else path).write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
 
 
 def _encoded(t):
@@ -145,22 +146,15 @@ def compile_entries(entries):
             continue
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def precompile(name, processes=None, manifest=None):
     """Before a first step of workload ``name``: compile the kernels the cache lacks, shared among
     ``processes`` processes (default: one per usable core, at most MAX_PROCESSES). Does nothing when
     they are all cached, when fewer than MIN_SECONDS are missing, on one core, or without fcntl; nor
     when the manifest cannot be read or no process starts (the step then compiles, as without it)."""
+    from ..distributed import cores
     from . import cache
 
-    n = min(MAX_PROCESSES, usable_cores()) if processes is None else processes
+    n = min(MAX_PROCESSES, cores()) if processes is None else processes
     if n < 2 or cache.fcntl is None:
         return
     try:

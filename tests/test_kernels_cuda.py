@@ -69,7 +69,7 @@ def compare(name, *args, dtype=np.float64, tol=None):
 
 # ------------------------------------------------------------------------------- the interface
 REFERENCE_HELPERS = {"sigmoid", "sample_index",   # public in the reference, but not kernels
-                     "layer_inputs", "lstm_layer", "gru_layer", "rnn_layer"}
+                     "layer_inputs", "lstm_layer", "gru_layer", "rnn_layer", "pack_steps"}
 
 
 def test_same_functions_and_arguments_as_the_reference():
@@ -249,7 +249,7 @@ FULL = np.full(T, SB, np.int64)    # batch_sizes of a full batch (tests/test_len
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lstm_sequence(dtype):
-    xproj, w_hh = randn(T, SB, 4 * SH, dtype=dtype), randn(4 * SH, SH, dtype=dtype) * 0.5
+    xproj, w_hh = randn(T * SB, 4 * SH, dtype=dtype), randn(4 * SH, SH, dtype=dtype) * 0.5   # xproj packed: (T*B, 4H)
     h0, c0 = randn(SB, SH, dtype=dtype), randn(SB, SH, dtype=dtype)
     out = compare("lstm_sequence_forward", xproj, w_hh, h0, c0, FULL, nans(T + 1, SB, SH, dtype=dtype),
                   nans(T + 1, SB, SH, dtype=dtype), nans(T, SB, 4 * SH, dtype=dtype), dtype=dtype)
@@ -261,7 +261,7 @@ def test_lstm_sequence(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gru_sequence(dtype):
-    xproj, w_hh = randn(T, SB, 3 * SH, dtype=dtype), randn(3 * SH, SH, dtype=dtype) * 0.5
+    xproj, w_hh = randn(T * SB, 3 * SH, dtype=dtype), randn(3 * SH, SH, dtype=dtype) * 0.5
     b_hh, h0 = randn(3 * SH, dtype=dtype), randn(SB, SH, dtype=dtype)
     out = compare("gru_sequence_forward", xproj, w_hh, b_hh, h0, FULL, nans(T + 1, SB, SH, dtype=dtype),
                   nans(T, SB, 3 * SH, dtype=dtype), nans(T, SB, SH, dtype=dtype), dtype=dtype)
@@ -273,7 +273,7 @@ def test_gru_sequence(dtype):
 
 @pytest.mark.parametrize("dtype, relu", [(np.float32, False), (np.float64, True), (np.float64, False)])
 def test_rnn_sequence(dtype, relu):
-    xproj, w_hh, h0 = randn(T, SB, SH, dtype=dtype), randn(SH, SH, dtype=dtype) * 0.5, randn(SB, SH, dtype=dtype)
+    xproj, w_hh, h0 = randn(T * SB, SH, dtype=dtype), randn(SH, SH, dtype=dtype) * 0.5, randn(SB, SH, dtype=dtype)
     hs = compare("rnn_sequence_forward", xproj, w_hh, h0, FULL, nans(T + 1, SB, SH, dtype=dtype), relu, dtype=dtype)[4]
     compare("rnn_sequence_backward", w_hh, hs, randn(T, SB, SH, dtype=dtype), randn(SB, SH, dtype=dtype), relu, FULL,
             nans(T, SB, SH, dtype=dtype), nans(SB, SH, dtype=dtype), dtype=dtype)
@@ -399,11 +399,12 @@ for dt in (np.float32, np.float64):
     C.rnn_cell_backward(bh, bh, bh, False)
     s4, s3, s1 = z((T, B, 4 * H), dt), z((T, B, 3 * H), dt), z((T, B, H), dt)
     bs = np.array([B, 1], np.int64)       # batch_sizes: a full step and a step with inactive rows
-    C.lstm_sequence_forward(s4, z((4 * H, H), dt), bh, bh, bs, hs, hs, s4)
+    p4, p3, p1 = z((B + 1, 4 * H), dt), z((B + 1, 3 * H), dt), z((B + 1, H), dt)   # packed xproj of bs
+    C.lstm_sequence_forward(p4, z((4 * H, H), dt), bh, bh, bs, hs, hs, s4)
     C.lstm_sequence_backward(z((4 * H, H), dt), hs, hs, s4, s1, bh, bh, bs, s4, bh, bh)
-    C.gru_sequence_forward(s3, z((3 * H, H), dt), z(3 * H, dt), bh, bs, hs, s3, s1)
+    C.gru_sequence_forward(p3, z((3 * H, H), dt), z(3 * H, dt), bh, bs, hs, s3, s1)
     C.gru_sequence_backward(z((3 * H, H), dt), hs, s3, s1, s1, bh, bs, s3, s3, bh)
-    C.rnn_sequence_forward(s1, z((H, H), dt), bh, bs, hs, False)
+    C.rnn_sequence_forward(p1, z((H, H), dt), bh, bs, hs, False)
     C.rnn_sequence_backward(z((H, H), dt), hs, s1, bh, True, bs, s1, bh)
 
 names = sorted({name for name, _ in compiled})

@@ -153,7 +153,7 @@ for M, K, N in %r:
     results[f"fnn{M}x{K}x{N}"] = o
 # the per-step panel product of the sequence kernels: an LSTM layer forward, 70 units (ragged panels)
 T, B, H = 5, 9, 70
-xproj = rng.standard_normal((T, B, 4 * H)).astype(np.float32)
+xproj = rng.standard_normal((9 + 9 + 7 + 4 + 1, 4 * H)).astype(np.float32)     # packed: the active rows of each step
 w_hh = rng.standard_normal((4 * H, H)).astype(np.float32) * 0.1
 hs, cs = np.full((T + 1, B, H), np.nan, np.float32), np.full((T + 1, B, H), np.nan, np.float32)
 acts = np.full((T, B, 4 * H), np.nan, np.float32)

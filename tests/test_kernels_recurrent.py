@@ -112,16 +112,17 @@ def run_sequence(kernels, kind, a, relu=False, batch_sizes=None):
              ghn=nans((T, B, H), dt), d1=nans((T, B, GH), dt), d2=nans((T, B, GH), dt),
              dh0=nans((B, H), dt), dc0=nans((B, H), dt))      # NaN: see run_cells
     bs = np.full(T, B, np.int64) if batch_sizes is None else np.asarray(batch_sizes, np.int64)
+    xproj = ref.pack_steps(a["xproj"], bs)          # (N, G*H): the kernels' packed layout
     if kind == "lstm":
-        kernels.lstm_sequence_forward(a["xproj"], a["w_hh"], a["h0"], a["c0"], bs, o["hs"], o["cs"], o["acts"])
+        kernels.lstm_sequence_forward(xproj, a["w_hh"], a["h0"], a["c0"], bs, o["hs"], o["cs"], o["acts"])
         kernels.lstm_sequence_backward(a["w_hh"], o["hs"], o["cs"], o["acts"], a["dhs"], a["dh_n"], a["dc_n"],
                                        bs, o["d1"], o["dh0"], o["dc0"])
     elif kind == "gru":
-        kernels.gru_sequence_forward(a["xproj"], a["w_hh"], a["b_hh"], a["h0"], bs, o["hs"], o["acts"], o["ghn"])
+        kernels.gru_sequence_forward(xproj, a["w_hh"], a["b_hh"], a["h0"], bs, o["hs"], o["acts"], o["ghn"])
         kernels.gru_sequence_backward(a["w_hh"], o["hs"], o["acts"], o["ghn"], a["dhs"], a["dh_n"],
                                       bs, o["d1"], o["d2"], o["dh0"])
     else:
-        kernels.rnn_sequence_forward(a["xproj"], a["w_hh"], a["h0"], bs, o["hs"], relu)
+        kernels.rnn_sequence_forward(xproj, a["w_hh"], a["h0"], bs, o["hs"], relu)
         kernels.rnn_sequence_backward(a["w_hh"], o["hs"], a["dhs"], a["dh_n"], relu, bs, o["d1"], o["dh0"])
     return o
 
@@ -315,7 +316,8 @@ def test_generate_state_matches_sequence_forward():
         w_in = m["w_ih0"] if layer == 0 else m["w_ih"][layer - 1]
         T, H = len(inputs), m["h"].shape[1]
         hs, cs, acts = np.zeros((T + 1, 1, H)), np.zeros((T + 1, 1, H)), np.zeros((T, 1, 4 * H))
-        ref.lstm_sequence_forward(x @ w_in.T + m["b"][layer], m["w_hh"][layer], m["h"][layer][None],
+        xproj = (x @ w_in.T + m["b"][layer]).reshape(T, 4 * H)       # packed: (T*B, 4H), B = 1
+        ref.lstm_sequence_forward(xproj, m["w_hh"][layer], m["h"][layer][None],
                                   m["c"][layer][None], np.ones(T, np.int64), hs, cs, acts)
         np.testing.assert_allclose(m_after["h"][layer], hs[-1, 0], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(m_after["c"][layer], cs[-1, 0], rtol=1e-12, atol=1e-12)

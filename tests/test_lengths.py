@@ -44,6 +44,7 @@ def run_kernels(K, kind, a, to=lambda x: x, back=lambda x: x, relu=False):
     """Forward then backward with kernel module K; ``to``/``back`` move arrays to/from its device.
     Returns every output as host arrays."""
     d = {k: (to(v) if k != "bs" else v) for k, v in a.items()}
+    d["xproj"] = to(R.pack_steps(a["xproj"], a["bs"]))     # (N, G*H): only the active rows, packed
     if kind == "lstm":
         K.lstm_sequence_forward(d["xproj"], d["w_hh"], d["h0"], d["c0"], d["bs"], d["hs"], d["cs"], d["acts"])
         K.lstm_sequence_backward(d["w_hh"], d["hs"], d["cs"], d["acts"], d["dhs"], d["dh_n"], d["dc_n"], d["bs"],

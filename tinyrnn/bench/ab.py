@@ -99,9 +99,9 @@ def _sequence_cases(cpu, cell, T, B, H, G, normal):
 
     def forward():
         if cell == "lstm":
-            cpu.lstm_sequence_forward(xproj, w, zeros, zeros, lengths, hs, cs, acts)
+            cpu.lstm_sequence_forward(xproj.reshape(T * B, G * H), w, zeros, zeros, lengths, hs, cs, acts)
         else:
-            cpu.gru_sequence_forward(xproj, w, b_hh, zeros, lengths, hs, acts, ghn)
+            cpu.gru_sequence_forward(xproj.reshape(T * B, G * H), w, b_hh, zeros, lengths, hs, acts, ghn)
 
     def backward():
         if cell == "lstm":

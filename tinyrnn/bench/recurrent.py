@@ -163,13 +163,14 @@ def run_impl(kind, impl, B, H, T, repeats, threads, cpu_time):
     else:
         k = None
     sizes = (np.full(T, B, np.int64),) if k else ()     # the kernels' batch_sizes (a full batch)
+    xproj = a["xproj"].reshape(T * B, G * H) if k else a["xproj"]     # the kernels take it packed: (T*B, G*H)
     if kind == "lstm":
         fwd, bwd = (k.lstm_sequence_forward, k.lstm_sequence_backward) if k else (numpy_forward, numpy_backward)
-        fwd_args = (a["xproj"], a["w_hh"], a["h0"], a["c0"]) + sizes + (hs, cs, acts)
+        fwd_args = (xproj, a["w_hh"], a["h0"], a["c0"]) + sizes + (hs, cs, acts)
         bwd_args = (a["w_hh"], hs, cs, acts, a["dhs"], a["dh_n"], a["dc_n"]) + sizes + (d1, dh0, dc0)
     else:
         fwd, bwd = (k.gru_sequence_forward, k.gru_sequence_backward) if k else (numpy_gru_forward, numpy_gru_backward)
-        fwd_args = (a["xproj"], a["w_hh"], a["b_hh"], a["h0"]) + sizes + (hs, acts, ghn)
+        fwd_args = (xproj, a["w_hh"], a["b_hh"], a["h0"]) + sizes + (hs, acts, ghn)
         bwd_args = (a["w_hh"], hs, acts, ghn, a["dhs"], a["dh_n"]) + sizes + (d1, d2, dh0)
     clock = time.process_time if cpu_time else time.perf_counter
     times = {"forward": [], "backward": []}

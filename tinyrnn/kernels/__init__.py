@@ -57,12 +57,14 @@ cells.py   - one time step, from pre-activations (gate order as in PyTorch)
 sequence.py - a whole layer, one direction; the time loop runs inside the kernel. batch_sizes[T] (int64,
     non-increasing; full(T, B) without lengths): at step t only rows b < batch_sizes[t] are active, the others
     keep their state (so hs[T], cs[T] hold each row's final state) and get zero gates and gate gradients
-    (on CUDA, batch_sizes is a host array: the time loop runs on the host)
-    lstm_sequence_forward(xproj[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H], batch_sizes[T], hs_out[T+1,B,H], cs_out[T+1,B,H], acts_out[T,B,4H])
+    (on CUDA, batch_sizes is a host array: the time loop runs on the host); xproj is packed, as PyTorch's
+    PackedSequence.data: step t's batch_sizes[t] active rows, then step t+1's (N = sum(batch_sizes); (T*B, G*H)
+    without padding)
+    lstm_sequence_forward(xproj[N,4H], w_hh[4H,H], h0[B,H], c0[B,H], batch_sizes[T], hs_out[T+1,B,H], cs_out[T+1,B,H], acts_out[T,B,4H])
     lstm_sequence_backward(w_hh, hs, cs, acts, dhs[T,B,H], dh_n[B,H], dc_n[B,H], batch_sizes[T], dgates_out[T,B,4H], dh0_out[B,H], dc0_out[B,H])
-    gru_sequence_forward(xproj[T,B,3H], w_hh[3H,H], b_hh[3H], h0[B,H], batch_sizes[T], hs_out[T+1,B,H], acts_out[T,B,3H], ghn_out[T,B,H])
+    gru_sequence_forward(xproj[N,3H], w_hh[3H,H], b_hh[3H], h0[B,H], batch_sizes[T], hs_out[T+1,B,H], acts_out[T,B,3H], ghn_out[T,B,H])
     gru_sequence_backward(w_hh, hs, acts, ghn, dhs[T,B,H], dh_n[B,H], batch_sizes[T], dgi_out[T,B,3H], dgh_out[T,B,3H], dh0_out[B,H])
-    rnn_sequence_forward(xproj[T,B,H], w_hh[H,H], h0[B,H], batch_sizes[T], hs_out[T+1,B,H], relu)
+    rnn_sequence_forward(xproj[N,H], w_hh[H,H], h0[B,H], batch_sizes[T], hs_out[T+1,B,H], relu)
     rnn_sequence_backward(w_hh, hs, dhs[T,B,H], dh_n[B,H], relu, batch_sizes[T], dpre_out[T,B,H], dh0_out[B,H])
 
 generate.py - batch-1 sampling from a stacked char model, embedding -> L layers -> head (no Python per char);

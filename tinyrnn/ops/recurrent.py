@@ -24,7 +24,9 @@ Variable lengths (``lengths=``, a padded batch sorted by decreasing length; ``St
 step (``batch_sizes``); the reverse direction reads each row from its own last token; the
 outputs at padded positions are 0, h_n (c_n) is each row's state after its last step read, and
 padding gets exactly zero gradient. The input projection and the weight gradients multiply only
-the real tokens' rows, so a padded batch costs about what its tokens cost. CPU only (the gathers use numpy fancy indexing).
+the real tokens' rows, so a padded batch costs about what its tokens cost; the projection reaches
+the kernels as it is made, packed (PyTorch's ``PackedSequence`` layout: step t's real rows, then
+step t+1's), never spread out over the padding. CPU only (the gathers use numpy fancy indexing).
 
 They run on the CPU or the GPU, wherever their inputs are: ``K`` is the kernel module and ``A``
 the array helpers of that device (``tinyrnn.backend``), so the same lines allocate, reverse time
@@ -201,8 +203,10 @@ def _project(K, A, x2, w_ih, bias):
 class InputProjection:
     """pre = x @ W_ih^T + bias for all T*B steps of a sequence at once (in reading order), and its backward.
 
-    x: (T, B, I), read in the order of ``steps`` (a ``Steps``); with padding only the real tokens'
-    rows are multiplied (``out`` is 0 at the padding, which the kernels never read). When x is an
+    x: (T, B, I), read in the order of ``steps`` (a ``Steps``); only the real tokens' rows are
+    multiplied, and ``out`` (N, G*H) holds them packed, the layout the sequence kernels read: step
+    t's rows (``steps.batch_sizes[t]`` of them), then step t+1's, as PyTorch's ``PackedSequence``
+    (without padding, N = T*B and ``out`` is (T, B, G*H) reshaped). When x is an
     embedding lookup, x = E[idx], over a vocabulary smaller than T*B, the product is taken over the
     table instead of the rows - the same numbers for V rows of work instead of T*B (a character
     model has V = 65 and T*B = 2048):
@@ -227,7 +231,7 @@ class InputProjection:
             self.source, self.idx = x, None
             self.rows = steps.gather(A, x.data)                                           # (N, I)
             out = _project(K, A, self.rows, self.w, bias)                                 # (N, G*H)
-        self.out = steps.scatter(A, out, T * B)                                           # (T*B, G*H)
+        self.out = out             # (N, G*H), packed: step t's real rows, then step t+1's (the kernels' layout)
 
     def backward(self, dpre, needs_w: bool, needs_bias: bool):
         """dpre: (N, G*H), the real tokens' rows (``steps.active``) -> (d source, dW_ih, dbias),
@@ -295,9 +299,8 @@ def rnn_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", r
     steps = _steps(device, T, B, reverse, lengths)
     w_h, dtype = _data(A, w_hh), w_hh.dtype
     proj = InputProjection(K, A, x, w_ih, _bias_sum(A, b_ih, b_hh), steps)
-    xproj = proj.out.reshape(T, B, H)
     hs = A.empty((T + 1, B, H), dtype=dtype)
-    K.rnn_sequence_forward(xproj, w_h, _data(A, h0), steps.batch_sizes, hs, relu)
+    K.rnn_sequence_forward(proj.out, w_h, _data(A, h0), steps.batch_sizes, hs, relu)
 
     def backward(grads):
         g_out, g_h = grads
@@ -350,11 +353,10 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, le
     steps = _steps(device, T, B, reverse, lengths)
     w_h, dtype = _data(A, w_hh), w_hh.dtype
     proj = InputProjection(K, A, x, w_ih, _bias_sum(A, b_ih, b_hh), steps)
-    xproj = proj.out.reshape(T, B, 4 * H)
     hs = A.empty((T + 1, B, H), dtype=dtype)
     cs = A.empty((T + 1, B, H), dtype=dtype)
     acts = A.empty((T, B, 4 * H), dtype=dtype)
-    K.lstm_sequence_forward(xproj, w_h, _data(A, h0), _data(A, c0), steps.batch_sizes, hs, cs, acts)
+    K.lstm_sequence_forward(proj.out, w_h, _data(A, h0), _data(A, c0), steps.batch_sizes, hs, cs, acts)
 
     def backward(grads):
         g_out, g_h, g_c = grads
@@ -406,11 +408,10 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths
     w_h, dtype = _data(A, w_hh), w_hh.dtype
     b_h = A.zeros(3 * H, dtype=dtype) if b_hh is None else _data(A, b_hh)
     proj = InputProjection(K, A, x, w_ih, _data(A, b_ih), steps)
-    xproj = proj.out.reshape(T, B, 3 * H)
     hs = A.empty((T + 1, B, H), dtype=dtype)
     acts = A.empty((T, B, 3 * H), dtype=dtype)
     ghn = A.empty((T, B, H), dtype=dtype)
-    K.gru_sequence_forward(xproj, w_h, b_h, _data(A, h0), steps.batch_sizes, hs, acts, ghn)
+    K.gru_sequence_forward(proj.out, w_h, b_h, _data(A, h0), steps.batch_sizes, hs, acts, ghn)
 
     def backward(grads):
         g_out, g_h = grads

@@ -2,7 +2,8 @@
 
 Same names, arguments and math as ``reference/sequence.py`` (read that first: it is the spec).
 Shapes: ``T`` steps, batch ``B``, hidden ``H``, ``G`` gates (LSTM 4, GRU 3, RNN 1);
-``xproj (T, B, G*H)``, ``w_hh (G*H, H)`` (PyTorch's layout), ``hs (T+1, B, H)``.
+``xproj (N, G*H)`` packed (step ``t``'s active rows, then step ``t+1``'s: ``_packed_starts``),
+``w_hh (G*H, H)`` (PyTorch's layout), ``hs (T+1, B, H)``.
 
 How it is fast
 --------------
@@ -141,6 +142,16 @@ def _balanced_rows(batch_sizes, B, n_blocks):
 
 
 @kernel
+def _packed_starts(batch_sizes):
+    """starts (T+1,): step t's rows of a packed array are starts[t] .. starts[t+1]-1."""
+    starts = np.empty(batch_sizes.shape[0] + 1, np.int64)
+    starts[0] = 0
+    for t in range(batch_sizes.shape[0]):
+        starts[t + 1] = starts[t] + batch_sizes[t]
+    return starts
+
+
+@kernel
 def _span(item, n_chunks, bounds, whole):
     """(chunk0, chunk1, r0, r1): the unit chunks chunk0 .. chunk1-1 and the rows r0 .. r1-1 of one work item."""
     if whole:
@@ -164,7 +175,7 @@ def _units(chunk, H):
 # ---------------------------------------------------------------------------------------- LSTM
 
 def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out):
-    """xproj (T, B, 4H), w_hh (4H, H), h0, c0 (B, H), batch_sizes (T,)
+    """xproj (N, 4H) packed, w_hh (4H, H), h0, c0 (B, H), batch_sizes (T,)
     -> hs_out, cs_out (T+1, B, H), acts_out (T, B, 4H)."""
     _lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out, numba.get_num_threads())
 
@@ -172,10 +183,11 @@ def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts
 @parallel_kernel
 def _lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out, n_threads):
     """``lstm_sequence_forward``, its work cut for n_threads threads (``_schedule``)."""
-    T = xproj.shape[0]
+    T = batch_sizes.shape[0]
     B, H = h0.shape
     hs_out[0, :, :] = h0
     cs_out[0, :, :] = c0
+    starts = _packed_starts(batch_sizes)
     w = pack_panels(np.ascontiguousarray(w_hh), False, 4)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
     n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
     work = np.empty((n_items, MR_MAX * NR), h0.dtype)
@@ -185,21 +197,22 @@ def _lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, act
             chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
                 for chunk in range(chunk0, chunk1):
-                    _lstm_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, batch_sizes,
+                    _lstm_forward_step(region * per_region + k, chunk, r0, r1, xproj, starts, w, batch_sizes,
                                        hs_out, cs_out, acts_out, work[item])
 
 
 @kernel
-def _lstm_forward_step(t, chunk, r0, r1, xproj, w, batch_sizes, hs_out, cs_out, acts_out, work):
+def _lstm_forward_step(t, chunk, r0, r1, xproj, starts, w, batch_sizes, hs_out, cs_out, acts_out, work):
     """Step t of rows r0 .. r1-1 for the units of one chunk: their gate pre-activations, the
     gates, c_t and h_t. Needs h_{t-1} of the same rows (all units), nothing else computed."""
     H = hs_out.shape[2]
     u0, u1 = _units(chunk, H)
     h_prev, c_prev, acts, h, c = hs_out[t], cs_out[t], acts_out[t], hs_out[t + 1], cs_out[t + 1]
+    x = xproj[starts[t]:starts[t + 1]]                   # step t's active rows (packed)
     n, a1 = u1 - u0, max(r0, min(r1, batch_sizes[t]))    # this item's active rows: r0 .. a1-1
     # acts[:, gate*H + j] = xproj + h_prev @ W_hh[gate*H + j].T: the pre-activations, for now
     for gate in range(4):
-        gemm_panel_block(h_prev[r0:a1], w[gate, chunk], xproj[t, r0:a1], acts[r0:a1], gate * H + u0, n, True, work)
+        gemm_panel_block(h_prev[r0:a1], w[gate, chunk], x[r0:a1], acts[r0:a1], gate * H + u0, n, True, work)
     for b in range(a1, r1):                 # inactive rows keep their state
         for j in range(u0, u1):
             h[b, j] = h_prev[b, j]
@@ -295,7 +308,7 @@ def _lstm_backward_step(t, chunk, r0, r1, w, hs, cs, acts, dhs, batch_sizes, dga
 # ----------------------------------------------------------------------------------------- GRU
 
 def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out):
-    """xproj (T, B, 3H) (with b_ih), w_hh (3H, H), b_hh (3H,), h0 (B, H), batch_sizes (T,)
+    """xproj (N, 3H) packed (with b_ih), w_hh (3H, H), b_hh (3H,), h0 (B, H), batch_sizes (T,)
     -> hs_out (T+1, B, H), acts_out (T, B, 3H) = (r, z, n), ghn_out (T, B, H) = h_t @ W_hn.T + b_hn."""
     _gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out, numba.get_num_threads())
 
@@ -303,9 +316,10 @@ def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, g
 @parallel_kernel
 def _gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out, n_threads):
     """``gru_sequence_forward``, its work cut for n_threads threads (``_schedule``)."""
-    T = xproj.shape[0]
+    T = batch_sizes.shape[0]
     B, H = h0.shape
     hs_out[0, :, :] = h0
+    starts = _packed_starts(batch_sizes)
     bh = np.ascontiguousarray(b_hh)
     w = pack_panels(np.ascontiguousarray(w_hh), False, 3)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
     n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
@@ -316,18 +330,19 @@ def _gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, 
             chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
                 for chunk in range(chunk0, chunk1):
-                    _gru_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, bh, batch_sizes,
+                    _gru_forward_step(region * per_region + k, chunk, r0, r1, xproj, starts, w, bh, batch_sizes,
                                       hs_out, acts_out, ghn_out, work[item])
 
 
 @kernel
-def _gru_forward_step(t, chunk, r0, r1, xproj, w, bh, batch_sizes, hs_out, acts_out, ghn_out, work):
+def _gru_forward_step(t, chunk, r0, r1, xproj, starts, w, bh, batch_sizes, hs_out, acts_out, ghn_out, work):
     """Step t of rows r0 .. r1-1 for the units of one chunk: the gate pre-activations, the gates
     and h_t. Needs h_{t-1} of the same rows (all units), nothing else computed."""
     H = hs_out.shape[2]
     u0, u1 = _units(chunk, H)
     one = hs_out.dtype.type(1)
-    x, h_prev, h, acts, ghn = xproj[t], hs_out[t], hs_out[t + 1], acts_out[t], ghn_out[t]
+    x = xproj[starts[t]:starts[t + 1]]               # step t's active rows (packed)
+    h_prev, h, acts, ghn = hs_out[t], hs_out[t + 1], acts_out[t], ghn_out[t]
     a1 = max(r0, min(r1, batch_sizes[t]))       # this item's active rows: r0 .. a1-1
     hp_act, ghn_act = h_prev[r0:a1], ghn[r0:a1]
     # acts[:, r and z] = gi_{r,z} + h_prev @ W_h{r,z}.T (b_h{r,z} added below);
@@ -432,16 +447,17 @@ def _gru_backward_step(t, chunk, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi
 # ----------------------------------------------------------------------------------------- RNN
 
 def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
-    """xproj (T, B, H), w_hh (H, H), h0 (B, H), batch_sizes (T,) -> hs_out (T+1, B, H); h = tanh or relu of the pre-activation."""
+    """xproj (N, H) packed, w_hh (H, H), h0 (B, H), batch_sizes (T,) -> hs_out (T+1, B, H); h = tanh or relu of the pre-activation."""
     _rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu, numba.get_num_threads())
 
 
 @parallel_kernel
 def _rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu, n_threads):
     """``rnn_sequence_forward``, its work cut for n_threads threads (``_schedule``)."""
-    T = xproj.shape[0]
+    T = batch_sizes.shape[0]
     B, H = h0.shape
     hs_out[0, :, :] = h0
+    starts = _packed_starts(batch_sizes)
     w = pack_panels(np.ascontiguousarray(w_hh), False, 1)    # [0, chunk]: W_hh[u0:u1].T
     n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
     work = np.empty((n_items, MR_MAX * NR), h0.dtype)
@@ -451,12 +467,12 @@ def _rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu, n_threads)
             chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
                 for chunk in range(chunk0, chunk1):
-                    _rnn_forward_step(region * per_region + k, chunk, r0, r1, xproj, w, batch_sizes, hs_out,
+                    _rnn_forward_step(region * per_region + k, chunk, r0, r1, xproj, starts, w, batch_sizes, hs_out,
                                       relu, work[item])
 
 
 @kernel
-def _rnn_forward_step(t, chunk, r0, r1, xproj, w, batch_sizes, hs_out, relu, work):
+def _rnn_forward_step(t, chunk, r0, r1, xproj, starts, w, batch_sizes, hs_out, relu, work):
     """Step t of rows r0 .. r1-1 for the units of one chunk: h_t = tanh or relu(xproj + h_{t-1} @ W_hh.T)."""
     H = hs_out.shape[2]
     u0, u1 = _units(chunk, H)
@@ -464,7 +480,8 @@ def _rnn_forward_step(t, chunk, r0, r1, xproj, w, batch_sizes, hs_out, relu, wor
     h_prev, h = hs_out[t], hs_out[t + 1]
     a1 = max(r0, min(r1, batch_sizes[t]))       # this item's active rows: r0 .. a1-1
     # h = xproj + h_prev @ W_hh.T, the pre-activation, for now
-    gemm_panel_block(h_prev[r0:a1], w[0, chunk], xproj[t, r0:a1], h[r0:a1], u0, u1 - u0, True, work)
+    x = xproj[starts[t]:starts[t + 1]]               # step t's active rows (packed)
+    gemm_panel_block(h_prev[r0:a1], w[0, chunk], x[r0:a1], h[r0:a1], u0, u1 - u0, True, work)
     for b in range(a1, r1):                 # inactive rows keep their state
         for j in range(u0, u1):
             h[b, j] = h_prev[b, j]

@@ -2,8 +2,9 @@
 step's work on the device.
 
 Shapes and meaning as in ``tinyrnn.kernels.reference.sequence``: ``T`` steps, batch ``B``,
-hidden ``H``, ``G`` gates; ``xproj: (T, B, G*H)`` holds the input projections (with biases,
-GRU: ``b_ih`` only), ``w_hh: (G*H, H)``, ``hs: (T+1, B, H)`` with ``hs[0] = h0``.
+hidden ``H``, ``G`` gates; ``xproj: (N, G*H)`` holds the input projections (with biases,
+GRU: ``b_ih`` only), packed: step ``t``'s active rows, then step ``t+1``'s; ``w_hh: (G*H, H)``,
+``hs: (T+1, B, H)`` with ``hs[0] = h0``.
 
 Each step is two kernel launches, and nothing comes back to the host inside the loop
 (launches are asynchronous, so the host only queues work):
@@ -18,7 +19,7 @@ so no array is sliced or allocated per step. The running gradients of the backwa
 in the outputs ``dh0_out`` / ``dc0_out`` themselves: they hold dL/dh_t (dL/dc_t) for the step
 being processed and, after step 0, dL/dh_0 (dL/dc_0).
 
-    LSTM forward: acts = xproj (one device copy), then per step acts[t] += h_t @ W_hh^T (the
+    LSTM forward: acts = xproj (one device copy, or one a step with padding), then per step acts[t] += h_t @ W_hh^T (the
         matmul accumulates into the pre-activations) and the gate kernel turns acts[t] into the
         activated gates in place, writing c_{t+1}, h_{t+1}.
     GRU forward: gh = h_t @ W_hh^T into a (B, 3H) scratch array (b_hh is added by the gate
@@ -50,6 +51,22 @@ def _host_sizes(batch_sizes):
     """batch_sizes (T,) as a list of Python ints (accepts a host or a device array)."""
     sizes = to_host(batch_sizes) if is_device_array(batch_sizes) else np.asarray(batch_sizes)
     return [int(n) for n in sizes]
+
+
+def _starts(sizes):
+    """starts (T+1,) of a packed array's steps: step t's rows are starts[t] .. starts[t+1]-1."""
+    return [0] + np.cumsum(sizes, dtype=np.int64).tolist()
+
+
+def _unpack(xproj, sizes, dst2, B, first_row):
+    """The packed rows xproj (N, G) into dst2 (rows of (B, G) per step, from step 0's at
+    ``first_row``): step t's active rows to first_row + t*B; the inactive rows are left as they are."""
+    if all(n == B for n in sizes):
+        copy(xproj, dst2[first_row:first_row + len(sizes) * B])
+        return
+    for t, (s, n) in enumerate(zip(_starts(sizes), sizes)):
+        if n:
+            copy(xproj[s:s + n], dst2[first_row + t * B:first_row + t * B + n])
 
 
 # ============================================================================================
@@ -95,19 +112,20 @@ def _lstm_step_backward_kernel(acts, cs, dhs, t, dh_next, dc_next, dgates, nb):
 
 
 def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out):
-    """xproj: (T, B, 4H); w_hh: (4H, H); h0, c0: (B, H); batch_sizes: (T,) (host).
+    """xproj: (N, 4H) packed; w_hh: (4H, H); h0, c0: (B, H); batch_sizes: (T,) (host).
     Writes hs_out, cs_out (T+1, B, H) and acts_out (T, B, 4H) (activated gates i, f, g, o)."""
-    T, B, G = xproj.shape
-    H = G // 4
+    T, G = len(batch_sizes), xproj.shape[1]
+    B, H = h0.shape
     copy(h0, hs_out[0])
     copy(c0, cs_out[0])
     if T == 0 or B * H == 0:
         return
-    copy(xproj, acts_out)                          # pre-activations; the matmul adds h_t @ W_hh^T
+    sizes = _host_sizes(batch_sizes)
     hs2 = hs_out.reshape((T + 1) * B, H)
     acts2 = acts_out.reshape(T * B, G)
+    _unpack(xproj, sizes, acts2, B, 0)             # pre-activations; the matmul adds h_t @ W_hh^T
     blocks, threads = _units(B, H)
-    for t, nb in enumerate(_host_sizes(batch_sizes)):
+    for t, nb in enumerate(sizes):
         if nb > 0:
             matmul_nt_rows(hs2, t * B, w_hh, acts2, t * B, nb, True)
         _lstm_step_forward_kernel[blocks, threads](acts_out, cs_out, hs_out, t, nb)
@@ -134,9 +152,10 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dga
 # GRU
 # ============================================================================================
 @jit
-def _gru_step_forward_kernel(xproj, gh, b_hh, hs, acts, ghn, t, nb):
+def _gru_step_forward_kernel(xproj, gh, b_hh, hs, acts, ghn, t, s, nb):
     """gh = h_t @ W_hh^T (without b_hh) -> acts[t] = (r, z, n), hs[t+1], ghn[t] = gh_n + b_hn.
-    Rows b >= nb are inactive: they keep their state; acts and ghn are 0."""
+    Step t's input rows are xproj[s:s + nb] (packed). Rows b >= nb are inactive: they keep their
+    state; acts and ghn are 0."""
     idx = cuda.grid(1)
     B, H = hs.shape[1], hs.shape[2]
     if idx < B * H and idx // H >= nb:
@@ -148,7 +167,7 @@ def _gru_step_forward_kernel(xproj, gh, b_hh, hs, acts, ghn, t, nb):
     elif idx < B * H:
         b, j = idx // H, idx % H
         gh_n = gh[b, 2 * H + j] + b_hh[2 * H + j]
-        r, z, n, h = gru_point_forward(xproj[t, b, j], xproj[t, b, H + j], xproj[t, b, 2 * H + j],
+        r, z, n, h = gru_point_forward(xproj[s + b, j], xproj[s + b, H + j], xproj[s + b, 2 * H + j],
                                        gh[b, j] + b_hh[j], gh[b, H + j] + b_hh[H + j], gh_n,
                                        hs[t, b, j], xproj.dtype.type(1.0))
         acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j] = r, z, n
@@ -178,20 +197,21 @@ def _gru_step_backward_kernel(acts, ghn, hs, dhs, t, dh_next, dgi, dgh, nb):
 
 
 def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out):
-    """xproj: (T, B, 3H) (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H); batch_sizes: (T,) (host).
+    """xproj: (N, 3H) packed (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H); batch_sizes: (T,) (host).
     Writes hs_out (T+1, B, H), acts_out (T, B, 3H) (r, z, n) and ghn_out (T, B, H) = h_t @ W_hn.T + b_hn."""
-    T, B, G = xproj.shape
-    H = G // 3
+    T, G = len(batch_sizes), xproj.shape[1]
+    B, H = h0.shape
     copy(h0, hs_out[0])
     if T == 0 or B * H == 0:
         return
     gh = cuda.device_array((B, G), dtype=xproj.dtype)   # scratch: h_t @ W_hh^T, reused every step
     hs2 = hs_out.reshape((T + 1) * B, H)
     blocks, threads = _units(B, H)
-    for t, nb in enumerate(_host_sizes(batch_sizes)):
+    sizes = _host_sizes(batch_sizes)
+    for t, (s, nb) in enumerate(zip(_starts(sizes), sizes)):
         if nb > 0:
             matmul_nt_rows(hs2, t * B, w_hh, gh, 0, nb, False)
-        _gru_step_forward_kernel[blocks, threads](xproj, gh, b_hh, hs_out, acts_out, ghn_out, t, nb)
+        _gru_step_forward_kernel[blocks, threads](xproj, gh, b_hh, hs_out, acts_out, ghn_out, t, s, nb)
 
 
 def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, dgh_out, dh0_out):
@@ -240,15 +260,17 @@ def _rnn_step_backward_kernel(hs, dhs, t, dh_next, dpre, relu, nb):
 
 
 def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
-    """xproj: (T, B, H); w_hh: (H, H); h0: (B, H); batch_sizes: (T,) (host). Writes hs_out (T+1, B, H)."""
-    T, B, H = xproj.shape
+    """xproj: (N, H) packed; w_hh: (H, H); h0: (B, H); batch_sizes: (T,) (host). Writes hs_out (T+1, B, H)."""
+    T = len(batch_sizes)
+    B, H = h0.shape
     copy(h0, hs_out[0])
     if T == 0 or B * H == 0:
         return
-    copy(xproj, hs_out[1:])                        # pre-activations; the matmul adds h_t @ W_hh^T
+    sizes = _host_sizes(batch_sizes)
     hs2 = hs_out.reshape((T + 1) * B, H)
+    _unpack(xproj, sizes, hs2, B, B)               # pre-activations into hs[1:]; the matmul adds h_t @ W_hh^T
     blocks, threads = _units(B, H)
-    for t, nb in enumerate(_host_sizes(batch_sizes)):
+    for t, nb in enumerate(sizes):
         if nb > 0:                                                    # reads rows of step t, writes t+1
             matmul_nt_rows(hs2, t * B, w_hh, hs2, (t + 1) * B, nb, True)
         _rnn_step_forward_kernel[blocks, threads](hs_out, t, bool(relu), nb)

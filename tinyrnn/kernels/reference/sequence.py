@@ -2,9 +2,12 @@
 
 Shapes: ``T`` steps, batch ``B``, hidden ``H``, ``G`` gates (LSTM 4, GRU 3, RNN 1).
 
-* ``xproj: (T, B, G*H)`` the input projection ``x @ W_ih.T`` plus biases, computed by the caller
+* ``xproj: (N, G*H)`` the input projection ``x @ W_ih.T`` plus biases, computed by the caller
   with one big matmul: for LSTM and RNN both biases (``b_ih + b_hh``); for GRU only ``b_ih``,
-  because ``b_hh`` sits inside ``r * (h @ W_hn.T + b_hn)`` and is passed separately.
+  because ``b_hh`` sits inside ``r * (h @ W_hn.T + b_hn)`` and is passed separately. Its rows
+  are *packed*, as PyTorch's ``PackedSequence.data``: step ``t``'s ``batch_sizes[t]`` active rows,
+  then step ``t+1``'s (``_packed_starts``); without padding that is ``(T, B, G*H)`` reshaped to
+  ``(T*B, G*H)``, and with padding the padded positions take no room and no copy.
 * ``w_hh: (G*H, H)`` in PyTorch's layout.
 * ``hs_out: (T+1, B, H)``: ``hs_out[0] = h0``, ``hs_out[t+1]`` the state after step ``t``
   (so the layer's output is ``hs_out[1:]`` and ``h_n = hs_out[T]``); the same for ``cs_out``.
@@ -32,6 +35,17 @@ from .cells import (
 )
 
 
+def _packed_starts(batch_sizes):
+    """starts (T+1,): step t's rows of a packed array are starts[t] .. starts[t+1]-1."""
+    return np.concatenate([[0], np.cumsum(batch_sizes)]).astype(np.int64)
+
+
+def pack_steps(x, batch_sizes):
+    """x (T, B, ...) -> (N, ...): step t's first batch_sizes[t] rows, then step t+1's (the layout of
+    ``xproj``; N = sum(batch_sizes))."""
+    return np.concatenate([x[t, :n] for t, n in enumerate(batch_sizes)])
+
+
 def _carry(n, arrays, t):
     """Inactive rows (b >= n) of step t keep their state: a[t+1, n:] = a[t, n:]."""
     for a in arrays:
@@ -41,12 +55,13 @@ def _carry(n, arrays, t):
 # ---------------------------------------------------------------------------------------- LSTM
 
 def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out):
-    """xproj: (T, B, 4H); w_hh: (4H, H); h0, c0: (B, H); batch_sizes: (T,).
+    """xproj: (N, 4H) packed; w_hh: (4H, H); h0, c0: (B, H); batch_sizes: (T,).
     Writes hs_out, cs_out (T+1, B, H) and acts_out (T, B, 4H) (activated gates i, f, g, o)."""
     hs_out[0], cs_out[0] = h0, c0
-    for t in range(xproj.shape[0]):
+    starts = _packed_starts(batch_sizes)
+    for t in range(len(batch_sizes)):
         n = batch_sizes[t]
-        gates = xproj[t, :n] + hs_out[t, :n] @ w_hh.T
+        gates = xproj[starts[t]:starts[t + 1]] + hs_out[t, :n] @ w_hh.T
         lstm_cell_forward(gates, cs_out[t, :n], acts_out[t, :n], cs_out[t + 1, :n], hs_out[t + 1, :n])
         acts_out[t, n:] = 0
         _carry(n, (hs_out, cs_out), t)
@@ -69,15 +84,16 @@ def lstm_sequence_backward(w_hh, hs, cs, acts, dhs, dh_n, dc_n, batch_sizes, dga
 # ----------------------------------------------------------------------------------------- GRU
 
 def gru_sequence_forward(xproj, w_hh, b_hh, h0, batch_sizes, hs_out, acts_out, ghn_out):
-    """xproj: (T, B, 3H) (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H); batch_sizes: (T,).
+    """xproj: (N, 3H) packed (with b_ih only); w_hh: (3H, H); b_hh: (3H,); h0: (B, H); batch_sizes: (T,).
     Writes hs_out (T+1, B, H), acts_out (T, B, 3H) (r, z, n) and
     ghn_out (T, B, H) = h_t @ W_hn.T + b_hn (the hidden part of n, needed by the backward)."""
     H = h0.shape[1]
     hs_out[0] = h0
-    for t in range(xproj.shape[0]):
+    starts = _packed_starts(batch_sizes)
+    for t in range(len(batch_sizes)):
         n = batch_sizes[t]
         gh = hs_out[t, :n] @ w_hh.T + b_hh
-        gru_cell_forward(xproj[t, :n], gh, hs_out[t, :n], acts_out[t, :n], hs_out[t + 1, :n])
+        gru_cell_forward(xproj[starts[t]:starts[t + 1]], gh, hs_out[t, :n], acts_out[t, :n], hs_out[t + 1, :n])
         ghn_out[t, :n] = gh[:, 2 * H:]
         acts_out[t, n:], ghn_out[t, n:] = 0, 0
         _carry(n, (hs_out,), t)
@@ -102,11 +118,12 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, 
 # ----------------------------------------------------------------------------------------- RNN
 
 def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):
-    """xproj: (T, B, H); w_hh: (H, H); h0: (B, H); batch_sizes: (T,). Writes hs_out (T+1, B, H)."""
+    """xproj: (N, H) packed; w_hh: (H, H); h0: (B, H); batch_sizes: (T,). Writes hs_out (T+1, B, H)."""
     hs_out[0] = h0
-    for t in range(xproj.shape[0]):
+    starts = _packed_starts(batch_sizes)
+    for t in range(len(batch_sizes)):
         n = batch_sizes[t]
-        rnn_cell_forward(xproj[t, :n] + hs_out[t, :n] @ w_hh.T, hs_out[t + 1, :n], relu)
+        rnn_cell_forward(xproj[starts[t]:starts[t + 1]] + hs_out[t, :n] @ w_hh.T, hs_out[t + 1, :n], relu)
         _carry(n, (hs_out,), t)
 
 

@@ -34,6 +34,8 @@ def test_char_vocab():
     ids = encode_chars(["at", "e", "é"], c)
     assert ids.shape == (3, 2) and ids[1, 1] == PAD_ID and ids[2, 0] == UNK_ID
     assert c.decode(ids[0]) == ["a", "t"]
+    assert encode_chars(["", "ta"], c).tolist() == [[PAD_ID, PAD_ID], c.encode("ta").tolist()]
+    assert encode_chars([], c).shape == (0, 1)
 
 
 def test_tag_vocab_has_no_unk():

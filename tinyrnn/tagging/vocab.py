@@ -112,10 +112,12 @@ def build_tag_vocab(tag_sequences) -> Vocab:
 
 def encode_chars(words, chars: Vocab) -> np.ndarray:
     """(N, W) int64 character ids of N words, padded with <pad> (0) to the longest word W."""
-    width = max((len(w) for w in words), default=0)
-    out = np.zeros((len(words), max(width, 1)), np.int64)
-    for i, w in enumerate(words):
-        out[i, :len(w)] = chars.encode(w)
+    lengths = np.array([len(w) for w in words], np.int64)
+    out = np.zeros((len(words), max(int(lengths.max(initial=0)), 1)), np.int64)
+    ids = chars.encode("".join(words))                        # every character, word after word
+    rows = np.repeat(np.arange(len(words)), lengths)
+    columns = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[rows, columns] = ids
     return out
 
 

@@ -99,7 +99,7 @@ def _load(run, threads):
 @click.option("--format", "out_format", type=click.Choice(FORMATS), default=None,
               help="Output format [default: the input's; plain text gives word/TAG pairs].")
 @click.option("--input-format", type=click.Choice(FORMATS), default=None, help="Input format [default: detected].")
-@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True, help="Sentences tagged at once.")
+@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True, help="Sentences tagged at once, at most (long sentences go in smaller batches).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Compute threads [default: all cores].")
 @announces_compiling
 def predict(run, file, out_format, input_format, batch_size, threads):
@@ -124,7 +124,7 @@ def predict(run, file, out_format, input_format, batch_size, threads):
 @click.argument("run")
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object (fractions in [0, 1]).")
-@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True, help="Sentences tagged at once.")
+@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True, help="Sentences tagged at once, at most (long sentences go in smaller batches).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Compute threads [default: all cores].")
 @announces_compiling
 def eval_cmd(run, file, as_json, batch_size, threads):

@@ -13,7 +13,8 @@ from tinyrnn import checkpoint, optim
 from tinyrnn.errors import TinyRNNError
 from tinyrnn.tagging.batch import IGNORE, encode_batch, epoch_batches
 from tinyrnn.tagging.conll import Sentence
-from tinyrnn.tagging.model import Tagger
+from tinyrnn.tagging import model as tagger_model
+from tinyrnn.tagging.model import Tagger, length_batches
 from tinyrnn.tagging.task import TagConfig, build_vocabs, train_tagger
 
 STEMS = ["mang", "jui", "lov", "walk", "talk", "happ", "brisk", "slow", "dark", "cold", "warm", "soft"]
@@ -121,6 +122,32 @@ def test_predict_keeps_order_and_empty_sentences():
     one_by_one = [model.predict([w])[0] for w in words]
     assert model.predict(words + [[]], batch_size=2) == one_by_one + [[]]
     assert model.training                                                # predict restores the mode
+
+
+def test_predict_batches_by_positions(monkeypatch):
+    """Inference batches hold at most INFERENCE_POSITIONS padded positions, whatever batch_size
+    asks; the tags do not depend on the batches."""
+    train = sentences(6)
+    tinyrnn.manual_seed(2)
+    model = Tagger(build_vocabs(train), **TINY)
+    words = [s.words for s in train]
+    expected = model.predict(words)
+    seen = []
+    monkeypatch.setattr(tagger_model, "INFERENCE_POSITIONS", 2 * max(len(w) for w in words))
+    real_forward = Tagger.forward
+    monkeypatch.setattr(Tagger, "forward", lambda self, batch, table=None: seen.append(batch.words.shape)
+                        or real_forward(self, batch, table))
+    assert model.predict(words) == expected
+    assert len(seen) > 1 and all(T * B <= tagger_model.INFERENCE_POSITIONS for T, B in seen)
+
+
+def test_length_batches():
+    lengths = [3, 0, 7, 7, 1, 5, 2, 9]
+    # longest first, ties in input order, the empty sequence left out; 14 positions: 9 alone,
+    # two of 7, two of 5 and 3, then batch_size (3) bounds two of 2 and 1
+    assert list(length_batches(lengths, 3, positions=14)) == [[7], [2, 3], [5, 0], [6, 4]]
+    assert list(length_batches(lengths, 2, positions=5)) == [[7], [2], [3], [5], [0], [6, 4]]
+    assert list(length_batches([0, 0], 4)) == []
 
 
 def test_epoch_batches_are_a_pure_function_of_seed_and_epoch():

@@ -34,6 +34,12 @@ from .vocab import Vocab
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
+# Tagging (no tape) runs batches of at most this many padded positions (T x B), sentences or word
+# forms, whatever batch size is asked: a recurrent layer's arrays stay a few MB, and memory freed
+# by one batch is reused by the next. 256 sentences of 80 words made arrays of ~40 MB, fresh pages
+# from the system for every batch: the first call of ``predict`` ran at half speed (BENCHMARKS.md).
+INFERENCE_POSITIONS = 4096
+
 
 class Tagger(nn.Module):
     """A tagger over ``vocabs`` (a ``TaggerVocabs``); ``config()`` returns the other constructor arguments."""
@@ -87,11 +93,10 @@ class Tagger(nn.Module):
     def char_table(self, forms, chunk: int = 2048):
         """Character vectors of many word forms (a list) -> (len(forms), 2*char_hidden) Tensor.
 
-        Computed in chunks of ``chunk`` forms of similar length (inference: no tape is kept)."""
+        Computed in chunks of at most ``chunk`` forms of similar length (``length_batches``;
+        inference: no tape is kept)."""
         table = np.zeros((len(forms), 2 * self.char_hidden), np.float32)
-        order = np.argsort([len(w) for w in forms], kind="stable")
-        for start in range(0, len(order), chunk):
-            rows = order[start:start + chunk]
+        for rows in length_batches([len(w) for w in forms], chunk):
             chars, lengths = encode_forms([forms[i] for i in rows], self.vocabs.chars)
             table[rows] = self.char_vectors(chars, lengths).numpy()
         return Tensor(table)
@@ -130,25 +135,37 @@ class Tagger(nn.Module):
     def predict(self, sentences, batch_size: int = 256) -> list:
         """Tags of each sentence (lists of words, or ``Sentence``s): a list of lists of tag strings.
 
-        Batches of ``batch_size`` sentences of similar length, in eval mode, without a tape; the
-        character RNN reads each distinct word form once."""
+        Batches of at most ``batch_size`` sentences of similar length (``length_batches``), in eval
+        mode, without a tape; the character RNN reads each distinct word form once."""
         sentences = [getattr(s, "words", s) for s in sentences]
         results = [[] for _ in sentences]
-        order = [i for i in np.argsort([len(s) for s in sentences], kind="stable").tolist() if sentences[i]]
         was_training = self.training
         self.eval()
         try:
             with no_grad():
                 forms = {w: k for k, w in enumerate(dict.fromkeys(w for s in sentences for w in s))}
                 table = self.char_table(list(forms)) if self.char_hidden else None
-                for start in range(0, len(order), batch_size):
-                    chunk = order[start:start + batch_size]
+                for chunk in length_batches([len(s) for s in sentences], batch_size):
                     batch = encode_batch(self.vocabs, [sentences[i] for i in chunk], forms=forms)
                     for i, ids in zip(chunk, self.decode(self(batch, table), batch.lengths)):
                         results[i] = self.vocabs.tags.decode(ids)
         finally:
             self.train(was_training)
         return results
+
+
+def length_batches(lengths, batch_size: int, positions: int | None = None):
+    """Indices of sequences of ``lengths`` in batches for inference: longest first (the order the
+    recurrent layers need, so nothing is sorted again), each of at most ``batch_size`` sequences
+    and at most ``positions`` (default ``INFERENCE_POSITIONS``) padded positions (its first
+    length x its size; at least one sequence). Empty sequences are left out."""
+    positions = positions or INFERENCE_POSITIONS
+    order = [i for i in np.argsort([-n for n in lengths], kind="stable").tolist() if lengths[i]]
+    start = 0
+    while start < len(order):
+        size = max(1, min(batch_size, positions // lengths[order[start]]))
+        yield order[start:start + size]
+        start += size
 
 
 def _check_args(cell, char_cell, layers, hidden, word_dim, char_dim, char_hidden, dropout):

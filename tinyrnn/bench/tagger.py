@@ -2,7 +2,8 @@
 model written in PyTorch, each measured in its own worker process (see ``workers.py``).
 
     training   tokens/s of one step (forward, backward, clip 5, Adam 2e-3) on batches of 32 sentences
-    predict    tokens/s of ``Tagger.predict`` (batch 256 sentences) over ~25,000 tokens, in process;
+    predict    tokens/s of ``Tagger.predict`` (batches of at most 256 sentences and 4,096 padded words)
+               over ~25,000 tokens, in process;
                PyTorch's batched inference of the same model over the same sentences, for scale
     end to end tokens/s of the real ``tinyrnn tag predict RUN FILE`` in a fresh process on a
                synthetic CoNLL-U file of that size (start-up, loading, reading, tagging, writing)

@@ -36,8 +36,9 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 # Tagging (no tape) runs batches of at most this many padded positions (T x B), sentences or word
 # forms, whatever batch size is asked: a recurrent layer's arrays stay a few MB, and memory freed
-# by one batch is reused by the next. 256 sentences of 80 words made arrays of ~40 MB, fresh pages
-# from the system for every batch: the first call of ``predict`` ran at half speed (BENCHMARKS.md).
+# by one batch is reused by the next. Padded to their longest member, 256 sentences or 2,048 word
+# forms (one a URL of 100 characters) made arrays of tens to hundreds of MB, fresh pages from the
+# system for every batch: the first call of ``predict`` ran at 0.43-0.8x the next (BENCHMARKS.md).
 INFERENCE_POSITIONS = 4096
 
 

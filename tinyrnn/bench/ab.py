@@ -92,6 +92,9 @@ def _sequence_cases(cpu, cell, T, B, H, G, normal):
     w = (normal(G * H, H) / np.sqrt(H)).astype(np.float32)
     xproj, dhs, zeros = normal(T, B, G * H), normal(T, B, H), np.zeros((B, H), np.float32)
     lengths = np.full(T, B, np.int64)
+    # from 2026-12-06 the forward kernels take xproj packed, (T*B, G*H) for a full batch; before, (T, B, G*H)
+    packed = hasattr(importlib.import_module(cpu.__name__ + ".sequence"), "_packed_starts")
+    x_in = xproj.reshape(T * B, G * H) if packed else xproj
     hs, acts = np.empty((T + 1, B, H), np.float32), np.empty_like(xproj)
     dgates, dh0 = np.empty_like(xproj), np.empty((B, H), np.float32)
     cs, dc0 = np.empty_like(hs), np.empty_like(dh0)                            # LSTM only
@@ -99,9 +102,9 @@ def _sequence_cases(cpu, cell, T, B, H, G, normal):
 
     def forward():
         if cell == "lstm":
-            cpu.lstm_sequence_forward(xproj.reshape(T * B, G * H), w, zeros, zeros, lengths, hs, cs, acts)
+            cpu.lstm_sequence_forward(x_in, w, zeros, zeros, lengths, hs, cs, acts)
         else:
-            cpu.gru_sequence_forward(xproj.reshape(T * B, G * H), w, b_hh, zeros, lengths, hs, acts, ghn)
+            cpu.gru_sequence_forward(x_in, w, b_hh, zeros, lengths, hs, acts, ghn)
 
     def backward():
         if cell == "lstm":

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .vocab import PAD_ID, Vocab, encode_chars, pad_batch, word_dropout
+from .vocab import PAD_ID, Vocab, encode_chars, pad_batch, pad_flat, word_dropout
 
 IGNORE = -100          # the target id that the loss and the accuracy skip (padding)
 
@@ -54,12 +54,13 @@ def encode_batch(vocabs: TaggerVocabs, sentences, tags=None, alpha: float = 0.0,
     of character vectors computed beforehand (``Tagger.predict``): word_index points into it and
     the batch carries no characters (chars, char_lengths None).
     """
-    words, lengths = pad_batch([vocabs.words.encode(s) for s in sentences], PAD_ID)
+    lengths = np.array([len(s) for s in sentences], np.int64)
+    flat = [w for s in sentences for w in s]                   # every word, sentence after sentence
+    words = pad_flat(vocabs.words.encode(flat), lengths, PAD_ID)
     if alpha > 0:
         words = word_dropout(words, vocabs.words.counts, alpha, rng)
-    distinct, word_index = ({} if forms is None else forms), np.zeros(words.shape, np.int64)
-    for b, sentence in enumerate(sentences):
-        word_index[:len(sentence), b] = [distinct.setdefault(w, len(distinct)) for w in sentence]
+    distinct = {} if forms is None else forms
+    word_index = pad_flat([distinct.setdefault(w, len(distinct)) for w in flat], lengths, 0)
     chars = char_lengths = None
     if forms is None:
         chars, char_lengths = encode_forms(list(distinct), vocabs.chars)

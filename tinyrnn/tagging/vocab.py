@@ -114,11 +114,17 @@ def encode_chars(words, chars: Vocab) -> np.ndarray:
     """(N, W) int64 character ids of N words, padded with <pad> (0) to the longest word W."""
     lengths = np.array([len(w) for w in words], np.int64)
     out = np.zeros((len(words), max(int(lengths.max(initial=0)), 1)), np.int64)
-    ids = chars.encode("".join(words))                        # every character, word after word
-    rows = np.repeat(np.arange(len(words)), lengths)
-    columns = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[rows, columns] = ids
+    word, position = ragged_index(lengths)
+    out[word, position] = chars.encode("".join(words))       # every character, word after word
     return out
+
+
+def ragged_index(lengths) -> tuple:
+    """(which, position) (N,) each: the sequence and the position in it of each item of sequences
+    of ``lengths`` laid end to end (N = sum(lengths))."""
+    lengths = np.asarray(lengths, np.int64)
+    which = np.repeat(np.arange(len(lengths)), lengths)
+    return which, np.arange(len(which)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 def word_dropout(ids, counts, alpha: float, rng: np.random.Generator, singleton: bool = False) -> np.ndarray:
@@ -147,7 +153,13 @@ def pad_batch(sequences, pad_id: int = PAD_ID) -> tuple:
     T is the longest sequence; the layout crf_nll and the recurrent layers expect.
     """
     lengths = np.array([len(s) for s in sequences], np.int64)
-    ids = np.full((int(lengths.max(initial=0)), len(sequences)), pad_id, np.int64)
-    for b, s in enumerate(sequences):
-        ids[:len(s), b] = s
-    return ids, lengths
+    return pad_flat([i for s in sequences for i in s], lengths, pad_id), lengths
+
+
+def pad_flat(flat_ids, lengths, pad_id: int = PAD_ID) -> np.ndarray:
+    """The ids of sequences of ``lengths`` laid end to end -> time-major (T, B) int64, padded with ``pad_id``."""
+    lengths = np.asarray(lengths, np.int64)
+    ids = np.full((int(lengths.max(initial=0)), len(lengths)), pad_id, np.int64)
+    which, position = ragged_index(lengths)
+    ids[position, which] = flat_ids
+    return ids

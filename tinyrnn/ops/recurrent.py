@@ -104,11 +104,15 @@ class Steps:
                 self.time_rows = self.flat[self.time_rows]
 
     def read(self, A, x, out=None):
-        """x (T, B, ...) in reading order (contiguous; or copied into ``out``)."""
-        if self.flat is not None:
-            y = x.reshape((-1,) + tuple(x.shape[2:]))[self.flat].reshape(x.shape)
-        else:
-            y = x[::-1] if self.reverse else x
+        """x (T, B, ...) in reading order (contiguous; or copied into ``out``, contiguous)."""
+        if self.flat is not None:           # (padding: CPU only) one gather, straight into out if given
+            rows = (-1,) + tuple(x.shape[2:])
+            if out is None:
+                return x.reshape(rows)[self.flat].reshape(x.shape)
+            # mode="clip" (flat is always in range) lets numpy write into out unbuffered
+            np.take(x.reshape(rows), self.flat, axis=0, out=out.reshape(rows), mode="clip")
+            return out
+        y = x[::-1] if self.reverse else x
         if out is None:
             return A.contiguous(y)
         A.copyto(out, y)

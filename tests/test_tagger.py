@@ -11,10 +11,10 @@ import pytest
 import tinyrnn
 from tinyrnn import checkpoint, optim
 from tinyrnn.errors import TinyRNNError
-from tinyrnn.tagging.batch import IGNORE, encode_batch, epoch_batches
+from tinyrnn.tagging import batch as tagger_batch
+from tinyrnn.tagging.batch import IGNORE, encode_batch, epoch_batches, length_batches
 from tinyrnn.tagging.conll import Sentence
-from tinyrnn.tagging import model as tagger_model
-from tinyrnn.tagging.model import Tagger, length_batches
+from tinyrnn.tagging.model import Tagger
 from tinyrnn.tagging.task import TagConfig, build_vocabs, train_tagger
 
 STEMS = ["mang", "jui", "lov", "walk", "talk", "happ", "brisk", "slow", "dark", "cold", "warm", "soft"]
@@ -133,12 +133,12 @@ def test_predict_batches_by_positions(monkeypatch):
     words = [s.words for s in train]
     expected = model.predict(words)
     seen = []
-    monkeypatch.setattr(tagger_model, "INFERENCE_POSITIONS", 2 * max(len(w) for w in words))
+    monkeypatch.setattr(tagger_batch, "INFERENCE_POSITIONS", 2 * max(len(w) for w in words))
     real_forward = Tagger.forward
     monkeypatch.setattr(Tagger, "forward", lambda self, batch, table=None: seen.append(batch.words.shape)
                         or real_forward(self, batch, table))
     assert model.predict(words) == expected
-    assert len(seen) > 1 and all(T * B <= tagger_model.INFERENCE_POSITIONS for T, B in seen)
+    assert len(seen) > 1 and all(T * B <= tagger_batch.INFERENCE_POSITIONS for T, B in seen)
 
 
 def test_length_batches():

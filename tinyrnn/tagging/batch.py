@@ -10,6 +10,8 @@ Each distinct word form is read once by the character RNN, however often it occu
 ``epoch_batches(lengths, batch_size, seed, epoch)`` plans an epoch: sentences sorted by length
 (ties broken at random), cut into batches of ``batch_size`` sentences, the batches shuffled; a
 pure function of its arguments, so resuming at any step rebuilds the same batches.
+``length_batches(lengths, batch_size)`` plans inference: longest first, at most
+``INFERENCE_POSITIONS`` padded positions a batch.
 """
 from __future__ import annotations
 
@@ -21,6 +23,15 @@ import numpy as np
 from .vocab import PAD_ID, Vocab, encode_chars, pad_batch, pad_flat, word_dropout
 
 IGNORE = -100          # the target id that the loss and the accuracy skip (padding)
+
+# Inference (no tape) runs batches of at most this many padded positions (T x B), of sentences or
+# of word forms, whatever batch size is asked. The first ``predict`` grows the process's memory to
+# its largest batch (freed memory is kept for reuse: ``backend.keep_freed_memory``): padded to
+# their longest member, 256 sentences or 2,048 word forms (one a URL of 100 characters) took tens
+# to hundreds of MB a layer; on EWT's first 25,000 tokens that first call spent 1.5 s of system
+# time on 749 MB of new pages, against 11 ms and 305 MB with this cap, and later calls ran 1.2-1.4x
+# faster in the smaller arrays too (BENCHMARKS.md).
+INFERENCE_POSITIONS = 4096
 
 
 class TaggerVocabs(NamedTuple):
@@ -83,3 +94,17 @@ def epoch_batches(lengths, batch_size: int, seed: int, epoch: int) -> list:
     order = np.lexsort((rng.random(len(lengths)), lengths))          # by length, ties at random
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     return [batches[k].tolist() for k in rng.permutation(len(batches))]
+
+
+def length_batches(lengths, batch_size: int, positions: int | None = None):
+    """Indices of sequences of ``lengths`` in batches for inference: longest first (the order the
+    recurrent layers need, so nothing is sorted again), each of at most ``batch_size`` sequences
+    and at most ``positions`` (default ``INFERENCE_POSITIONS``) padded positions (its first
+    length x its size; at least one sequence). Empty sequences are left out."""
+    positions = positions or INFERENCE_POSITIONS
+    order = [i for i in np.argsort([-n for n in lengths], kind="stable").tolist() if lengths[i]]
+    start = 0
+    while start < len(order):
+        size = max(1, min(batch_size, positions // lengths[order[start]]))
+        yield order[start:start + size]
+        start += size

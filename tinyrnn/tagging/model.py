@@ -28,18 +28,11 @@ import numpy as np
 from .. import nn, ops
 from ..errors import TinyRNNError
 from ..tensor import Tensor, no_grad
-from .batch import IGNORE, TaggerVocabs, encode_batch, encode_forms
+from .batch import IGNORE, TaggerVocabs, encode_batch, encode_forms, length_batches
 from .crf import CRF
 from .vocab import Vocab
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-# Tagging (no tape) runs batches of at most this many padded positions (T x B), sentences or word
-# forms, whatever batch size is asked: a recurrent layer's arrays stay a few MB, and memory freed
-# by one batch is reused by the next. Padded to their longest member, 256 sentences or 2,048 word
-# forms (one a URL of 100 characters) made arrays of tens to hundreds of MB, fresh pages from the
-# system for every batch: the first call of ``predict`` ran at 0.43-0.8x the next (BENCHMARKS.md).
-INFERENCE_POSITIONS = 4096
 
 
 class Tagger(nn.Module):
@@ -153,20 +146,6 @@ class Tagger(nn.Module):
         finally:
             self.train(was_training)
         return results
-
-
-def length_batches(lengths, batch_size: int, positions: int | None = None):
-    """Indices of sequences of ``lengths`` in batches for inference: longest first (the order the
-    recurrent layers need, so nothing is sorted again), each of at most ``batch_size`` sequences
-    and at most ``positions`` (default ``INFERENCE_POSITIONS``) padded positions (its first
-    length x its size; at least one sequence). Empty sequences are left out."""
-    positions = positions or INFERENCE_POSITIONS
-    order = [i for i in np.argsort([-n for n in lengths], kind="stable").tolist() if lengths[i]]
-    start = 0
-    while start < len(order):
-        size = max(1, min(batch_size, positions // lengths[order[start]]))
-        yield order[start:start + size]
-        start += size
 
 
 def _check_args(cell, char_cell, layers, hidden, word_dim, char_dim, char_hidden, dropout):

@@ -47,8 +47,14 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    k-contiguous; then S = y and out is written transposed.
 3. Cache blocks: k by KC = 256, V by at most NB = 512 rows per tile (its packed KC x NB block,
    512 KB at float32, stays in L2), S by MB = 96 rows. Loop order per k block: pack V; for
-   each S block: for each V panel: for each 6 or 4 rows of S (``tile_rows``): micro tile into
-   out.
+   each S block: for each 6 or 4 rows of S (``tile_rows``): for each V panel: micro tile into
+   out. A panel (KC x NR: 64 KB) does not fit in L1, so it comes from L2 in either order; rows
+   first, the tile's rows of S stay in L1 across the panels, and each row of out is written
+   from its start to its end, which the L2 prefetcher follows (a row of out is often a 4 KB
+   page of its own), where panels first wrote every row of the block 256 bytes at a time.
+   Measured on the Intel VM, old and new alternating (``bench/ab.py``): the input projection
+   (nt) 0.80-0.94x the time, the head's nn 0.84-0.88x, the others 0.93-1.02x; AVX2 build nt
+   0.89-0.97x (BENCHMARKS.md).
 4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: one or two tiles a
    thread, the cut whose busiest thread has least to compute and pack); ``prange`` runs over the
    threads, each taking tiles w, w + n_threads, ... and owning its workspaces, allocated once
@@ -470,11 +476,11 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
             m = min(MB, s1 - sb)
             if pack_s:
                 _pack(ss, sst, sb, m, k0, kc, ws)
-            for q in range(n_panels):          # one panel (kc x NR) serves every row of the block
-                nr = min(NR, nv - q * NR)
-                r = 0
-                while r < m:
-                    rows = tile_rows(r, m)
+            r = 0
+            while r < m:
+                rows = tile_rows(r, m)
+                for q in range(n_panels):
+                    nr = min(NR, nv - q * NR)
                     if pack_s:                 # the valid rows r .. r + n - 1 of the packed block, as (n, kc)
                         j, n = r % PH, min(rows, m - r)
                         _micro(ws[r // PH, :, j:j + n].T, 0, n - 1, 0, kc, wv, q * kc * NR, t,
@@ -482,7 +488,7 @@ def _gemm_tile(sd, ss, sst, pack_s, vs, vst, K, out, transposed, accumulate, s0,
                     else:
                         _micro(sd, sb + r, sb + m - 1, k0, kc, wv, q * kc * NR, t,
                                out, out, transposed, sb + r, v0 + q * NR, min(rows, m - r), nr, add)
-                    r += rows
+                r += rows
 
 
 PACK_COST = 16   # a number packed, in the micro tile's multiply-adds (~0.3 ns against ~0.02, Intel VM)

@@ -507,3 +507,26 @@ def test_bfloat16_rounding():
     np.testing.assert_array_equal(from_bfloat16(to_bfloat16(halfway)), [1.0, 1 + 2.0 ** -6, -1.0])
     bits = to_bfloat16(np.array([1.0, -2.0, 0.0], np.float32))
     np.testing.assert_array_equal(bits, [0x3F80, 0xC000, 0x0000])         # the top 16 bits of the float32s
+
+
+@pytest.mark.parametrize("kernels", [cpu, ref], ids=["cpu", "reference"])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_sequence_gates_written_over_their_input(kernels, kind):
+    """Without padding, acts_out may be xproj's own memory (the layers do that on the CPU): the same
+    numbers, bit for bit, as with a separate acts_out, for a small batch (a step's work cut by units)
+    and a large one (rows cut, one region)."""
+    for T, B, H in [(5, 3, 70), (6, 16, 130)]:
+        a = make_sequence_inputs(np.random.default_rng(T * B), kind, T, B, H, np.float32)
+        want = run_sequence(kernels, kind, a)
+        bs, G = np.full(T, B, np.int64), GATES[kind]
+        xproj = ref.pack_steps(a["xproj"], bs)                  # (T*B, G*H)
+        acts = xproj.reshape(T, B, G * H)                       # the same memory
+        hs, cs, ghn = nans((T + 1, B, H), np.float32), nans((T + 1, B, H), np.float32), nans((T, B, H), np.float32)
+        if kind == "lstm":
+            kernels.lstm_sequence_forward(xproj, a["w_hh"], a["h0"], a["c0"], bs, hs, cs, acts)
+            assert np.array_equal(cs, want["cs"])
+        else:
+            kernels.gru_sequence_forward(xproj, a["w_hh"], a["b_hh"], a["h0"], bs, hs, acts, ghn)
+            assert np.array_equal(ghn, want["ghn"])
+        assert np.shares_memory(acts, xproj)
+        assert np.array_equal(acts, want["acts"]) and np.array_equal(hs, want["hs"])

@@ -78,7 +78,9 @@ its units forward for its inactive rows and zeroes their gates (forward) or gate
 batch runs the same code with empty loops over inactive rows.
 
 Arrays are C-contiguous, except ``dhs`` (the gradient arriving from above, often a
-time-reversed view), which may have any strides.
+time-reversed view), which may have any strides. ``acts_out`` may be ``xproj``'s memory (no
+padding; see the reference): a tile reads each number of ``xproj`` as it stores the pre-activation
+in its place, and the GRU's gate math reads ``xproj``'s n part just before writing n over it.
 
 Nothing is allocated inside the time loops; float32 uses the fast sigmoid/tanh (``activations.py``),
 float64 exact math.

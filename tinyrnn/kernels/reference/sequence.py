@@ -9,6 +9,10 @@ Shapes: ``T`` steps, batch ``B``, hidden ``H``, ``G`` gates (LSTM 4, GRU 3, RNN 
   then step ``t+1``'s (``_packed_starts``); without padding that is ``(T, B, G*H)`` reshaped to
   ``(T*B, G*H)``, and with padding the padded positions take no room and no copy.
 * ``w_hh: (G*H, H)`` in PyTorch's layout.
+* ``acts_out: (T, B, G*H)`` (LSTM and GRU) may be ``xproj``'s own memory, reshaped, when no step
+  has padding: every kernel (reference and CPU; not CUDA's) reads each number of ``xproj``
+  before it writes the number of ``acts_out`` in its place. The layers write the gates over
+  their input that way on the CPU (``ops/recurrent.py``, ``_gates_buffer``).
 * ``hs_out: (T+1, B, H)``: ``hs_out[0] = h0``, ``hs_out[t+1]`` the state after step ``t``
   (so the layer's output is ``hs_out[1:]`` and ``h_n = hs_out[T]``); the same for ``cs_out``.
 * The backward takes ``dhs: (T, B, H)``, the gradient w.r.t. ``hs[1:]``, and ``dh_n`` (``dc_n``)

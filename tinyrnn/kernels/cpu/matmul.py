@@ -53,8 +53,8 @@ other the "vector side" V; the product is computed as S @ V.T, i.e. out or out.T
    from its start to its end, which the L2 prefetcher follows (a row of out is often a 4 KB
    page of its own), where panels first wrote every row of the block 256 bytes at a time.
    Measured on the Intel VM, old and new alternating (``bench/ab.py``): the input projection
-   (nt) 0.80-0.94x the time, the head's nn 0.84-0.88x, the others 0.93-1.02x; AVX2 build nt
-   0.89-0.97x (BENCHMARKS.md).
+   (nt) 0.80-0.94x the time, the head's nn 0.84-0.88x, the others 0.93-1.05x (most runs below
+   1); AVX2 build nt 0.89-0.97x (BENCHMARKS.md).
 4. Threads: out is cut into tiles (S row chunks x V chunks, ``_tiling``: one or two tiles a
    thread, the cut whose busiest thread has least to compute and pack); ``prange`` runs over the
    threads, each taking tiles w, w + n_threads, ... and owning its workspaces, allocated once

@@ -32,17 +32,18 @@ A row's recurrence never reads another row, so how the pieces are shared out (``
   is cut; a barrier ends each step, as step ``t + 1`` needs every unit of ``h_t``.
 
 A thread's block of rows takes all its chunks in one call of the step function, whose products
-go gate by gate and, within a gate, chunk by chunk: the rows of ``xproj`` and ``acts`` are then
-read and written in address order (each row is its own 4 KB page; the L2 prefetcher follows an
-ascending run within a page), where a chunk's four gates at a time jumped by H numbers between
-256-byte pieces, each fetched from L3 on demand. Measured on the Intel VM (config b, 2 threads,
-old and new alternating in one process): the LSTM forward 0.89-0.95x the time, its backward (its
-``dh`` product likewise before the gate math of all its units) 0.95-0.98x, the GRU forward
-0.92-0.98x; bit for bit the same numbers. The GRU backward ran 1.01-1.20x slower that way, so
-its step keeps to one chunk a call, as do the RNN's (one gate: chunk by chunk is address
-order). (A product over the same rows at each step, kept in cache, ran 20% faster than over
-fresh rows; software prefetches, before or inside the micro tile, and huge pages did not
-recover that: BENCHMARKS.md.)
+go gate by gate and, within a gate, chunk by chunk: each row of ``xproj`` and ``acts`` (at B = 32,
+H = 256 a 4 KB page of its own) is then read and written in address order, where a chunk's four
+gates at a time visited it in 256-byte pieces H numbers apart. (Why that matters, most likely: the
+L2 prefetcher follows an ascending run within a page.) Measured on the Intel VM (2 threads, old
+and new alternating in one process): the LSTM forward 0.89-0.96x the time at config b, its
+backward (its ``dh`` products likewise before the gate math of all its units) 0.95-0.98x, the GRU
+forward 0.91-0.98x at d and e; bit for bit the same numbers. The GRU backward ran 1.01-1.20x
+slower that way, so its step keeps to one chunk a call, as do the RNN's (one gate: chunk by chunk
+is address order). (One thread's products over the same rows at every step, kept in cache, ran
+1.2-1.3x faster than over fresh rows; software prefetches, before or inside the micro tile, and
+huge pages did not recover that; the order above and the gates written over their input, below,
+did: BENCHMARKS.md.)
 
 The thread count reaches each compiled kernel as an argument from its Python wrapper
 (``numba.get_num_threads()`` read inside a kernel would make it uncacheable, and a constant

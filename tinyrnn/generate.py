@@ -18,7 +18,7 @@ import numpy as np
 from . import ops
 from .backend import kernels
 from .errors import TinyRNNError
-from .kernels.reference.weight_formats import no_scale, to_bfloat16, to_int8_rows, widen
+from .kernels.reference.weight_formats import no_scale, to_int8_rows, widen
 from .kernels.reference.sampling import sample_index
 from .nn.cells import GATES
 from .tensor import no_grad
@@ -45,7 +45,7 @@ def generation_weights(model, weights: str = "f32") -> dict:
     and biases stay float. Every array starts on a cache line (``kernels/cpu/aligned.py``: sampling
     1.1-1.15x faster than from numpy's placement, BENCHMARKS.md).
     """
-    from .kernels.cpu.aligned import aligned_copy
+    from .kernels.cpu.aligned import aligned_array, aligned_copy, is_aligned
 
     if weights not in WEIGHT_FORMATS:
         raise TinyRNNError(f"unknown --weights {weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
@@ -55,16 +55,14 @@ def generation_weights(model, weights: str = "f32") -> dict:
     zeros = np.zeros(G * H, dtype=dtype)
     array = lambda p: zeros if p is None else np.ascontiguousarray(p.numpy())  # noqa: E731
     w_ih, w_hh, b_ih, b_hh = zip(*([array(p) for p in model.rnn.layer_weights(k)] for k in range(L)))
-    joined = [np.concatenate([w_ih[k], w_hh[k]], axis=1) for k in range(1, L)]
-    x0 = np.empty((model.embed.weight.shape[0], G * H), dtype)
+    joined = aligned_array((L - 1, G * H, 2 * H), dtype)      # written once, in place (no concatenate, stack)
+    for k in range(1, L):
+        joined[k - 1, :, :H], joined[k - 1, :, H:] = w_ih[k], w_hh[k]
+    x0 = aligned_array((model.embed.weight.shape[0], G * H), dtype)
     kernels("cpu").matmul_nt(np.ascontiguousarray(model.embed.weight.numpy()), w_ih[0], x0, False)
     # tinyrnn's matmul, not numpy's: BLAS threads spin for ~0.1 s after a product, on the cores
     # sampling then runs on (measured: int8 sampling at half speed for the first 3,000 characters)
-    w = dict(x0=x0,
-             w0=w_hh[0],
-             w=np.stack(joined) if L > 1 else np.zeros((0, G * H, 2 * H), dtype),
-             w_out=np.ascontiguousarray(model.head.weight.numpy()),
-             b_out=np.ascontiguousarray(model.head.bias.numpy()))
+    w = dict(x0=x0, w0=w_hh[0], w=joined, w_out=array(model.head.weight), b_out=array(model.head.bias))
     b_ih, b_hh = np.stack(b_ih), np.stack(b_hh)
     if model.cell == "gru":
         w.update(b_ih=b_ih, b_hh=b_hh)
@@ -72,13 +70,23 @@ def generation_weights(model, weights: str = "f32") -> dict:
         w.update(b=b_ih + b_hh)
     for name in MATRICES:
         w[name], w["s" + name[1:]] = compact(w[name], weights)
-    return {name: aligned_copy(array) for name, array in w.items()}
+    # the kernels only read these: an array already on a cache line (a parameter's own) is not copied
+    return {name: a if is_aligned(a) else aligned_copy(a) for name, a in w.items()}
 
 
 def compact(matrix, weights):
-    """(stored matrix, row scales) of a float matrix in a weight format ("f32", "bf16", "int8")."""
+    """(stored matrix, row scales) of a float matrix in a weight format ("f32", "bf16", "int8").
+    bfloat16 is rounded by the CPU kernel ``round_to_bfloat16`` (``to_bfloat16``'s rule, bit for bit),
+    into an array on a cache line: numpy's uint64 arithmetic took 16.6 ms for 2 M numbers (c's layer
+    1), the kernel ~0.3 ms, and config c's conversion was ~7 us of each of 2,000 sampled characters
+    of 50 (BENCHMARKS.md)."""
     if weights == "bf16":
-        return to_bfloat16(matrix), no_scale(matrix)
+        from .kernels.cpu.aligned import aligned_array
+        from .kernels.cpu.generate import round_to_bfloat16
+
+        stored = aligned_array(matrix.shape, np.uint16)
+        round_to_bfloat16(np.ascontiguousarray(matrix).reshape(-1), stored.reshape(-1).view(np.int16))
+        return stored, no_scale(matrix)
     if weights == "int8":
         return to_int8_rows(matrix)
     return matrix, no_scale(matrix)

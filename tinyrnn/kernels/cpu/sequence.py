@@ -189,6 +189,16 @@ def _units(chunk, H):
     return chunk * CHUNK, min(chunk * CHUNK + CHUNK, H)
 
 
+@kernel
+def _chunks_panel_block(s, panels, init, out, col, chunk0, chunk1, H, add, work):
+    """``gemm_panel_block`` for the units of chunks chunk0 .. chunk1-1 of one gate, chunk after chunk
+    (so each row of out is written in address order): out[:, col + j] = (init[:, col + j] if add
+    else 0) + s @ W_gate[j].T for those units j; panels: the gate's packed panels, one a chunk."""
+    for chunk in range(chunk0, chunk1):
+        c0, c1 = _units(chunk, H)
+        gemm_panel_block(s, panels[chunk], init, out, col + c0, c1 - c0, add, work)
+
+
 # ---------------------------------------------------------------------------------------- LSTM
 
 def lstm_sequence_forward(xproj, w_hh, h0, c0, batch_sizes, hs_out, cs_out, acts_out):
@@ -229,10 +239,7 @@ def _lstm_forward_step(t, chunk0, chunk1, r0, r1, xproj, starts, w, batch_sizes,
     n, a1 = u1 - u0, max(r0, min(r1, batch_sizes[t]))    # this item's active rows: r0 .. a1-1
     # acts[:, gate*H + j] = xproj + h_prev @ W_hh[gate*H + j].T: the pre-activations, for now
     for gate in range(4):
-        for chunk in range(chunk0, chunk1):
-            c0, c1 = _units(chunk, H)
-            gemm_panel_block(h_prev[r0:a1], w[gate, chunk], x[r0:a1], acts[r0:a1], gate * H + c0, c1 - c0, True,
-                             work)
+        _chunks_panel_block(h_prev[r0:a1], w[gate], x[r0:a1], acts[r0:a1], gate * H, chunk0, chunk1, H, True, work)
     for b in range(a1, r1):                 # inactive rows keep their state
         for j in range(u0, u1):
             h[b, j] = h_prev[b, j]
@@ -297,9 +304,7 @@ def _lstm_backward_step(t, chunk0, chunk1, r0, r1, w, hs, cs, acts, dhs, batch_s
     ns = batch_sizes[t - 1] if t > 0 else 0      # the others pass dh, dc through unchanged
     a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
     if t < T:       # dh = dgates_t @ W_hh for these units (dh_n before the first step)
-        for chunk in range(chunk0, chunk1):
-            c0, c1 = _units(chunk, H)
-            gemm_panel_block(dgates_out[t, r0:a1], w[0, chunk], dh[r0:a1], dh[r0:a1], c0, c1 - c0, False, work)
+        _chunks_panel_block(dgates_out[t, r0:a1], w[0], dh[r0:a1], dh[r0:a1], 0, chunk0, chunk1, H, False, work)
     if t > 0:       # gate gradients of step s = t-1 for the same units: they need only their dh, dc
         s, n = t - 1, u1 - u0
         v1 = u1 - n % LANES
@@ -369,14 +374,10 @@ def _gru_forward_step(t, chunk0, chunk1, r0, r1, xproj, starts, w, bh, batch_siz
     # acts[:, r and z] = gi_{r,z} + h_prev @ W_h{r,z}.T (b_h{r,z} added below);
     # ghn = b_hn + h_prev @ W_hn.T
     for gate in range(2):
-        for chunk in range(chunk0, chunk1):
-            c0, c1 = _units(chunk, H)
-            gemm_panel_block(hp_act, w[gate, chunk], x[r0:a1], acts[r0:a1], gate * H + c0, c1 - c0, True, work)
+        _chunks_panel_block(hp_act, w[gate], x[r0:a1], acts[r0:a1], gate * H, chunk0, chunk1, H, True, work)
     for b in range(r0, a1):
         ghn[b, u0:u1] = bh[2 * H + u0:2 * H + u1]
-    for chunk in range(chunk0, chunk1):
-        c0, c1 = _units(chunk, H)
-        gemm_panel_block(hp_act, w[2, chunk], ghn_act, ghn_act, c0, c1 - c0, True, work)
+    _chunks_panel_block(hp_act, w[2], ghn_act, ghn_act, 0, chunk0, chunk1, H, True, work)
     for b in range(a1, r1):                 # inactive rows keep their state
         for j in range(u0, u1):
             h[b, j] = h_prev[b, j]

@@ -1,4 +1,8 @@
 """Batch-1 sampling through the generation kernels agrees with the model's own forward pass."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -231,10 +235,10 @@ def test_workers_that_never_run_at_once_still_finish_the_run():
     @numba.njit
     def one_after_another(x0, w0, s0, w, s, b, w_out, s_out, b_out, h, c, prime, uniforms, out):
         model = (x0, w0, s0, w, s, b, b, w_out, s_out, b_out)
-        sync, state, _ = G._shared_state(model, h, c, 2)
+        sync, state, work, _ = G._shared_state(model, h, c, 2)
         draw = (uniforms, 1.0, 0, 1.0, out)
-        first = G._worker(np.int64(0), 2, sync, lstm, False, model, state, prime, draw)   # int64: one compile
-        second = G._worker(np.int64(1), 2, sync, lstm, False, model, state, prime, draw)
+        first = G._worker(np.int64(0), 2, sync, lstm, False, model, state, work, prime, draw)   # int64: one compile
+        second = G._worker(np.int64(1), 2, sync, lstm, False, model, state, work, prime, draw)
         G._copy_state(h, state[0][first])
         return first == second
 
@@ -250,6 +254,44 @@ def test_workers_that_never_run_at_once_still_finish_the_run():
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_allclose(h, ref_h, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(c, ref_c, rtol=1e-9, atol=1e-12)
+
+
+def test_the_workers_count_no_references():
+    """Everything a worker runs per character is a ``leaf_kernel`` (``jit.py``: compiled without
+    Numba's reference counts, an atomic instruction each, on counters both workers share): all a
+    run allocates, ``_shared_state`` allocates first. ~4% of a character at b (BENCHMARKS.md)."""
+    from tinyrnn.kernels.cpu import generate as G
+
+    per_character = (G._worker, G._phase, G._slot, G._layer_slot, G._layer_rows, G._float_rows, G._bf16_rows,
+                     G._int8_rows, G.round_to_bfloat16, G.quantize_activations, G._max, G._fill, G._block,
+                     G._lstm_units, G._gru_units, G._rnn_units, G._head_slots, G._sample_index, G._draw_in_order,
+                     G._by_decreasing, G._copy_state)
+    assert [f.py_func.__name__ for f in per_character if f.targetoptions.get("_nrt") is not False] == []
+    assert G._shared_state.targetoptions.get("_nrt") is not False     # the one that allocates
+
+
+def test_sampling_frees_all_it_allocates():
+    """Leaf kernels take no references and must release none: after 20 runs of every weight format
+    (the draw's sort buffers used too, top_k and top_p), Numba's allocation counters show as many
+    arrays freed as allocated. (A fresh process: the counters are switched on before Numba starts.)"""
+    code = ("import numpy as np\n"
+            "from numba.core.runtime import rtsys\n"
+            "from tinyrnn.models import CharRNN\n"
+            "from tinyrnn.generate import sample_indices\n"
+            "model = CharRNN(65, cell='lstm', hidden=48, layers=2, embed=16)\n"
+            "for weights in ('f32', 'bf16', 'int8'):\n"
+            "    list(sample_indices(model, [1], 5, weights=weights))   # Numba's runtime starts\n"
+            "    before = rtsys.get_allocation_stats()\n"
+            "    for _ in range(20):\n"
+            "        list(sample_indices(model, [1, 2], 40, top_k=5, top_p=0.9, weights=weights))\n"
+            "    after = rtsys.get_allocation_stats()\n"
+            "    print(after.alloc - before.alloc, after.alloc - after.free - (before.alloc - before.free))\n")
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for line in out.stdout.splitlines():
+        allocated, live = map(int, line.split())
+        assert allocated > 0 and live == 0, line
 
 
 def test_chunks_grow_and_do_not_change_the_indices():

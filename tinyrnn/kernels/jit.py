@@ -73,8 +73,9 @@ def leaf_kernel(fn):
     a tile cost ~177 ns on top of its k loop (~840 ns at K = 128), ~50 ns without them.
     ``_nrt=False`` is Numba's own option for this (its unicode and sort helpers use it); the
     arrays stay alive because the caller, compiled normally, holds them for the whole call.
-    (Tried and not kept, for lack of a measurable gain: the sequence kernels' per-item work and
-    the batch-1 generation's row products as leaf kernels.)"""
+    Batch-1 generation's workers are leaf kernels from the top down (``cpu/generate.py``: ~1 us
+    a character less at b). (Tried and not kept, for lack of a measurable gain: the sequence
+    kernels' per-item work as leaf kernels, and the generation's row products alone.)"""
     return cache.guard(numba.njit(_nrt=False, **OPTIONS)(fn))
 
 

@@ -46,6 +46,13 @@ each, and the copies around them), config b: bfloat16 15.4 -> 12.6 us a characte
 -> 24.9, int8 12.4 -> 9.7 (BENCHMARKS.md). Models under ``PARALLEL_MIN`` weights a product run
 one worker (``_workers``).
 
+Everything a worker runs is a ``leaf_kernel`` (``jit.py``): no reference counts, an atomic
+instruction per array a function receives or slices, on counters both workers update (the machine
+code of ``_layer_slot`` alone held 81; without them sampling took 0.91-0.97x the time, b to d, all
+formats, and one worker at b ~1 us a character less; BENCHMARKS.md). So the workers allocate
+nothing: a run's buffers (the state, the gate rows, each worker's work vector, the draw's sort
+buffers) are allocated once, first, by ``_shared_state``.
+
 Each weight matrix (w0, w, w_out) is followed by its row scales (s0, s, s_out). A matrix may be
 float, bfloat16 stored as uint16 (half the bytes a character reads), or int8 with a float32 scale
 per row (a quarter); float and bfloat16 matrices take empty scales (shape (..., 0)). The formats
@@ -71,7 +78,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ..jit import kernel, parallel_kernel, prange
+from ..jit import kernel, leaf_kernel, parallel_kernel, prange
 from .activations import exp, tanh
 from .aligned import aligned_empty
 from .atomics import atomic_add, atomic_cas, atomic_load, spin_pause
@@ -117,7 +124,7 @@ def _is_bf16(w):
 PARALLEL_MIN = 1 << 16  # weights in a model's largest product below which sampling runs one worker
 
 
-@kernel
+@leaf_kernel
 def _float_rows(w, x, out, begin, end, c0, c1):
     """out[begin:end] += w[begin:end, c0:c1] @ x[c0:c1].   w (R, K) float, x (K,), out (R,), one dtype;
     4 rows at a time (rows clamped at end - 1, as in the matmul tiles), LANES columns a ``vfma``
@@ -146,7 +153,7 @@ def _float_rows(w, x, out, begin, end, c0, c1):
         out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
 
 
-@kernel
+@leaf_kernel
 def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
     """out[begin:end] += (scale * step) * (q[begin:end, c0:c1] @ xq[c0:c1]), the dots in int32.
     q (R, K) int8, scale (R,), xq (>= K,) int8 (x rounded by ``quantize_activations``, step its
@@ -180,7 +187,7 @@ def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
         out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
 
 
-@kernel
+@leaf_kernel
 def _bf16_rows(w, xb, out, begin, end, c0, c1):
     """out[begin:end] += w[begin:end, c0:c1] @ xb[c0:c1], both bfloat16: w (R, K) uint16, xb (>= K,)
     int16 (the vector rounded by ``round_to_bfloat16``), out (R,). The products are exact in float32
@@ -208,7 +215,7 @@ def _bf16_rows(w, xb, out, begin, end, c0, c1):
         out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
 
 
-@kernel
+@leaf_kernel
 def round_to_bfloat16(x, xb):
     """xb[:K] = the bfloat16 nearest each x[k] (as float32 first; ties to even), its 16 bits in an
     int16: ``weight_formats.to_bfloat16``'s rule, bit for bit. x (K,) float, xb (>= K,) int16."""
@@ -217,7 +224,7 @@ def round_to_bfloat16(x, xb):
         xb[k] = np.int16((bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16))
 
 
-@kernel
+@leaf_kernel
 def _max(x, absolute, start):
     """max(start, x[0], ..., x[K-1]) in x's dtype, of |x[k]| when ``absolute``; x (K,) float. LANES
     running maxima, then the tail: a scalar max waits for the one before it (it was three quarters
@@ -236,7 +243,7 @@ def _max(x, absolute, start):
     return best
 
 
-@kernel
+@leaf_kernel
 def quantize_activations(x, xq):
     """xq[:K] = x rounded to 8-bit integers; returns the step (``weight_formats.py``'s rule).
     x (K,) float, xq (>= K,) int8. max|x| is taken LANES at a time (``_max``)."""
@@ -260,7 +267,7 @@ def _rounded_input(w, x, xq):
 @overload(_rounded_input, inline="always")
 def _rounded_input_impl(w, x, xq):
     if _is_int8(w):
-        return lambda w, x, xq: quantize_activations(x, _as_bytes(xq))
+        return lambda w, x, xq: quantize_activations(x, xq.view(np.int8))
     if _is_bf16(w):
         def bf16(w, x, xq):
             round_to_bfloat16(x, xq)
@@ -278,14 +285,14 @@ def _rows(w, scale, x, xq, step, out, begin, end, c0, c1):
 @overload(_rows, inline="always")
 def _rows_impl(w, scale, x, xq, step, out, begin, end, c0, c1):
     if _is_int8(w):
-        return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _int8_rows(w, scale, _as_bytes(xq), step,
+        return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _int8_rows(w, scale, xq.view(np.int8), step,
                                                                                  out, begin, end, c0, c1)
     if _is_bf16(w):
         return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _bf16_rows(w, xq, out, begin, end, c0, c1)
     return lambda w, scale, x, xq, step, out, begin, end, c0, c1: _float_rows(w, x, out, begin, end, c0, c1)
 
 
-@kernel
+@leaf_kernel
 def _layer_rows(w, scale, v, vq, step, out_x, out_h, split, Kx, begin, end):
     """Rows begin:end of a layer's product w @ v, v = [x; h] (K,), w (R, K): the rows before
     ``split`` whole into out_x; from ``split`` on in two halves, w[:, :Kx] @ x into out_x and
@@ -300,7 +307,7 @@ def _layer_rows(w, scale, v, vq, step, out_x, out_h, split, Kx, begin, end):
         _rows(w, scale, v, vq, step, out_h, halves_begin, end, Kx, K)
 
 
-@kernel
+@leaf_kernel
 def _draw_in_order(p, u):
     """``_sample_index``'s walk when nothing is cut: the first index v at which p[0] + ... + p[v]
     exceeds u * sum(p) (the walk over ``order`` below with order = 0, 1, ..., V-1, without reading
@@ -317,33 +324,40 @@ def _draw_in_order(p, u):
     return p.shape[0] - 1
 
 
-@kernel
-def _by_decreasing(p):
-    """The indices of p (V,) by decreasing value, ties by index: ``np.argsort(-p, kind="stable")``,
-    as a bottom-up merge sort (runs of 1, 2, 4, ... merged, the left run first on ties). Written out
-    because Numba's own argsort took ~1.2 s to compile, a tenth of the first sample's wait."""
+@leaf_kernel
+def _by_decreasing(p, order, merged):
+    """order[:] = the indices of p (V,) by decreasing value, ties by index: ``np.argsort(-p,
+    kind="stable")``, as a bottom-up merge sort (runs of 1, 2, 4, ... merged, the left run first on
+    ties); order, merged (V,) int64, merged a work buffer. Written out because Numba's own argsort
+    took ~1.2 s to compile, a tenth of the first sample's wait (and allocates its result)."""
     V = p.shape[0]
-    order, merged = np.arange(V), np.empty(V, np.int64)
+    for k in range(V):
+        order[k] = k
+    src, dst, passes = order, merged, 0
     width = 1
     while width < V:
         for lo in range(0, V, 2 * width):
             mid, hi = min(lo + width, V), min(lo + 2 * width, V)
             i, j = lo, mid
             for k in range(lo, hi):
-                if j >= hi or (i < mid and p[order[i]] >= p[order[j]]):
-                    merged[k] = order[i]
+                if j >= hi or (i < mid and p[src[i]] >= p[src[j]]):
+                    dst[k] = src[i]
                     i += 1
                 else:
-                    merged[k] = order[j]
+                    dst[k] = src[j]
                     j += 1
-        order, merged = merged, order
+        src, dst = dst, src
         width *= 2
-    return order
+        passes += 1
+    if passes % 2:          # the last pass wrote merged
+        for k in range(V):
+            order[k] = src[k]
 
 
-@kernel
-def _sample_index(logits, u, temperature, top_k, top_p, p):
-    """One index from logits (V,) by the rule of ``reference/sampling.py``; p (V,) is a work buffer."""
+@leaf_kernel
+def _sample_index(logits, u, temperature, top_k, top_p, p, order, merged):
+    """One index from logits (V,) by the rule of ``reference/sampling.py``; p (V,) float and order,
+    merged (V,) int64 are work buffers."""
     V = logits.shape[0]
     if temperature <= 0:
         return np.argmax(logits)
@@ -359,7 +373,7 @@ def _sample_index(logits, u, temperature, top_k, top_p, p):
     keep = V if top_k <= 0 else min(top_k, V)
     if keep == V and top_p >= 1:
         return _draw_in_order(p, u)              # nothing is cut: the indices in order, no sort
-    order = _by_decreasing(p)                   # decreasing probability, ties by index (stable)
+    _by_decreasing(p, order, merged)            # decreasing probability, ties by index (stable)
     if top_p < 1:
         running = 0.0
         for q in range(keep):
@@ -389,20 +403,7 @@ DONE, CLAIMED = 0, LINE      # sync[DONE]: slots done; sync[CLAIMED + LINE*k]: p
 STEAL_AFTER = 1 << 12        # spins a worker waits for a present worker's slot before doing it itself
 
 
-@kernel
-def _work_buffers(h):
-    """A worker's work vector v = [x; h] (2H, h's dtype) and its rounding: int16 (bfloat16 bits; an
-    int8 product reads it as bytes, ``_as_bytes``). h (L, H)."""
-    return aligned_empty((2 * h.shape[1],), h.dtype), aligned_empty((2 * h.shape[1],), np.int16)
-
-
-@kernel
-def _as_bytes(xq):
-    """The int16 rounding buffer xq as int8 (twice as many), for a vector rounded to bytes."""
-    return xq.view(np.int8)
-
-
-@kernel
+@leaf_kernel
 def _fill(out, first, second, add, begin, end):
     """out[begin:end] = first[begin:end] (+ second[begin:end] when ``add``), LANES at a time."""
     j = begin
@@ -413,7 +414,7 @@ def _fill(out, first, second, add, begin, end):
         out[j] = first[j] + second[j] if add else first[j]
 
 
-@kernel
+@leaf_kernel
 def _block(slot, slots, size):
     """(begin, end) of slot's share of range(size) cut into ``slots`` blocks of whole SIMD vectors."""
     per = ((size + LANES - 1) // LANES + slots - 1) // slots * LANES
@@ -424,7 +425,7 @@ def _block(slot, slots, size):
 # The unit math of units u0:u1 from their gate rows, one kernel a cell (each run compiles only its own):
 # LANES units at a time on SIMD vectors, the rest one by one. gx, gh (G*H,); h_prev, h_new, c (H,).
 
-@kernel
+@leaf_kernel
 def _lstm_units(u0, u1, gx, gh, h_prev, h_new, c, relu):
     """``cells.py``'s ``_lstm_unit``: gx = i, f, g, o; c updated in place."""
     H = h_prev.shape[0]
@@ -439,7 +440,7 @@ def _lstm_units(u0, u1, gx, gh, h_prev, h_new, c, relu):
         _, _, _, _, c[j], h_new[j] = _lstm_unit(gx[j], gx[H + j], gx[2 * H + j], gx[3 * H + j], c[j])
 
 
-@kernel
+@leaf_kernel
 def _gru_units(u0, u1, gx, gh, h_prev, h_new, c, relu):
     """``cells.py``'s ``_gru_unit``: gx = r, z (whole products) and n's input part; gh = b_hr, b_hz and
     n's recurrent part."""
@@ -456,7 +457,7 @@ def _gru_units(u0, u1, gx, gh, h_prev, h_new, c, relu):
                                       one)
 
 
-@kernel
+@leaf_kernel
 def _rnn_units(u0, u1, gx, gh, h_prev, h_new, c, relu):
     """h = tanh(gx), or relu(gx) when ``relu``."""
     zero = h_prev.dtype.type(0)
@@ -485,7 +486,7 @@ def _units_impl(cell, u0, u1, gx, gh, h_prev, h_new, c, relu):
     return lambda cell, u0, u1, gx, gh, h_prev, h_new, c, relu: _rnn_units(u0, u1, gx, gh, h_prev, h_new, c, relu)
 
 
-@kernel
+@leaf_kernel
 def _layer_slot(cell, relu, model, layer, index, u0, u1, h_in, h_out, c, gx, gh, v, vq):
     """Units u0:u1 of one layer for input ``index``: their G gate rows each (the bias, plus the table row
     x0[index] at layer 0, plus the product w @ [x; h_in[layer]], x = h_out[layer - 1]), then their unit
@@ -513,18 +514,18 @@ def _layer_slot(cell, relu, model, layer, index, u0, u1, h_in, h_out, c, gx, gh,
     _units(cell, u0, u1, gx, gh, h_in[layer], h_out[layer], c[layer], relu)
 
 
-@kernel
+@leaf_kernel
 def _head_slots(model, workers):
     """How many workers share the head's product: all of them from PARALLEL_MIN weights on, else one."""
     return workers if model[7].size >= PARALLEL_MIN else 1
 
 
-@kernel
+@leaf_kernel
 def _slot(kind, slot, workers, layer, index, n, parity, cell, relu, model, state, draw, v, vq):
     """One worker's share of a phase. FEED: units ``_block(slot)`` of ``layer`` for ``index``, from state
     h2[parity] to h2[1 - parity]. HEAD: rows ``_block(slot)`` of the logits from the top layer's h (and
     the draw of out[n] too, by slot 0, when the head is not shared). DRAW: out[n], by slot 0."""
-    h2, c, gx, gh, logits, p = state
+    h2, c, gx, gh, logits, p, order, merged = state
     if kind == FEED:
         u0, u1 = _block(slot, workers, h2.shape[2])
         if u0 < u1:
@@ -543,10 +544,10 @@ def _slot(kind, slot, workers, layer, index, n, parity, cell, relu, model, state
         _rows(w_out, s_out, v[:H], vq, step, logits, r0, r1, 0, H)
     if slot == 0 and (kind == DRAW or head_slots == 1):
         # draw[4][n], not a name unpacked from draw: Numba 0.68 dropped the store to that as dead
-        draw[4][n] = _sample_index(logits, uniforms[n], temperature, top_k, top_p, p)
+        draw[4][n] = _sample_index(logits, uniforms[n], temperature, top_k, top_p, p, order, merged)
 
 
-@kernel
+@leaf_kernel
 def _phase(g, me, workers, sync, kind, layer, index, n, parity, cell, relu, model, state, draw, v, vq):
     """Phase g of the run, for worker ``me``: claim and do its own slot, then wait until every slot of the
     phase is done. While it waits it does any slot still unclaimed whose owner has not started yet
@@ -572,15 +573,15 @@ def _phase(g, me, workers, sync, kind, layer, index, n, parity, cell, relu, mode
                 break
 
 
-@kernel
-def _worker(me, workers, sync, cell, relu, model, state, prime, draw):
+@leaf_kernel
+def _worker(me, workers, sync, cell, relu, model, state, work, prime, draw):
     """Worker ``me`` of ``workers``: walks every phase of the run in order, doing its slots (``_phase``):
     each index of prime fed through the L layers (FEED), then for each character the head (HEAD), the
     draw when the head is shared (DRAW), and the feed of the drawn index (not after the last). Returns
     the parity of the state buffer h2 that holds the final h."""
     h2, out = state[0], draw[4]
     L = h2.shape[1]
-    v, vq = _work_buffers(h2[0])
+    v, vq = work[0][me], work[1][me]
     atomic_add(sync, CLAIMED + LINE * workers + LINE * me, 1)       # arrived
     sample_phases = 1 if _head_slots(model, workers) == 1 else 2    # HEAD (with the draw), or HEAD, DRAW
     # g and parity int64 from the start, not constants (jit.py): _phase would compile twice
@@ -610,7 +611,7 @@ def _workers(w0, w, w_out) -> int:
     return numba.get_num_threads() if largest >= PARALLEL_MIN else 1
 
 
-@kernel
+@leaf_kernel
 def _copy_state(out, h):
     """out[:] = h, (L, H) both (a loop of ``_fill``: Numba's slice assignment takes ~1 s to compile)."""
     for layer in range(h.shape[0]):
@@ -619,20 +620,25 @@ def _copy_state(out, h):
 
 @kernel
 def _shared_state(model, h, c, workers):
-    """(sync, state, parity) for a run of ``workers``: sync the counters of ``_phase`` (zeros); state =
-    (h2, c, gx, gh, logits, p): h2 (2, L, H) the state before and after an input (h2[0] = h), c (L, H) or
-    (L, 0), the gate rows gx, gh (G*H,) and the head's logits and probabilities (V,); parity (workers,)
-    for what each ``_worker`` returns."""
+    """(sync, state, work, parity) for a run of ``workers``: sync the counters of ``_phase`` (zeros);
+    state = (h2, c, gx, gh, logits, p, order, merged): h2 (2, L, H) the state before and after an input
+    (h2[0] = h), c (L, H) or (L, 0), the gate rows gx, gh (G*H,), the head's logits and probabilities
+    (V,) and the draw's sort buffers (V,) int64; work = (v, vq): each worker's work vector v[k] = [x; h]
+    (2H, h's dtype) and its rounding vq[k] (int16: bfloat16 bits; an int8 product reads it as bytes, a
+    ``view``), rows padded to whole cache lines; parity (workers,) for what each ``_worker``
+    returns. Everything a run allocates is allocated here: the workers are leaf kernels."""
     L, H = h.shape
     h2 = aligned_empty((2, L, H), h.dtype)
     _copy_state(h2[0], h)
     gates, V = model[1].shape[0], model[7].shape[0]
     state = (h2, c, aligned_empty((gates,), h.dtype), aligned_empty((gates,), h.dtype),
-             aligned_empty((V,), h.dtype), aligned_empty((V,), h.dtype))
+             aligned_empty((V,), h.dtype), aligned_empty((V,), h.dtype), np.empty(V, np.int64), np.empty(V, np.int64))
+    width = (2 * H + 31) // 32 * 32     # a row of 32 numbers is whole cache lines in every dtype used
+    work = (aligned_empty((workers, width), h.dtype), aligned_empty((workers, width), np.int16))
     sync = aligned_empty((LINE * (1 + 2 * workers),), np.int64)   # whole cache lines: shared with no other data
     for i in range(sync.shape[0]):
         sync[i] = 0
-    return sync, state, np.zeros(workers, np.int64)
+    return sync, state, work, np.zeros(workers, np.int64)
 
 
 # One entry point a cell, each with its cell as a constant (``_units`` compiles that cell's math only;
@@ -643,25 +649,25 @@ def _shared_state(model, h, c, workers):
 
 @parallel_kernel
 def _lstm_run(model, h, c, prime, draw, workers):
-    sync, state, parity = _shared_state(model, h, c, workers)
+    sync, state, work, parity = _shared_state(model, h, c, workers)
     for me in prange(workers):
-        parity[me] = _worker(np.int64(me), workers, sync, LSTM, False, model, state, prime, draw)
+        parity[me] = _worker(np.int64(me), workers, sync, LSTM, False, model, state, work, prime, draw)
     _copy_state(h, state[0][parity[0]])
 
 
 @parallel_kernel
 def _gru_run(model, h, prime, draw, workers):
-    sync, state, parity = _shared_state(model, h, np.empty((h.shape[0], 0), h.dtype), workers)
+    sync, state, work, parity = _shared_state(model, h, np.empty((h.shape[0], 0), h.dtype), workers)
     for me in prange(workers):
-        parity[me] = _worker(np.int64(me), workers, sync, GRU, False, model, state, prime, draw)
+        parity[me] = _worker(np.int64(me), workers, sync, GRU, False, model, state, work, prime, draw)
     _copy_state(h, state[0][parity[0]])
 
 
 @parallel_kernel
 def _rnn_run(model, relu, h, prime, draw, workers):
-    sync, state, parity = _shared_state(model, h, np.empty((h.shape[0], 0), h.dtype), workers)
+    sync, state, work, parity = _shared_state(model, h, np.empty((h.shape[0], 0), h.dtype), workers)
     for me in prange(workers):
-        parity[me] = _worker(np.int64(me), workers, sync, RNN, relu, model, state, prime, draw)
+        parity[me] = _worker(np.int64(me), workers, sync, RNN, relu, model, state, work, prime, draw)
     _copy_state(h, state[0][parity[0]])
 
 

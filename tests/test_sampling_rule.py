@@ -115,3 +115,48 @@ def test_kernel_order_by_decreasing_probability(V, dtype):
         order, merged = np.full(V, -1, np.int64), np.full(V, -1, np.int64)
         _by_decreasing(p, order, merged)        # an odd and an even number of passes: V 2, 3 and 5, 64
         np.testing.assert_array_equal(order, np.argsort(-p, kind="stable"))
+
+
+def probability_cases(V, dtype):
+    """Distributions a head may give: flat, peaked, tied values, one certain index, all tied."""
+    rng = np.random.default_rng(V)
+    cases = [rng.random(V), np.exp(3 * rng.standard_normal(V)), rng.integers(1, 4, V).astype(float),
+             np.eye(1, V, V // 2)[0], np.ones(V)]
+    return [(c / c.sum()).astype(dtype) for c in cases]
+
+
+@pytest.mark.parametrize("V", [1, 2, 5, 65, 300, 3000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_ranks_only_the_head_it_keeps(V, dtype):
+    """``_ranked_head`` sorts only the indices at or above a threshold, not all V: it keeps the same
+    indices in the same order as a full stable sort (``np.argsort(-p, kind="stable")``) followed by
+    the rule's cuts (the first top_k, then the shortest prefix whose running sum in float64 is >= top_p),
+    on flat, peaked and tied distributions, for top_k and top_p alone and together."""
+    from tinyrnn.kernels.cpu.generate import _ranked_head
+
+    for p in probability_cases(V, dtype):
+        full = np.argsort(-p, kind="stable")
+        running = np.cumsum(p[full].astype(np.float64))
+        for top_k in sorted({0, 1, 5, max(V - 1, 1), V}):
+            for top_p in (1.0, 0.999999, 0.95, 0.5, 1e-4):
+                keep = V if top_k <= 0 else min(top_k, V)
+                if keep == V and top_p >= 1:
+                    continue                      # nothing is cut: the kernel draws in index order
+                if top_p < 1:
+                    keep = min(keep, int(np.argmax(running >= top_p)) + 1 if running[-1] >= top_p else keep)
+                order, merged = np.full(V, -1, np.int64), np.full(V, -1, np.int64)
+                kept = _ranked_head(p, V if top_k <= 0 else min(top_k, V), top_p, order, merged)
+                assert kept == keep, (top_k, top_p, kept, keep)
+                np.testing.assert_array_equal(order[:kept], full[:keep])
+
+
+def test_kernel_head_too_short_to_tell_is_said():
+    """``_kept`` on a ranked head that ends before the top_p cut says so (the caller then sorts all)."""
+    from tinyrnn.kernels.cpu.generate import _kept
+
+    p = np.array([0.5, 0.25, 0.125, 0.125])                # sums exact in binary
+    order = np.array([0, 1, 2, 3], np.int64)
+    assert _kept(p, order, 2, 4, 0.875) == (2, False)      # 0.75 after the 2 ranked: the cut is further
+    assert _kept(p, order, 3, 4, 0.875) == (3, True)        # 0.875 reached at the third
+    assert _kept(p, order, 2, 2, 1.0) == (2, True)          # top_k alone: 2 ranked of 2 kept
+    assert _kept(p, order, 1, 2, 1.0) == (1, False)

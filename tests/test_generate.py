@@ -198,6 +198,39 @@ def test_compact_bfloat16_is_the_reference_rule_bit_for_bit(dtype):
     assert compact(matrix[:0], "bf16")[0].shape == (0, 33, 70)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compact_int8_is_the_reference_rule_bit_for_bit(dtype):
+    """generation_weights rounds its matrices to int8 rows with the CPU kernel ``round_to_int8_rows``
+    (numpy took 6.4 ms for c's weights): the same bytes and float32 scales as the reference rule
+    ``to_int8_rows``, on rows of every scale (normal, huge, tiny, denormal, all zero), quotients
+    tied halfway (ties to even, up and down), random bit patterns, in a 3-D stack and an empty one,
+    into an array on a cache line. (Its divisions are made in float64 under the kernels' fastmath,
+    which may multiply by a reciprocal: these rows would catch a quotient rounded the other way.)"""
+    from tinyrnn.generate import compact
+    from tinyrnn.kernels.cpu.aligned import ALIGNMENT
+    from tinyrnn.kernels.reference.weight_formats import to_int8_rows
+
+    rng = np.random.default_rng(6)
+    K = 67
+    rows = [rng.standard_normal(K), rng.standard_normal(K) * 1e30, rng.standard_normal(K) * 1e-30,
+            rng.standard_normal(K) * 1e-40, np.zeros(K), np.arange(K) - 33.5]     # tied quotients
+    rows[-1][0] = 127                                       # scale 1: the halves tie, to even
+    bits = rng.integers(0, 2 ** 32, size=(40, K), dtype=np.uint64).astype(np.uint32)
+    bits[~np.isfinite(bits.view(np.float32))] = 0x3F800000  # finite numbers only: the rule's domain
+    step = rng.uniform(0.5, 2, (60, 1)).astype(np.float32)          # quotients a hair off a half: where
+    near = ((np.arange(K) - 33.5) * step).astype(np.float32)           # a quotient rounded off by a last
+    near[:, 0] = 127 * step[:, 0]                                       # bit would round the other way
+    many = np.concatenate([np.array(rows), bits.view(np.float32), near, rng.standard_normal((600, K)) *
+                           np.exp(rng.uniform(-20, 20, (600, 1)))])
+    matrix = many[:640].reshape(2, 320, K).astype(dtype)
+    stored, scales = compact(matrix, "int8")
+    want_q, want_scale = to_int8_rows(matrix)
+    assert stored.dtype == np.int8 and stored.shape == matrix.shape and scales.shape == (2, 320)
+    assert stored.ctypes.data % ALIGNMENT == 0
+    assert np.array_equal(stored, want_q) and np.array_equal(scales.view(np.uint32), want_scale.view(np.uint32))
+    assert [compact(matrix[:0], "int8")[k].shape for k in (0, 1)] == [(0, 320, K), (0, 320)]
+
+
 @pytest.mark.parametrize("weights", ["f32", "bf16", "int8"])
 def test_generation_weights_start_on_cache_lines(weights):
     """Every array the generation kernels read starts on a 64-byte boundary (a 512-bit load that

@@ -18,7 +18,7 @@ import numpy as np
 from . import ops
 from .backend import kernels
 from .errors import TinyRNNError
-from .kernels.reference.weight_formats import no_scale, to_int8_rows, widen
+from .kernels.reference.weight_formats import no_scale, widen
 from .kernels.reference.sampling import sample_index
 from .nn.cells import GATES
 from .tensor import no_grad
@@ -76,20 +76,24 @@ def generation_weights(model, weights: str = "f32") -> dict:
 
 def compact(matrix, weights):
     """(stored matrix, row scales) of a float matrix in a weight format ("f32", "bf16", "int8").
-    bfloat16 is rounded by the CPU kernel ``round_to_bfloat16`` (``to_bfloat16``'s rule, bit for bit),
-    into an array on a cache line: ``to_bfloat16``'s uint64 arithmetic in numpy took 16.6 ms for the
-    2 M numbers of c's layer 1, ~7 us of each character of a 2,000-character sample (of ~50), and
-    ``generation_weights`` at c now takes 2.65 ms in bfloat16 against 2.16 in float32 (BENCHMARKS.md)."""
-    if weights == "bf16":
-        from .kernels.cpu.aligned import aligned_array
-        from .kernels.cpu.generate import round_to_bfloat16
+    bfloat16 and int8 are rounded by the CPU kernels ``round_to_bfloat16`` and ``round_to_int8_rows``
+    (``to_bfloat16``'s and ``to_int8_rows``' rules, bit for bit), into arrays on a cache line: in numpy
+    the rules took 16.6 ms for the 2 M numbers of c's layer 1 (bfloat16; ~7 us of each character of a
+    2,000-character sample, of ~50) and 6.4 ms for c's 3 M weights (int8); ``generation_weights`` at c
+    now takes 2.65 ms in bfloat16 against 2.16 in float32 (BENCHMARKS.md)."""
+    if weights not in ("bf16", "int8"):
+        return matrix, no_scale(matrix)
+    from .kernels.cpu.aligned import aligned_array
+    from .kernels.cpu.generate import round_to_bfloat16, round_to_int8_rows
 
+    rows = np.ascontiguousarray(matrix).reshape(-1, matrix.shape[-1])
+    if weights == "bf16":
         stored = aligned_array(matrix.shape, np.uint16)
-        round_to_bfloat16(np.ascontiguousarray(matrix).reshape(-1), stored.reshape(-1).view(np.int16))
+        round_to_bfloat16(rows.reshape(-1), stored.reshape(-1).view(np.int16))
         return stored, no_scale(matrix)
-    if weights == "int8":
-        return to_int8_rows(matrix)
-    return matrix, no_scale(matrix)
+    stored, scales = aligned_array(matrix.shape, np.int8), np.empty(matrix.shape[:-1], np.float32)
+    round_to_int8_rows(rows, stored.reshape(rows.shape), scales.reshape(-1))
+    return stored, scales
 
 
 def rounded(matrix, weights):

@@ -225,6 +225,27 @@ def round_to_bfloat16(x, xb):
 
 
 @leaf_kernel
+def round_to_int8_rows(a, q, scale):
+    """q[r] = a[r] rounded to int8 with the scale scale[r] = max|a[r]| / 127: ``weight_formats.
+    to_int8_rows``'s rule, bit for bit, for finite a. a (R, K) float (taken as float32 first, as
+    there), q (R, K) int8, scale (R,) float32. Each float32 quotient (max / 127, a / scale) is made
+    in float64 and rounded to float32: the kernels' fastmath may multiply by a reciprocal there,
+    which moves the float64 result by ~2**-52 of itself, while a quotient of two float32s is either
+    a float32 midpoint never or no nearer to one than 2**-48 of itself, so the rounding to float32
+    gives IEEE float32 division's result. (numpy took 6.4 ms for c's 3 M weights: abs, max, divide,
+    rint, clip and a cast, each a pass.)"""
+    low, high = np.float32(-127), np.float32(127)
+    for r in range(a.shape[0]):
+        row, out = a[r], q[r]
+        s = np.float32(np.float64(np.float32(_max(row, True, 0.0))) / 127.0)   # rounding keeps the order: the
+        scale[r] = s                                                          # largest float32 of the row
+        divisor = np.float64(s) if s > 0 else 1.0       # an all-zero row stays zero
+        for k in range(row.shape[0]):
+            x = np.rint(np.float32(np.float64(np.float32(row[k])) / divisor))
+            out[k] = np.int8(min(max(x, low), high))
+
+
+@leaf_kernel
 def _max(x, absolute, start):
     """max(start, x[0], ..., x[K-1]) in x's dtype, of |x[k]| when ``absolute``; x (K,) float. LANES
     running maxima, then the tail: a scalar max waits for the one before it (it was three quarters

@@ -160,3 +160,20 @@ def test_kernel_head_too_short_to_tell_is_said():
     assert _kept(p, order, 3, 4, 0.875) == (3, True)        # 0.875 reached at the third
     assert _kept(p, order, 2, 2, 1.0) == (2, True)          # top_k alone: 2 ranked of 2 kept
     assert _kept(p, order, 1, 2, 1.0) == (1, False)
+
+
+def test_kernel_sorts_everything_when_the_head_is_too_short(monkeypatch):
+    """When the indices above the threshold cannot tell where the top_p cut lies (the vectorised
+    mass that chose them differs from the running sum in its last bits), ``_ranked_head`` sorts all
+    V. Forced here: a threshold that keeps only the likeliest index, under top_p 0.9 on a flat p
+    (``_ranked_head`` run as Python, calling the compiled kernels, with the threshold replaced)."""
+    from tinyrnn.kernels.cpu import generate as G
+
+    p = np.random.default_rng(3).random(65)
+    p /= p.sum()
+    monkeypatch.setattr(G, "_head_threshold", lambda p, top_k, top_p: p.max())
+    order, merged = np.full(65, -1, np.int64), np.full(65, -1, np.int64)
+    kept = G._ranked_head.py_func(p, 65, 0.9, order, merged)
+    full = np.argsort(-p, kind="stable")
+    assert kept == int(np.argmax(np.cumsum(p[full]) >= 0.9)) + 1 > 1
+    np.testing.assert_array_equal(order[:kept], full[:kept])

@@ -237,8 +237,9 @@ def round_to_int8_rows(a, q, scale):
     low, high = np.float32(-127), np.float32(127)
     for r in range(a.shape[0]):
         row, out = a[r], q[r]
-        s = np.float32(np.float64(np.float32(_max(row, True, 0.0))) / 127.0)   # rounding keeps the order: the
-        scale[r] = s                                                          # largest float32 of the row
+        largest = np.float32(_max(row, True, 0.0))    # rounding keeps the order: the largest float32
+        s = np.float32(np.float64(largest) / 127.0)
+        scale[r] = s
         divisor = np.float64(s) if s > 0 else 1.0       # an all-zero row stays zero
         for k in range(row.shape[0]):
             x = np.rint(np.float32(np.float64(np.float32(row[k])) / divisor))
@@ -363,7 +364,7 @@ def _first_max(x):
     for v in range(x.shape[0]):
         if x[v] == best:
             return v
-    return np.argmax(x)        # NaNs: np.argmax's answer, the first of them
+    return np.argmax(x)        # a NaN maximum, which equals nothing (with NaNs the two may differ)
 
 
 @leaf_kernel
@@ -415,7 +416,8 @@ def _count_and_mass(p, t):
     return count, mass
 
 
-SLACK = 8   # candidates _head_threshold may leave beyond the fewest that hold the kept indices
+SLACK = 8          # candidates _head_threshold may leave beyond the fewest that hold the kept indices
+BISECTIONS = 64    # at most: then the head may hold more (probabilities crowded near 0, denormals)
 
 
 @leaf_kernel
@@ -423,8 +425,8 @@ def _head_threshold(p, top_k, top_p):
     """A threshold t (p's dtype): the indices with p[v] >= t are the head of the rank order
     (decreasing p, ties by index; every index tied at t is in), holding at least top_k indices
     (when top_k > 0) or a mass of at least top_p (when top_p < 1), whichever head is shorter, and
-    at most SLACK more than the shortest such head (unless ties make that impossible). Bisection
-    between 0 and max(p), a ``_count_and_mass`` a step. p (V,) probabilities. The mass is asked
+    at most SLACK more than the shortest such head (unless ties make that impossible, or BISECTIONS
+    run out). Bisection between 0 and max(p), a ``_count_and_mass`` a step. p (V,) probabilities. The mass is asked
     1e-6 above top_p: the running sum in rank order, which decides, may differ from the vectorised
     one in its last bits (the caller checks it anyway)."""
     V = p.shape[0]
@@ -435,7 +437,9 @@ def _head_threshold(p, top_k, top_p):
     if count >= want_count or mass >= want_mass:
         return hi
     count_lo, count_hi = V, count
-    while count_lo - count_hi > SLACK:
+    for _ in range(BISECTIONS):
+        if count_lo - count_hi <= SLACK:
+            break
         mid = (lo + hi) * p.dtype.type(0.5)
         if not lo < mid < hi:
             break                              # ties: no threshold between lo and hi

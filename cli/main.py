@@ -21,8 +21,8 @@ import sys
 
 import click
 
-from .options import (POSITIVE_INT, SEED, TIME_LIMIT_HELP, Finite, GroupedCommand, announces_compiling, book_opt,
-                      data_opt, model_opt, optim_opt)
+from .options import (POSITIVE_INT, SEED, TRAIN_TIME_LIMIT_HELP, Finite, GroupedCommand, announces_compiling,
+                      book_opt, data_opt, model_opt, optim_opt)
 from .options import print_stream as _print_stream
 
 # Defaults, mirrored from tinyrnn.train.TrainConfig (kept here so --help imports nothing heavy;
@@ -122,7 +122,7 @@ def cli():
            "schedule).")
 @optim_opt("--epochs", type=Finite(0, min_open=True), default=None,
            help="Passes over the training text (instead of --steps).")
-@optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help=TIME_LIMIT_HELP)
+@optim_opt("--time-limit", type=Finite(0, min_open=True), default=None, help=TRAIN_TIME_LIMIT_HELP)
 @data_opt("--val-frac", type=Finite(0, 1, max_open=True), default=DEFAULTS["val_frac"], show_default=True,
           help="The last fraction of the text held out for validation.")
 @data_opt("--encoding-errors", type=click.Choice(["strict", "replace"]), default=DEFAULTS["encoding_errors"],
@@ -143,6 +143,9 @@ def cli():
 def train(ctx, corpus, quiet, resume, out, **options):
     """Train a character model on CORPUS (UTF-8 text; default: the bundled sample corpus).
 
+    The model defaults below are for a run of --steps; a --time-limit run with no model option of
+    its own trains the budget's settings instead (see --time-limit).
+
     Writes OUT/last and OUT/best checkpoints, OUT/metrics.jsonl and (with matplotlib) OUT/loss.png.
     Ctrl-C or SIGTERM saves a checkpoint (exit 130 / 143); --resume continues from it. One run per
     OUT at a time (OUT/.lock).
@@ -154,7 +157,7 @@ def train(ctx, corpus, quiet, resume, out, **options):
     explicit = {name for name in options
                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     cfg = TrainConfig(corpus=corpus, **options)
-    summary = run_training(cfg, out=out, resume=resume, explicit=explicit, progress=not quiet)
+    summary = run_training(cfg, out=out, resume=resume, explicit=explicit, progress=not quiet, budget=True)
     if summary["root"]:                       # under mpirun, rank 0 alone reports
         click.echo(summary["line"])
     if summary["stopped"] == "interrupted" and summary["root"]:

@@ -93,6 +93,11 @@ def test_cli_defaults_match_train_config():
     for name, value in climain.DEFAULTS.items():
         assert getattr(cfg, name) == value, name
     assert climain.DEFAULT_STEPS == DEFAULT_STEPS
+    from tinyrnn.train import BUDGET_DEFAULTS
+
+    for name, value in BUDGET_DEFAULTS.items():       # the help's copy of a budget's own settings
+        assert f"--{name.replace('_', '-')} {value if isinstance(value, str) else format(value, 'g')}" \
+            in climain.TRAIN_TIME_LIMIT_HELP, name
     from tinyrnn.generate import WEIGHT_FORMATS
 
     assert sorted(climain.WEIGHT_FORMATS) == sorted(WEIGHT_FORMATS)        # the CLI's copy of the formats

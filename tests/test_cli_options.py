@@ -191,6 +191,50 @@ def test_time_limit_fits_the_schedule_to_the_budget(tmp_path, corpus):
     assert meta["step"] - 10 <= horizon <= meta["step"] * 1.2 + 10
 
 
+def test_time_limit_alone_trains_the_budget_settings(tmp_path, corpus):
+    """`train CORPUS --time-limit S` with no model or window option trains BUDGET_DEFAULTS (a GRU 2x384
+    on windows of 96 at lr 5e-3), says so in one line, and names the run after that cell."""
+    from tinyrnn.train import BUDGET_DEFAULTS
+
+    out = tmp_path / "run"
+    r = ok("train", corpus, "--time-limit", "1", "--eval-every", "4", "--quiet", "--out", out)
+    meta, _ = checkpoint.load(out / "last")
+    saved = meta["train_config"]
+    assert {name: saved[name] for name in BUDGET_DEFAULTS} == BUDGET_DEFAULTS
+    assert (meta["model"]["cell"], meta["model"]["hidden"], meta["model"]["layers"]) == ("gru", 384, 2)
+    assert saved["embed"] == 64 and saved["batch_size"] == 32 and meta["step"] > 0
+    budget_lines = [line for line in r.stderr.splitlines() if "budget" in line]
+    assert len(budget_lines) == 1 and "GRU 2x384" in budget_lines[0] and "--cell" in budget_lines[0], r.stderr
+
+
+@pytest.mark.parametrize("option", ["cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr", "batch_size",
+                                    "seq_len", "steps", "epochs"])
+def test_any_model_or_window_option_keeps_a_budget_on_the_plain_defaults(option):
+    from tinyrnn.train import BUDGET_CHOICES, TrainConfig, budget_defaults
+
+    assert option in BUDGET_CHOICES
+    cfg = TrainConfig(time_limit=60.0)
+    assert budget_defaults(cfg, {option, "threads", "seed"}) is cfg
+    # none of these is a choice of model or window; --dropout regularises whichever model trains
+    cfg = TrainConfig(time_limit=60.0, dropout=0.2)
+    chosen = budget_defaults(cfg, {"threads", "seed", "clip", "warmup", "val_frac", "dropout"})
+    assert (chosen.cell, chosen.hidden, chosen.seq_len, chosen.lr) == ("gru", 384, 96, 5e-3)
+    assert (chosen.layers, chosen.embed, chosen.batch_size, chosen.time_limit, chosen.dropout) == (2, 64, 32, 60.0, 0.2)
+
+
+def test_budget_defaults_leave_resumed_unbudgeted_and_gpu_runs_alone():
+    from tinyrnn.train import TrainConfig, budget_defaults
+
+    for cfg, resume in ((TrainConfig(time_limit=60.0), True), (TrainConfig(), False),
+                        (TrainConfig(time_limit=60.0, device="cuda"), False)):
+        assert budget_defaults(cfg, set(), resume) is cfg
+    # from Python a config is taken as it is: train(budget=False) is the default
+    import inspect
+
+    from tinyrnn.train import train
+    assert inspect.signature(train).parameters["budget"].default is False
+
+
 def test_fit_schedule_to_budget_keeps_the_step_count_when_it_comes_first():
     from tinyrnn import optim
     from tinyrnn.nn import Parameter

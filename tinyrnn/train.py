@@ -88,11 +88,12 @@ class TrainConfig(LoopConfig):
 # A time budget alone (``tinyrnn train CORPUS --time-limit S``, none of BUDGET_CHOICES given): the
 # settings that scored best after a few minutes on 2 cores. `tinyrnn eval` on tinyshakespeare's last
 # 10% (Zen 4 VM, BENCHMARKS.md): after 180 s 2.086 bits/char against the plain defaults' 2.105 (an
-# LSTM 2x256, windows of 64, lr 6e-3) and a GRU 2x512's 2.111; after 60 s 2.256 against 2.267; 2.069
-# on an Intel VM, 2.083 on a Zen 5 VM; on EWT's running text level with the LSTM (2.095 against 2.094,
-# means of 2 and 3 runs). A GRU goes ~30% further per second than an LSTM of the same
-# width, and windows of 96 beat 64 for it (32: 0.13 bits/char worse). Dropout is left to the user: it
-# cost 0.056 bits/char at 180 s and gained 0.025 at 600 s, where the run passes over the text 12 times.
+# LSTM 2x256, windows of 64, lr 6e-3) and a GRU 2x512's 2.111; after 60 s 2.256 against 2.267. The
+# same settings scored 2.069 on an Intel VM and 2.083 on a Zen 5 VM; on EWT's running text they are
+# level with the LSTM (2.095 against 2.094, means of 2 and 3 runs). A GRU goes ~30% further per second
+# than an LSTM of the same width, and windows of 96 beat 64 for it (32: 0.13 bits/char worse).
+# Dropout is left to the user: it cost 0.056 bits/char at 180 s and gained 0.025 at 600 s, where the
+# run passes over the text 12 times.
 BUDGET_DEFAULTS = {"cell": "gru", "hidden": 384, "seq_len": 96, "lr": 5e-3}
 # the options that make a run the user's own design: any of them set, a budget keeps the plain defaults
 # (--dropout is not one: it regularises whichever model trains)

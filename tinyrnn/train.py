@@ -24,7 +24,7 @@ whose bytes differ stops, unless ``allow_changed_data`` (``--allow-changed-data`
 """
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from .data import Corpus, StreamBatches, Vocab, describe_chars, load_corpus, remap
@@ -105,11 +105,9 @@ def budget_defaults(cfg, explicit, resume=False):
     """``cfg`` with BUDGET_DEFAULTS in place of the plain defaults when it is a run on a time budget
     alone: ``time_limit`` set, on the CPU, no option of BUDGET_CHOICES among ``explicit`` (the
     names the user set), not resuming (a resumed run keeps its own model). Else ``cfg`` itself."""
-    import dataclasses
-
     if resume or not cfg.time_limit or cfg.device != "cpu" or set(explicit) & set(BUDGET_CHOICES):
         return cfg
-    return dataclasses.replace(cfg, **BUDGET_DEFAULTS)
+    return replace(cfg, **BUDGET_DEFAULTS)
 
 
 def describe_budget_defaults(cfg):

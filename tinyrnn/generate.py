@@ -256,43 +256,63 @@ def fill(model, vocab, text, mask="_", sweeps=2, temperature=0.0, seed=None):
 
 # ----------------------------------------------------------------------------- evaluation
 
+def stream_rows(ids, streams, seq_len, max_chars=None):
+    """The unidirectional evaluation's text, (S+1, B) int64: ``ids`` cut into B = ``streams`` (fewer
+    on a text shorter than ``streams`` windows) equal contiguous segments of S targets each, side by
+    side. With ``max_chars`` below the text's length, only the first ``max_chars // B`` targets of
+    each segment: a sample spread over the whole text, each of its positions scored with the same
+    state the full evaluation has there (a prefix of the text would score one part of it: on
+    tinyshakespeare's held-out 10% the first 32K characters read 0.04-0.10 bits/char below the whole
+    and missed overfitting, BENCHMARKS.md)."""
+    ids = np.asarray(ids)
+    streams = max(1, min(streams, (len(ids) - 1) // seq_len))
+    seg = (len(ids) - 1) // streams                  # targets per stream
+    take = seg if not max_chars or max_chars >= len(ids) else max(1, min(seg, max_chars // streams))
+    return np.stack([ids[b * seg: b * seg + take + 1] for b in range(streams)], axis=1).astype(np.int64)
+
+
+def fill_in_windows(ids, seq_len, max_chars=None):
+    """The bidirectional evaluation's text: (W, T) windows of T = ``seq_len`` characters at
+    offsets 0, T, 2T, ... and the tail shorter than T (or None). With ``max_chars`` below the
+    text's length, ``max_chars // T`` of those windows evenly spaced over the text, and no tail."""
+    ids = np.asarray(ids)
+    count = len(ids) // seq_len
+    grid = ids[:count * seq_len].reshape(count, seq_len).astype(np.int64)
+    if max_chars and max_chars < len(ids) and count:
+        picked = max(1, min(count, max_chars // seq_len))
+        return grid[np.arange(picked) * count // picked], None
+    tail = ids[count * seq_len:].astype(np.int64)
+    return grid, (tail if len(tail) else None)
+
+
 def evaluate(model, ids, batch_size=16, seq_len=256, max_chars=None):
     """Mean loss in nats per predicted character on ``ids`` (no unknown ids), and how many were scored.
 
     Unidirectional: ``batch_size`` streams over the text, each read in windows of ``seq_len`` with
     the state carried across windows; every character but each stream's first is predicted.
     Bidirectional: windows of ``seq_len`` characters, each position filled in from both sides
-    within its window (so this is the fill-in loss).
+    within its window (so this is the fill-in loss). ``max_chars``: score about that many
+    characters, spread over the whole text (``stream_rows``, ``fill_in_windows``).
     """
-    ids = np.asarray(ids[:max_chars] if max_chars else ids)
-    n = len(ids)
+    ids = np.asarray(ids)
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
     with no_grad():
         if model.bidir:
-            for start in range(0, n, batch_size * seq_len):
-                block = ids[start:start + batch_size * seq_len]
-                full = len(block) // seq_len
-                pieces = []
-                if full:
-                    pieces.append(block[:full * seq_len].reshape(full, seq_len).T)     # (T, rows)
-                if len(block) % seq_len:
-                    pieces.append(block[full * seq_len:].reshape(-1, 1))               # the tail
-                for x in pieces:
-                    x = x.astype(np.int64)
-                    logits = model.fill_logits(x)
-                    loss = ops.cross_entropy(logits.reshape(-1, model.vocab_size), x.reshape(-1))
-                    total += float(loss.item()) * x.size
-                    count += x.size
+            grid, tail = fill_in_windows(ids, seq_len, max_chars)
+            pieces = [grid[b:b + batch_size].T for b in range(0, len(grid), batch_size)]   # (T, rows)
+            for x in pieces + ([tail.reshape(-1, 1)] if tail is not None else []):
+                logits = model.fill_logits(x)
+                loss = ops.cross_entropy(logits.reshape(-1, model.vocab_size), x.reshape(-1))
+                total += float(loss.item()) * x.size
+                count += x.size
         else:
-            if n < 2:
+            if len(ids) < 2:
                 return float("nan"), 0
-            streams = max(1, min(batch_size, (n - 1) // seq_len))
-            seg = (n - 1) // streams                       # targets per stream
-            rows = np.stack([ids[b * seg: b * seg + seg + 1] for b in range(streams)], axis=1).astype(np.int64)
+            rows = stream_rows(ids, batch_size, seq_len, max_chars)
             state = None
-            for t0 in range(0, seg, seq_len):
+            for t0 in range(0, len(rows) - 1, seq_len):
                 x = rows[t0:t0 + seq_len + 1]
                 logits, state = model(x[:-1], state)
                 loss = ops.cross_entropy(logits.reshape(-1, model.vocab_size), x[1:].reshape(-1))

@@ -55,7 +55,8 @@ class TrainConfig(LoopConfig):
     seq_len: int = 64
     val_frac: float = 0.1
     encoding_errors: str = "strict"
-    eval_chars: int = 32768            # validation characters scored at each periodic evaluation
+    eval_chars: int = 32768            # validation characters scored at each periodic evaluation, spread
+                                       # over the held-out text (generate.stream_rows); `tinyrnn eval`: all
     allow_changed_data: bool = False   # resume even when the corpus's bytes differ from the saved run's
 
     DEFAULT_STEPS: ClassVar[int] = DEFAULT_STEPS

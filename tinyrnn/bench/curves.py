@@ -6,8 +6,9 @@
 2. The same model in PyTorch (``nn.Embedding`` -> ``nn.LSTM``/``nn.GRU`` -> ``nn.Linear``), trained
    the same way for the same seconds: the same batches (``tinyrnn.data.StreamBatches`` over the same
    split, state carried across windows), Adam, linear warm-up then a cosine to lr * FINAL_LR (0) whose end is
-   refitted to the budget from the measured step rate, gradient clipping, and an evaluation of the
-   first ``--eval-chars`` held-out characters every E steps (inside the clock, as in tinyrnn).
+   refitted to the budget from the measured step rate, gradient clipping, and an evaluation of
+   the held-out characters tinyrnn's trainer scores (``TrainConfig.eval_chars`` of them, spread over
+   the held-out part: ``tinyrnn.generate.stream_rows``) every E steps, inside the clock as in tinyrnn.
 3. Both final models scored on the *whole* held-out part the way ``tinyrnn eval`` scores it (16
    streams, windows of 256, state carried): tinyrnn by ``tinyrnn eval`` itself.
 
@@ -39,7 +40,6 @@ def _parse(argv):
     p.add_argument("--time-limit", type=float, default=180.0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--eval-chars", type=int, default=32768)
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--cell", default="lstm", choices=["lstm", "gru"])
     p.add_argument("--layers", type=int, default=2)
@@ -87,17 +87,17 @@ def torch_model(args, vocab_size):
                                     head=torch.nn.Linear(args.hidden, vocab_size)))
 
 
-def torch_bpc(model, ids, streams=16, seq_len=256):
-    """Bits/char of a unidirectional model on ids, scored as ``tinyrnn.generate.evaluate`` scores it."""
-    import numpy as np
+def torch_bpc(model, ids, streams=16, seq_len=256, max_chars=None):
+    """Bits/char of a unidirectional model on ids (with ``max_chars``: on a sample spread over them),
+    scored as ``tinyrnn.generate.evaluate`` scores it."""
     import torch
 
-    streams = max(1, min(streams, (len(ids) - 1) // seq_len))
-    seg = (len(ids) - 1) // streams
-    rows = torch.from_numpy(np.stack([ids[b * seg: b * seg + seg + 1] for b in range(streams)], axis=1).astype(np.int64))
+    from tinyrnn.generate import stream_rows
+
+    rows = torch.from_numpy(stream_rows(ids, streams, seq_len, max_chars))
     total, count, state = 0.0, 0, None
     with torch.no_grad():
-        for t0 in range(0, seg, seq_len):
+        for t0 in range(0, len(rows) - 1, seq_len):
             x = rows[t0:t0 + seq_len + 1]
             out, state = model["rnn"](model["embed"](x[:-1]), state)
             logits = model["head"](out)
@@ -150,7 +150,8 @@ def run_torch(args, train_ids, val_ids, vocab_size):
             horizon = max(step + 1, args.warmup + 1, step + int((args.time_limit - elapsed) * step / elapsed))
         done = elapsed >= args.time_limit
         if step % args.eval_every == 0 or done:
-            curve.append((time.perf_counter() - start, step, torch_bpc(model, val_ids[:args.eval_chars])))
+            sampled = torch_bpc(model, val_ids, max_chars=TrainConfig.eval_chars)
+            curve.append((time.perf_counter() - start, step, sampled))
         if done:
             return curve, torch_bpc(model, val_ids)
 
@@ -212,7 +213,8 @@ def main(argv=None):
               f"PyTorch (final {theirs_final:.3f})": ("#1f77b4", [(t, b) for t, _, b in theirs])}
     title = args.title or f"{name}: {model}, {args.time_limit:g} s on {args.threads} threads"
     with open(args.out + ".svg", "w", encoding="utf-8") as f:
-        f.write(svg_chart(series, title, "seconds", f"held-out bits/char (first {args.eval_chars} chars)"))
+        ylabel = f"held-out bits/char ({TrainConfig.eval_chars} chars spread over it)"
+        f.write(svg_chart(series, title, "seconds", ylabel))
     return result
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -194,7 +195,7 @@ def test_time_limit_fits_the_schedule_to_the_budget(tmp_path, corpus):
 def test_time_limit_alone_trains_the_budget_settings(tmp_path, corpus):
     """`train CORPUS --time-limit S` with no model or window option trains BUDGET_DEFAULTS (a GRU 2x384
     on windows of 96 at lr 5e-3), says so in one line, and names the run after that cell."""
-    from tinyrnn.train import BUDGET_DEFAULTS
+    from tinyrnn.train import BUDGET_DEFAULTS, BUDGET_DROPOUT_PASSES, TrainConfig, budget_passes
 
     out = tmp_path / "run"
     r = ok("train", corpus, "--time-limit", "1", "--eval-every", "4", "--quiet", "--out", out)
@@ -205,6 +206,11 @@ def test_time_limit_alone_trains_the_budget_settings(tmp_path, corpus):
     assert saved["embed"] == 64 and saved["batch_size"] == 32 and meta["step"] > 0
     budget_lines = [line for line in r.stderr.splitlines() if "budget" in line]
     assert len(budget_lines) == 1 and "GRU 2x384" in budget_lines[0] and "--cell" in budget_lines[0], r.stderr
+    # a second of the budget GRU's 20K chars/s reads this 2.5 KB text 9 times over: it adds dropout
+    assert budget_passes(TrainConfig(corpus=corpus, time_limit=1.0)) >= BUDGET_DROPOUT_PASSES
+    assert saved["dropout"] == 0.2 and meta["model"]["dropout"] == 0.2
+    assert re.search(r"dropout 0.2 \(it will read the text about \d+ times; --dropout 0 for none\)",
+                     budget_lines[0]), budget_lines[0]
 
 
 @pytest.mark.parametrize("option", ["cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr", "batch_size",
@@ -220,6 +226,32 @@ def test_any_model_or_window_option_keeps_a_budget_on_the_plain_defaults(option)
     chosen = budget_defaults(cfg, {"threads", "seed", "clip", "warmup", "val_frac", "dropout"})
     assert (chosen.cell, chosen.hidden, chosen.seq_len, chosen.lr) == ("gru", 384, 96, 5e-3)
     assert (chosen.layers, chosen.embed, chosen.batch_size, chosen.time_limit, chosen.dropout) == (2, 64, 32, 60.0, 0.2)
+
+
+def test_a_budget_that_reads_its_text_many_times_adds_dropout(tmp_path):
+    """Foreseen passes = seconds x BUDGET_CHARS_PER_S / (bytes x (1 - val_frac)): dropout 0.2 from 8 passes
+    (measured: it costs bits/char at 4-6 passes and gains at 12), unless the user set --dropout (0 too)."""
+    from tinyrnn.train import (BUDGET_CHARS_PER_S, BUDGET_DROPOUT_PASSES, TrainConfig, budget_defaults,
+                               budget_passes, describe_budget_defaults)
+
+    path = tmp_path / "text.txt"
+    path.write_bytes(b"ab\n" * 3000)                             # 9000 bytes, 8100 of them for training
+    seconds_per_pass = 8100 / BUDGET_CHARS_PER_S
+    for passes, dropout in ((4, 0.0), (BUDGET_DROPOUT_PASSES - 0.01, 0.0), (BUDGET_DROPOUT_PASSES, 0.2), (12, 0.2)):
+        cfg = TrainConfig(corpus=str(path), time_limit=passes * seconds_per_pass)
+        assert budget_passes(cfg) == pytest.approx(passes)
+        chosen = budget_defaults(cfg, {"seed"})
+        assert (chosen.cell, chosen.dropout) == ("gru", dropout), passes
+        assert ("dropout" in describe_budget_defaults(chosen, {"seed"})) == bool(dropout)
+        for mine in (0.0, 0.1):                                   # the user's --dropout, 0 included, stands
+            assert budget_defaults(replace(cfg, dropout=mine), {"dropout"}).dropout == mine
+    cfg = TrainConfig(corpus=str(path), time_limit=12 * seconds_per_pass, val_frac=0.5)   # 4500 to train on
+    assert budget_passes(cfg) == pytest.approx(12 * 8100 / 4500)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for unknown in (str(fifo), str(tmp_path / "missing.txt")):    # no size beforehand: no dropout
+        cfg = TrainConfig(corpus=unknown, time_limit=600.0)
+        assert budget_passes(cfg) == 0.0 and budget_defaults(cfg, set()).dropout == 0.0
 
 
 def test_budget_defaults_leave_resumed_unbudgeted_and_gpu_runs_alone():

@@ -24,6 +24,7 @@ whose bytes differ stops, unless ``allow_changed_data`` (``--allow-changed-data`
 """
 import math
 import os
+import stat
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -93,27 +94,54 @@ class TrainConfig(LoopConfig):
 # same settings scored 2.069 on an Intel VM and 2.083 on a Zen 5 VM; on EWT's running text they are
 # level with the LSTM (2.095 against 2.094, means of 2 and 3 runs). A GRU goes ~30% further per second
 # than an LSTM of the same width, and windows of 96 beat 64 for it (32: 0.13 bits/char worse).
-# Dropout is left to the user: it cost 0.056 bits/char at 180 s and gained 0.025 at 600 s, where the
-# run passes over the text 12 times.
 BUDGET_DEFAULTS = {"cell": "gru", "hidden": 384, "seq_len": 96, "lr": 5e-3}
 # the options that make a run the user's own design: any of them set, a budget keeps the plain defaults
 # (--dropout is not one: it regularises whichever model trains)
 BUDGET_CHOICES = ("cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr", "batch_size", "seq_len",
                   "steps", "epochs")
+# A budget that will read its training text many times overfits without dropout. Dropout 0.2's gain
+# against none, by passes over the text (Zen 4 VM, BENCHMARKS.md): tinyshakespeare (1.0 M training
+# characters) -0.056 bits/char at 3.4 passes, -0.015 at 5.8, +0.025 at 12; its first 297K characters
+# -0.034 at 3.9 and +0.11 at 12; EWT's first 297K +0.10 at 12. The passes are foreseen from the budget
+# GRU's speed on 2 cores: on a faster machine a run reads its text more often than foreseen.
+BUDGET_DROPOUT, BUDGET_DROPOUT_PASSES, BUDGET_CHARS_PER_S = 0.2, 8.0, 20_000
+
+
+def budget_passes(cfg):
+    """How many times a budget run is foreseen to read its training text: ``time_limit`` seconds at
+    BUDGET_CHARS_PER_S over the corpus's training part (its size in bytes, less ``val_frac``). 0 when
+    the size is not known beforehand (a pipe; a missing file, whose error comes when it is read)."""
+    try:
+        st = os.stat(corpus_path(cfg))
+    except OSError:
+        return 0.0
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return 0.0
+    return cfg.time_limit * BUDGET_CHARS_PER_S / max(1.0, st.st_size * (1.0 - cfg.val_frac))
 
 
 def budget_defaults(cfg, explicit, resume=False):
     """``cfg`` with BUDGET_DEFAULTS in place of the plain defaults when it is a run on a time budget
     alone: ``time_limit`` set, on the CPU, no option of BUDGET_CHOICES among ``explicit`` (the
-    names the user set), not resuming (a resumed run keeps its own model). Else ``cfg`` itself."""
+    names the user set), not resuming (a resumed run keeps its own model). Such a run also takes
+    BUDGET_DROPOUT when it is foreseen to read its text BUDGET_DROPOUT_PASSES times or more and
+    ``dropout`` is not among ``explicit``. Else ``cfg`` itself."""
     if resume or not cfg.time_limit or cfg.device != "cpu" or set(explicit) & set(BUDGET_CHOICES):
         return cfg
-    return replace(cfg, **BUDGET_DEFAULTS)
+    settings = dict(BUDGET_DEFAULTS)
+    if "dropout" not in explicit and budget_passes(cfg) >= BUDGET_DROPOUT_PASSES:
+        settings["dropout"] = BUDGET_DROPOUT
+    return replace(cfg, **settings)
 
 
-def describe_budget_defaults(cfg):
+def describe_budget_defaults(cfg, explicit=()):
     """The line a budget run starts with: which settings it took, and how to choose others."""
-    dropout = f", dropout {cfg.dropout:g}" if cfg.dropout else ""
+    dropout = ""
+    if cfg.dropout and "dropout" not in explicit:
+        dropout = (f", dropout {cfg.dropout:g} (it will read the text about {budget_passes(cfg):.0f} times; "
+                   "--dropout 0 for none)")
+    elif cfg.dropout:
+        dropout = f", dropout {cfg.dropout:g}"
     return (f"a {cfg.time_limit:g} s budget: training a {cfg.cell.upper()} {cfg.layers}x{cfg.hidden} on windows "
             f"of {cfg.seq_len} at lr {cfg.lr:g}{dropout}, the settings measured best for a few minutes on 2 cores "
             "(set --cell, --hidden, --seq-len, --lr or another model option to choose your own)")
@@ -289,7 +317,7 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
     trainer = Trainer(CharTask, chosen, out=out, resume=resume, explicit=explicit,
                       progress=progress, log=log, default_out=default_out_dir)
     if chosen is not cfg:
-        trainer.log(describe_budget_defaults(chosen))
+        trainer.log(describe_budget_defaults(chosen, explicit))
     summary = trainer.run()
     summary.update(train_bpc=summary["train_loss"], fill_in=trainer.cfg.bidir)
     return summary

@@ -102,7 +102,7 @@ BUDGET_CHOICES = ("cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr
 # A budget that will read its training text many times overfits without dropout. Dropout 0.2's gain
 # against none, by passes over the text (Zen 4 VM, BENCHMARKS.md): tinyshakespeare (1.0 M training
 # characters) -0.056 bits/char at 3.4 passes, -0.015 at 5.8, +0.025 at 12; its first 297K characters
-# -0.034 at 3.9 and +0.11 at 12; EWT's first 297K +0.10 at 12. The passes are foreseen from the budget
+# -0.034 at 3.9, +0.029 at 8.2, +0.11 at 12; EWT's first 297K -0.058 at 4.2, +0.10 at 12. The passes are foreseen from the budget
 # GRU's speed on 2 cores: on a faster machine a run reads its text more often than foreseen.
 BUDGET_DROPOUT, BUDGET_DROPOUT_PASSES, BUDGET_CHARS_PER_S = 0.2, 8.0, 20_000
 

@@ -99,12 +99,14 @@ BUDGET_DEFAULTS = {"cell": "gru", "hidden": 384, "seq_len": 96, "lr": 5e-3}
 # (--dropout is not one: it regularises whichever model trains)
 BUDGET_CHOICES = ("cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr", "batch_size", "seq_len",
                   "steps", "epochs")
-# A budget that will read its training text many times overfits without dropout. Dropout 0.2's gain
-# against none, by passes over the text (Zen 4 VM, BENCHMARKS.md): tinyshakespeare (1.0 M training
-# characters) -0.056 bits/char at 3.4 passes, -0.015 at 5.8, +0.025 at 12; its first 297K characters
-# -0.034 at 3.9, +0.029 at 8.2, +0.11 at 12; EWT's first 297K -0.058 at 4.2, +0.10 at 12. The passes are foreseen from the budget
-# GRU's speed on 2 cores: on a faster machine a run reads its text more often than foreseen.
-BUDGET_DROPOUT, BUDGET_DROPOUT_PASSES, BUDGET_CHARS_PER_S = 0.2, 8.0, 20_000
+# A budget that would read its training text more than 8 times overfits: such a run stops after 8 passes
+# and trains with dropout 0.2. By passes over the text (Zen 4 VM, BENCHMARKS.md), dropout 0.2 against
+# none: tinyshakespeare (1.0 M training characters) -0.056 bits/char at 3.4 passes, -0.015 at 5.8,
+# +0.002 at 7.5, +0.025 at 12; its first 297K characters -0.034 at 3.9, +0.029 at 8.2, +0.11 at 12; EWT's
+# first 297K -0.058 at 4.2, +0.10 at 12. With dropout 0.2, 7-8 passes beat 10-12 on all three (by 0.005,
+# 0.033, 0.017). The passes are foreseen from the budget GRU's speed on 2 cores: a faster machine reads the
+# text more often than foreseen, and may pass 8 in a run given no cap.
+BUDGET_DROPOUT, BUDGET_PASSES, BUDGET_CHARS_PER_S = 0.2, 8.0, 20_000
 
 
 def budget_passes(cfg):
@@ -123,28 +125,29 @@ def budget_passes(cfg):
 def budget_defaults(cfg, explicit, resume=False):
     """``cfg`` with BUDGET_DEFAULTS in place of the plain defaults when it is a run on a time budget
     alone: ``time_limit`` set, on the CPU, no option of BUDGET_CHOICES among ``explicit`` (the
-    names the user set), not resuming (a resumed run keeps its own model). Such a run also takes
-    BUDGET_DROPOUT when it is foreseen to read its text BUDGET_DROPOUT_PASSES times or more and
-    ``dropout`` is not among ``explicit``. Else ``cfg`` itself."""
+    names the user set), not resuming (a resumed run keeps its own model). When such a run is
+    foreseen to read its text BUDGET_PASSES times or more, it stops after BUDGET_PASSES epochs and
+    takes BUDGET_DROPOUT unless ``dropout`` is among ``explicit``. Else ``cfg`` itself."""
     if resume or not cfg.time_limit or cfg.device != "cpu" or set(explicit) & set(BUDGET_CHOICES):
         return cfg
     settings = dict(BUDGET_DEFAULTS)
-    if "dropout" not in explicit and budget_passes(cfg) >= BUDGET_DROPOUT_PASSES:
-        settings["dropout"] = BUDGET_DROPOUT
+    if budget_passes(cfg) >= BUDGET_PASSES:
+        settings["epochs"] = BUDGET_PASSES
+        if "dropout" not in explicit:
+            settings["dropout"] = BUDGET_DROPOUT
     return replace(cfg, **settings)
 
 
-def describe_budget_defaults(cfg, explicit=()):
+def describe_budget_defaults(cfg):
     """The line a budget run starts with: which settings it took, and how to choose others."""
-    dropout = ""
-    if cfg.dropout and "dropout" not in explicit:
-        dropout = (f", dropout {cfg.dropout:g} (it will read the text about {budget_passes(cfg):.0f} times; "
-                   "--dropout 0 for none)")
-    elif cfg.dropout:
-        dropout = f", dropout {cfg.dropout:g}"
+    dropout = f" with dropout {cfg.dropout:g}" if cfg.dropout else ""
+    stop = ""
+    if cfg.epochs:
+        stop = (f", stopping after {cfg.epochs:g} passes over the text ({cfg.time_limit:g} s would read it about "
+                f"{budget_passes(cfg):.0f} times on 2 cores; more passes overfit)")
     return (f"a {cfg.time_limit:g} s budget: training a {cfg.cell.upper()} {cfg.layers}x{cfg.hidden} on windows "
-            f"of {cfg.seq_len} at lr {cfg.lr:g}{dropout}, the settings measured best for a few minutes on 2 cores "
-            "(set --cell, --hidden, --seq-len, --lr or another model option to choose your own)")
+            f"of {cfg.seq_len} at lr {cfg.lr:g}{dropout}{stop}, the settings measured best for a few minutes on "
+            "2 cores (set --cell, --hidden, --seq-len, --lr, --dropout, --epochs or another option to choose your own)")
 
 
 def corpus_path(cfg):
@@ -317,7 +320,7 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
     trainer = Trainer(CharTask, chosen, out=out, resume=resume, explicit=explicit,
                       progress=progress, log=log, default_out=default_out_dir)
     if chosen is not cfg:
-        trainer.log(describe_budget_defaults(chosen, explicit))
+        trainer.log(describe_budget_defaults(chosen))
     summary = trainer.run()
     summary.update(train_bpc=summary["train_loss"], fill_in=trainer.cfg.bidir)
     return summary

@@ -147,7 +147,8 @@ def describe_budget_defaults(cfg):
                 f"{budget_passes(cfg):.0f} times on 2 cores; more passes overfit)")
     return (f"a {cfg.time_limit:g} s budget: training a {cfg.cell.upper()} {cfg.layers}x{cfg.hidden} on windows "
             f"of {cfg.seq_len} at lr {cfg.lr:g}{dropout}{stop}, the settings measured best for a few minutes on "
-            "2 cores (set --cell, --hidden, --seq-len, --lr, --dropout, --epochs or another option to choose your own)")
+            "2 cores (set --cell, --hidden, --seq-len, --lr, --dropout, --epochs or another model option to "
+            "choose your own)")
 
 
 def corpus_path(cfg):

@@ -482,7 +482,8 @@ def corruptions(meta):
     keys = [(k,) for k in meta if k not in ("format", "version", "weights", "note")]
     keys += [("train_config", k) for k in meta["train_config"]]
     keys += [("optimizer", k) for k in meta["optimizer"]] + [("schedule", "t"), ("model", "vocab_size"),
-                                                              ("model", "hidden"), ("metrics", "best")]
+                                                              ("model", "hidden"), ("metrics", "best"),
+                                                              ("metrics", "best", "scored_on")]
     for path in keys:
         original = meta
         for key in path:
@@ -532,6 +533,7 @@ def test_every_corrupted_field_is_one_line_and_changes_nothing(tmp_path, corpus)
                "train_config.log_every huge", "train_config.save_every huge", "train_config.eval_chars huge",
                "train_config.time_limit huge", "train_config.steps huge", "train_config.epochs huge",
                "train_config.threads huge", "metrics.best missing", "train_config.clip huge",
+               "metrics.best.scored_on missing",      # saved before the scoring was recorded
                "train_config.lr huge", "family missing",    # a checkpoint without a family is an old char model
                "processes missing"}     # nor one without a process count: it was trained on one process
     assert set(accepted) <= allowed, sorted(set(accepted) - allowed)

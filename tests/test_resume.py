@@ -162,3 +162,92 @@ def test_resume_after_sigint_to_a_subprocess(tmp_path, corpus):
         first = (stopped // log_every + 1) * log_every
         straight_rows = [r for r in straight_rows if not ("loss_bpc" in r and r["step"] == first)]
     assert rows == straight_rows
+
+
+# ----------------------------------------------------------------------------- a best scored otherwise
+
+def _tiny_config(corpus, steps, eval_chars=96):
+    from tinyrnn.train import TrainConfig
+
+    return TrainConfig(corpus=corpus, hidden=16, layers=1, embed=8, batch_size=4, seq_len=16, steps=steps,
+                       eval_every=10, save_every=1000, warmup=4, eval_chars=eval_chars)
+
+
+def _set_best(run_dir, change):
+    """Hand-edit ``metrics.best`` in both checkpoints, as an older tinyrnn would have saved it."""
+    for name in ("last", "best"):
+        meta, arrays = checkpoint.load(os.path.join(run_dir, name))
+        change(meta["metrics"]["best"])
+        meta.pop("format"), meta.pop("version")
+        checkpoint.save(os.path.join(run_dir, name), arrays, meta)
+
+
+def _best_score(run_dir, eval_chars):
+    """val bits/char of the ``best`` checkpoint on the sample the trainer scores."""
+    import math
+
+    from tinyrnn.data import load_corpus
+    from tinyrnn.generate import evaluate
+
+    model, _, meta = checkpoint.load_model(os.path.join(run_dir, "best"))
+    val_ids = load_corpus(meta["data"]["corpus"]).split(0.1)[1]
+    return evaluate(model, val_ids, batch_size=16, seq_len=16, max_chars=eval_chars)[0] / math.log(2)
+
+
+def test_a_best_scored_on_the_old_prefix_is_rescored_when_the_run_resumes(tmp_path, corpus):
+    """A run saved before the trainer recorded how it scores (its best scored on the held-out text's
+    prefix, which reads low) must not keep that best forever: resuming scores it again."""
+    from tinyrnn.train import train
+
+    run_dir = str(tmp_path / "run")
+    train(_tiny_config(corpus, 20), out=run_dir, progress=False, log=lambda m: None)
+    saved = checkpoint.load(os.path.join(run_dir, "last"))[0]["metrics"]["best"]
+    assert saved["scored_on"].startswith("96 characters spread over the ")
+    old_step = saved["step"]
+
+    def old_prefix_score(best):
+        best.pop("scored_on")
+        best["val_bpc"] = 0.01                   # far below anything the model scores
+    _set_best(run_dir, old_prefix_score)
+    rescored = _best_score(run_dir, 96)
+    logs = []
+    summary = train(_tiny_config(corpus, 30), out=run_dir, resume=True, explicit=("steps",), progress=False,
+                    log=logs.append)
+    line = next(m for m in logs if "rescored" in m)
+    assert f"best (step {old_step}) rescored on 96 characters spread over the" in line
+    assert "it was val 0.010 bpc on the first 96 held-out characters" in line
+    final = [json.loads(r) for r in open(os.path.join(run_dir, "metrics.jsonl"))][-1]
+    want = min((rescored, old_step), (final["val_bpc"], 30))
+    assert summary["best"]["val_bpc"] == pytest.approx(want[0], abs=1e-5) and summary["best"]["step"] == want[1]
+    assert summary["best"]["val_bpc"] > 1.0
+    assert summary["best"]["scored_on"] == saved["scored_on"]
+    assert checkpoint.load(os.path.join(run_dir, "last"))[0]["metrics"]["best"] == summary["best"]
+
+
+def test_a_best_scored_as_now_is_kept_and_another_eval_chars_is_rescored(tmp_path, corpus):
+    from tinyrnn.train import train
+
+    run_dir = str(tmp_path / "run")
+    train(_tiny_config(corpus, 20), out=run_dir, progress=False, log=lambda m: None)
+    logs = []
+    train(_tiny_config(corpus, 21), out=run_dir, resume=True, explicit=("steps",), progress=False, log=logs.append)
+    assert not any("rescored" in m for m in logs)
+    train(_tiny_config(corpus, 22, eval_chars=48), out=run_dir, resume=True, explicit=("steps", "eval_chars"),
+          progress=False, log=logs.append)
+    assert any("rescored on 48 characters spread over the" in m and "on 96 characters spread" in m for m in logs)
+
+
+def test_an_unreadable_best_is_replaced_by_the_next_validation(tmp_path, corpus):
+    from tinyrnn.train import train
+
+    run_dir = str(tmp_path / "run")
+    train(_tiny_config(corpus, 20), out=run_dir, progress=False, log=lambda m: None)
+    _set_best(run_dir, lambda best: best.pop("scored_on"))
+    with open(os.path.join(run_dir, "best.npz"), "r+b") as f:
+        f.write(b"garbage" * 8)
+    logs = []
+    summary = train(_tiny_config(corpus, 30), out=run_dir, resume=True, explicit=("steps",), progress=False,
+                    log=logs.append)
+    assert any(m.startswith("warning: cannot rescore the best checkpoint (") for m in logs)
+    assert summary["best"]["step"] == 30
+    assert checkpoint.load(os.path.join(run_dir, "best"))[0]["step"] == 30

@@ -132,6 +132,8 @@ def _check_metrics(history, stem, metric):
         need(history, "best", lambda v: isinstance(v, dict), "an object", stem, "metrics.")
         need(best, metric, is_number, "a number", stem, "metrics.best.")
         need(best, "step", lambda v: is_int(v) and v >= 0, "an integer >= 0", stem, "metrics.best.")
+        if "scored_on" in best:                   # which held-out data (absent: saved before it was recorded)
+            need(best, "scored_on", lambda v: isinstance(v, str), "a string", stem, "metrics.best.")
 
 
 def check_arrays(model, arrays, stem):

@@ -134,6 +134,8 @@ class Task:
         batch(step) -> (batch, starts_epoch)   the batch number ``step`` (a pure function of seed, step)
         loss(batch, state) -> (loss, state)    a scalar Tensor (mean over units) and the carried state
         evaluate() -> float                    the held-out metric (``metric``)
+        scoring() -> str                       which held-out data ``evaluate`` scores, saved with the
+                                               best score (a resumed run rescores a best scored otherwise)
         units(batch) -> int                    characters / tokens in a batch (for rates)
         checkpoint_meta() -> dict              what rebuilds the model: {"model": config, "vocab": ...}
         describe(value, best) -> str           the metric for the final line, e.g. "val 1.23 bits/char"
@@ -157,6 +159,13 @@ class Task:
 
     def check_checkpoint(self, meta, arrays, stem):
         """Called before a resumed run is restored: raise TinyRNNError when it does not fit the task."""
+
+    def scoring(self):
+        return "all the held-out data"
+
+    def saved_scoring(self, best):
+        """How a saved best score was scored (runs saved before tinyrnn recorded it: the task says)."""
+        return best.get("scored_on", self.scoring())
 
     def uniform_loss(self):
         return None
@@ -434,6 +443,8 @@ class Trainer:
             self._restore(saved, arrays)
         self.model.train()
         self._prepare_directory()          # the first change to the run directory
+        if self.resume and self.best is not None:
+            self._rescore_best()
 
     def _set_threads(self, cfg):
         threads = self.world.threads(cfg.threads)     # MPI hook: cores / local ranks unless --threads
@@ -607,10 +618,45 @@ class Trainer:
         self.history[metric] = value
         if self.best is None or (value > self.best[metric] if self.task.higher_is_better
                                  else value < self.best[metric]):
-            self.best = {metric: value, "step": self.step}
+            self.best = {metric: value, "step": self.step, "scored_on": self.task.scoring()}
             self.history["best"] = self.best
             self.save("best")
         return value
+
+    def _rescore_best(self):
+        """A resumed run's best score, when it was scored on other held-out data than ``evaluate``
+        scores now (an older tinyrnn, or another ``eval_chars``): score the ``best`` checkpoint again,
+        so that the run's validations compare like with like. Nothing is written here: the next save
+        carries the new score. A ``best`` that cannot be read is left for the next validation to replace."""
+        task, metric, old = self.task, self.task.metric, self.best
+        old_scoring, scoring = task.saved_scoring(old), task.scoring()
+        if old_scoring == scoring or not task.has_eval:
+            return
+        value = self.world.from_root(self._score_saved_best)     # MPI hook: rank 0 reads and scores it
+        if not math.isfinite(value):
+            self.best = None
+            self.history.pop("best", None)
+            return
+        self.best = self.history["best"] = {metric: value, "step": old["step"], "scored_on": scoring}
+        self.log(f"best (step {old['step']}) rescored on {scoring}: {task.short_metric.format(value)} "
+                 f"(it was {task.short_metric.format(old[metric])} on {old_scoring})")
+
+    def _score_saved_best(self):
+        """The metric of the ``best`` checkpoint's weights (the model's own put back after), or NaN
+        with a warning when it cannot be read."""
+        stem = self._path("best")
+        try:
+            weights = checkpoint.model_arrays(checkpoint.load(stem)[1])
+            runcheck.check_arrays(self.model, weights, stem)
+        except TinyRNNError as e:
+            self.log(f"warning: cannot rescore the best checkpoint ({e}); the next validation sets a new best")
+            return float("nan")
+        trained = self.model.state_dict()
+        self.model.load_state_dict(weights)
+        try:
+            return self.task.evaluate()
+        finally:
+            self.model.load_state_dict(trained)
 
     def save(self, name):
         """Write the ``name`` checkpoint (``last`` or ``best``) of the run as it is now (a second signal

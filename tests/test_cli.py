@@ -340,6 +340,19 @@ def test_existing_run_and_resume_conflicts(tmp_path, corpus):
     fails(["train", "--resume"], "--resume needs --out")
 
 
+def test_resuming_a_finished_run_says_how_to_train_further(tmp_path, corpus):
+    """A run stopped by its --epochs (as a budget run on a small text is) gains nothing from a new
+    --time-limit: the resume says so, and a larger --epochs continues it."""
+    out = tmp_path / "run"
+    ok("train", corpus, *TINY, "--epochs", "1", "--out", out)
+    step = checkpoint.load(out / "last")[0]["step"]
+    r = ok("train", "--resume", "--out", out, "--time-limit", "30", "--quiet")
+    assert f"note: the run has already trained its {step} steps (--epochs 1); give a larger --epochs" in r.stderr
+    assert checkpoint.load(out / "last")[0]["step"] == step
+    r = ok("train", "--resume", "--out", out, "--epochs", "2", "--quiet")
+    assert "already trained" not in r.stderr and checkpoint.load(out / "last")[0]["step"] == 2 * step
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus):
     out = tmp_path / "run"
     line = fails(["train", corpus, *TINY, "--optimizer", "sgd", "--lr", "1e38", "--clip", "0", "--warmup", "0",

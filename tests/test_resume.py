@@ -237,6 +237,22 @@ def test_a_best_scored_as_now_is_kept_and_another_eval_chars_is_rescored(tmp_pat
     assert any("rescored on 48 characters spread over the" in m and "on 96 characters spread" in m for m in logs)
 
 
+def test_an_unmarked_best_that_scores_the_same_again_is_marked_quietly(tmp_path, corpus):
+    """Runs saved between the spread sample (83547e8) and its marker: rescoring finds their own score."""
+    from tinyrnn.train import train
+
+    run_dir = str(tmp_path / "run")
+    train(_tiny_config(corpus, 20), out=run_dir, progress=False, log=lambda m: None)
+    before = checkpoint.load(os.path.join(run_dir, "last"))[0]["metrics"]["best"]
+    _set_best(run_dir, lambda best: best.pop("scored_on"))
+    logs = []
+    summary = train(_tiny_config(corpus, 20), out=run_dir, resume=True, progress=False, log=logs.append)
+    assert not any("rescored" in m for m in logs)
+    assert summary["best"] == before == checkpoint.load(os.path.join(run_dir, "last"))[0]["metrics"]["best"]
+    assert any(m == "note: the run has already trained its 20 steps (--steps 20); give a larger --steps to train "
+                    "it further" for m in logs)
+
+
 def test_an_unreadable_best_is_replaced_by_the_next_validation(tmp_path, corpus):
     from tinyrnn.train import train
 

@@ -445,6 +445,10 @@ class Trainer:
         self._prepare_directory()          # the first change to the run directory
         if self.resume and self.best is not None:
             self._rescore_best()
+        if self.resume and self.total == self.step:     # a finished run: at most its final evaluation is left
+            length = f"--steps {cfg.steps}" if cfg.steps else f"--epochs {cfg.epochs:g}"
+            self.log(f"note: the run has already trained its {self.total} steps ({length}); give a larger "
+                     f"{length.split()[0]} to train it further")
 
     def _set_threads(self, cfg):
         threads = self.world.threads(cfg.threads)     # MPI hook: cores / local ranks unless --threads
@@ -638,6 +642,8 @@ class Trainer:
             self.history.pop("best", None)
             return
         self.best = self.history["best"] = {metric: value, "step": old["step"], "scored_on": scoring}
+        if abs(value - old[metric]) <= 1e-6 * max(1.0, abs(old[metric])):
+            return                                   # it was scored this way after all (saved unmarked)
         self.log(f"best (step {old['step']}) rescored on {scoring}: {task.short_metric.format(value)} "
                  f"(it was {task.short_metric.format(old[metric])} on {old_scoring})")
 

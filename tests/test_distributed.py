@@ -210,6 +210,31 @@ def test_time_limit_stops_every_rank_at_the_same_step(tmp_path, corpus):
 
 
 @needs_mpi
+def test_a_time_limit_run_keeps_one_schedule_on_every_rank(tmp_path, corpus):
+    """The budget's schedule follows rank 0's clock: a rank that started half a second later (its
+    own clock would leave it more steps) keeps the same learning rate, and so the same weights."""
+    code = ("import sys, time, zlib\n"
+            "from tinyrnn import distributed\n"
+            "from tinyrnn.train import CharTask, TrainConfig\n"
+            "from tinyrnn.trainer import Trainer\n"
+            "w = distributed.world()\n"
+            "cfg = TrainConfig(corpus=sys.argv[1], hidden=16, layers=1, embed=8, batch_size=4, seq_len=16,\n"
+            "                  time_limit=3.0, log_every=5, eval_every=10**6, save_every=10**6, threads=1)\n"
+            "t = Trainer(CharTask, cfg, out=sys.argv[2], progress=False)\n"
+            "t.setup()\n"
+            "time.sleep(0.5 * w.rank)\n"
+            "t._loop()\n"
+            "weights = b''.join(v.tobytes() for _, v in sorted(t.model.state_dict().items()))\n"
+            "row = (t.step, repr(t.opt.lr), zlib.crc32(weights))\n"
+            "open(f'{sys.argv[3]}/{w.rank}', 'w').write(' '.join(map(str, row)))\n")
+    r = subprocess.run(mpirun(2) + [sys.executable, "-c", code, corpus, str(tmp_path / "run"), str(tmp_path)],
+                       env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [(tmp_path / str(rank)).read_text() for rank in (0, 1)]
+    assert rows[0] == rows[1], rows
+
+
+@needs_mpi
 def test_ctrl_c_on_mpiexec_saves_and_stops_every_rank(tmp_path, corpus):
     out = tmp_path / "run"
     cmd = mpirun(2) + [sys.executable, "-m", CLI_MODULE, "train", corpus, *TINY, "--batch-size", 4,

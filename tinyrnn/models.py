@@ -59,6 +59,14 @@ class CharRNN(nn.Module):
         model.load_state_dict(model_arrays(arrays))
         return model, Vocab(meta["vocab"])
 
+    def set_dropout(self, p):
+        """Change the dropout probability (between layers and before the head) of a built model."""
+        if not 0.0 <= p < 1.0:
+            raise TinyRNNError(f"dropout must be in [0, 1), got {p}")
+        self.dropout_p = self.rnn.dropout = self.drop.p = float(p)
+        if self.bidir:
+            self.rnn_backward.dropout = self.dropout_p
+
     def config(self):
         return dict(vocab_size=self.vocab_size, cell=self.cell, hidden=self.hidden, layers=self.layers,
                     embed=self.embed_dim, dropout=self.dropout_p, bidir=self.bidir)

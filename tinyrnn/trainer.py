@@ -47,7 +47,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import ClassVar
 
 import numpy as np
@@ -402,8 +402,9 @@ class Trainer:
     """
 
     def __init__(self, task_class, cfg, out=None, resume=False, explicit=(), progress=True, log=None,
-                 default_out=None):
+                 default_out=None, on_pace=None):
         self.task_class, self.cfg, self.out, self.resume = task_class, cfg, out, resume
+        self.on_pace = on_pace      # a --time-limit run's rule, once its pace is measured (see _fit_to_budget)
         self.explicit, self.progress = explicit, progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.default_out = default_out
@@ -431,9 +432,7 @@ class Trainer:
         use_device(cfg.device)
         self.task = task = self.task_class(cfg, saved, self.log)
         self.world.check_task(task)                  # MPI hook: this rank's shard of every batch
-        self.total = cfg.steps or (math.ceil(cfg.epochs * task.steps_per_epoch) if cfg.epochs else None)
-        if self.total is None and not cfg.time_limit:
-            self.total = cfg.DEFAULT_STEPS
+        self.total = self._total_steps(cfg)
         if self.resume and self.total is not None and self.total < saved["step"]:
             raise TinyRNNError(f"the run in {self.out} is at step {saved['step']}, past the {self.total} steps asked "
                                f"for: give --steps {saved['step']} or more to continue it (nothing was changed)")
@@ -449,6 +448,21 @@ class Trainer:
             length = f"--steps {cfg.steps}" if cfg.steps else f"--epochs {cfg.epochs:g}"
             self.log(f"note: the run has already trained its {self.total} steps ({length}); give a larger "
                      f"{length.split()[0]} to train it further")
+
+    def _total_steps(self, cfg):
+        """The steps the run trains: --steps, --epochs, or the default (None: until the time limit)."""
+        total = cfg.steps or (math.ceil(cfg.epochs * self.task.steps_per_epoch) if cfg.epochs else None)
+        return cfg.DEFAULT_STEPS if total is None and not cfg.time_limit else total
+
+    def retarget(self, **changes):
+        """Change the running run's config (``on_pace``: e.g. ``epochs``): its total steps follow; the
+        next checkpoint saves the new config, which a resumed run then keeps."""
+        self.cfg = self.task.cfg = replace(self.cfg, **changes).validate()
+        self.total = self.bar.total = self._total_steps(self.cfg)
+
+    def say(self, message):
+        """A line for the user while the loop runs (above the progress bar on a terminal)."""
+        (self.bar.write if self.bar.tty else self.log)(message)
 
     def _set_threads(self, cfg):
         threads = self.world.threads(cfg.threads)     # MPI hook: cores / local ranks unless --threads
@@ -756,15 +770,27 @@ class Trainer:
         return self.summary(time.perf_counter() - self.t_start, window.total_units)
 
     def _fit_to_budget(self, elapsed):
-        """The schedule's horizon from this process's step rate (its first log window, which pays for
-        compiling the kernels, left out) and the seconds left (see ``fit_schedule_to_budget``)."""
+        """The schedule's horizon from the step rate (its first log window, which pays for compiling
+        the kernels, left out; under MPI rank 0's clock) and the seconds left (see
+        ``fit_schedule_to_budget``). The first time the pace is known, ``on_pace(trainer, steps)`` is
+        told how many steps the whole budget is foreseen to train, and may ``retarget`` the run."""
         if self._first_window is None:
             self._first_window = (self.step, elapsed)
             return
+        left = self.world.from_root(lambda: self._steps_left(elapsed))   # MPI: one clock, the same schedule
+        if math.isnan(left):
+            return
+        if self.on_pace is not None:
+            rule, self.on_pace = self.on_pace, None
+            rule(self, self.step + left)
+        fit_schedule_to_budget(self.sched, self.step, self.total, self.cfg.warmup, left)
+
+    def _steps_left(self, elapsed):
+        """The steps the seconds left allow at the pace since the first log window (NaN: unknown)."""
         steps, seconds = self.step - self._first_window[0], elapsed - self._first_window[1]
-        if steps > 0 and seconds > 0:
-            left = (self.cfg.time_limit - elapsed) * steps / seconds
-            fit_schedule_to_budget(self.sched, self.step, self.total, self.cfg.warmup, left)
+        if steps <= 0 or seconds <= 0:
+            return float("nan")
+        return (self.cfg.time_limit - elapsed) * steps / seconds
 
     def _finish(self):
         """The final evaluation (unless the last step just made one, or a signal asked to stop now) and

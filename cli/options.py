@@ -109,8 +109,8 @@ TRAIN_TIME_LIMIT_HELP = TIME_LIMIT_HELP + (
     " Given alone (no model option but --dropout, no --optimizer, --lr, --batch-size, --seq-len, --steps or "
     "--epochs), the run trains the settings measured best for a few minutes on 2 cores: --cell gru --hidden 384 "
     "--seq-len 96 --lr 0.005. When it would read the text 8 times or more (foreseen from the text's size at the "
-    "20K chars/s that GRU trains at on 2 cores, and checked again on the pace it measures in its first seconds), "
-    "it stops after 8 passes and adds --dropout 0.2: more passes overfit.")
+    "20K chars/s that GRU trains at on 2 cores, and decided again on the pace it measures in its first "
+    "seconds), it stops after 8 passes and adds --dropout 0.2: more passes overfit.")
 
 
 def announces_compiling(command):

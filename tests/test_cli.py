@@ -101,7 +101,8 @@ def test_cli_defaults_match_train_config():
     from tinyrnn.train import BUDGET_CHARS_PER_S, BUDGET_DROPOUT, BUDGET_PASSES
 
     assert (f"would read the text {BUDGET_PASSES:g} times or more (foreseen from the text's size at the "
-            f"{BUDGET_CHARS_PER_S // 1000}K chars/s that GRU trains at on 2 cores), it stops after {BUDGET_PASSES:g} "
+            f"{BUDGET_CHARS_PER_S // 1000}K chars/s that GRU trains at on 2 cores, and decided again on the pace it "
+            f"measures in its first seconds), it stops after {BUDGET_PASSES:g} "
             f"passes and adds --dropout {BUDGET_DROPOUT:g}" in climain.TRAIN_TIME_LIMIT_HELP)
     from tinyrnn.generate import WEIGHT_FORMATS
 

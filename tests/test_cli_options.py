@@ -271,20 +271,28 @@ def test_budget_defaults_leave_resumed_unbudgeted_and_gpu_runs_alone():
     assert inspect.signature(train).parameters["budget"].default is False
 
 
+@pytest.fixture
+def warm(tmp_path, corpus):
+    """The small LSTM's kernels compiled (a cold cache would spend the short time limits below)."""
+    from tinyrnn.train import TrainConfig, train
+
+    train(TrainConfig(corpus=corpus, hidden=16, layers=2, embed=8, batch_size=4, seq_len=16, steps=2, dropout=0.2),
+          out=str(tmp_path / "warm"), progress=False, log=lambda m: None)
+
+
 @pytest.mark.parametrize("user_dropout", [False, True])
-def test_a_budget_paced_past_8_passes_stops_after_8_with_dropout(tmp_path, corpus, user_dropout):
+def test_a_budget_paced_past_8_passes_stops_after_8_with_dropout(tmp_path, corpus, user_dropout, warm):
     """A machine faster than the 2 cores the foresight assumes: the run checks again on its measured
     pace and stops after 8 passes, with dropout from then on unless the user set it."""
-    from tinyrnn.train import BUDGET_DROPOUT, BUDGET_PASSES, TrainConfig, stop_after_passes, train
+    from tinyrnn.train import BUDGET_DROPOUT, BUDGET_PASSES, CharTask, TrainConfig, budget_pace_rule, train
     from tinyrnn.trainer import Trainer
-    from tinyrnn.train import CharTask
 
     out = tmp_path / "run"
     cfg = TrainConfig(corpus=corpus, hidden=16, layers=2, embed=8, batch_size=4, seq_len=16, time_limit=60.0,
                       log_every=10, eval_every=50, save_every=1000, warmup=4)
     logs = []
     trainer = Trainer(CharTask, cfg, out=str(out), progress=False, log=logs.append,
-                      on_pace=stop_after_passes(user_dropout))
+                      on_pace=budget_pace_rule(user_dropout))
     summary = trainer.run()
     per_epoch = trainer.task.steps_per_epoch
     assert summary["stopped"] == "done" and summary["step"] == math.ceil(BUDGET_PASSES * per_epoch) > 20
@@ -292,7 +300,7 @@ def test_a_budget_paced_past_8_passes_stops_after_8_with_dropout(tmp_path, corpu
     line = next(m for m in logs if m.startswith("at the pace measured, 60 s would read the text about"))
     dropout = 0.0 if user_dropout else BUDGET_DROPOUT
     assert f"stopping after {BUDGET_PASSES:g} passes" in line
-    assert (f"with dropout {BUDGET_DROPOUT:g} from step 20 on" in line) != user_dropout
+    assert (f", dropout {BUDGET_DROPOUT:g} from step 20 on" in line) != user_dropout
     meta = checkpoint.load(out / "last")[0]
     assert meta["train_config"]["epochs"] == BUDGET_PASSES and meta["train_config"]["dropout"] == dropout
     assert meta["model"]["dropout"] == dropout and trainer.model.drop.p == trainer.model.rnn.dropout == dropout
@@ -302,7 +310,7 @@ def test_a_budget_paced_past_8_passes_stops_after_8_with_dropout(tmp_path, corpu
     assert resumed["step"] == math.ceil((BUDGET_PASSES + 1) * per_epoch)
 
 
-def test_only_a_budget_run_not_capped_beforehand_checks_its_pace(tmp_path, corpus, monkeypatch):
+def test_only_a_new_budget_run_checks_its_pace(tmp_path, corpus, monkeypatch):
     from tinyrnn import train as train_module
     from tinyrnn.train import TrainConfig, train
 
@@ -320,7 +328,9 @@ def test_only_a_budget_run_not_capped_beforehand_checks_its_pace(tmp_path, corpu
     big = tmp_path / "big.txt"
     big.write_bytes(b"x" * 10_000_000)              # 180 s read it 0.4 times on 2 cores: no cap beforehand
     for cfg, resume, budget, checks in ((TrainConfig(corpus=str(big), time_limit=180.0), False, True, True),
-                                        (TrainConfig(corpus=corpus, time_limit=180.0), False, True, False),
+                                        (TrainConfig(corpus=corpus, time_limit=180.0), False, True, True),
+                                        (TrainConfig(corpus=corpus, time_limit=180.0, epochs=2), False, False,
+                                         False),
                                         (TrainConfig(corpus=str(big), time_limit=180.0), True, True, False),
                                         (TrainConfig(corpus=str(big), time_limit=180.0), False, False, False)):
         train(cfg, resume=resume, budget=budget)
@@ -328,19 +338,39 @@ def test_only_a_budget_run_not_capped_beforehand_checks_its_pace(tmp_path, corpu
     assert given[1][0].epochs == 8                   # the small text was capped beforehand
 
 
-def test_a_budget_paced_under_8_passes_is_left_alone(tmp_path, corpus):
-    from tinyrnn.train import CharTask, TrainConfig, stop_after_passes
+def _paced_run(tmp_path, corpus, passes, **settings):
+    """A 1.5 s run on the budget's rule, told its pace reads the text ``passes`` times -> (trainer,
+    summary, what the rule said, the steps it was told)."""
+    from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule
     from tinyrnn.trainer import Trainer
 
-    cfg = TrainConfig(corpus=corpus, hidden=16, layers=1, embed=8, batch_size=4, seq_len=16, time_limit=1.5,
-                      log_every=10, eval_every=1000, save_every=1000, warmup=4)
-    seen = []
-    rule = stop_after_passes(False)
-    trainer = Trainer(CharTask, cfg, out=str(tmp_path / "run"), progress=False, log=lambda m: None,
-                      on_pace=lambda t, steps: (seen.append(steps), rule(t, 7.9 * t.task.steps_per_epoch)))
-    summary = trainer.run()
+    cfg = TrainConfig(corpus=corpus, hidden=16, layers=2, embed=8, batch_size=4, seq_len=16, time_limit=1.5,
+                      log_every=10, eval_every=1000, save_every=1000, warmup=4, **settings)
+    seen, said = [], []
+    rule = budget_pace_rule(False)
+    trainer = Trainer(CharTask, cfg, out=str(tmp_path / "run"), progress=False, log=said.append,
+                      on_pace=lambda t, steps: (seen.append(steps), rule(t, passes * t.task.steps_per_epoch)))
+    return trainer, trainer.run(), said, seen
+
+
+def test_a_budget_paced_as_foreseen_is_left_alone(tmp_path, corpus, warm):
+    trainer, summary, said, seen = _paced_run(tmp_path / "a", corpus, 7.9)
     assert len(seen) == 1 and seen[0] > 20                # asked once, with the steps foreseen
     assert summary["stopped"] == "time limit" and trainer.cfg.epochs is None and trainer.model.dropout_p == 0.0
+    assert not said
+    trainer, summary, said, _ = _paced_run(tmp_path / "b", corpus, 8.0, epochs=8.0, dropout=0.2)
+    assert trainer.cfg.epochs == 8.0 and trainer.model.dropout_p == 0.2 and not said
+
+
+def test_a_budget_capped_beforehand_but_paced_under_8_passes_loses_the_stop_and_dropout(tmp_path, corpus, warm):
+    """A machine slower than the foresight's 2 cores: fewer passes than foreseen, and dropout would cost."""
+    trainer, summary, said, _ = _paced_run(tmp_path, corpus, 5.0, epochs=8.0, dropout=0.2)
+    assert summary["stopped"] == "time limit" and trainer.total is None
+    assert said == ["at the pace measured, 1.5 s would read the text about 5.0 times: no stop after 8 passes, "
+                    "no dropout from step 20 on (more than 8 passes overfit; set --epochs or --dropout to choose)"]
+    meta = checkpoint.load(tmp_path / "run" / "last")[0]
+    assert meta["train_config"]["epochs"] is None and meta["train_config"]["dropout"] == 0.0
+    assert meta["model"]["dropout"] == 0.0 == trainer.model.drop.p == trainer.model.rnn.dropout
 
 
 def test_fit_schedule_to_budget_keeps_the_step_count_when_it_comes_first():

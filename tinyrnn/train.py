@@ -105,8 +105,8 @@ BUDGET_CHOICES = ("cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr
 # +0.002 at 7.5, +0.025 at 12; its first 297K characters -0.034 at 3.9, +0.029 at 8.2, +0.11 at 12; EWT's
 # first 297K -0.058 at 4.2, +0.10 at 12. With dropout 0.2, 7-8 passes beat 10-12 on all three (by 0.005,
 # 0.033, 0.017). The passes are foreseen from the budget GRU's speed on 2 cores: a faster machine reads the
-# text more often than foreseen: a run not capped beforehand checks again once its pace is measured
-# (``stop_after_passes``).
+# text more often than foreseen, a slower one less: a run checks again once its pace is measured
+# (``budget_pace_rule``).
 BUDGET_DROPOUT, BUDGET_PASSES, BUDGET_CHARS_PER_S = 0.2, 8.0, 20_000
 
 
@@ -139,26 +139,30 @@ def budget_defaults(cfg, explicit, resume=False):
     return replace(cfg, **settings)
 
 
-def stop_after_passes(user_dropout):
-    """The budget rule checked again on the pace a run measures (``Trainer.on_pace``): a machine faster
-    than the 2 cores ``budget_passes`` assumes, or a pipe, may read the text BUDGET_PASSES times or more;
-    the run then stops after BUDGET_PASSES epochs and, unless ``user_dropout``, turns on BUDGET_DROPOUT
-    from that step (a few seconds into the run)."""
+def budget_pace_rule(user_dropout):
+    """The budget's rule again, on the pace the run measures in its first seconds (``Trainer.on_pace``):
+    ``budget_passes`` foresaw the passes at 2 cores' speed, and a faster machine (or a pipe, whose size
+    is not known beforehand) may read the text BUDGET_PASSES times or more, a slower one fewer. The run
+    is then set as if foreseen from its pace: it stops after BUDGET_PASSES epochs and, unless
+    ``user_dropout``, trains with BUDGET_DROPOUT from that step on; or it loses that stop and dropout."""
     def rule(trainer, steps):
         per_epoch = trainer.task.steps_per_epoch
-        passes = steps / per_epoch
-        if passes < BUDGET_PASSES:
-            return
-        changes = {"epochs": max(BUDGET_PASSES, trainer.step / per_epoch)}
-        with_dropout = ""
+        passes, capped = steps / per_epoch, trainer.cfg.epochs is not None
+        if (passes >= BUDGET_PASSES) == capped:
+            return                                   # as foreseen
+        dropout = 0.0 if capped else BUDGET_DROPOUT
+        changes = {"epochs": None if capped else max(BUDGET_PASSES, trainer.step / per_epoch)}
         if not user_dropout:
-            changes["dropout"] = BUDGET_DROPOUT
-            trainer.model.set_dropout(BUDGET_DROPOUT)
-            with_dropout = f", with dropout {BUDGET_DROPOUT:g} from step {trainer.step} on"
+            changes["dropout"] = dropout
+            trainer.model.set_dropout(dropout)
         trainer.retarget(**changes)
-        trainer.say(f"at the pace measured, {trainer.cfg.time_limit:g} s would read the text about {passes:.0f} "
-                    f"times: stopping after {trainer.cfg.epochs:g} passes{with_dropout} (more passes overfit; "
-                    f"set --epochs or --dropout to choose)")
+        done = (f"no stop after {BUDGET_PASSES:g} passes" if capped else
+                f"stopping after {trainer.cfg.epochs:g} passes")
+        if not user_dropout:
+            done += f", {'no dropout' if capped else f'dropout {dropout:g}'} from step {trainer.step} on"
+        trainer.say(f"at the pace measured, {trainer.cfg.time_limit:g} s would read the text about {passes:.1f} "
+                    f"times: {done} (more than {BUDGET_PASSES:g} passes overfit; set --epochs or --dropout to "
+                    "choose)")
     return rule
 
 
@@ -356,7 +360,7 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
     """
     cfg = cfg or TrainConfig()
     chosen = budget_defaults(cfg, explicit, resume) if budget else cfg
-    on_pace = stop_after_passes("dropout" in explicit) if chosen is not cfg and not chosen.epochs else None
+    on_pace = budget_pace_rule("dropout" in explicit) if chosen is not cfg else None
     trainer = Trainer(CharTask, chosen, out=out, resume=resume, explicit=explicit,
                       progress=progress, log=log, default_out=default_out_dir, on_pace=on_pace)
     if chosen is not cfg:

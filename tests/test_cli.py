@@ -352,6 +352,20 @@ def test_resuming_a_finished_run_says_how_to_train_further(tmp_path, corpus):
     assert checkpoint.load(out / "last")[0]["step"] == step
     r = ok("train", "--resume", "--out", out, "--epochs", "2", "--quiet")
     assert "already trained" not in r.stderr and checkpoint.load(out / "last")[0]["step"] == 2 * step
+    r = ok("train", "--resume", "--out", out, "--quiet")
+    assert f"already trained its {2 * step} steps (--epochs 2); give a larger --epochs" in r.stderr
+
+
+def test_resuming_a_run_finished_at_its_default_length_says_so(tmp_path, corpus, monkeypatch):
+    from tinyrnn.train import TrainConfig, train
+
+    monkeypatch.setattr(TrainConfig, "DEFAULT_STEPS", 3)        # neither --steps nor --epochs: the default
+    cfg = TrainConfig(corpus=corpus, hidden=16, layers=1, embed=8, batch_size=4, seq_len=16)
+    train(cfg, out=str(tmp_path / "run"), progress=False, log=lambda m: None)
+    said = []
+    train(cfg, out=str(tmp_path / "run"), resume=True, progress=False, log=said.append)
+    assert "note: the run has already trained its 3 steps (the default length); give a larger --steps to train " \
+           "it further" in said
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus):

@@ -445,9 +445,11 @@ class Trainer:
         if self.resume and self.best is not None:
             self._rescore_best()
         if self.resume and self.total == self.step:     # a finished run: at most its final evaluation is left
-            length = f"--steps {cfg.steps}" if cfg.steps else f"--epochs {cfg.epochs:g}"
+            option = "--epochs" if cfg.epochs and not cfg.steps else "--steps"
+            length = {"--steps": cfg.steps, "--epochs": cfg.epochs}[option]
+            length = f"{option} {length:g}" if length else "the default length"
             self.log(f"note: the run has already trained its {self.total} steps ({length}); give a larger "
-                     f"{length.split()[0]} to train it further")
+                     f"{option} to train it further")
 
     def _total_steps(self, cfg):
         """The steps the run trains: --steps, --epochs, or the default (None: until the time limit)."""

@@ -16,7 +16,14 @@ One step:
     loss.backward() -> clip -> optimizer step -> lr schedule -> state = detach(state)
 
 Everything needed to continue exactly is in the checkpoint: weights, optimizer buffers, schedule
-position, the library's RNG state, the carried state and the step.
+position, the library's RNG state, the carried state and the step. The ``best`` score records which
+held-out data it was scored on (``Task.scoring``): a resumed run whose ``best`` was scored otherwise
+scores that checkpoint again, so that a validation never competes with a score it cannot match.
+
+With ``time_limit`` the schedule ends where the budget does (``fit_schedule_to_budget``), from the
+pace the run measures; a caller's ``on_pace`` rule is told, once, how many steps the budget will
+train, and may change the run's length or config (``retarget``; a character model's budget rule
+stops it after 8 passes over its text, ``train.budget_pace_rule``).
 
 Reliability (what a run directory survives):
 
@@ -38,7 +45,8 @@ Reliability (what a run directory survives):
 
 Under ``mpirun -n N`` the same loop runs on every process: the lines marked ``MPI hook`` (see
 ``distributed.py``; no-ops without a launcher) split each batch, average the gradients with one
-allreduce, agree on stopping, and let rank 0 alone lock the run directory, print and write.
+allreduce, agree on stopping and on the budget's pace (rank 0's clock), and let rank 0 alone lock
+the run directory, print and write.
 """
 import contextlib
 import json

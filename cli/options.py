@@ -108,9 +108,9 @@ TIME_LIMIT_HELP = ("Stop after this many seconds (and save). The learning-rate s
 TRAIN_TIME_LIMIT_HELP = TIME_LIMIT_HELP + (
     " Given alone (no model option but --dropout, no --optimizer, --lr, --batch-size, --seq-len, --steps or "
     "--epochs), the run trains the settings measured best for a few minutes on 2 cores: --cell gru --hidden 384 "
-    "--seq-len 96 --lr 0.005. When it would read the text 8 times or more (foreseen from the text's size at the "
+    "--seq-len 96 --lr 0.005. When it would read the text 7 times or more (foreseen from the text's size at the "
     "20K chars/s that GRU trains at on 2 cores, and decided again on the pace it measures in its first "
-    "seconds), it stops after 8 passes and adds --dropout 0.2: more passes overfit.")
+    "seconds), it adds --dropout 0.2 and stops after 8 passes: the model overfits.")
 
 
 def announces_compiling(command):

@@ -98,12 +98,12 @@ def test_cli_defaults_match_train_config():
     for name, value in BUDGET_DEFAULTS.items():       # the help's copy of a budget's own settings
         assert f"--{name.replace('_', '-')} {value if isinstance(value, str) else format(value, 'g')}" \
             in climain.TRAIN_TIME_LIMIT_HELP, name
-    from tinyrnn.train import BUDGET_CHARS_PER_S, BUDGET_DROPOUT, BUDGET_PASSES
+    from tinyrnn.train import BUDGET_CHARS_PER_S, BUDGET_DROPOUT, BUDGET_DROPOUT_FROM, BUDGET_PASSES
 
-    assert (f"would read the text {BUDGET_PASSES:g} times or more (foreseen from the text's size at the "
+    assert (f"would read the text {BUDGET_DROPOUT_FROM:g} times or more (foreseen from the text's size at the "
             f"{BUDGET_CHARS_PER_S // 1000}K chars/s that GRU trains at on 2 cores, and decided again on the pace it "
-            f"measures in its first seconds), it stops after {BUDGET_PASSES:g} "
-            f"passes and adds --dropout {BUDGET_DROPOUT:g}" in climain.TRAIN_TIME_LIMIT_HELP)
+            f"measures in its first seconds), it adds --dropout {BUDGET_DROPOUT:g} and stops after "
+            f"{BUDGET_PASSES:g} passes" in climain.TRAIN_TIME_LIMIT_HELP)
     from tinyrnn.generate import WEIGHT_FORMATS
 
     assert sorted(climain.WEIGHT_FORMATS) == sorted(WEIGHT_FORMATS)        # the CLI's copy of the formats

@@ -195,7 +195,7 @@ def test_time_limit_fits_the_schedule_to_the_budget(tmp_path, corpus):
 def test_time_limit_alone_trains_the_budget_settings(tmp_path, corpus):
     """`train CORPUS --time-limit S` with no model or window option trains BUDGET_DEFAULTS (a GRU 2x384
     on windows of 96 at lr 5e-3), says so in one line, and names the run after that cell."""
-    from tinyrnn.train import BUDGET_DEFAULTS, BUDGET_PASSES, TrainConfig, budget_passes
+    from tinyrnn.train import BUDGET_DEFAULTS, BUDGET_DROPOUT_FROM, BUDGET_PASSES, TrainConfig, budget_passes
 
     out = tmp_path / "run"
     r = ok("train", corpus, "--time-limit", "1", "--eval-every", "4", "--quiet", "--out", out)
@@ -207,10 +207,10 @@ def test_time_limit_alone_trains_the_budget_settings(tmp_path, corpus):
     budget_lines = [line for line in r.stderr.splitlines() if "budget" in line]
     assert len(budget_lines) == 1 and "GRU 2x384" in budget_lines[0] and "--cell" in budget_lines[0], r.stderr
     # a second of the budget GRU's 20K chars/s would read this 2.5 KB text 9 times: 8 passes, dropout 0.2
-    assert budget_passes(TrainConfig(corpus=corpus, time_limit=1.0)) >= BUDGET_PASSES
+    assert budget_passes(TrainConfig(corpus=corpus, time_limit=1.0)) >= BUDGET_DROPOUT_FROM
     assert saved["dropout"] == 0.2 and meta["model"]["dropout"] == 0.2 and saved["epochs"] == BUDGET_PASSES
     assert re.search(r"with dropout 0.2, stopping after 8 passes over the text \(1 s would read it about \d+ "
-                     r"times on 2 cores; more passes overfit\)", budget_lines[0]), budget_lines[0]
+                     r"times on 2 cores; from 7 the model overfits\)", budget_lines[0]), budget_lines[0]
 
 
 @pytest.mark.parametrize("option", ["cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr", "batch_size",
@@ -229,16 +229,16 @@ def test_any_model_or_window_option_keeps_a_budget_on_the_plain_defaults(option)
 
 
 def test_a_budget_that_reads_its_text_many_times_stops_after_8_passes_with_dropout(tmp_path):
-    """Foreseen passes = seconds x BUDGET_CHARS_PER_S / (bytes x (1 - val_frac)). From 8, the run stops
+    """Foreseen passes = seconds x BUDGET_CHARS_PER_S / (bytes x (1 - val_frac)). From 7, the run stops
     after 8 passes (--epochs 8; measured: 7-8 passes beat 10-12) with dropout 0.2 (measured: it costs
-    bits/char at 4-6 passes and gains at 8-12), unless the user set --dropout (0 too)."""
-    from tinyrnn.train import (BUDGET_CHARS_PER_S, BUDGET_PASSES, TrainConfig, budget_defaults, budget_passes,
-                               describe_budget_defaults)
+    bits/char at 4-6.5 passes and gains at 7.5-12), unless the user set --dropout (0 too)."""
+    from tinyrnn.train import (BUDGET_CHARS_PER_S, BUDGET_DROPOUT_FROM, TrainConfig, budget_defaults,
+                               budget_passes, describe_budget_defaults)
 
     path = tmp_path / "text.txt"
     path.write_bytes(b"ab\n" * 3000)                             # 9000 bytes, 8100 of them for training
     seconds_per_pass = 8100 / BUDGET_CHARS_PER_S
-    for passes, capped in ((4, False), (BUDGET_PASSES - 0.01, False), (BUDGET_PASSES, True), (12, True)):
+    for passes, capped in ((4, False), (BUDGET_DROPOUT_FROM - 0.01, False), (BUDGET_DROPOUT_FROM, True), (12, True)):
         cfg = TrainConfig(corpus=str(path), time_limit=passes * seconds_per_pass)
         assert budget_passes(cfg) == pytest.approx(passes)
         chosen = budget_defaults(cfg, {"seed"})
@@ -281,7 +281,7 @@ def warm(tmp_path, corpus):
 
 
 @pytest.mark.parametrize("user_dropout", [False, True])
-def test_a_budget_paced_past_8_passes_stops_after_8_with_dropout(tmp_path, corpus, user_dropout, warm):
+def test_a_budget_paced_past_7_passes_stops_after_8_with_dropout(tmp_path, corpus, user_dropout, warm):
     """A machine faster than the 2 cores the foresight assumes: the run checks again on its measured
     pace and stops after 8 passes, with dropout from then on unless the user set it."""
     from tinyrnn.train import BUDGET_DROPOUT, BUDGET_PASSES, CharTask, TrainConfig, budget_pace_rule, train
@@ -354,20 +354,20 @@ def _paced_run(tmp_path, corpus, passes, **settings):
 
 
 def test_a_budget_paced_as_foreseen_is_left_alone(tmp_path, corpus, warm):
-    trainer, summary, said, seen = _paced_run(tmp_path / "a", corpus, 7.9)
+    trainer, summary, said, seen = _paced_run(tmp_path / "a", corpus, 6.9)
     assert len(seen) == 1 and seen[0] > 20                # asked once, with the steps foreseen
     assert summary["stopped"] == "time limit" and trainer.cfg.epochs is None and trainer.model.dropout_p == 0.0
     assert not said
-    trainer, summary, said, _ = _paced_run(tmp_path / "b", corpus, 8.0, epochs=8.0, dropout=0.2)
+    trainer, summary, said, _ = _paced_run(tmp_path / "b", corpus, 7.0, epochs=8.0, dropout=0.2)
     assert trainer.cfg.epochs == 8.0 and trainer.model.dropout_p == 0.2 and not said
 
 
-def test_a_budget_capped_beforehand_but_paced_under_8_passes_loses_the_stop_and_dropout(tmp_path, corpus, warm):
+def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_dropout(tmp_path, corpus, warm):
     """A machine slower than the foresight's 2 cores: fewer passes than foreseen, and dropout would cost."""
     trainer, summary, said, _ = _paced_run(tmp_path, corpus, 5.0, epochs=8.0, dropout=0.2)
     assert summary["stopped"] == "time limit" and trainer.total is None
     assert said == ["at the pace measured, 1.5 s would read the text about 5.0 times: no stop after 8 passes, "
-                    "no dropout from step 20 on (more than 8 passes overfit; set --epochs or --dropout to choose)"]
+                    "no dropout from step 20 on (from 7 passes the model overfits; set --epochs or --dropout to choose)"]
     meta = checkpoint.load(tmp_path / "run" / "last")[0]
     assert meta["train_config"]["epochs"] is None and meta["train_config"]["dropout"] == 0.0
     assert meta["model"]["dropout"] == 0.0 == trainer.model.drop.p == trainer.model.rnn.dropout

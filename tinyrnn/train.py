@@ -99,15 +99,16 @@ BUDGET_DEFAULTS = {"cell": "gru", "hidden": 384, "seq_len": 96, "lr": 5e-3}
 # (--dropout is not one: it regularises whichever model trains)
 BUDGET_CHOICES = ("cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr", "batch_size", "seq_len",
                   "steps", "epochs")
-# A budget that would read its training text more than 8 times overfits: such a run stops after 8 passes
-# and trains with dropout 0.2. By passes over the text (Zen 4 VM, BENCHMARKS.md), dropout 0.2 against
-# none: tinyshakespeare (1.0 M training characters) -0.056 bits/char at 3.4 passes, -0.015 at 5.8,
-# +0.002 at 7.5, +0.025 at 12; its first 297K characters -0.034 at 3.9, +0.029 at 8.2, +0.11 at 12; EWT's
-# first 297K -0.058 at 4.2, +0.10 at 12. With dropout 0.2, 7-8 passes beat 10-12 on all three (by 0.005,
-# 0.033, 0.017). The passes are foreseen from the budget GRU's speed on 2 cores: a faster machine reads the
-# text more often than foreseen, a slower one less: a run checks again once its pace is measured
-# (``budget_pace_rule``).
-BUDGET_DROPOUT, BUDGET_PASSES, BUDGET_CHARS_PER_S = 0.2, 8.0, 20_000
+# A budget that would read its training text 7 times or more overfits: such a run trains with dropout 0.2
+# and stops after 8 passes. Dropout 0.2 against none, by the passes the run without dropout made in the
+# same seconds (Zen 4 VM, BENCHMARKS.md): tinyshakespeare (1.0 M training characters) -0.056 bits/char at
+# 3.4 passes, -0.015 at 5.8, +0.002 at 7.5, +0.025 at 12; its first 297K characters -0.034 at 3.9, -0.009
+# at 6.1, +0.012 at 7.5, +0.029 at 8.3, +0.11 at 12; EWT's first 297K -0.058 at 4.2, -0.012 at 6.5,
+# +0.031 at 7.9, +0.10 at 12: it turns between 6.5 and 7.5 passes on all three. With dropout 0.2, 7-8
+# passes beat 10-12 on all three (by 0.005, 0.033, 0.017). The passes are foreseen from the budget GRU's
+# speed on 2 cores: a faster machine reads the text more often than foreseen, a slower one less: a run
+# checks again once its pace is measured (``budget_pace_rule``).
+BUDGET_DROPOUT, BUDGET_DROPOUT_FROM, BUDGET_PASSES, BUDGET_CHARS_PER_S = 0.2, 7.0, 8.0, 20_000
 
 
 def budget_passes(cfg):
@@ -127,12 +128,12 @@ def budget_defaults(cfg, explicit, resume=False):
     """``cfg`` with BUDGET_DEFAULTS in place of the plain defaults when it is a run on a time budget
     alone: ``time_limit`` set, on the CPU, no option of BUDGET_CHOICES among ``explicit`` (the
     names the user set), not resuming (a resumed run keeps its own model). When such a run is
-    foreseen to read its text BUDGET_PASSES times or more, it stops after BUDGET_PASSES epochs and
-    takes BUDGET_DROPOUT unless ``dropout`` is among ``explicit``. Else ``cfg`` itself."""
+    foreseen to read its text BUDGET_DROPOUT_FROM times or more, it stops after BUDGET_PASSES epochs
+    and takes BUDGET_DROPOUT unless ``dropout`` is among ``explicit``. Else ``cfg`` itself."""
     if resume or not cfg.time_limit or cfg.device != "cpu" or set(explicit) & set(BUDGET_CHOICES):
         return cfg
     settings = dict(BUDGET_DEFAULTS)
-    if budget_passes(cfg) >= BUDGET_PASSES:
+    if budget_passes(cfg) >= BUDGET_DROPOUT_FROM:
         settings["epochs"] = BUDGET_PASSES
         if "dropout" not in explicit:
             settings["dropout"] = BUDGET_DROPOUT
@@ -142,13 +143,13 @@ def budget_defaults(cfg, explicit, resume=False):
 def budget_pace_rule(user_dropout):
     """The budget's rule again, on the pace the run measures in its first seconds (``Trainer.on_pace``):
     ``budget_passes`` foresaw the passes at 2 cores' speed, and a faster machine (or a pipe, whose size
-    is not known beforehand) may read the text BUDGET_PASSES times or more, a slower one fewer. The run
-    is then set as if foreseen from its pace: it stops after BUDGET_PASSES epochs and, unless
+    is not known beforehand) may read the text BUDGET_DROPOUT_FROM times or more, a slower one fewer. The
+    run is then set as if foreseen from its pace: it stops after BUDGET_PASSES epochs and, unless
     ``user_dropout``, trains with BUDGET_DROPOUT from that step on; or it loses that stop and dropout."""
     def rule(trainer, steps):
         per_epoch = trainer.task.steps_per_epoch
         passes, capped = steps / per_epoch, trainer.cfg.epochs is not None
-        if (passes >= BUDGET_PASSES) == capped:
+        if (passes >= BUDGET_DROPOUT_FROM) == capped:
             return                                   # as foreseen
         dropout = 0.0 if capped else BUDGET_DROPOUT
         changes = {"epochs": None if capped else max(BUDGET_PASSES, trainer.step / per_epoch)}
@@ -161,8 +162,8 @@ def budget_pace_rule(user_dropout):
         if not user_dropout:
             done += f", {'no dropout' if capped else f'dropout {dropout:g}'} from step {trainer.step} on"
         trainer.say(f"at the pace measured, {trainer.cfg.time_limit:g} s would read the text about {passes:.1f} "
-                    f"times: {done} (more than {BUDGET_PASSES:g} passes overfit; set --epochs or --dropout to "
-                    "choose)")
+                    f"times: {done} (from {BUDGET_DROPOUT_FROM:g} passes the model overfits; set --epochs or "
+                    "--dropout to choose)")
     return rule
 
 
@@ -172,7 +173,7 @@ def describe_budget_defaults(cfg):
     stop = ""
     if cfg.epochs:
         stop = (f", stopping after {cfg.epochs:g} passes over the text ({cfg.time_limit:g} s would read it about "
-                f"{budget_passes(cfg):.0f} times on 2 cores; more passes overfit)")
+                f"{budget_passes(cfg):.0f} times on 2 cores; from {BUDGET_DROPOUT_FROM:g} the model overfits)")
     return (f"a {cfg.time_limit:g} s budget: training a {cfg.cell.upper()} {cfg.layers}x{cfg.hidden} on windows "
             f"of {cfg.seq_len} at lr {cfg.lr:g}{dropout}{stop}, the settings measured best for a few minutes on "
             "2 cores (set --cell, --hidden, --seq-len, --lr, --dropout, --epochs or another model option to "

@@ -175,11 +175,10 @@ def _tiny_config(corpus, steps, eval_chars=96):
 
 def _set_best(run_dir, change):
     """Hand-edit ``metrics.best`` in both checkpoints, as an older tinyrnn would have saved it."""
+    from test_reliability import rewrite_meta
+
     for name in ("last", "best"):
-        meta, arrays = checkpoint.load(os.path.join(run_dir, name))
-        change(meta["metrics"]["best"])
-        meta.pop("format"), meta.pop("version")
-        checkpoint.save(os.path.join(run_dir, name), arrays, meta)
+        rewrite_meta(os.path.join(run_dir, name), lambda meta: change(meta["metrics"]["best"]))
 
 
 def _best_score(run_dir, eval_chars):

@@ -132,12 +132,20 @@ def budget_defaults(cfg, explicit, resume=False):
     and takes BUDGET_DROPOUT unless ``dropout`` is among ``explicit``. Else ``cfg`` itself."""
     if resume or not cfg.time_limit or cfg.device != "cpu" or set(explicit) & set(BUDGET_CHOICES):
         return cfg
-    settings = dict(BUDGET_DEFAULTS)
-    if budget_passes(cfg) >= BUDGET_DROPOUT_FROM:
-        settings["epochs"] = BUDGET_PASSES
-        if "dropout" not in explicit:
-            settings["dropout"] = BUDGET_DROPOUT
-    return replace(cfg, **settings)
+    passes = budget_passes(cfg)
+    stop = _passes_settings(passes, "dropout" in explicit) if passes >= BUDGET_DROPOUT_FROM else {}
+    return replace(cfg, **BUDGET_DEFAULTS, **stop)
+
+
+def _passes_settings(passes, user_dropout, done_epochs=0.0):
+    """The budget's stop and dropout for a run that reads its text ``passes`` times: from
+    BUDGET_DROPOUT_FROM, stop after BUDGET_PASSES epochs (or now, past them) with BUDGET_DROPOUT;
+    below, neither. The dropout is left alone when the user chose it."""
+    over = passes >= BUDGET_DROPOUT_FROM
+    settings = {"epochs": max(BUDGET_PASSES, done_epochs) if over else None}
+    if not user_dropout:
+        settings["dropout"] = BUDGET_DROPOUT if over else 0.0
+    return settings
 
 
 def budget_pace_rule(user_dropout):
@@ -151,16 +159,14 @@ def budget_pace_rule(user_dropout):
         passes, capped = steps / per_epoch, trainer.cfg.epochs is not None
         if (passes >= BUDGET_DROPOUT_FROM) == capped:
             return                                   # as foreseen
-        dropout = 0.0 if capped else BUDGET_DROPOUT
-        changes = {"epochs": None if capped else max(BUDGET_PASSES, trainer.step / per_epoch)}
-        if not user_dropout:
-            changes["dropout"] = dropout
-            trainer.model.set_dropout(dropout)
+        changes = _passes_settings(passes, user_dropout, trainer.step / per_epoch)
+        if "dropout" in changes:
+            trainer.model.set_dropout(changes["dropout"])
         trainer.retarget(**changes)
         done = (f"no stop after {BUDGET_PASSES:g} passes" if capped else
                 f"stopping after {trainer.cfg.epochs:g} passes")
         if not user_dropout:
-            done += f", {'no dropout' if capped else f'dropout {dropout:g}'} from step {trainer.step} on"
+            done += f", {'no dropout' if capped else f'dropout {BUDGET_DROPOUT:g}'} from step {trainer.step} on"
         trainer.say(f"at the pace measured, {trainer.cfg.time_limit:g} s would read the text about {passes:.1f} "
                     f"times: {done} (from {BUDGET_DROPOUT_FROM:g} passes the model overfits; set --epochs or "
                     "--dropout to choose)")
@@ -265,9 +271,13 @@ class CharTask(Task):
                            max_chars=self.cfg.eval_chars)
         return loss / LN2
 
+    def _samples(self):
+        """Whether the periodic validation scores a sample (``eval_chars``) rather than all held out."""
+        return bool(self.cfg.eval_chars) and self.cfg.eval_chars < len(self.val_ids)
+
     def scoring(self):
         n = len(self.val_ids)
-        if not self.cfg.eval_chars or self.cfg.eval_chars >= n:
+        if not self._samples():
             return f"all {n:,} held-out characters"
         return f"{self.cfg.eval_chars:,} characters spread over the {n:,} held out"
 
@@ -275,7 +285,7 @@ class CharTask(Task):
         """A best saved before tinyrnn recorded its scoring (2026-12-07) was, but for the last hours
         before it, scored on the held-out text's first ``eval_chars`` characters (rescoring the few
         already spread finds their own score again)."""
-        if "scored_on" in best or not self.cfg.eval_chars or self.cfg.eval_chars >= len(self.val_ids):
+        if "scored_on" in best or not self._samples():
             return super().saved_scoring(best)
         return f"the first {self.cfg.eval_chars:,} held-out characters"
 

@@ -738,7 +738,7 @@ class Trainer:
         window, self.high_windows = _Window(self.t_start), 0
         rate, self.stopped = None, "done"
         try:
-            with StopSignal(self.bar.write if self.bar.tty else self.log) as self.stop, \
+            with StopSignal(self.say) as self.stop, \
                     compile_notice(self.bar.write if self.bar.tty else None):
                 try:
                     if self.world.size == 1:      # a cold cache's kernels, in parallel (not per MPI rank)

@@ -176,13 +176,16 @@ def test_rounding_tool_names_a_bad_format(capsys):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compact_bfloat16_is_the_reference_rule_bit_for_bit(dtype):
     """generation_weights rounds its matrices to bfloat16 with the CPU kernel ``round_to_bfloat16``
-    (numpy's uint64 arithmetic took 5 ms a million numbers): the same 16 bits as the reference rule
-    ``to_bfloat16`` for every kind of number (ties to even up and down, a carry into the exponent,
-    the largest finite float32 rounding to inf, denormals, signed zeros, infinities, random bit
-    patterns), in a 3-D stack, into an array on a cache line."""
+    (numpy's uint64 arithmetic took 5 ms a million numbers), or ``round_to_bfloat16_pairs`` where the
+    kernels read pairs (``isa.bf16_pairs``): the same 16 bits as the reference rule
+    ``to_stored_bfloat16`` for every kind of number (ties to even up and down, a carry into the
+    exponent, the largest finite float32 rounding to inf, denormals, signed zeros, infinities, random
+    bit patterns), in a 3-D stack, into an array on a cache line. Both kernels are checked, whatever
+    this build reads."""
     from tinyrnn.generate import compact
     from tinyrnn.kernels.cpu.aligned import ALIGNMENT
-    from tinyrnn.kernels.reference.weight_formats import to_bfloat16
+    from tinyrnn.kernels.cpu.generate import round_to_bfloat16, round_to_bfloat16_pairs
+    from tinyrnn.kernels.reference.weight_formats import to_bfloat16, to_bfloat16_pairs, to_stored_bfloat16
 
     rng = np.random.default_rng(5)
     bits = rng.integers(0, 2 ** 32, size=(2, 33, 70), dtype=np.uint64).astype(np.uint32)
@@ -194,8 +197,13 @@ def test_compact_bfloat16_is_the_reference_rule_bit_for_bit(dtype):
     stored, scales = compact(matrix, "bf16")
     assert stored.dtype == np.uint16 and stored.shape == matrix.shape and scales.shape == (2, 0)
     assert stored.ctypes.data % ALIGNMENT == 0
-    assert np.array_equal(stored, to_bfloat16(matrix))
+    assert np.array_equal(stored, to_stored_bfloat16(matrix))
     assert compact(matrix[:0], "bf16")[0].shape == (0, 33, 70)
+    plain, pairs = np.zeros(matrix.size, np.int16), np.zeros((66, 70), np.int16)
+    round_to_bfloat16(matrix.reshape(-1), plain)
+    round_to_bfloat16_pairs(matrix.reshape(66, 70), pairs)
+    assert np.array_equal(plain.view(np.uint16), to_bfloat16(matrix).reshape(-1))
+    assert np.array_equal(pairs.view(np.uint16), to_bfloat16_pairs(matrix).reshape(66, 70))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from tinyrnn.kernels import cpu, reference as ref
-from tinyrnn.kernels.reference.weight_formats import (activation_levels, from_bfloat16, from_int8_rows, no_scale,
-                                                      times, to_bfloat16, to_int8_activations, to_int8_rows)
+from tinyrnn.kernels.reference.weight_formats import (activation_levels, from_bfloat16, from_bfloat16_pairs,
+                                                      from_int8_rows, from_stored_bfloat16, no_scale, times, to_bfloat16,
+                                                      to_bfloat16_pairs, to_int8_activations, to_int8_rows,
+                                                      to_stored_bfloat16)
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -349,8 +351,8 @@ def test_generate_compact_weights(kind, dtype, fmt):
     rounded = dict(m)
     for name in ("w0", "w", "w_out"):
         if fmt == "bf16":
-            packed[name] = to_bfloat16(m[name])
-            rounded[name] = from_bfloat16(packed[name]).astype(dtype)
+            packed[name] = to_stored_bfloat16(m[name])          # the layout the kernels read on this build
+            rounded[name] = from_stored_bfloat16(packed[name]).astype(dtype)
         else:
             packed[name], packed["s" + name[1:]] = to_int8_rows(m[name])
             rounded[name] = from_int8_rows(packed[name], packed["s" + name[1:]]).astype(dtype)
@@ -398,7 +400,7 @@ def test_generate_mixed_formats():
     m = joined(make_char_model(rng, "lstm", H=37, L=3))
     for name in ("w0", "w"):
         m[name], m["s" + name[1:]] = to_int8_rows(m[name])
-    m["w_out"] = to_bfloat16(m["w_out"])
+    m["w_out"] = to_stored_bfloat16(m["w_out"])
     prime, uniforms = np.array([3, 1, 4], dtype=np.int64), rng.random(20)
     got, m_cpu = generate(cpu, "lstm", m, prime, uniforms, 1.0, 0, 1.0)
     want, m_ref = generate(ref, "lstm", m, prime, uniforms, 1.0, 0, 1.0)
@@ -450,21 +452,22 @@ def test_int8_rows():
 def test_bfloat16_products(K):
     """A product with a bfloat16 matrix rounds its vector to bfloat16 and sums the exact products in
     float32 (``times``); the CPU kernel's rounding is ``to_bfloat16``'s, bit for bit, and its rows
-    match ``times`` over any columns c0:c1 (the pairs of ``vdot_bf16`` start at odd columns too)."""
+    match ``times`` over any columns c0:c1 (an odd c0 starts inside a pair: its vectors start on the
+    next column), with the matrix in the layout of the build (pairs where ``isa.bf16_pairs``)."""
     from tinyrnn.kernels.cpu.generate import _bf16_rows, round_to_bfloat16
 
     rng = np.random.default_rng(K)
-    w = to_bfloat16(rng.standard_normal((37, K)))
+    w = to_stored_bfloat16(rng.standard_normal((37, K)))
     for dtype in (np.float32, np.float64):
         x = (rng.standard_normal(K) * 3).astype(dtype)
         xb = np.empty(K + 5, np.int16)
         round_to_bfloat16(x, xb)
         assert np.array_equal(xb[:K].view(np.uint16), to_bfloat16(x))
-        exact = from_bfloat16(w).astype(np.float64) @ from_bfloat16(to_bfloat16(x)).astype(np.float64)
+        exact = from_stored_bfloat16(w).astype(np.float64) @ from_bfloat16(to_bfloat16(x)).astype(np.float64)
         got = times(w, no_scale(w), x)
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5 * np.sqrt(K))
-        for c0, c1 in [(0, K), (K // 3, K), (1, max(1, K - 2)), (0, K // 2)]:
+        for c0, c1 in [(0, K), (K // 3, K), (1, max(1, K - 2)), (0, K // 2), (K // 2, K // 2 + 1), (K - 1, K)]:
             out = np.full(37, 0.5, dtype)
             _bf16_rows(w, xb, out, 0, 37, c0, c1)
             want = 0.5 + times(w, no_scale(w), x, slice(c0, c1))
@@ -507,6 +510,53 @@ def test_bfloat16_rounding():
     np.testing.assert_array_equal(from_bfloat16(to_bfloat16(halfway)), [1.0, 1 + 2.0 ** -6, -1.0])
     bits = to_bfloat16(np.array([1.0, -2.0, 0.0], np.float32))
     np.testing.assert_array_equal(bits, [0x3F80, 0xC000, 0x0000])         # the top 16 bits of the float32s
+
+
+def _bits(rng, shape):
+    """float32s of random bit patterns (NaNs replaced by 1.0) and, first, the awkward ones: ties, carries
+    into the exponent, the largest finite numbers, denormals, signed zeros, infinities."""
+    bits = rng.integers(0, 2 ** 32, size=shape, dtype=np.uint64).astype(np.uint32)
+    special = [0x3F808000, 0x3F818000, 0x3FFF8000, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F7FFFFF, 0x00000001, 0x00008000,
+               0x80000000, 0x00000000, 0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x3F807FFF, 0xBF808001,
+               0x3F800000, 0x00000000, 0xFFFFFFFF, 0x3F800000]
+    bits.reshape(-1)[:len(special)] = special
+    bits[np.isnan(bits.view(np.float32))] = 0x3F800000     # NaN payloads are no rounding rule's business
+    return bits.view(np.float32)
+
+
+def test_bfloat16_pairs():
+    """``to_bfloat16_pairs``: along each row, even columns are plain bfloat16s; an odd column's top half
+    makes its pair's 32-bit word the float32 nearest the weight among all top halves (checked against
+    the four around it), so it moves the weight by at most 2**-8 of itself as a bfloat16 does; zeros
+    read as tiny denormals, infinities stay infinite (or NaN), finite weights stay finite; an odd row
+    length leaves the last column alone. The CPU kernel's rounding is the rule's, bit for bit."""
+    from tinyrnn.kernels.cpu.generate import round_to_bfloat16_pairs
+
+    rng = np.random.default_rng(3)
+    for K in (33, 64):
+        a = _bits(rng, (40, K))
+        u = to_bfloat16_pairs(a)
+        assert u.dtype == np.uint16 and u.shape == a.shape
+        np.testing.assert_array_equal(u[:, 0::2], to_bfloat16(a)[:, 0::2])
+        values = from_bfloat16_pairs(u)
+        np.testing.assert_array_equal(values[:, 0::2], from_bfloat16(u)[:, 0::2])
+        with np.errstate(invalid="ignore"):                          # an infinity's word may be a signalling NaN
+            seconds, read = a[:, 1::2].astype(np.float64), values[:, 1::2].astype(np.float64)
+        finite = np.isfinite(seconds)
+        assert np.array_equal(np.isfinite(read), finite)
+        error = np.abs(read - seconds)[finite]
+        assert np.all(error <= np.maximum(np.abs(seconds[finite]) * 2.0 ** -8, 2.0 ** -133))
+        low = u[:, 0:2 * (K // 2):2].astype(np.int64)
+        for step in (-2, -1, 1, 2):                                   # no other top half is nearer
+            other = ((u[:, 1::2].astype(np.int64) + step) & 0xFFFF) << 16 | low
+            with np.errstate(invalid="ignore"):
+                near = np.abs(other.astype(np.uint32).view(np.float32).astype(np.float64) - seconds)
+            assert np.all(error <= np.where(np.isnan(near), np.inf, near)[finite])
+        stored = np.zeros(a.shape, np.int16)
+        round_to_bfloat16_pairs(a.astype(np.float64), stored)       # float64 rows: rounded to float32 first
+        np.testing.assert_array_equal(stored.view(np.uint16), u)
+    zeros = from_bfloat16_pairs(to_bfloat16_pairs(np.array([[1.0, 0.0, -3.0, -0.0]], np.float32)))
+    assert zeros[0, 0] == 1.0 and zeros[0, 2] == -3.0 and np.all(np.abs(zeros[0, 1::2]) <= 2.0 ** -133)
 
 
 @pytest.mark.parametrize("kernels", [cpu, ref], ids=["cpu", "reference"])

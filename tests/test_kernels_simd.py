@@ -150,7 +150,8 @@ def test_byte_dots_on_each_target(tmp_path):
 # exact, only the float32 sums round
 BFLOAT16_DOTS = ("import numpy as np, numba\n"
                  "from tinyrnn.kernels.cpu.simd import BF16_PER_DOT, vdot_bf16, vsplat, vsum\n"
-                 "from tinyrnn.kernels.reference.weight_formats import from_bfloat16, to_bfloat16\n"
+                 "from tinyrnn.kernels.reference.weight_formats import (from_bfloat16, from_stored_bfloat16,\n"
+                 "    to_bfloat16, to_stored_bfloat16)\n"
                  "@numba.njit\n"
                  "def dot(w, x):\n"
                  "    acc = vsplat(np.float32(0))\n"
@@ -160,23 +161,39 @@ BFLOAT16_DOTS = ("import numpy as np, numba\n"
                  "rng = np.random.default_rng(0)\n"
                  "w, x = rng.standard_normal(640), rng.standard_normal(640)\n"
                  "w[:4], x[:4] = [3e38, -3e38, 2e-38, 1e-19], [1.0, 1.0, 4.0, 1e-19]\n"
-                 "w, x = to_bfloat16(w), to_bfloat16(x)\n"
-                 "exact = from_bfloat16(w).astype(np.float64) @ from_bfloat16(x).astype(np.float64)\n"
+                 "w, x = to_stored_bfloat16(w), to_bfloat16(x)\n"
+                 "wv, xv = from_stored_bfloat16(w).astype(np.float64), from_bfloat16(x).astype(np.float64)\n"
                  "got = dot(w, x.view(np.int16))\n"
-                 "assert abs(got - exact) <= 1e-5 * np.abs(from_bfloat16(w) * from_bfloat16(x)).sum(), (got, exact)\n")
+                 "assert abs(got - wv @ xv) <= 1e-5 * np.abs(wv * xv).sum(), (got, wv @ xv)\n")
 
 
 @pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")
 def test_bfloat16_dots_on_each_target(tmp_path):
     """vdot_bf16 has two codes: AVX-512 BF16's ``vdpbf16ps`` where the target has it (Zen 4, Sapphire
-    Rapids and later), shifts, masks and FMAs elsewhere (the AVX2 build): both give the sums of
-    the exact products to float32's rounding."""
+    Rapids and later), shifts, masks and FMAs elsewhere (the AVX2 build, its weights in pairs): both
+    give the sums of the exact products to float32's rounding."""
     from tinyrnn.kernels import isa
 
     host = _compiled_in_a_fresh_process(tmp_path / "host", BFLOAT16_DOTS, "vdpbf16ps")
     assert host == str(isa.bf16_products())
     avx2 = dict(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
     assert _compiled_in_a_fresh_process(tmp_path / "avx2", BFLOAT16_DOTS, "vdpbf16ps", **avx2) == "False"
+
+
+@pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")
+def test_bfloat16_rows_of_the_avx2_build(tmp_path):
+    """The bfloat16 rows product and roundings of the AVX2 build (weights in pairs: ``isa.bf16_pairs``),
+    whatever the host: their tests (and ``compact``'s) run again in a fresh process built for Haswell."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    host = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    env = dict(host, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="", NUMBA_CACHE_DIR=str(tmp_path))
+    code = "from tinyrnn.kernels import isa; assert isa.bf16_pairs() and isa.simd_level() == 'AVX2'"
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          os.path.join(tests, "test_kernels_recurrent.py"), os.path.join(tests, "test_generate.py"),
+                          "-k", "bfloat16_p or compact_bfloat16"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name,features,has", [("znver4", "", True), ("sapphirerapids", "", True),

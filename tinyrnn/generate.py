@@ -76,20 +76,21 @@ def generation_weights(model, weights: str = "f32") -> dict:
 
 def compact(matrix, weights):
     """(stored matrix, row scales) of a float matrix in a weight format ("f32", "bf16", "int8").
-    bfloat16 and int8 are rounded by the CPU kernels ``round_to_bfloat16`` and ``round_to_int8_rows``
-    (``to_bfloat16``'s and ``to_int8_rows``' rules, bit for bit), into arrays on a cache line: in numpy
+    bfloat16 and int8 are rounded by the CPU kernels ``round_to_stored_bfloat16`` (in pairs where the
+    kernels read pairs: ``isa.bf16_pairs``) and ``round_to_int8_rows`` (``to_stored_bfloat16``'s and
+    ``to_int8_rows``' rules, bit for bit), into arrays on a cache line: in numpy
     the rules took 16.6 ms for the 2 M numbers of c's layer 1 (bfloat16; ~7 us of each character of a
     2,000-character sample, of ~50) and 6.4 ms for c's 3 M weights (int8); ``generation_weights`` at c
     now takes 2.65 ms in bfloat16 against 2.16 in float32 (BENCHMARKS.md)."""
     if weights not in ("bf16", "int8"):
         return matrix, no_scale(matrix)
     from .kernels.cpu.aligned import aligned_array
-    from .kernels.cpu.generate import round_to_bfloat16, round_to_int8_rows
+    from .kernels.cpu.generate import round_to_int8_rows, round_to_stored_bfloat16
 
     rows = np.ascontiguousarray(matrix).reshape(-1, matrix.shape[-1])
     if weights == "bf16":
         stored = aligned_array(matrix.shape, np.uint16)
-        round_to_bfloat16(rows.reshape(-1), stored.reshape(-1).view(np.int16))
+        round_to_stored_bfloat16(rows, stored.reshape(rows.shape).view(np.int16))
         return stored, no_scale(matrix)
     stored, scales = aligned_array(matrix.shape, np.int8), np.empty(matrix.shape[:-1], np.float32)
     round_to_int8_rows(rows, stored.reshape(rows.shape), scales.reshape(-1))

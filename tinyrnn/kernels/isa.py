@@ -107,8 +107,16 @@ def vnni_products() -> bool:
 def bf16_products() -> bool:
     """Whether the compile target has AVX-512 BF16's ``vdpbf16ps`` (Intel from Cooper Lake and
     Sapphire Rapids on, AMD from Zen 4): 32 bfloat16 products summed in pairs into 16 float32 lanes,
-    one instruction (``cpu/simd.py``'s ``vdot_bf16`` writes shifts, masks and FMAs without it)."""
+    one instruction (``cpu/simd.py``'s ``vdot_bf16`` writes shifts and FMAs without it, over weights
+    stored in pairs: ``bf16_pairs``)."""
     return simd_level() == "AVX-512" and _target_has("avx512bf16", _BF16_CPUS)
+
+
+def bf16_pairs() -> bool:
+    """Whether the CPU kernels store bfloat16 matrices in pairs whose second is read as a whole 32-bit
+    word (``reference/weight_formats.py``'s ``to_bfloat16_pairs``): where the target lacks
+    ``vdpbf16ps``, which reads both halves as bfloat16s."""
+    return not bf16_products()
 
 
 def sampling_dots() -> str:

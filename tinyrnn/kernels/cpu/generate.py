@@ -63,8 +63,10 @@ formats round their vector first, into a work buffer: bfloat16 products (``_bf16
 bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of bfloat16s in 32-bit
 words, 32 products a ``vdot_bf16`` on AVX-512, 16 on AVX2 (``BF16_PER_DOT``;
 one ``vdpbf16ps`` where the CPU has AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a
-shift or a mask makes each half a float32: no widening shuffle; 0.68-0.80x the time of widening
-each weight; BENCHMARKS.md);
+shift makes the first of each pair a float32, and the second is the whole word, the matrix being
+stored in pairs (``BF16_PAIRS``, ``weight_formats.to_bfloat16_pairs``): no widening shuffle, 0.68-0.80x
+the time of widening each weight; no mask, 0.92-0.95x the time of a character at b and c in the
+AVX2 build; BENCHMARKS.md);
 int8 products (``_int8_rows``) to 8-bit integers (``quantize_activations``) and take integer dot
 products, 64 weights a ``vdot_u8s8`` (on x86 with VNNI one ``vpdpbusd`` a register, after a
 ``vpxor``: int8 sampling 0.88-0.92x the time on the Intel VM; without it ``vpmaddubsw`` and
@@ -83,6 +85,7 @@ from .activations import exp, tanh
 from .aligned import aligned_empty
 from .atomics import atomic_add, atomic_cas, atomic_load, spin_pause
 from .cells import _gru_unit, _lstm_unit
+from ..isa import bf16_pairs
 from .simd import (BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vfma, vget, vizeros, vload, vsplat, vstore, vsum,
                    vsum_bytes, vzeros)
 
@@ -113,6 +116,19 @@ def _float32_bits(typingctx, f):
     return types.uint32(f), codegen
 
 
+@intrinsic
+def _float32_from_bits(typingctx, u):
+    """The float32 whose 32 bits an integer holds (its low 32 bits)."""
+    if not isinstance(u, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)) if u.bitwidth > 32 else args[0],
+                               ir.FloatType())
+
+    return types.float32(u), codegen
+
+
 def _is_int8(w):
     return isinstance(w.dtype, types.Integer) and w.dtype.signed and w.dtype.bitwidth == 8
 
@@ -121,6 +137,7 @@ def _is_bf16(w):
     return isinstance(w.dtype, types.Integer) and not w.dtype.signed and w.dtype.bitwidth == 16
 
 
+BF16_PAIRS = bf16_pairs()   # bfloat16 matrices in pairs, a pair's second read as its whole word (vdot_bf16)
 PARALLEL_MIN = 1 << 16  # weights in a model's largest product below which sampling runs one worker
 
 
@@ -187,30 +204,51 @@ def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
         out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
 
 
+def _stored_bf16(w, k):
+    """The float32 weight w[k] of a bfloat16 row stands for: its bits shifted up 16, or where
+    BF16_PAIRS and k is odd (a pair's second), the pair's 32-bit word (``weight_formats``)."""
+
+
+@overload(_stored_bf16, inline="always")
+def _stored_bf16_impl(w, k):
+    if not BF16_PAIRS:
+        return lambda w, k: _bf16_bits_to_float32(w[k])
+
+    def paired(w, k):
+        if k % 2 == 1:
+            return _float32_from_bits((np.uint32(w[k]) << np.uint32(16)) | np.uint32(w[k - 1]))
+        return _bf16_bits_to_float32(w[k])
+    return paired
+
+
 @leaf_kernel
 def _bf16_rows(w, xb, out, begin, end, c0, c1):
-    """out[begin:end] += w[begin:end, c0:c1] @ xb[c0:c1], both bfloat16: w (R, K) uint16, xb (>= K,)
-    int16 (the vector rounded by ``round_to_bfloat16``), out (R,). The products are exact in float32
-    and summed there; 4 rows at a time, BF16_PER_DOT columns a ``vdot_bf16``, the rest one by one."""
-    k_vec = c1 - (c1 - c0) % BF16_PER_DOT
+    """out[begin:end] += w[begin:end, c0:c1] @ xb[c0:c1], both bfloat16: w (R, K) uint16 (in pairs
+    where BF16_PAIRS), xb (>= K,) int16 (the vector rounded by ``round_to_bfloat16``), out (R,). The
+    products are exact in float32 and summed there; 4 rows at a time, BF16_PER_DOT columns a
+    ``vdot_bf16`` from the first even column (a pair's start), the columns before and after one by one."""
+    first = min(c0 + c0 % 2, c1) if BF16_PAIRS else c0
+    k_vec = c1 - (c1 - first) % BF16_PER_DOT
     last = end - 1
     zero = np.float32(0)
     for r in range(begin, end, 4):
         r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
         w0, w1, w2, w3 = w[r], w[r1], w[r2], w[r3]
         a0 = a1 = a2 = a3 = vsplat(zero)
-        for k in range(c0, k_vec, BF16_PER_DOT):
+        for k in range(first, k_vec, BF16_PER_DOT):
             a0 = vdot_bf16(a0, w0, k, xb, k)
             a1 = vdot_bf16(a1, w1, k, xb, k)
             a2 = vdot_bf16(a2, w2, k, xb, k)
             a3 = vdot_bf16(a3, w3, k, xb, k)
         d0, d1, d2, d3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
-        for k in range(k_vec, c1):
+        for k in range(c0, first):                       # the column before the first pair (c0 odd)
             xk = _bf16_bits_to_float32(xb[k])
-            d0 += _bf16_bits_to_float32(w0[k]) * xk
-            d1 += _bf16_bits_to_float32(w1[k]) * xk
-            d2 += _bf16_bits_to_float32(w2[k]) * xk
-            d3 += _bf16_bits_to_float32(w3[k]) * xk
+            d0, d1, d2, d3 = d0 + _stored_bf16(w0, k) * xk, d1 + _stored_bf16(w1, k) * xk, \
+                d2 + _stored_bf16(w2, k) * xk, d3 + _stored_bf16(w3, k) * xk
+        for k in range(k_vec, c1):                       # the columns after the last vector
+            xk = _bf16_bits_to_float32(xb[k])
+            d0, d1, d2, d3 = d0 + _stored_bf16(w0, k) * xk, d1 + _stored_bf16(w1, k) * xk, \
+                d2 + _stored_bf16(w2, k) * xk, d3 + _stored_bf16(w3, k) * xk
         o0, o1, o2, o3 = out[r] + d0, out[r1] + d1, out[r2] + d2, out[r3] + d3   # clamped rows repeat a row
         out[r], out[r1], out[r2], out[r3] = o0, o1, o2, o3
 
@@ -222,6 +260,54 @@ def round_to_bfloat16(x, xb):
     for k in range(x.shape[0]):
         bits = np.uint64(_float32_bits(np.float32(x[k])))
         xb[k] = np.int16((bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16))
+
+
+@leaf_kernel
+def _rounded_bfloat16(bits):
+    """The top 16 bits of the bfloat16 nearest the float32 with these bits (ties to even), as int64."""
+    return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+
+
+@leaf_kernel
+def _paired_bfloat16(bits, first):
+    """The top half for a pair's second (the float32 ``bits``) over the first's 16 bits ``first``: of
+    the two one step apart around it, the one whose word is nearer; non-finite: the plain rounding."""
+    base = (bits & 0xFFFF0000) | (first & 0xFFFF)
+    other = base + (-0x10000 if base > bits else 0x10000)
+    exact = np.float64(_float32_from_bits(bits))
+    closer = abs(np.float64(_float32_from_bits(other)) - exact) < abs(np.float64(_float32_from_bits(base)) - exact)
+    usable = (other >> 31 == bits >> 31) & ((other >> 23) & 0xFF != 0xFF)         # the same sign, finite
+    paired = (other if usable & closer else base) >> 16
+    return _rounded_bfloat16(bits) if (bits >> 23) & 0xFF == 0xFF else paired
+
+
+@leaf_kernel
+def round_to_bfloat16_pairs(a, stored):
+    """stored = ``weight_formats.to_bfloat16_pairs(a)``, bit for bit: each row's even columns rounded
+    to bfloat16, each odd one to the top half that makes its pair's 32-bit word the float32 nearest
+    the weight. a (R, K) float (taken as float32 first), stored (R, K) int16."""
+    K = a.shape[1]
+    for r in range(a.shape[0]):
+        row, out = a[r], stored[r]
+        for m in range(K // 2):
+            first = _rounded_bfloat16(np.int64(_float32_bits(np.float32(row[2 * m]))))
+            second = _paired_bfloat16(np.int64(_float32_bits(np.float32(row[2 * m + 1]))), first)
+            out[2 * m], out[2 * m + 1] = np.int16(first), np.int16(second)
+        if K % 2 == 1:
+            out[K - 1] = np.int16(_rounded_bfloat16(np.int64(_float32_bits(np.float32(row[K - 1])))))
+
+
+@leaf_kernel
+def round_to_stored_bfloat16(a, stored):
+    """stored = ``weight_formats.to_stored_bfloat16(a)``: a matrix's rows rounded to bfloat16 in the
+    layout this build's products read (``round_to_bfloat16_pairs`` where BF16_PAIRS, else
+    ``round_to_bfloat16`` a row). a (R, K) float, stored (R, K) int16. (One kernel for both, so a
+    first run's list of kernels to compile, ``precompile.py``, is the same on every CPU.)"""
+    if BF16_PAIRS:
+        round_to_bfloat16_pairs(a, stored)
+    else:
+        for r in range(a.shape[0]):
+            round_to_bfloat16(a[r], stored[r])
 
 
 @leaf_kernel

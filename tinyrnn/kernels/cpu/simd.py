@@ -26,7 +26,8 @@ bfloat16 dot products (bfloat16 weights times a bfloat16 vector, products and su
     v = vdot_bf16(acc, w, i, x, j)   acc plus BF16_PER_DOT products w[i+m] x[j+m] in its lanes
                                      (2 * LANES on AVX-512, LANES on AVX2: which lane takes which
                                      product is in its docstring); w, x: 1-D C arrays of 16-bit
-                                     integers holding bfloat16 bit patterns; acc: a float32 Vec
+                                     integers holding bfloat16 bit patterns (w in pairs where
+                                     ``isa.bf16_pairs``, see its docstring); acc: a float32 Vec
     s = vsum(v)                      for a float Vec: the sum of its lanes, as a tree (a fixed order)
 
 Why: a matmul's inner loop wants a block of C, e.g. 4 rows x 64 columns, held in *registers*
@@ -379,16 +380,19 @@ def vsum_bytes(typingctx, acc, x, j):
 def vdot_bf16(typingctx, acc, w, i, x, j):
     """BF16_PER_DOT products of bfloat16 w[i:] and x[j:] added into acc's float32 lanes (``vsum`` of
     the lanes, after the last call, is the dot product). The arrays hold pairs of bfloat16s in
-    32-bit words (little endian: the first in the low half); w and x are read at the same offsets.
+    32-bit words (little endian: the first in the low half; i and j even in a row stored in pairs);
+    w and x are read at the same offsets. (w[i+2l+1] below: the weight it stands for.)
 
     AVX-512 (BF16_PER_DOT = 2 * LANES): v[l] = acc[l] + w[i+2l] x[j+2l] + w[i+2l+1] x[j+2l+1].
     Where the target has AVX-512 BF16 (``isa.bf16_products``) this is one ``vdpbf16ps``: the
     products are exact, each added in float32 (round to nearest even), with denormal inputs and
     results read and written as 0. Elsewhere the same sums from shifts and masks: a bfloat16 is
     the top half of a float32, so the first of a pair is ``word << 16`` and the second ``word &
-    0xFFFF0000``, both exact, with no widening shuffle; then two fused multiply-adds (per 32
-    products: a load of each array, two shifts or masks each, two FMAs, against two loads, two
-    widenings, two shifts and two FMAs of a float32 vector).
+    0xFFFF0000``, both exact, with no widening shuffle; then two fused multiply-adds. There w is in
+    *pairs* (``weight_formats.to_bfloat16_pairs``: the second of a pair is the whole 32-bit word read
+    as a float32), so each 32 weights take a load, a shift and two FMAs (a sampled character in the
+    AVX2 build: 0.92-0.95x the time with the mask, BENCHMARKS.md), against two loads, two widenings, two shifts and two FMAs of a float32
+    vector; x is read as plain bfloat16s (its halves serve every row a kernel multiplies).
 
     AVX2 and narrower (BF16_PER_DOT = LANES): half the words, and each product its own lane: lane
     l < LANES/2 adds w[i+2l] x[j+2l], lane LANES/2 + l adds w[i+2l+1] x[j+2l+1]; one FMA. A Vec is
@@ -421,14 +425,16 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
                                                  "llvm.x86.avx512bf16.dpbf16ps.512")
             return builder.call(dot, [acc_v, w_words, x_words])
 
-        def halves(word):
-            first = builder.bitcast(builder.shl(word, ir.Constant(words, [16] * n_words)), halves_t)
-            second = builder.bitcast(builder.and_(word, ir.Constant(words, [-65536] * n_words)), halves_t)
-            return first, second
+        def first(word):
+            return builder.bitcast(builder.shl(word, ir.Constant(words, [16] * n_words)), halves_t)
+
+        def second(word):
+            return builder.bitcast(builder.and_(word, ir.Constant(words, [-65536] * n_words)), halves_t)
 
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats, [floats] * 3),
                                              f"llvm.fmuladd.v{LANES}f32")
-        (w0, w1), (x0, x1) = halves(w_words), halves(x_words)
+        w0, w1 = first(w_words), builder.bitcast(w_words, halves_t)    # w in pairs: the second is the whole word
+        x0, x1 = first(x_words), second(x_words)
         if BF16_PER_DOT == LANES:       # the firsts in the low lanes, the seconds in the high ones
             both = ir.Constant(ir.VectorType(I32, LANES), list(range(LANES)))
             return builder.call(fma, [builder.shuffle_vector(w0, w1, both), builder.shuffle_vector(x0, x1, both),

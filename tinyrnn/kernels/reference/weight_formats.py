@@ -11,7 +11,20 @@ bfloat16 matrix rounds its vector x to bfloat16 too (the rule of ``to_bfloat16``
 products, each exact in float32, in float32 (whatever x's dtype), as AVX512-BF16's and Arm's
 bfloat16 dot products do: the kernels then read weights and vector as pairs of bfloat16s in 32-bit
 words, and widen neither with a shuffle (``cpu/simd.py``, ``vdot_bf16``). The vector's rounding moves
-each element by at most 2**-9 of itself, as the weights' rounding does (BENCHMARKS.md measures both).
+each element by at most 2**-8 of itself, as the weights' rounding does (BENCHMARKS.md measures both).
+
+Without AVX-512 BF16 (AVX2, and AVX-512 before Cooper Lake and Zen 4) a kernel makes each bfloat16
+of a pair a float32 itself: the first is ``word << 16``, the second ``word & 0xFFFF0000``. There the
+matrices are stored in *pairs* (``to_bfloat16_pairs``), and the mask is not needed: along each row,
+column 2m holds its bfloat16 as above, and column 2m+1 the top half of a float32 whose bottom half
+is column 2m's 16 bits, chosen so that the whole 32-bit word, read as a float32, is the value nearest
+the weight (of the two top halves around it, one bfloat16 step apart, the nearer; ties to the one
+that keeps the weight's own top half). That word is the second weight, and the kernels read it
+with no instruction at all (a sampled character in the AVX2 build: 0.92-0.95x the time with the
+mask, BENCHMARKS.md). It moves the weight by at most 2**-8 of itself, as a
+bfloat16's rounding does; a weight of 0 reads as at most 2**-133 (a denormal), and a non-finite one
+stays non-finite. ``isa.bf16_pairs`` says which layout the CPU kernels were compiled for;
+``to_stored_bfloat16`` and ``from_stored_bfloat16`` follow it.
 
 int8 (1 byte) keeps one float32 scale per row r of a matrix (per output unit):
 ``w[r, k] ~ scale[r] * q[r, k]`` with ``q`` in [-127, 127] and ``scale[r] = max_k |w[r, k]| / 127``,
@@ -32,10 +45,14 @@ costs in bits/char (3e-4 for the vectors).
 
     to_bfloat16(a)             float array -> uint16 array, rounded to the nearest bfloat16 (ties to even)
     from_bfloat16(u)           uint16 array -> float32 array: the exact value each bfloat16 stands for
+    to_bfloat16_pairs(a)       float array (..., K) -> uint16 array, in pairs along its last axis (above)
+    from_bfloat16_pairs(u)     uint16 array (..., K) in pairs -> the float32 values they stand for
+    to_stored_bfloat16(a)      / from_stored_bfloat16(u): the same in the layout the CPU kernels read
+                               (pairs where ``isa.bf16_pairs()``, else plain bfloat16s)
     to_int8_rows(a)            float array (..., R, K) -> (q int8 (..., R, K), scale float32 (..., R))
     from_int8_rows(q, scale)   the values q and scale stand for (float64, exact)
     no_scale(w)                the empty scale (..., 0) that float and bfloat16 matrices go with
-    widen(w, scale)            w as float: from_bfloat16 for uint16, from_int8_rows for int8, else w itself
+    widen(w, scale)            w as float: from_stored_bfloat16 for uint16, from_int8_rows for int8, else w itself
     to_int8_activations(x)     float vector (K,) -> (xq int8 (K,), step float64), the rule above
     times(w, scale, x, cols)   w[:, cols] @ x[cols] for a matrix in any of the formats (int8: by the
                                rule above, x rounded as a whole; bfloat16: x rounded to bfloat16, the
@@ -52,6 +69,47 @@ def to_bfloat16(a) -> np.ndarray:
 
 def from_bfloat16(u) -> np.ndarray:
     return (np.asarray(u, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def to_bfloat16_pairs(a) -> np.ndarray:
+    t = np.ascontiguousarray(a, dtype=np.float32)
+    stored = to_bfloat16(t)
+    seconds = np.ascontiguousarray(t[..., 1::2])
+    n = seconds.shape[-1]
+    m = seconds.view(np.uint32).astype(np.int64)
+    base = (m & 0xFFFF0000) | stored[..., 0:2 * n:2].astype(np.int64)     # the first's 16 bits below
+    other = np.where(base > m, base - 0x10000, base + 0x10000)           # the top half one step away
+    finite = (other >> 31 == m >> 31) & ((other >> 23) & 0xFF != 0xFF)   # not across the sign, nor to inf / NaN
+    other = np.where(finite, other, base)
+    value = lambda bits: bits.astype(np.uint32).view(np.float32).astype(np.float64)   # noqa: E731
+    exact = seconds.astype(np.float64)
+    with np.errstate(invalid="ignore"):                                  # inf - inf: a non-finite weight's
+        nearest = np.where(np.abs(value(other) - exact) < np.abs(value(base) - exact), other, base)  # ties: base
+    stored[..., 1::2] = np.where(np.isfinite(seconds), nearest >> 16, stored[..., 1::2])
+    return stored
+
+
+def from_bfloat16_pairs(u) -> np.ndarray:
+    u = np.asarray(u, dtype=np.uint16)
+    values = from_bfloat16(u)
+    n = u.shape[-1] // 2
+    words = (u[..., 1:2 * n:2].astype(np.uint32) << 16) | u[..., 0:2 * n:2]
+    values[..., 1:2 * n:2] = words.view(np.float32)
+    return values
+
+
+def to_stored_bfloat16(a) -> np.ndarray:
+    return to_bfloat16_pairs(a) if _pairs() else to_bfloat16(a)
+
+
+def from_stored_bfloat16(u) -> np.ndarray:
+    return from_bfloat16_pairs(u) if _pairs() else from_bfloat16(u)
+
+
+def _pairs() -> bool:
+    from ..isa import bf16_pairs
+
+    return bf16_pairs()
 
 
 def to_int8_rows(a):
@@ -73,7 +131,7 @@ def no_scale(w) -> np.ndarray:
 
 def widen(w, scale) -> np.ndarray:
     if w.dtype == np.uint16:
-        return from_bfloat16(w)
+        return from_stored_bfloat16(w)
     if w.dtype == np.int8:
         return from_int8_rows(w, scale)
     return w
@@ -94,7 +152,7 @@ def to_int8_activations(x):
 
 def times(w, scale, x, cols=slice(None)) -> np.ndarray:
     if w.dtype == np.uint16:
-        return from_bfloat16(w)[:, cols] @ from_bfloat16(to_bfloat16(x))[cols]
+        return from_stored_bfloat16(w)[:, cols] @ from_bfloat16(to_bfloat16(x))[cols]
     if w.dtype != np.int8:
         return w[:, cols] @ x[cols]
     xq, step = to_int8_activations(x)

@@ -65,8 +65,8 @@ words, 32 products a ``vdot_bf16`` on AVX-512, 16 on AVX2 (``BF16_PER_DOT``;
 one ``vdpbf16ps`` where the CPU has AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a
 shift makes the first of each pair a float32, and the second is the whole word, the matrix being
 stored in pairs (``BF16_PAIRS``, ``weight_formats.to_bfloat16_pairs``): no widening shuffle, 0.68-0.80x
-the time of widening each weight; no mask, 0.92-0.95x the time of a character at b and c in the
-AVX2 build; BENCHMARKS.md);
+the time of widening each weight; with the mask too, a character at b and c of the AVX2 build took
+1.05-1.09x the time; BENCHMARKS.md);
 int8 products (``_int8_rows``) to 8-bit integers (``quantize_activations``) and take integer dot
 products, 64 weights a ``vdot_u8s8`` (on x86 with VNNI one ``vpdpbusd`` a register, after a
 ``vpxor``: int8 sampling 0.88-0.92x the time on the Intel VM; without it ``vpmaddubsw`` and
@@ -80,12 +80,12 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from ..isa import bf16_pairs
 from ..jit import kernel, leaf_kernel, parallel_kernel, prange
 from .activations import exp, tanh
 from .aligned import aligned_empty
 from .atomics import atomic_add, atomic_cas, atomic_load, spin_pause
 from .cells import _gru_unit, _lstm_unit
-from ..isa import bf16_pairs
 from .simd import (BF16_PER_DOT, LANES, vdot_bf16, vdot_u8s8, vfma, vget, vizeros, vload, vsplat, vstore, vsum,
                    vsum_bytes, vzeros)
 
@@ -275,7 +275,8 @@ def _paired_bfloat16(bits, first):
     base = (bits & 0xFFFF0000) | (first & 0xFFFF)
     other = base + (-0x10000 if base > bits else 0x10000)
     exact = np.float64(_float32_from_bits(bits))
-    closer = abs(np.float64(_float32_from_bits(other)) - exact) < abs(np.float64(_float32_from_bits(base)) - exact)
+    distance_other = abs(np.float64(_float32_from_bits(other)) - exact)
+    closer = distance_other < abs(np.float64(_float32_from_bits(base)) - exact)
     usable = (other >> 31 == bits >> 31) & ((other >> 23) & 0xFF != 0xFF)         # the same sign, finite
     paired = (other if usable & closer else base) >> 16
     return _rounded_bfloat16(bits) if (bits >> 23) & 0xFF == 0xFF else paired

@@ -390,9 +390,10 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
     the top half of a float32, so the first of a pair is ``word << 16`` and the second ``word &
     0xFFFF0000``, both exact, with no widening shuffle; then two fused multiply-adds. There w is in
     *pairs* (``weight_formats.to_bfloat16_pairs``: the second of a pair is the whole 32-bit word read
-    as a float32), so each 32 weights take a load, a shift and two FMAs (a sampled character in the
-    AVX2 build: 0.92-0.95x the time with the mask, BENCHMARKS.md), against two loads, two widenings, two shifts and two FMAs of a float32
-    vector; x is read as plain bfloat16s (its halves serve every row a kernel multiplies).
+    as a float32), so each 32 weights take a load, a shift and two FMAs (with the mask, a sampled
+    character of the AVX2 build took 1.05-1.09x the time; BENCHMARKS.md), against two loads, two
+    widenings, two shifts and two FMAs of a float32 vector; x is read as plain bfloat16s (its halves
+    serve every row a kernel multiplies).
 
     AVX2 and narrower (BF16_PER_DOT = LANES): half the words, and each product its own lane: lane
     l < LANES/2 adds w[i+2l] x[j+2l], lane LANES/2 + l adds w[i+2l+1] x[j+2l+1]; one FMA. A Vec is

@@ -20,11 +20,11 @@ column 2m holds its bfloat16 as above, and column 2m+1 the top half of a float32
 is column 2m's 16 bits, chosen so that the whole 32-bit word, read as a float32, is the value nearest
 the weight (of the two top halves around it, one bfloat16 step apart, the nearer; ties to the one
 that keeps the weight's own top half). That word is the second weight, and the kernels read it
-with no instruction at all (a sampled character in the AVX2 build: 0.92-0.95x the time with the
-mask, BENCHMARKS.md). It moves the weight by at most 2**-8 of itself, as a
-bfloat16's rounding does; a weight of 0 reads as at most 2**-133 (a denormal), and a non-finite one
-stays non-finite. ``isa.bf16_pairs`` says which layout the CPU kernels were compiled for;
-``to_stored_bfloat16`` and ``from_stored_bfloat16`` follow it.
+with no instruction at all (with the mask, a sampled character of the AVX2 build took 1.05-1.09x the
+time; BENCHMARKS.md). It moves the weight by at most 2**-8 of itself, as a bfloat16's rounding does;
+a weight of 0 reads as at most 2**-133 (a denormal), and a non-finite one stays non-finite.
+``isa.bf16_pairs`` says which layout the CPU kernels were compiled for; ``to_stored_bfloat16`` and
+``from_stored_bfloat16`` follow it.
 
 int8 (1 byte) keeps one float32 scale per row r of a matrix (per output unit):
 ``w[r, k] ~ scale[r] * q[r, k]`` with ``q`` in [-127, 127] and ``scale[r] = max_k |w[r, k]| / 127``,
@@ -83,7 +83,7 @@ def to_bfloat16_pairs(a) -> np.ndarray:
     other = np.where(finite, other, base)
     value = lambda bits: bits.astype(np.uint32).view(np.float32).astype(np.float64)   # noqa: E731
     exact = seconds.astype(np.float64)
-    with np.errstate(invalid="ignore"):                                  # inf - inf: a non-finite weight's
+    with np.errstate(invalid="ignore"):             # inf - inf for a non-finite weight (kept plain below)
         nearest = np.where(np.abs(value(other) - exact) < np.abs(value(base) - exact), other, base)  # ties: base
     stored[..., 1::2] = np.where(np.isfinite(seconds), nearest >> 16, stored[..., 1::2])
     return stored

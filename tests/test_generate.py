@@ -187,13 +187,9 @@ def test_compact_bfloat16_is_the_reference_rule_bit_for_bit(dtype):
     from tinyrnn.kernels.cpu.generate import round_to_bfloat16, round_to_bfloat16_pairs
     from tinyrnn.kernels.reference.weight_formats import to_bfloat16, to_bfloat16_pairs, to_stored_bfloat16
 
-    rng = np.random.default_rng(5)
-    bits = rng.integers(0, 2 ** 32, size=(2, 33, 70), dtype=np.uint64).astype(np.uint32)
-    special = [0x3F808000, 0x3F818000, 0x3FFF8000, 0x7F7FFFFF, 0xFF7FFFFF, 0x00000001, 0x00008000,
-               0x80000000, 0x00000000, 0x7F800000, 0xFF800000, 0x3F807FFF, 0xBF808001]
-    bits.reshape(-1)[:len(special)] = special
-    bits[np.isnan(bits.view(np.float32))] = 0x3F800000     # NaN payloads are no rounding rule's business
-    matrix = bits.view(np.float32).astype(dtype)
+    from test_kernels_recurrent import _bits
+
+    matrix = _bits(np.random.default_rng(5), (2, 33, 70)).astype(dtype)
     stored, scales = compact(matrix, "bf16")
     assert stored.dtype == np.uint16 and stored.shape == matrix.shape and scales.shape == (2, 0)
     assert stored.ctypes.data % ALIGNMENT == 0

@@ -513,8 +513,9 @@ def test_bfloat16_rounding():
 
 
 def _bits(rng, shape):
-    """float32s of random bit patterns (NaNs replaced by 1.0) and, first, the awkward ones: ties, carries
-    into the exponent, the largest finite numbers, denormals, signed zeros, infinities."""
+    """float32s of random bit patterns (NaNs replaced by 1.0) and, first, the awkward ones: ties to even
+    up and down, carries into the exponent, the largest finite numbers (rounding to inf), denormals,
+    signed zeros, infinities."""
     bits = rng.integers(0, 2 ** 32, size=shape, dtype=np.uint64).astype(np.uint32)
     special = [0x3F808000, 0x3F818000, 0x3FFF8000, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F7FFFFF, 0x00000001, 0x00008000,
                0x80000000, 0x00000000, 0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x3F807FFF, 0xBF808001,

@@ -254,18 +254,17 @@ def _bf16_rows(w, xb, out, begin, end, c0, c1):
 
 
 @leaf_kernel
+def _rounded_bfloat16(bits):
+    """The top 16 bits of the bfloat16 nearest the float32 with these bits (ties to even), as int64."""
+    return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+
+
+@leaf_kernel
 def round_to_bfloat16(x, xb):
     """xb[:K] = the bfloat16 nearest each x[k] (as float32 first; ties to even), its 16 bits in an
     int16: ``weight_formats.to_bfloat16``'s rule, bit for bit. x (K,) float, xb (>= K,) int16."""
     for k in range(x.shape[0]):
-        bits = np.uint64(_float32_bits(np.float32(x[k])))
-        xb[k] = np.int16((bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16))
-
-
-@leaf_kernel
-def _rounded_bfloat16(bits):
-    """The top 16 bits of the bfloat16 nearest the float32 with these bits (ties to even), as int64."""
-    return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        xb[k] = np.int16(_rounded_bfloat16(np.int64(_float32_bits(np.float32(x[k])))))
 
 
 @leaf_kernel

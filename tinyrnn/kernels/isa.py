@@ -122,9 +122,11 @@ def bf16_pairs() -> bool:
 def sampling_dots() -> str:
     """How batch-1 sampling multiplies its compact weights on the compile target, for benchmark
     lines: e.g. 'bf16 vdpbf16ps, int8 vpmaddubsw AVX-512' (``cpu/simd.py``'s ``vdot_bf16`` and
-    ``vdot_u8s8``; 'shifts+FMA' and 'plain' where the target lacks the instruction)."""
+    ``vdot_u8s8``; without ``vdpbf16ps`` 'vpshufb+FMA' in an AVX2 build, else 'shifts+FMA'; 'plain'
+    where the target lacks a byte product)."""
     width = byte_products()
-    return (f"bf16 {'vdpbf16ps' if bf16_products() else 'shifts+FMA'}, "
+    bf16 = "vdpbf16ps" if bf16_products() else "vpshufb+FMA" if simd_level() == "AVX2" else "shifts+FMA"
+    return (f"bf16 {bf16}, "
             f"int8 {f'{BYTE_DOT[vnni_products()]} {width}' if width else 'plain'}")
 
 

@@ -63,7 +63,7 @@ formats round their vector first, into a work buffer: bfloat16 products (``_bf16
 bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of bfloat16s in 32-bit
 words, 32 products a ``vdot_bf16`` on AVX-512, 16 on AVX2 (``BF16_PER_DOT``;
 one ``vdpbf16ps`` where the CPU has AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a
-shift makes the first of each pair a float32, and the second is the whole word, the matrix being
+shift (in the AVX2 build a ``vpshufb``) makes the first of each pair a float32, and the second is the whole word, the matrix being
 stored in pairs (``BF16_PAIRS``, ``weight_formats.to_bfloat16_pairs``): no widening shuffle, 0.68-0.80x
 the time of widening each weight; with the mask too, a character at b and c of the AVX2 build took
 1.05-1.09x the time; BENCHMARKS.md);

@@ -60,6 +60,8 @@ LANES = 16
 # bfloat16 products one ``vdot_bf16`` adds: 2 * LANES where a Vec is one register (AVX-512), LANES
 # where it is two (AVX2: see vdot_bf16)
 BF16_PER_DOT = 2 * LANES if simd_level() == "AVX-512" else LANES
+# vpshufb's bytes for ``word << 16`` in each 32-bit word of a 256-bit register: its low 2 bytes up, zeros below
+FIRST_UP = [b for word in range(8) for b in (-128, -128, 4 * (word % 4), 4 * (word % 4) + 1)]
 
 
 I32 = ir.IntType(32)
@@ -400,7 +402,11 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
     two ymm registers there, and with 32 products a call each took two chained FMAs, while 4 rows'
     accumulators (8 registers), the vector's two halves (4) and the masks did not fit the 16
     registers: LLVM kept half the accumulators on the stack (BENCHMARKS.md: one thread, 1,024 x 256,
-    11.7 -> 9.3 us). The codes may differ in the last bit of a sum (the order of the additions;
+    11.7 -> 9.3 us). There the weights' ``word << 16`` is a byte shuffle, ``vpshufb`` (``FIRST_UP``):
+    on Intel cores a shift shares ports 0 and 1 with the FMAs, a ``vpshufb`` runs on port 5. LLVM's
+    own scheduling models give 4 rows x 16 columns 6.5 -> 5.0 cycles on Skylake to Alder Lake, 6.5 ->
+    4.7 on Ice Lake, no change on Zen 1-3; measured equal on Zen 4; not yet measured on an Intel CPU
+    (BENCHMARKS.md). The codes may differ in the last bit of a sum (the order of the additions;
     denormals)."""
     if not (acc == Vec(types.float32) and _is_flat_16bit_array(w) and _is_flat_16bit_array(x)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
@@ -429,12 +435,24 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
         def first(word):
             return builder.bitcast(builder.shl(word, ir.Constant(words, [16] * n_words)), halves_t)
 
+        def first_by_bytes(word):       # first(word) as a vpshufb (Intel's port 5, not the FMAs' ports)
+            byte_t = ir.VectorType(ir.IntType(8), 32)
+            shuffle = cgutils.get_or_insert_function(builder.module, ir.FunctionType(byte_t, [byte_t, byte_t]),
+                                                     "llvm.x86.avx2.pshuf.b")
+            # the mask through an empty inline asm (it returns its input): from a constant mask LLVM makes
+            # the shift again. readnone, so that LLVM still hoists it out of the loop into one register.
+            mask = builder.call(ir.InlineAsm(ir.FunctionType(byte_t, [byte_t]), "", "=x,0"),
+                                [ir.Constant(byte_t, FIRST_UP)], attrs=("readnone", "nounwind"))
+            moved = builder.call(shuffle, [builder.bitcast(word, byte_t), mask])
+            return builder.bitcast(moved, halves_t)
+
         def second(word):
             return builder.bitcast(builder.and_(word, ir.Constant(words, [-65536] * n_words)), halves_t)
 
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats, [floats] * 3),
                                              f"llvm.fmuladd.v{LANES}f32")
-        w0, w1 = first(w_words), builder.bitcast(w_words, halves_t)    # w in pairs: the second is the whole word
+        w0 = first_by_bytes(w_words) if simd_level() == "AVX2" else first(w_words)
+        w1 = builder.bitcast(w_words, halves_t)     # w in pairs: the second is the whole word
         x0, x1 = first(x_words), second(x_words)
         if BF16_PER_DOT == LANES:       # the firsts in the low lanes, the seconds in the high ones
             both = ir.Constant(ir.VectorType(I32, LANES), list(range(LANES)))

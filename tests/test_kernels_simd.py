@@ -171,8 +171,9 @@ BFLOAT16_DOTS = ("import numpy as np, numba\n"
 def test_bfloat16_dots_on_each_target(tmp_path):
     """vdot_bf16 has two codes: AVX-512 BF16's ``vdpbf16ps`` where the target has it (Zen 4, Sapphire
     Rapids and later), shifts, masks and FMAs elsewhere (the AVX2 build, its weights in pairs): both
-    give the sums of the exact products to float32's rounding. The AVX2 build makes the weights'
-    firsts with ``vpshufb`` (which LLVM would turn back into a shift if it saw the constant mask)."""
+    give the sums of the exact products to float32's rounding. An AVX2 build for an Intel core makes
+    the weights' firsts with ``vpshufb`` (which LLVM would turn back into a shift if it saw the
+    constant mask), one for an AMD core with a shift."""
     from tinyrnn.kernels import isa
 
     host = _compiled_in_a_fresh_process(tmp_path / "host", BFLOAT16_DOTS, "vdpbf16ps")
@@ -180,6 +181,8 @@ def test_bfloat16_dots_on_each_target(tmp_path):
     avx2 = dict(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
     assert _compiled_in_a_fresh_process(tmp_path / "avx2", BFLOAT16_DOTS, "vdpbf16ps", **avx2) == "False"
     assert _compiled_in_a_fresh_process(tmp_path / "avx2-bytes", BFLOAT16_DOTS, "vpshufb", **avx2) == "True"
+    zen3 = dict(NUMBA_CPU_NAME="znver3", NUMBA_CPU_FEATURES="")       # AMD's AVX2: the shift
+    assert _compiled_in_a_fresh_process(tmp_path / "zen3", BFLOAT16_DOTS, "vpshufb", **zen3) == "False"
 
 
 @pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")
@@ -221,6 +224,7 @@ def test_bfloat16_products_of_a_named_target(monkeypatch, name, features, has):
                                                  ("skylake-avx512", "", "bf16 shifts+FMA, int8 vpmaddubsw AVX-512"),
                                                  ("alderlake", "", "bf16 vpshufb+FMA, int8 vpdpbusd AVX2"),
                                                  ("haswell", "", "bf16 vpshufb+FMA, int8 vpmaddubsw AVX2"),
+                                                 ("znver3", "", "bf16 shifts+FMA, int8 vpmaddubsw AVX2"),
                                                  ("generic", "", "bf16 shifts+FMA, int8 plain")])
 def test_benchmark_lines_name_the_sampling_dots(monkeypatch, name, features, dots):
     """The benchmark's machine line says which code sampling's compact weights run."""

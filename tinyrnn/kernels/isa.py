@@ -119,13 +119,29 @@ def bf16_pairs() -> bool:
     return not bf16_products()
 
 
+# Intel's cores by LLVM's names (AVX2 and later): their vector shifts share ports 0 and 1 with the
+# multiply-adds, their byte shuffles run on port 5 (AMD's Zen runs both on the same two pipes)
+_INTEL_CPUS = frozenset("""haswell broadwell skylake alderlake raptorlake meteorlake arrowlake lunarlake
+    skylake-avx512 skx cascadelake cooperlake cannonlake icelake-client icelake-server rocketlake tigerlake
+    sapphirerapids emeraldrapids graniterapids graniterapids-d diamondrapids""".split())
+
+
+def bf16_firsts_by_bytes() -> bool:
+    """Whether ``vdot_bf16`` makes the first bfloat16 of each pair a float32 with a byte shuffle
+    (``vpshufb``) rather than a shift: in an AVX2 build for an Intel core, where the shuffle runs
+    beside the multiply-adds (LLVM's scheduling models: the 4-row loop 1.3x faster on Skylake to
+    Alder Lake) and a shift takes their ports. Not on AMD, where it was 2-5% slower (Zen 4), nor
+    in AVX-512 builds, whose multiply-adds use port 5 too. (BENCHMARKS.md.)"""
+    return simd_level() == "AVX2" and target()[0] in _INTEL_CPUS
+
+
 def sampling_dots() -> str:
     """How batch-1 sampling multiplies its compact weights on the compile target, for benchmark
     lines: e.g. 'bf16 vdpbf16ps, int8 vpmaddubsw AVX-512' (``cpu/simd.py``'s ``vdot_bf16`` and
-    ``vdot_u8s8``; without ``vdpbf16ps`` 'vpshufb+FMA' in an AVX2 build, else 'shifts+FMA'; 'plain'
-    where the target lacks a byte product)."""
+    ``vdot_u8s8``; without ``vdpbf16ps`` 'vpshufb+FMA' or 'shifts+FMA' (``bf16_firsts_by_bytes``);
+    'plain' where the target lacks a byte product)."""
     width = byte_products()
-    bf16 = "vdpbf16ps" if bf16_products() else "vpshufb+FMA" if simd_level() == "AVX2" else "shifts+FMA"
+    bf16 = "vdpbf16ps" if bf16_products() else "vpshufb+FMA" if bf16_firsts_by_bytes() else "shifts+FMA"
     return (f"bf16 {bf16}, "
             f"int8 {f'{BYTE_DOT[vnni_products()]} {width}' if width else 'plain'}")
 

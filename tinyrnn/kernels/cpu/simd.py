@@ -54,7 +54,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
 from ..jit import OVERLOAD_OPTIONS
-from ..isa import bf16_products, byte_products, simd_level, vnni_products
+from ..isa import bf16_firsts_by_bytes, bf16_products, byte_products, simd_level, vnni_products
 
 LANES = 16
 # bfloat16 products one ``vdot_bf16`` adds: 2 * LANES where a Vec is one register (AVX-512), LANES
@@ -402,12 +402,12 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
     two ymm registers there, and with 32 products a call each took two chained FMAs, while 4 rows'
     accumulators (8 registers), the vector's two halves (4) and the masks did not fit the 16
     registers: LLVM kept half the accumulators on the stack (BENCHMARKS.md: one thread, 1,024 x 256,
-    11.7 -> 9.3 us). There the weights' ``word << 16`` is a byte shuffle, ``vpshufb`` (``FIRST_UP``):
-    on Intel cores a shift shares ports 0 and 1 with the FMAs, a ``vpshufb`` runs on port 5. LLVM's
-    own scheduling models give 4 rows x 16 columns 6.5 -> 5.0 cycles on Skylake to Alder Lake, 6.5 ->
-    4.7 on Ice Lake, no change on Zen 1-3; measured equal on Zen 4; not yet measured on an Intel CPU
-    (BENCHMARKS.md). The codes may differ in the last bit of a sum (the order of the additions;
-    denormals)."""
+    11.7 -> 9.3 us). Built for an Intel core (``isa.bf16_firsts_by_bytes``) the weights' ``word <<
+    16`` is a byte shuffle, ``vpshufb`` (``FIRST_UP``): there a shift shares ports 0 and 1 with the
+    FMAs, a ``vpshufb`` runs on port 5. LLVM's own scheduling models give 4 rows x 16 columns 6.5 ->
+    5.0 cycles on Skylake to Alder Lake, 6.5 -> 4.7 on Ice Lake, no change on Zen 1-3; not yet
+    measured on an Intel CPU; on Zen 4 the Haswell build sampled 2-5% slower with it (BENCHMARKS.md).
+    The codes may differ in the last bit of a sum (the order of the additions; denormals)."""
     if not (acc == Vec(types.float32) and _is_flat_16bit_array(w) and _is_flat_16bit_array(x)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
@@ -451,7 +451,7 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
 
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats, [floats] * 3),
                                              f"llvm.fmuladd.v{LANES}f32")
-        w0 = first_by_bytes(w_words) if simd_level() == "AVX2" else first(w_words)
+        w0 = first_by_bytes(w_words) if bf16_firsts_by_bytes() else first(w_words)
         w1 = builder.bitcast(w_words, halves_t)     # w in pairs: the second is the whole word
         x0, x1 = first(x_words), second(x_words)
         if BF16_PER_DOT == LANES:       # the firsts in the low lanes, the seconds in the high ones

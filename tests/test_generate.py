@@ -205,14 +205,14 @@ def test_compact_bfloat16_is_the_reference_rule_bit_for_bit(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compact_int8_is_the_reference_rule_bit_for_bit(dtype):
     """generation_weights rounds its matrices to int8 rows with the CPU kernel ``round_to_int8_rows``
-    (numpy took 6.4 ms for c's weights): the same bytes and float32 scales as the reference rule
-    ``to_int8_rows``, on rows of every scale (normal, huge, tiny, denormal, all zero), quotients
+    (numpy took 6.4 ms for c's weights): the same bytes (stored in excess 128) and float32 scales as
+    the reference rule ``to_int8_rows``, on rows of every scale (normal, huge, tiny, denormal, all zero), quotients
     tied halfway (ties to even, up and down), random bit patterns, in a 3-D stack and an empty one,
     into an array on a cache line. (Its divisions are made in float64 under the kernels' fastmath,
     which may multiply by a reciprocal: these rows would catch a quotient rounded the other way.)"""
     from tinyrnn.generate import compact
     from tinyrnn.kernels.cpu.aligned import ALIGNMENT
-    from tinyrnn.kernels.reference.weight_formats import to_int8_rows
+    from tinyrnn.kernels.reference.weight_formats import to_int8_rows, to_stored_int8
 
     rng = np.random.default_rng(6)
     K = 67
@@ -229,9 +229,9 @@ def test_compact_int8_is_the_reference_rule_bit_for_bit(dtype):
     matrix = many[:640].reshape(2, 320, K).astype(dtype)
     stored, scales = compact(matrix, "int8")
     want_q, want_scale = to_int8_rows(matrix)
-    assert stored.dtype == np.int8 and stored.shape == matrix.shape and scales.shape == (2, 320)
+    assert stored.dtype == np.uint8 and stored.shape == matrix.shape and scales.shape == (2, 320)
     assert stored.ctypes.data % ALIGNMENT == 0
-    assert np.array_equal(stored, want_q) and np.array_equal(scales.view(np.uint32), want_scale.view(np.uint32))
+    assert np.array_equal(stored, to_stored_int8(want_q)) and np.array_equal(scales.view(np.uint32), want_scale.view(np.uint32))
     assert [compact(matrix[:0], "int8")[k].shape for k in (0, 1)] == [(0, 320, K), (0, 320)]
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from tinyrnn.kernels import cpu, reference as ref
 from tinyrnn.kernels.reference.weight_formats import (activation_levels, from_bfloat16, from_bfloat16_pairs,
-                                                      from_int8_rows, from_stored_bfloat16, no_scale, times, to_bfloat16,
-                                                      to_bfloat16_pairs, to_int8_activations, to_int8_rows,
-                                                      to_stored_bfloat16)
+                                                      from_int8_rows, from_stored_bfloat16, from_stored_int8, no_scale,
+                                                      times, to_bfloat16, to_bfloat16_pairs, to_int8_activations,
+                                                      to_int8_rows, to_stored_bfloat16, to_stored_int8)
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -354,9 +354,10 @@ def test_generate_compact_weights(kind, dtype, fmt):
             packed[name] = to_stored_bfloat16(m[name])          # the layout the kernels read on this build
             rounded[name] = from_stored_bfloat16(packed[name]).astype(dtype)
         else:
-            packed[name], packed["s" + name[1:]] = to_int8_rows(m[name])
-            rounded[name] = from_int8_rows(packed[name], packed["s" + name[1:]]).astype(dtype)
-    assert packed["w0"].dtype == {"bf16": np.uint16, "int8": np.int8}[fmt]
+            q, packed["s" + name[1:]] = to_int8_rows(m[name])
+            packed[name] = to_stored_int8(q)                     # in excess 128, as the kernels read it
+            rounded[name] = from_int8_rows(q, packed["s" + name[1:]]).astype(dtype)
+    assert packed["w0"].dtype == {"bf16": np.uint16, "int8": np.uint8}[fmt]
     assert not np.array_equal(rounded["w0"], m["w0"])
     prime, uniforms = np.array([3, 1, 4], dtype=np.int64), rng.random(40)
     # float32: the kernel's sums (SIMD, FMA) and numpy's go in different orders, and the ReLU RNN's
@@ -399,7 +400,8 @@ def test_generate_mixed_formats():
     rng = np.random.default_rng(4)
     m = joined(make_char_model(rng, "lstm", H=37, L=3))
     for name in ("w0", "w"):
-        m[name], m["s" + name[1:]] = to_int8_rows(m[name])
+        q, m["s" + name[1:]] = to_int8_rows(m[name])
+        m[name] = to_stored_int8(q)
     m["w_out"] = to_stored_bfloat16(m["w_out"])
     prime, uniforms = np.array([3, 1, 4], dtype=np.int64), rng.random(20)
     got, m_cpu = generate(cpu, "lstm", m, prime, uniforms, 1.0, 0, 1.0)
@@ -412,7 +414,7 @@ def test_generate_mixed_formats():
 def test_int8_activations(K):
     """A vector rounded for int8 products: every element within half a step of its value, the step
     max|x| / levels, levels small enough that no int32 dot can overflow (the kernels' dots of
-    q + 128 either); ``times`` is the float
+    q + 128, stored so, either); ``times`` is the float
     product of the rounded vector, and the CPU kernel's rounding is the reference's, bit for bit."""
     from tinyrnn.kernels.cpu.generate import quantize_activations
 
@@ -427,10 +429,11 @@ def test_int8_activations(K):
     assert quantize_activations(x, got) == step and np.array_equal(got[:K], xq)
     assert quantize_activations(np.zeros(K, np.float32), got) == 0 and not got[:K].any()
     q, scale = to_int8_rows(rng.standard_normal((5, K)))
+    stored = to_stored_int8(q)
     exact = from_int8_rows(q, scale) @ (xq * step)
-    np.testing.assert_allclose(times(q, scale, x.astype(np.float64)), exact, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(times(stored, scale, x.astype(np.float64)), exact, rtol=1e-12, atol=1e-12)
     worst = np.abs(from_int8_rows(q, scale)).sum(axis=1) * step / 2         # the rounding's bound
-    assert np.all(np.abs(times(q, scale, x.astype(np.float64)) - from_int8_rows(q, scale) @ x) <= worst + 1e-12)
+    assert np.all(np.abs(times(stored, scale, x.astype(np.float64)) - from_int8_rows(q, scale) @ x) <= worst + 1e-12)
 
 
 def test_int8_rows():
@@ -446,6 +449,9 @@ def test_int8_rows():
     assert np.all(np.abs(y - x) <= scale[..., None] * (0.5 + 1e-5))        # half a step of the row's grid
     assert not scale[1, 7] and not y[1, 7].any()
     np.testing.assert_allclose(from_int8_rows(*to_int8_rows(y)), y, rtol=1e-6)   # values on the grid are kept
+    stored = to_stored_int8(q)                                             # the kernels' layout: excess 128
+    assert stored.dtype == np.uint8 and np.array_equal(stored.astype(int), q.astype(int) + 128)
+    assert np.array_equal(from_stored_int8(stored), q)
 
 
 @pytest.mark.parametrize("K", [1, 31, 32, 33, 100, 517])

@@ -70,34 +70,34 @@ def test_get_set_and_unaligned_store():
 
 
 @kernel
-def integer_dot(q, i, x, j, chunks):
-    """(q[i:] + 128) . x[j:] over `chunks` vdot_u8s8, and over the first one alone"""
+def integer_dot(u, i, x, j, chunks):
+    """u[i:] . x[j:] over `chunks` vdot_u8s8, and over the first one alone"""
     acc = vizeros()
     for n in range(chunks):
-        acc = vdot_u8s8(acc, q, i + 4 * LANES * n, x, j + 4 * LANES * n)
-    first = vdot_u8s8(vizeros(), q, i, x, j)
+        acc = vdot_u8s8(acc, u, i + 4 * LANES * n, x, j + 4 * LANES * n)
+    first = vdot_u8s8(vizeros(), u, i, x, j)
     return vsum(acc), vsum(first)
 
 
-def biased_dot(q, x):
-    return int((q.astype(np.int64) + 128) @ x.astype(np.int64))
+def exact_dot(u, x):
+    return int(u.astype(np.int64) @ x.astype(np.int64))
 
 
 def test_integer_dot_products():
-    """vdot_u8s8 + vsum: int8 q read as q + 128, times int8 x, summed exactly in int32, at any
-    offsets, at the extremes (pairs of 255 * 64 and -64: ``vpmaddubsw``'s 16 bits)."""
+    """vdot_u8s8 + vsum: uint8 u (int8 weights in excess 128) times int8 x, summed exactly in int32,
+    at any offsets, at the extremes (pairs of 255 * 64 and -64: ``vpmaddubsw``'s 16 bits)."""
     rng = np.random.default_rng(3)
-    q = rng.integers(-128, 128, 700).astype(np.int8)
+    u = rng.integers(0, 256, 700).astype(np.uint8)
     x = rng.integers(-64, 65, 700).astype(np.int8)
     for i, j, chunks in ((0, 0, 1), (5, 3, 4), (17, 40, 8)):
         n = 4 * LANES * chunks
-        total, first = integer_dot(q, i, x, j, chunks)
-        assert total == biased_dot(q[i:i + n], x[j:j + n])
-        assert first == biased_dot(q[i:i + 4 * LANES], x[j:j + 4 * LANES])
+        total, first = integer_dot(u, i, x, j, chunks)
+        assert total == exact_dot(u[i:i + n], x[j:j + n])
+        assert first == exact_dot(u[i:i + 4 * LANES], x[j:j + 4 * LANES])
     n = 4 * LANES * 8
-    for q_value, x_value in ((127, 64), (127, -64), (-128, 64), (-127, -64)):
-        extreme_q, extreme_x = np.full(n, q_value, np.int8), np.full(n, x_value, np.int8)
-        assert integer_dot(extreme_q, 0, extreme_x, 0, 8)[0] == (q_value + 128) * x_value * n   # no saturation
+    for u_value, x_value in ((255, 64), (255, -64), (0, 64), (1, -64)):
+        extreme_u, extreme_x = np.full(n, u_value, np.uint8), np.full(n, x_value, np.int8)
+        assert integer_dot(extreme_u, 0, extreme_x, 0, 8)[0] == u_value * x_value * n   # no saturation
 
 
 def _compiled_in_a_fresh_process(tmp_path, check, instruction, **env):
@@ -115,16 +115,16 @@ def _compiled_in_a_fresh_process(tmp_path, check, instruction, **env):
 BYTE_DOTS = ("import numpy as np, numba\n"
              "from tinyrnn.kernels.cpu.simd import vdot_u8s8, vizeros, vsum\n"
              "@numba.njit\n"
-             "def dot(q, x):\n"
+             "def dot(u, x):\n"
              "    acc = vizeros()\n"
-             "    for k in range(0, len(q), 64):\n"
-             "        acc = vdot_u8s8(acc, q, k, x, k)\n"
+             "    for k in range(0, len(u), 64):\n"
+             "        acc = vdot_u8s8(acc, u, k, x, k)\n"
              "    return vsum(acc)\n"
              "rng = np.random.default_rng(0)\n"
              "for sign in (1, -1):\n"
-             "    q, x = rng.integers(-128, 128, 640).astype(np.int8), rng.integers(-64, 65, 640).astype(np.int8)\n"
-             "    q[:64], x[:64] = 127, 64 * sign\n"
-             "    assert dot(q, x) == int((q.astype(np.int64) + 128) @ x.astype(np.int64))\n")
+             "    u, x = rng.integers(0, 256, 640).astype(np.uint8), rng.integers(-64, 65, 640).astype(np.int8)\n"
+             "    u[:64], x[:64] = 255, 64 * sign\n"
+             "    assert dot(u, x) == int(u.astype(np.int64) @ x.astype(np.int64))\n")
 
 
 @pytest.mark.skipif(not _host_has("avx2"), reason="needs an x86 CPU with AVX2")

@@ -78,7 +78,8 @@ def compact(matrix, weights):
     """(stored matrix, row scales) of a float matrix in a weight format ("f32", "bf16", "int8").
     bfloat16 and int8 are rounded by the CPU kernels ``round_to_stored_bfloat16`` (in pairs where the
     kernels read pairs: ``isa.bf16_pairs``) and ``round_to_int8_rows`` (``to_stored_bfloat16``'s and
-    ``to_int8_rows``' rules, bit for bit), into arrays on a cache line: in numpy
+    ``to_int8_rows``' rules, bit for bit; int8 stored in excess 128 as uint8: ``to_stored_int8``),
+    into arrays on a cache line: in numpy
     the rules took 16.6 ms for the 2 M numbers of c's layer 1 (bfloat16; ~7 us of each character of a
     2,000-character sample, of ~50) and 6.4 ms for c's 3 M weights (int8); ``generation_weights`` at c
     now takes 2.65 ms in bfloat16 against 2.16 in float32 (BENCHMARKS.md)."""
@@ -92,7 +93,7 @@ def compact(matrix, weights):
         stored = aligned_array(matrix.shape, np.uint16)
         round_to_stored_bfloat16(rows, stored.reshape(rows.shape).view(np.int16))
         return stored, no_scale(matrix)
-    stored, scales = aligned_array(matrix.shape, np.int8), np.empty(matrix.shape[:-1], np.float32)
+    stored, scales = aligned_array(matrix.shape, np.uint8), np.empty(matrix.shape[:-1], np.float32)
     round_to_int8_rows(rows, stored.reshape(rows.shape), scales.reshape(-1))
     return stored, scales
 

@@ -74,7 +74,7 @@ generate.py - batch-1 sampling from a stacked char model, embedding -> L layers 
     reads prime[P] (P >= 1), fills out[N] (int64), one uniform per sampled index; the sampling rule
     (temperature <= 0 is argmax, top-k, top-p) is ``sample_index`` in ``reference/sampling.py``:
     each matrix is followed by its row scales (empty for float and bfloat16 matrices, one float32 per
-    row for int8; the formats: ``reference/weight_formats.py``):
+    row for int8, stored as uint8 in excess 128; the formats: ``reference/weight_formats.py``):
     lstm_generate(x0[V,4H], w0[4H,H], s0[4H], w[L-1,4H,2H], s[L-1,4H], b[L,4H],
                   w_out[V,H], s_out[V], b_out[V],
                   h[L,H], c[L,H], prime[P], uniforms[N], temperature, top_k, top_p, out[N])

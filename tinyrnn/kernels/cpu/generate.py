@@ -129,8 +129,8 @@ def _float32_from_bits(typingctx, u):
     return types.float32(u), codegen
 
 
-def _is_int8(w):
-    return isinstance(w.dtype, types.Integer) and w.dtype.signed and w.dtype.bitwidth == 8
+def _is_int8(w):       # an int8 matrix, stored in excess 128 as uint8 (``weight_formats.to_stored_int8``)
+    return isinstance(w.dtype, types.Integer) and not w.dtype.signed and w.dtype.bitwidth == 8
 
 
 def _is_bf16(w):
@@ -173,9 +173,10 @@ def _float_rows(w, x, out, begin, end, c0, c1):
 @leaf_kernel
 def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
     """out[begin:end] += (scale * step) * (q[begin:end, c0:c1] @ xq[c0:c1]), the dots in int32.
-    q (R, K) int8, scale (R,), xq (>= K,) int8 (x rounded by ``quantize_activations``, step its
-    step), out (R,); 4 rows at a time, 4 * LANES columns a ``vdot_u8s8`` (which multiplies q + 128:
-    128 * sum(xq) comes off each dot), the rest one by one."""
+    q (R, K) uint8, each int8 weight in excess 128 (the byte q + 128: ``weight_formats.
+    to_stored_int8``), scale (R,), xq (>= K,) int8 (x rounded by ``quantize_activations``, step its
+    step), out (R,); 4 rows at a time, 4 * LANES columns a ``vdot_u8s8`` (which multiplies the bytes
+    q + 128 as they are: 128 * sum(xq) comes off each dot), the rest one by one."""
     k_vec = c1 - (c1 - c0) % (4 * LANES)
     sums = vizeros()
     for k in range(c0, k_vec, 4 * LANES):
@@ -194,10 +195,10 @@ def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
         d0, d1, d2, d3 = vsum(a0) - bias, vsum(a1) - bias, vsum(a2) - bias, vsum(a3) - bias
         for k in range(k_vec, c1):
             xk = np.int32(xq[k])
-            d0 += np.int32(q0[k]) * xk
-            d1 += np.int32(q1[k]) * xk
-            d2 += np.int32(q2[k]) * xk
-            d3 += np.int32(q3[k]) * xk
+            d0 += (np.int32(q0[k]) - 128) * xk
+            d1 += (np.int32(q1[k]) - 128) * xk
+            d2 += (np.int32(q2[k]) - 128) * xk
+            d3 += (np.int32(q3[k]) - 128) * xk
         s = out.dtype.type(step)     # all four read before any is written: clamped rows repeat a row
         o0, o1, o2, o3 = (out[r] + scale[r] * s * d0, out[r1] + scale[r1] * s * d1,
                           out[r2] + scale[r2] * s * d2, out[r3] + scale[r3] * s * d3)
@@ -313,8 +314,8 @@ def round_to_stored_bfloat16(a, stored):
 @leaf_kernel
 def round_to_int8_rows(a, q, scale):
     """q[r] = a[r] rounded to int8 with the scale scale[r] = max|a[r]| / 127: ``weight_formats.
-    to_int8_rows``'s rule, bit for bit, for finite a. a (R, K) float (taken as float32 first, as
-    there), q (R, K) int8, scale (R,) float32. Each float32 quotient (max / 127, a / scale) is made
+    to_int8_rows``'s rule, bit for bit, for finite a, stored in excess 128 (``to_stored_int8``).
+    a (R, K) float (taken as float32 first, as there), q (R, K) uint8, scale (R,) float32. Each float32 quotient (max / 127, a / scale) is made
     in float64 and rounded to float32: the kernels' fastmath may multiply by a reciprocal there,
     which moves the float64 result by ~2**-52 of itself, while a quotient of two float32s is either
     a float32 midpoint never or no nearer to one than 2**-48 of itself, so the rounding to float32
@@ -329,7 +330,7 @@ def round_to_int8_rows(a, q, scale):
         divisor = np.float64(s) if s > 0 else 1.0       # an all-zero row stays zero
         for k in range(row.shape[0]):
             x = np.rint(np.float32(np.float64(np.float32(row[k])) / divisor))
-            out[k] = np.int8(min(max(x, low), high))
+            out[k] = np.uint8(np.int32(min(max(x, low), high)) + 128)
 
 
 @leaf_kernel

@@ -16,8 +16,9 @@
 Integer dot products (int8 weights times int8 activations, summed in int32; ``generate.py``):
 
     v = vizeros()                    v[l] = 0, an IVec: LANES int32 lanes
-    v = vdot_u8s8(acc, q, i, x, j)   v[l] = acc[l] + sum_m (q[i+4l+m] + 128) x[j+4l+m], m < 4
-                                     q, x: 1-D C int8 arrays, x in [-64, 64]; 4 * LANES products
+    v = vdot_u8s8(acc, u, i, x, j)   v[l] = acc[l] + sum_m u[i+4l+m] x[j+4l+m], m < 4
+                                     u, x: 1-D C uint8 and int8 arrays, x in [-64, 64] (u: int8
+                                     weights in excess 128); 4 * LANES products
     v = vsum_bytes(acc, x, j)        v[l] = acc[l] + sum_m x[j+4l+m], m < 4
     s = vsum(v)                      the int32 sum of the lanes (wraps on overflow: the caller bounds it)
 
@@ -112,6 +113,10 @@ def _is_flat_16bit_array(a):
 
 def _is_flat_signed_array(a, bits):
     return _is_flat(a) and isinstance(a.dtype, types.Integer) and a.dtype.signed and a.dtype.bitwidth == bits
+
+
+def _is_flat_unsigned_array(a, bits):
+    return _is_flat(a) and isinstance(a.dtype, types.Integer) and not a.dtype.signed and a.dtype.bitwidth == bits
 
 
 def _vector_pointer(context, builder, array_type, array, index_type, index, lanes=LANES):
@@ -292,23 +297,26 @@ def _add_groups_of_four(builder, acc, wide):
 
 
 @intrinsic
-def vdot_u8s8(typingctx, acc, q, i, x, j):
+def vdot_u8s8(typingctx, acc, u, i, x, j):
     """4 * LANES products of bytes, added in groups of four neighbours into acc's int32 lanes:
-    v[l] = acc[l] + sum_m (q[i+4l+m] + 128) x[j+4l+m], m < 4. q int8, read as the unsigned byte
-    q + 128 (its top bit flipped); x int8 in [-64, 64]. (The caller takes 128 * sum(x) off.)
+    v[l] = acc[l] + sum_m u[i+4l+m] x[j+4l+m], m < 4. u uint8 (an int8 weight q stored in excess
+    128, u = q + 128: ``weight_formats.to_stored_int8``; the caller takes 128 * sum(x) off); x int8
+    in [-64, 64].
 
     This is the x86 byte product (``isa.byte_products``: 512-bit with AVX-512BW, else 256-bit on
-    AVX2). Per register of products, ``vpxor`` flips q's top bits, then with VNNI
-    (``isa.vnni_products``) one ``vpdpbusd`` multiplies the unsigned by the signed bytes and adds
+    AVX2). Per register of products, with VNNI (``isa.vnni_products``) one ``vpdpbusd`` multiplies
+    the unsigned by the signed bytes and adds
     each group of four products to its int32 lane (exact: no saturation); without VNNI
     ``vpmaddubsw`` multiplies them and adds neighbouring pairs into 16-bit lanes, exactly
     (255 * 64 * 2 = 32,640 < 2**15: no saturation), ``vpmaddwd`` by ones adds neighbouring 16-bit
     pairs into 32 bits, and an addition takes them into acc; against two widenings, two
     ``vpmaddwd`` and two additions for a 16-bit x. The same sums either way (VNNI: int8 sampling
     at b 0.9x the time on the Intel VM, BENCHMARKS.md). (``vpsignb`` instead of the bias, to
-    multiply |x| by q with x's sign, measured 1.3x slower on Zen 4.) Elsewhere plain IR (widen,
+    multiply |x| by q with x's sign, measured 1.3x slower on Zen 4. Weights stored as int8, their
+    top bits flipped here by a ``vpxor`` a register: int8 sampling 3.5% slower on Zen 4, and a
+    quarter of the loop on Intel's cores by LLVM's models; BENCHMARKS.md.) Elsewhere plain IR (widen,
     multiply, add groups of four), the same numbers."""
-    if not (acc == ivec and _is_flat_signed_array(q, 8) and _is_flat_signed_array(x, 8)
+    if not (acc == ivec and _is_flat_unsigned_array(u, 8) and _is_flat_signed_array(x, 8)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
 
@@ -317,15 +325,14 @@ def vdot_u8s8(typingctx, acc, q, i, x, j):
         n = 4 * LANES
         qv = builder.load(_vector_pointer(context, builder, sig.args[1], q_a, sig.args[2], i_v, n), align=1)
         xv = builder.load(_vector_pointer(context, builder, sig.args[3], x_a, sig.args[4], j_v, n), align=1)
-        qu = builder.xor(qv, ir.Constant(qv.type, [-128] * n))       # q + 128, as unsigned bytes
         width = byte_products()
         if not width:
             wide = ir.VectorType(I32, n)
-            return _add_groups_of_four(builder, acc_v, builder.mul(builder.zext(qu, wide), builder.sext(xv, wide)))
+            return _add_groups_of_four(builder, acc_v, builder.mul(builder.zext(qv, wide), builder.sext(xv, wide)))
         parts = 1 if width == "AVX-512" else 2      # one register of 64 bytes, or two of 32
         b = n // parts
         halves = [list(range(b * p, b * p + b)) for p in range(parts)]
-        qs, xs = _parts(builder, qu, halves), _parts(builder, xv, halves)
+        qs, xs = _parts(builder, qv, halves), _parts(builder, xv, halves)
         if vnni_products():
             ints_t = ir.VectorType(I32, b // 4)
             dot = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ints_t, [ints_t] * 3),
@@ -344,7 +351,7 @@ def vdot_u8s8(typingctx, acc, q, i, x, j):
         return builder.add(acc_v, _joined(builder, [builder.call(quads, [builder.call(pairs, [q, x]), ones])
                                                      for q, x in zip(qs, xs)]))
 
-    return ivec(acc, q, i, x, j), codegen
+    return ivec(acc, u, i, x, j), codegen
 
 
 def _parts(builder, v, lanes):

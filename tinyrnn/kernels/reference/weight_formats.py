@@ -31,7 +31,11 @@ int8 (1 byte) keeps one float32 scale per row r of a matrix (per output unit):
 so every row uses the full range. A matrix-vector product ``w @ x`` with an int8 matrix also
 rounds the vector x to 8-bit integers, so that the dot products are integer ones of bytes (on
 x86 one ``vpmaddubsw`` does 32 of them, unsigned times signed bytes summed in pairs in 16 bits:
-the kernels multiply q + 128 and take 128 * sum(xq) off; ``cpu/simd.py``, ``vdot_u8s8``):
+the kernels multiply q + 128 and take 128 * sum(xq) off; ``cpu/simd.py``, ``vdot_u8s8``). So the
+CPU kernels store q *in excess 128*, as the unsigned byte q + 128 (``to_stored_int8``), which
+the byte products read as it is (flipping each byte's top bit as it was loaded cost int8 sampling
+3.5% of its time on Zen 4; on Intel's cores, where it took the multiplies' vector ports, LLVM's
+models give it a quarter of the loop; BENCHMARKS.md):
 
     levels = min(64, (2**31 - 1) // (255 * K))           K = len(x): no int32 sum can overflow
     step   = max|x| / levels                             (0 for x = 0)
@@ -51,8 +55,11 @@ costs in bits/char (3e-4 for the vectors).
                                (pairs where ``isa.bf16_pairs()``, else plain bfloat16s)
     to_int8_rows(a)            float array (..., R, K) -> (q int8 (..., R, K), scale float32 (..., R))
     from_int8_rows(q, scale)   the values q and scale stand for (float64, exact)
+    to_stored_int8(q)          int8 array -> uint8 array q + 128, the layout the CPU kernels read
+    from_stored_int8(u)        uint8 array -> int8 array u - 128
     no_scale(w)                the empty scale (..., 0) that float and bfloat16 matrices go with
-    widen(w, scale)            w as float: from_stored_bfloat16 for uint16, from_int8_rows for int8, else w itself
+    widen(w, scale)            w as float: from_stored_bfloat16 for uint16, from_int8_rows of
+                               from_stored_int8 for uint8, else w itself
     to_int8_activations(x)     float vector (K,) -> (xq int8 (K,), step float64), the rule above
     times(w, scale, x, cols)   w[:, cols] @ x[cols] for a matrix in any of the formats (int8: by the
                                rule above, x rounded as a whole; bfloat16: x rounded to bfloat16, the
@@ -125,6 +132,14 @@ def from_int8_rows(q, scale) -> np.ndarray:
     return np.asarray(q, dtype=np.float64) * np.asarray(scale, dtype=np.float64)[..., None]
 
 
+def to_stored_int8(q) -> np.ndarray:
+    return (np.asarray(q, dtype=np.int8).astype(np.int16) + 128).astype(np.uint8)
+
+
+def from_stored_int8(u) -> np.ndarray:
+    return (np.asarray(u, dtype=np.uint8).astype(np.int16) - 128).astype(np.int8)
+
+
 def no_scale(w) -> np.ndarray:
     return np.zeros(w.shape[:-2] + (0,), dtype=np.float32)
 
@@ -132,8 +147,8 @@ def no_scale(w) -> np.ndarray:
 def widen(w, scale) -> np.ndarray:
     if w.dtype == np.uint16:
         return from_stored_bfloat16(w)
-    if w.dtype == np.int8:
-        return from_int8_rows(w, scale)
+    if w.dtype == np.uint8:
+        return from_int8_rows(from_stored_int8(w), scale)
     return w
 
 
@@ -153,8 +168,8 @@ def to_int8_activations(x):
 def times(w, scale, x, cols=slice(None)) -> np.ndarray:
     if w.dtype == np.uint16:
         return from_stored_bfloat16(w)[:, cols] @ from_bfloat16(to_bfloat16(x))[cols]
-    if w.dtype != np.int8:
+    if w.dtype != np.uint8:
         return w[:, cols] @ x[cols]
     xq, step = to_int8_activations(x)
-    dots = (w[:, cols].astype(np.int64) @ xq[cols].astype(np.int64)).astype(x.dtype)
+    dots = (from_stored_int8(w[:, cols]).astype(np.int64) @ xq[cols].astype(np.int64)).astype(x.dtype)
     return (scale.astype(x.dtype) * x.dtype.type(step)) * dots

@@ -313,7 +313,7 @@ def vdot_u8s8(typingctx, acc, u, i, x, j):
     ``vpmaddwd`` and two additions for a 16-bit x. The same sums either way (VNNI: int8 sampling
     at b 0.9x the time on the Intel VM, BENCHMARKS.md). (``vpsignb`` instead of the bias, to
     multiply |x| by q with x's sign, measured 1.3x slower on Zen 4. Weights stored as int8, their
-    top bits flipped here by a ``vpxor`` a register: int8 sampling 3.5% slower on Zen 4, and a
+    top bits flipped here by a ``vpxor`` a register: int8 sampling 4% slower on Zen 4, and a
     quarter of the loop on Intel's cores by LLVM's models; BENCHMARKS.md.) Elsewhere plain IR (widen,
     multiply, add groups of four), the same numbers."""
     if not (acc == ivec and _is_flat_unsigned_array(u, 8) and _is_flat_signed_array(x, 8)

@@ -231,7 +231,8 @@ def test_compact_int8_is_the_reference_rule_bit_for_bit(dtype):
     want_q, want_scale = to_int8_rows(matrix)
     assert stored.dtype == np.uint8 and stored.shape == matrix.shape and scales.shape == (2, 320)
     assert stored.ctypes.data % ALIGNMENT == 0
-    assert np.array_equal(stored, to_stored_int8(want_q)) and np.array_equal(scales.view(np.uint32), want_scale.view(np.uint32))
+    assert np.array_equal(stored, to_stored_int8(want_q))
+    assert np.array_equal(scales.view(np.uint32), want_scale.view(np.uint32))
     assert [compact(matrix[:0], "int8")[k].shape for k in (0, 1)] == [(0, 320, K), (0, 320)]
 
 

@@ -130,7 +130,7 @@ def bf16_firsts_by_bytes() -> bool:
     """Whether ``vdot_bf16`` makes the first bfloat16 of each pair a float32 with a byte shuffle
     (``vpshufb``) rather than a shift: in an AVX2 build for an Intel core, where the shuffle runs
     beside the multiply-adds (LLVM's scheduling models: the 4-row loop 1.3x faster on Skylake to
-    Alder Lake) and a shift takes their ports. Not on AMD, where it was 2-5% slower (Zen 4), nor
+    Alder Lake) and a shift takes their ports. Not on AMD, where it was 3% slower (Zen 4), nor
     in AVX-512 builds, whose multiply-adds use port 5 too. (BENCHMARKS.md.)"""
     return simd_level() == "AVX2" and target()[0] in _INTEL_CPUS
 

@@ -63,7 +63,8 @@ formats round their vector first, into a work buffer: bfloat16 products (``_bf16
 bfloat16 (``round_to_bfloat16``), then read weights and vector as pairs of bfloat16s in 32-bit
 words, 32 products a ``vdot_bf16`` on AVX-512, 16 on AVX2 (``BF16_PER_DOT``;
 one ``vdpbf16ps`` where the CPU has AVX-512 BF16, 0.6-0.9x the time of the alternative; elsewhere a
-shift (in the AVX2 build a ``vpshufb``) makes the first of each pair a float32, and the second is the whole word, the matrix being
+shift (a ``vpshufb`` in an AVX2 build for an Intel core) makes the first of each pair a float32, and
+the second is the whole word, the matrix being
 stored in pairs (``BF16_PAIRS``, ``weight_formats.to_bfloat16_pairs``): no widening shuffle, 0.68-0.80x
 the time of widening each weight; with the mask too, a character at b and c of the AVX2 build took
 1.05-1.09x the time; BENCHMARKS.md);
@@ -315,12 +316,12 @@ def round_to_stored_bfloat16(a, stored):
 def round_to_int8_rows(a, q, scale):
     """q[r] = a[r] rounded to int8 with the scale scale[r] = max|a[r]| / 127: ``weight_formats.
     to_int8_rows``'s rule, bit for bit, for finite a, stored in excess 128 (``to_stored_int8``).
-    a (R, K) float (taken as float32 first, as there), q (R, K) uint8, scale (R,) float32. Each float32 quotient (max / 127, a / scale) is made
-    in float64 and rounded to float32: the kernels' fastmath may multiply by a reciprocal there,
-    which moves the float64 result by ~2**-52 of itself, while a quotient of two float32s is either
-    a float32 midpoint never or no nearer to one than 2**-48 of itself, so the rounding to float32
-    gives IEEE float32 division's result. (numpy took 6.4 ms for c's 3 M weights: abs, max, divide,
-    rint, clip and a cast, each a pass.)"""
+    a (R, K) float (taken as float32 first, as there), q (R, K) uint8, scale (R,) float32. Each
+    float32 quotient (max / 127, a / scale) is made in float64 and rounded to float32: the kernels'
+    fastmath may multiply by a reciprocal there, which moves the float64 result by ~2**-52 of
+    itself, while a quotient of two float32s is either a float32 midpoint never or no nearer to one
+    than 2**-48 of itself, so the rounding to float32 gives IEEE float32 division's result. (numpy
+    took 6.4 ms for c's 3 M weights: abs, max, divide, rint, clip and a cast, each a pass.)"""
     low, high = np.float32(-127), np.float32(127)
     for r in range(a.shape[0]):
         row, out = a[r], q[r]

@@ -305,8 +305,8 @@ def vdot_u8s8(typingctx, acc, u, i, x, j):
 
     This is the x86 byte product (``isa.byte_products``: 512-bit with AVX-512BW, else 256-bit on
     AVX2). Per register of products, with VNNI (``isa.vnni_products``) one ``vpdpbusd`` multiplies
-    the unsigned by the signed bytes and adds
-    each group of four products to its int32 lane (exact: no saturation); without VNNI
+    the unsigned by the signed bytes and adds each group of four products to its int32 lane (exact:
+    no saturation); without VNNI
     ``vpmaddubsw`` multiplies them and adds neighbouring pairs into 16-bit lanes, exactly
     (255 * 64 * 2 = 32,640 < 2**15: no saturation), ``vpmaddwd`` by ones adds neighbouring 16-bit
     pairs into 32 bits, and an addition takes them into acc; against two widenings, two
@@ -321,25 +321,25 @@ def vdot_u8s8(typingctx, acc, u, i, x, j):
         return None
 
     def codegen(context, builder, sig, args):
-        acc_v, q_a, i_v, x_a, j_v = args
+        acc_v, u_a, i_v, x_a, j_v = args
         n = 4 * LANES
-        qv = builder.load(_vector_pointer(context, builder, sig.args[1], q_a, sig.args[2], i_v, n), align=1)
+        uv = builder.load(_vector_pointer(context, builder, sig.args[1], u_a, sig.args[2], i_v, n), align=1)
         xv = builder.load(_vector_pointer(context, builder, sig.args[3], x_a, sig.args[4], j_v, n), align=1)
         width = byte_products()
         if not width:
             wide = ir.VectorType(I32, n)
-            return _add_groups_of_four(builder, acc_v, builder.mul(builder.zext(qv, wide), builder.sext(xv, wide)))
+            return _add_groups_of_four(builder, acc_v, builder.mul(builder.zext(uv, wide), builder.sext(xv, wide)))
         parts = 1 if width == "AVX-512" else 2      # one register of 64 bytes, or two of 32
         b = n // parts
         halves = [list(range(b * p, b * p + b)) for p in range(parts)]
-        qs, xs = _parts(builder, qv, halves), _parts(builder, xv, halves)
+        us, xs = _parts(builder, uv, halves), _parts(builder, xv, halves)
         if vnni_products():
             ints_t = ir.VectorType(I32, b // 4)
             dot = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ints_t, [ints_t] * 3),
                                                  f"llvm.x86.avx512.vpdpbusd.{8 * b}")
             accs = _parts(builder, acc_v, [list(range(b // 4 * p, b // 4 * (p + 1))) for p in range(parts)])
-            sums = [builder.call(dot, [a, builder.bitcast(q, ints_t), builder.bitcast(x, ints_t)])
-                    for a, q, x in zip(accs, qs, xs)]
+            sums = [builder.call(dot, [a, builder.bitcast(u, ints_t), builder.bitcast(x, ints_t)])
+                    for a, u, x in zip(accs, us, xs)]
             return _joined(builder, sums)
         names = (("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512") if parts == 1 else
                  ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"))
@@ -348,8 +348,8 @@ def vdot_u8s8(typingctx, acc, u, i, x, j):
         pairs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(shorts_t, [bytes_t, bytes_t]), names[0])
         quads = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ints_t, [shorts_t, shorts_t]), names[1])
         ones = ir.Constant(shorts_t, [1] * (b // 2))
-        return builder.add(acc_v, _joined(builder, [builder.call(quads, [builder.call(pairs, [q, x]), ones])
-                                                     for q, x in zip(qs, xs)]))
+        return builder.add(acc_v, _joined(builder, [builder.call(quads, [builder.call(pairs, [u, x]), ones])
+                                                     for u, x in zip(us, xs)]))
 
     return ivec(acc, u, i, x, j), codegen
 
@@ -413,7 +413,7 @@ def vdot_bf16(typingctx, acc, w, i, x, j):
     16`` is a byte shuffle, ``vpshufb`` (``FIRST_UP``): there a shift shares ports 0 and 1 with the
     FMAs, a ``vpshufb`` runs on port 5. LLVM's own scheduling models give 4 rows x 16 columns 6.5 ->
     5.0 cycles on Skylake to Alder Lake, 6.5 -> 4.7 on Ice Lake, no change on Zen 1-3; not yet
-    measured on an Intel CPU; on Zen 4 the Haswell build sampled 2-5% slower with it (BENCHMARKS.md).
+    measured on an Intel CPU; on Zen 4 the Haswell build sampled 3% slower with it (BENCHMARKS.md).
     The codes may differ in the last bit of a sum (the order of the additions; denormals)."""
     if not (acc == Vec(types.float32) and _is_flat_16bit_array(w) and _is_flat_16bit_array(x)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):

@@ -28,10 +28,10 @@ Each of the three weight matrices (w0, w, w_out) is followed by its row scales (
 s (L-1, G*H), s_out (V,)). A matrix may be float (of h's dtype), bfloat16 stored as uint16, or
 int8 stored in excess 128 as uint8, with those per-row scales (``weight_formats.py``: one scale a
 row of each matrix as stored, so a row of [w_ih | w_hh] shares one); float and bfloat16 matrices
-take empty scales (shape (..., 0)). The table x0 stays float. Each weight is the float value it stands for; a product with
-a compact matrix rounds its whole vector v first, to bfloat16 for a bfloat16 one, to 8-bit
-integers for an int8 one (``weight_formats.times``). h (L, H) (and c (L, H)) hold the initial state
-and are updated in place. The model first reads prime (P,) (P >= 1, int64), then generates
+take empty scales (shape (..., 0)). The table x0 stays float. Each weight is the float value it
+stands for; a product with a compact matrix rounds its whole vector v first, to bfloat16 for a
+bfloat16 one, to 8-bit integers for an int8 one (``weight_formats.times``). h (L, H) (and c (L, H))
+hold the initial state and are updated in place. The model first reads prime (P,) (P >= 1, int64), then generates
 N = len(out) indices, one uniform from uniforms (N,) per index. On return h (c) is the state after
 reading prime and out[:-1]: to continue, pass out[-1:] as the next prime.
 

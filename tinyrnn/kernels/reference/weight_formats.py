@@ -34,8 +34,8 @@ x86 one ``vpmaddubsw`` does 32 of them, unsigned times signed bytes summed in pa
 the kernels multiply q + 128 and take 128 * sum(xq) off; ``cpu/simd.py``, ``vdot_u8s8``). So the
 CPU kernels store q *in excess 128*, as the unsigned byte q + 128 (``to_stored_int8``), which
 the byte products read as it is (flipping each byte's top bit as it was loaded cost int8 sampling
-4% of its time on Zen 4, natively; on Intel's cores, where it took the multiplies' vector ports, LLVM's
-models give it a quarter of the loop; BENCHMARKS.md):
+4% of its time on Zen 4, natively; on Intel's cores, where it took the multiplies' vector ports,
+LLVM's models give it a quarter of the loop; BENCHMARKS.md):
 
     levels = min(64, (2**31 - 1) // (255 * K))           K = len(x): no int32 sum can overflow
     step   = max|x| / levels                             (0 for x = 0)

@@ -69,11 +69,12 @@ stored in pairs (``BF16_PAIRS``, ``weight_formats.to_bfloat16_pairs``): no widen
 the time of widening each weight; with the mask too, a character at b and c of the AVX2 build took
 1.05-1.09x the time; BENCHMARKS.md);
 int8 products (``_int8_rows``) to 8-bit integers (``quantize_activations``) and take integer dot
-products, 64 weights a ``vdot_u8s8`` (on x86 with VNNI one ``vpdpbusd`` a register, after a
-``vpxor``: int8 sampling 0.88-0.92x the time on the Intel VM; without it ``vpmaddubsw`` and
-``vpmaddwd``, against two widenings, two ``vpmaddwd`` and two additions with a 16-bit vector,
-which this replaced; BENCHMARKS.md). Numba compiles one version per weight type (``_rows`` chooses when
-compiling).
+products, 64 weights a ``vdot_u8s8`` (on x86 with VNNI one ``vpdpbusd`` a register: int8
+sampling 0.88-0.92x the time on the Intel VM; without it ``vpmaddubsw`` and ``vpmaddwd``, against
+two widenings, two ``vpmaddwd`` and two additions with a 16-bit vector, which this replaced; the
+weights stored in excess 128, so that no ``vpxor`` flips them as they are loaded: 0.96x the time
+natively on Zen 4; BENCHMARKS.md). Numba compiles one version per weight type (``_rows`` chooses
+when compiling).
 """
 import numba
 import numpy as np

@@ -306,10 +306,9 @@ def vdot_u8s8(typingctx, acc, u, i, x, j):
     This is the x86 byte product (``isa.byte_products``: 512-bit with AVX-512BW, else 256-bit on
     AVX2). Per register of products, with VNNI (``isa.vnni_products``) one ``vpdpbusd`` multiplies
     the unsigned by the signed bytes and adds each group of four products to its int32 lane (exact:
-    no saturation); without VNNI
-    ``vpmaddubsw`` multiplies them and adds neighbouring pairs into 16-bit lanes, exactly
-    (255 * 64 * 2 = 32,640 < 2**15: no saturation), ``vpmaddwd`` by ones adds neighbouring 16-bit
-    pairs into 32 bits, and an addition takes them into acc; against two widenings, two
+    no saturation); without VNNI ``vpmaddubsw`` multiplies them and adds neighbouring pairs into
+    16-bit lanes, exactly (255 * 64 * 2 = 32,640 < 2**15: no saturation), ``vpmaddwd`` by ones adds
+    neighbouring 16-bit pairs into 32 bits, and an addition takes them into acc; against two widenings, two
     ``vpmaddwd`` and two additions for a 16-bit x. The same sums either way (VNNI: int8 sampling
     at b 0.9x the time on the Intel VM, BENCHMARKS.md). (``vpsignb`` instead of the bias, to
     multiply |x| by q with x's sign, measured 1.3x slower on Zen 4. Weights stored as int8, their

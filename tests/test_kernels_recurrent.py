@@ -454,6 +454,40 @@ def test_int8_rows():
     assert np.array_equal(from_stored_int8(stored), q)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_int8_row_products_in_every_cut(dtype):
+    """The CPU kernel's int8 rows (``_int8_rows``: whole 8-row groups finished four rows a vector,
+    then 4-row groups with clamped rows and the columns after the last vector one by one) add
+    (scale * step) * dot into out as the scalar code does: the dots exact, scale * step in out's
+    dtype, the rest in float64, rounded once. Cuts: any begin and end (rows before, after and
+    between whole groups), column ranges that are whole vectors or not (the GRU's halves).
+    float32 bit for bit (the float64 product of a float32 factor and a dot under 2**29 is exact);
+    no row outside begin:end is touched."""
+    from tinyrnn.kernels.cpu.generate import _int8_rows, quantize_activations
+
+    rng = np.random.default_rng(5)
+    for R, K in ((40, 128), (19, 256), (33, 200), (8, 64)):
+        q, scale = to_int8_rows(rng.standard_normal((R, K)))
+        stored = to_stored_int8(q)
+        x = rng.standard_normal(K).astype(dtype)
+        xq = np.zeros(K + 64, np.int8)
+        step = quantize_activations(x, xq)
+        factors = scale.astype(dtype) * dtype(step)            # the kernel's scale[r] * step, in out's dtype
+        for begin, end in ((0, R), (3, R), (0, min(13, R)), (5, 6), (min(8, R), min(16, R)), (R - 1, R)):
+            for c0, c1 in ((0, K), (0, K // 2), (K // 2, K), (1, K - 3)):
+                dots = q[begin:end, c0:c1].astype(np.int64) @ xq[c0:c1].astype(np.int64)
+                out = rng.standard_normal(R).astype(dtype)
+                want, terms = out.copy(), factors[begin:end].astype(np.float64) * dots
+                want[begin:end] = (out[begin:end].astype(np.float64) + terms).astype(dtype)
+                bound = 4 * np.finfo(np.float64).eps * (np.abs(out[begin:end]) + np.abs(terms))
+                _int8_rows(stored, scale, xq, step, out, begin, end, c0, c1)
+                if dtype == np.float32:
+                    assert np.array_equal(out, want), (R, K, begin, end, c0, c1)
+                else:       # float64: the product may be fused into the addition (fastmath), or not
+                    assert np.all(np.abs(out - want)[begin:end] <= bound) and np.array_equal(
+                        np.delete(out, np.s_[begin:end]), np.delete(want, np.s_[begin:end]))
+
+
 @pytest.mark.parametrize("K", [1, 31, 32, 33, 100, 517])
 def test_bfloat16_products(K):
     """A product with a bfloat16 matrix rounds its vector to bfloat16 and sums the exact products in

@@ -21,6 +21,9 @@ Integer dot products (int8 weights times int8 activations, summed in int32; ``ge
                                      weights in excess 128); 4 * LANES products
     v = vsum_bytes(acc, x, j)        v[l] = acc[l] + sum_m x[j+4l+m], m < 4
     s = vsum(v)                      the int32 sum of the lanes (wraps on overflow: the caller bounds it)
+    vadd_row_dots(out, r, a0, a1, a2, a3, bias, scale, step)
+                                     out[r+m] += (scale[r+m] * step) * (vsum(a_m) - bias), m < 4: four
+                                     rows' dots finished at once, as vectors (out, scale: 1-D C float)
 
 bfloat16 dot products (bfloat16 weights times a bfloat16 vector, products and sums in float32):
 
@@ -351,6 +354,79 @@ def vdot_u8s8(typingctx, acc, u, i, x, j):
                                                      for u, x in zip(us, xs)]))
 
     return ivec(acc, u, i, x, j), codegen
+
+
+def _lane_sums4(builder, vs, add):
+    """The lane sums of four vectors of LANES lanes as one vector of 4 lanes (lane m: the sum of
+    vs[m]'s), each added in ``vsum``'s order (lane l with lane l + n/2, halving n) but the four side
+    by side: a step adds the low and high halves of every row's block of lanes at once. ``add``: the
+    builder's add or fadd."""
+    def halves(a, b, blocks, width):    # blocks: where each row's `width` lanes start in a ++ b
+        def pick(offset):
+            lanes = [start + offset + i for start in blocks for i in range(width // 2)]
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, len(lanes)), lanes))
+        return add(pick(0), pick(width // 2))
+
+    n = LANES
+    first, second = (halves(vs[k], vs[k + 1], [0, n], n) for k in (0, 2))      # two rows, n/2 lanes each
+    width = n // 2
+    x = halves(first, second, [0, width, n, n + width], width)                 # four rows, n/4 lanes each
+    while width > 2:
+        width //= 2
+        x = halves(x, x, [row * width for row in range(4)], width)
+    return x
+
+
+@intrinsic
+def vadd_row_dots(typingctx, out, r, a0, a1, a2, a3, bias, scale, step):
+    """out[r+m] += (scale[r+m] * step) * (vsum(a_m) - bias) for m < 4: four rows' int8 dots
+    (``vdot_u8s8``'s sums, less the bias of their excess 128) scaled and added into out at once,
+    as vectors: the lane sums by ``_lane_sums4``, then one subtraction, conversion, product and sum
+    for the four. The arithmetic is the scalar code's, so each result is the same bits:
+    scale[r+m] * step in the type Numba gives it (float32 for a float32 step), the rest in float64,
+    rounded once to out's dtype. out, scale: 1-D C float arrays (r + 4 <= their lengths); step: out's
+    dtype. (A row's sum alone, ``vsum`` and the scalar code, made a 4-row group at rows of 256 take
+    1.17x the time of this on Zen 4; BENCHMARKS.md.)"""
+    if not (_is_flat_float_array(out) and _is_flat_float_array(scale) and scale.dtype == types.float32 and a0 == ivec
+            and a0 == a1 == a2 == a3 and isinstance(r, types.Integer) and isinstance(bias, types.Integer)
+            and step == out.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        out_a, r_v, *accs, bias_v, scale_a, step_v = args
+        four = ir.VectorType(I32, 4)
+
+        def splat4(x):
+            vt = ir.VectorType(x.type, 4)
+            one = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
+            return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), ir.Constant(four, [0] * 4))
+
+        def at_r(array_type, array):
+            return _vector_pointer(context, builder, array_type, array, sig.args[1], r_v, 4)
+
+        dots = builder.sub(_lane_sums4(builder, accs, builder.add),
+                           splat4(context.cast(builder, bias_v, sig.args[6], types.int32)))
+        scale_t, out_t = sig.args[7], sig.args[0]
+        scales = builder.load(at_r(scale_t, scale_a), align=scale_t.dtype.bitwidth // 8)
+        double = ir.DoubleType()
+        wide = ir.VectorType(double, 4)
+
+        def widened(v):
+            return v if v.type.element == double else builder.fpext(v, wide)
+
+        if isinstance(step_v.type, ir.DoubleType):          # float32 * float64: float64
+            factors = builder.fmul(widened(scales), splat4(step_v))
+        else:                                               # float32 * float32: float32, then widened
+            factors = widened(builder.fmul(scales, splat4(step_v)))
+        pointer = at_r(out_t, out_a)
+        old = builder.load(pointer, align=out_t.dtype.bitwidth // 8)
+        new = builder.fadd(widened(old), builder.fmul(factors, builder.sitofp(dots, wide)))
+        if old.type.element != double:
+            new = builder.fptrunc(new, old.type)
+        builder.store(new, pointer, align=out_t.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(out, r, a0, a1, a2, a3, bias, scale, step), codegen
 
 
 def _parts(builder, v, lanes):

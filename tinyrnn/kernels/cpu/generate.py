@@ -82,7 +82,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ..isa import bf16_pairs
+from ..isa import bf16_pairs, byte_products
 from ..jit import kernel, leaf_kernel, parallel_kernel, prange
 from .activations import exp, tanh
 from .aligned import aligned_empty
@@ -139,6 +139,9 @@ def _is_bf16(w):
     return isinstance(w.dtype, types.Integer) and not w.dtype.signed and w.dtype.bitwidth == 16
 
 
+# int8 rows 8 at a time where a vector of dots is one register (AVX-512: 8 accumulators of 32); with
+# two (AVX2: 16 registers) LLVM kept 4 of the 16 on the stack, so 4 at a time there
+INT8_EIGHT_ROWS = byte_products() == "AVX-512"
 BF16_PAIRS = bf16_pairs()   # bfloat16 matrices in pairs, a pair's second read as its whole word (vdot_bf16)
 PARALLEL_MIN = 1 << 16  # weights in a model's largest product below which sampling runs one worker
 
@@ -178,10 +181,11 @@ def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
     q (R, K) uint8, each int8 weight in excess 128 (the byte q + 128: ``weight_formats.
     to_stored_int8``), scale (R,), xq (>= K,) int8 (x rounded by ``quantize_activations``, step its
     step), out (R,); 4 * LANES columns a ``vdot_u8s8`` (which multiplies the bytes q + 128 as they
-    are: 128 * sum(xq) comes off each dot). Where the columns are whole vectors, 8 rows at a time,
-    their sums finished four rows a vector (``vadd_row_dots``); the rest 4 rows at a time (rows
-    clamped at end - 1), the columns after the last vector one by one. (One row's sum at a time, 4
-    rows a group, made rows of 256 take 1.4x the time on Zen 4: BENCHMARKS.md.)"""
+    are: 128 * sum(xq) comes off each dot). Rows 4 at a time (clamped at end - 1), or 8 where a
+    vector of dots is one register (INT8_EIGHT_ROWS); where the columns are whole vectors, four rows'
+    sums are finished at once in vectors (``vadd_row_dots``), else one by one, with the columns after
+    the last vector. (One row's sum at a time, 4 rows a group, made rows of 256 take 1.4x the time
+    on Zen 4: BENCHMARKS.md.)"""
     k_vec = c1 - (c1 - c0) % (4 * LANES)
     sums = vizeros()
     for k in range(c0, k_vec, 4 * LANES):
@@ -189,7 +193,7 @@ def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
     bias = np.int32(128) * vsum(sums)
     s = out.dtype.type(step)
     whole = begin
-    if k_vec == c1:
+    if INT8_EIGHT_ROWS and k_vec == c1:
         for r in range(begin, end - 7, 8):
             q0, q1, q2, q3, q4, q5, q6, q7 = q[r], q[r + 1], q[r + 2], q[r + 3], q[r + 4], q[r + 5], q[r + 6], q[r + 7]
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vizeros()
@@ -211,6 +215,9 @@ def _int8_rows(q, scale, xq, step, out, begin, end, c0, c1):
             a1 = vdot_u8s8(a1, q1, k, xq, k)
             a2 = vdot_u8s8(a2, q2, k, xq, k)
             a3 = vdot_u8s8(a3, q3, k, xq, k)
+        if k_vec == c1 and r + 4 <= end:
+            vadd_row_dots(out, r, a0, a1, a2, a3, bias, scale, s)
+            continue
         d0, d1, d2, d3 = vsum(a0) - bias, vsum(a1) - bias, vsum(a2) - bias, vsum(a3) - bias
         for k in range(k_vec, c1):
             xk = np.int32(xq[k])

@@ -186,7 +186,7 @@ SAMPLE_WEIGHTS = "bf16"    # the default of `sample --weights`: same bits/char a
 @click.option("--weights", type=click.Choice(WEIGHT_FORMATS), default=SAMPLE_WEIGHTS, show_default=True,
               help="Number format of the weight matrices while sampling: bf16 reads half the bytes per character, "
                    "int8 (a scale per row) a quarter and is the fastest, above all on CPUs without AVX-512 BF16 "
-                   "(AVX2 laptops: bf16 there is 1.3-1.45x f32, int8 1.6-2.4x); `tinyrnn eval --weights` scores the same "
+                   "(AVX2 laptops: bf16 there is 1.3-1.45x f32, int8 1.6-2.5x); `tinyrnn eval --weights` scores the same "
                    "weights.")
 @announces_compiling
 def sample(checkpoint, prime, length, temperature, top_k, top_p, seed, argmax, device, weights):

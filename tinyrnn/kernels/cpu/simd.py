@@ -382,14 +382,15 @@ def vadd_row_dots(typingctx, out, r, a0, a1, a2, a3, bias, scale, step):
     """out[r+m] += (scale[r+m] * step) * (vsum(a_m) - bias) for m < 4: four rows' int8 dots
     (``vdot_u8s8``'s sums, less the bias of their excess 128) scaled and added into out at once,
     as vectors: the lane sums by ``_lane_sums4``, then one subtraction, conversion, product and sum
-    for the four. The arithmetic is the scalar code's, so each result is the same bits:
-    scale[r+m] * step in the type Numba gives it (float32 for a float32 step), the rest in float64,
-    rounded once to out's dtype. out, scale: 1-D C float arrays (r + 4 <= their lengths); step: out's
-    dtype. (A row's sum alone, ``vsum`` and the scalar code, made a 4-row group at rows of 256 take
-    1.17x the time of this on Zen 4; BENCHMARKS.md.)"""
-    if not (_is_flat_float_array(out) and _is_flat_float_array(scale) and scale.dtype == types.float32 and a0 == ivec
-            and a0 == a1 == a2 == a3 and isinstance(r, types.Integer) and isinstance(bias, types.Integer)
-            and step == out.dtype):
+    for the four. The arithmetic is the scalar code's: scale[r+m] * step in the type Numba gives it
+    (float32 for a float32 step), the rest in float64, rounded once to out's dtype (float32 results
+    are the same bits: the float64 product of a float32 and a dot under 2**29 is exact). out: 1-D C
+    float array, scale: 1-D C float32 array (r + 4 <= their lengths); step: out's dtype. (Each row's
+    sum by ``vsum`` and the scalar code made a 4-row group at rows of 256 take 1.13-1.16x the time of
+    this on Zen 4; BENCHMARKS.md.)"""
+    if not (_is_flat_float_array(out) and _is_flat_float_array(scale) and scale.dtype == types.float32
+            and a0 == ivec and a0 == a1 == a2 == a3 and isinstance(r, types.Integer)
+            and isinstance(bias, types.Integer) and step == out.dtype):
         return None
 
     def codegen(context, builder, sig, args):

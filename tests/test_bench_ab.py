@@ -34,3 +34,18 @@ def test_ab_refuses_zero_rounds(capsys):
     with pytest.raises(SystemExit) as e:
         ab.main([str(REPO), "--rounds", "0"])
     assert e.value.code == 2 and "--rounds 0: give at least 1" in capsys.readouterr().err
+
+
+def test_ab_sampling_refuses_a_bidirectional_config(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        ab.main([str(REPO), "--new", str(REPO), "--config", "e", "--only", "sampling", "--workdir", str(tmp_path)])
+    assert "config e is bidirectional, and a bidirectional model does not sample" in str(e.value)
+
+
+def test_ab_copies_run_their_own_kernels(tmp_path):
+    """Each copy's cases call its own kernels: ``backend.kernels`` imports ``tinyrnn.kernels.*`` by
+    name, which in a copy is the installed package, not the copy (its sampling timed the installed
+    code for both)."""
+    copy = ab.load(REPO, "tinyrnn_ab_new", tmp_path)
+    assert ab.cpu_kernels(copy).__name__ == "tinyrnn_ab_new.kernels.cpu"
+    assert copy.backend.kernels("cpu").__name__ == "tinyrnn.kernels.cpu"      # why ab does not use it

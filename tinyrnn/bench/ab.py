@@ -1,6 +1,7 @@
 """Two checkouts' kernels side by side in one process: is a kernel change faster, and by how much?
 
     python -m tinyrnn.bench.ab OLD_CHECKOUT [--new CHECKOUT] [--config d] [--rounds 41] [--only products]
+    python -m tinyrnn.bench.ab OLD_CHECKOUT --config b --only sampling
     NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES='' python -m tinyrnn.bench.ab /tmp/old   # AVX2 build
 
 On a shared VM the same command drifts by 10-20% from one process to the next (BENCHMARKS.md), so
@@ -16,6 +17,11 @@ benchmark config (``configs.CONFIGS``), float32, on this process's threads:
                                      first, whose projection is a table; configs a and e have none)
     nt, nn, tn head                  the logits (vocab 65), their input's and weights' gradients
     sequence forward / backward      the cell's fused recurrent kernels over T steps
+
+or, with ``--only sampling``, batch-1 sampling from the config's model (a, b, c or d, weights
+seeded) in each weight format, f32, bf16 and int8, 2,000 characters a call (ms a call / 2 = us a
+character). E.g. an AVX2 build's bfloat16 firsts by shift against ``vpshufb`` on an Intel CPU:
+``git worktree add /tmp/old ae811b4~1``, then the AVX2 line below with ``--config b --only sampling``.
 
 (Products as M x K x N, in the layouts ``ops/primitives.py`` and ``ops/recurrent.py`` call them with.)
 
@@ -56,11 +62,16 @@ def load(checkout: Path, name: str, workdir: Path):
     return importlib.import_module(name)
 
 
+def cpu_kernels(package):
+    """The CPU kernel module of a loaded copy: its own (``backend.kernels`` would give tinyrnn's)."""
+    return importlib.import_module(package.__name__ + ".kernels.cpu")
+
+
 def step_cases(package, cfg_name, only=None):
     """(label, callable) pairs for one training step of a config: its products and sequence kernels
     (``only``: "products" or "sequence" for one kind)."""
     cfg = CONFIGS[cfg_name]
-    cpu = importlib.import_module(package.__name__ + ".kernels.cpu")
+    cpu = cpu_kernels(package)
     G = GATES[cfg["cell"]]
     H, BT, T, B = cfg["hidden"], cfg["batch"] * cfg["seq"], cfg["seq"], cfg["batch"]
     rng = np.random.default_rng(0)
@@ -116,6 +127,38 @@ def _sequence_cases(cpu, cell, T, B, H, G, normal):
     return [(f"{cell} sequence forward", forward), (f"{cell} sequence backward", backward)]
 
 
+SAMPLED = 2000      # characters a sampling call: ~15-50 ms at b, past the call's own ~30 us
+
+
+def sampling_cases(package, cfg_name):
+    """(label, callable) pairs: batch-1 sampling from a config's model (its weights seeded, so
+    both checkouts sample from the same model) in each weight format, SAMPLED characters a call,
+    the weights converted once (``generate.run_generation``, the kernels alone)."""
+    cfg = CONFIGS[cfg_name]
+    if cfg["bidir"]:
+        raise SystemExit(f"error: config {cfg_name} is bidirectional, and a bidirectional model does not "
+                         "sample: choose a, b, c or d")
+    generate = importlib.import_module(package.__name__ + ".generate")
+    models = importlib.import_module(package.__name__ + ".models")
+    kernels = cpu_kernels(package)
+    package.manual_seed(0)
+    L, H = cfg["layers"], cfg["hidden"]
+    model = models.CharRNN(VOCAB, cell=cfg["cell"], hidden=H, layers=L, embed=H)
+    model.eval()
+    uniforms = np.random.default_rng(0).random(SAMPLED)
+
+    def case(fmt):
+        w = generate.generation_weights(model, fmt)
+        h, c, out = np.zeros((L, H), np.float32), np.zeros((L, H), np.float32), np.zeros(SAMPLED, np.int64)
+        generate.run_generation(kernels, model, w, h, c, np.array([0]), uniforms, 1.0, 0, 1.0, out)
+
+        def call():         # continues from the last character drawn
+            generate.run_generation(kernels, model, w, h, c, out[-1:].copy(), uniforms, 1.0, 0, 1.0, out)
+        return f"sampling {fmt}, {SAMPLED:,} chars", call
+
+    return [case(fmt) for fmt in ("f32", "bf16", "int8")]
+
+
 def compare(old_case, new_case, rounds):
     """(old median, new median) in seconds: the two called alternately, rounds times each."""
     (_, old), (_, new) = old_case, new_case
@@ -136,8 +179,9 @@ def main(argv=None):
                         help="the checkout measured (default: this package's)")
     parser.add_argument("--config", default="d", choices=sorted(CONFIGS), help="whose training step (default d)")
     parser.add_argument("--rounds", type=int, default=41, help="calls of each, alternating (default 41)")
-    parser.add_argument("--only", choices=("products", "sequence"), default=None,
-                        help="the products only, or the sequence kernels only (default: both)")
+    parser.add_argument("--only", choices=("products", "sequence", "sampling"), default=None,
+                        help="the products only, or the sequence kernels only (default: both); or "
+                             "batch-1 sampling from the config's model in each weight format")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tinyrnn-ab"),
                         help="where the copies and their compiled kernels live (default /tmp/tinyrnn-ab)")
     args = parser.parse_args(argv)
@@ -148,7 +192,8 @@ def main(argv=None):
     from ..kernels import isa
 
     print(f"machine: {isa.describe()} | config {args.config} | {args.rounds} alternating calls, medians", flush=True)
-    for old_case, new_case in zip(step_cases(old, args.config, args.only), step_cases(new, args.config, args.only)):
+    cases = sampling_cases if args.only == "sampling" else (lambda package, cfg: step_cases(package, cfg, args.only))
+    for old_case, new_case in zip(cases(old, args.config), cases(new, args.config)):
         t_old, t_new = compare(old_case, new_case, args.rounds)
         print(f"{old_case[0]:<26} old {t_old * 1e3:8.3f} ms   new {t_new * 1e3:8.3f} ms   new/old {t_new / t_old:.3f}",
               flush=True)

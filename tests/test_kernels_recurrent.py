@@ -456,8 +456,8 @@ def test_int8_rows():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_int8_row_products_in_every_cut(dtype):
-    """The CPU kernel's int8 rows (``_int8_rows``: whole 8-row groups finished four rows a vector,
-    then 4-row groups with clamped rows and the columns after the last vector one by one) add
+    """The CPU kernel's int8 rows (``_int8_rows``: groups of 8 rows on AVX-512, else 4; whole rows
+    finished four at a time as vectors, a group with clamped rows or a column tail row by row) add
     (scale * step) * dot into out as the scalar code does: the dots exact, scale * step in out's
     dtype, the rest in float64, rounded once. Cuts: any begin and end (rows before, after and
     between whole groups), column ranges that are whole vectors or not (the GRU's halves).

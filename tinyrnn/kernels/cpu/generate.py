@@ -74,8 +74,8 @@ sampling 0.88-0.92x the time on the Intel VM; without it ``vpmaddubsw`` and ``vp
 two widenings, two ``vpmaddwd`` and two additions with a 16-bit vector, which this replaced; the
 weights stored in excess 128, so that no ``vpxor`` flips them as they are loaded: 0.96x the time
 natively on Zen 4; 8 rows at a time with AVX-512 and four rows' sums finished together as vectors,
-``vadd_row_dots``: 0.83x at b on Zen 4; BENCHMARKS.md). Numba compiles one version per weight type (``_rows`` chooses
-when compiling).
+``vadd_row_dots``: 0.83x at b on Zen 4; BENCHMARKS.md). Numba compiles one version per weight type
+(``_rows`` chooses when compiling).
 """
 import numba
 import numpy as np

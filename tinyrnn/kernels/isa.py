@@ -135,6 +135,12 @@ def bf16_firsts_by_bytes() -> bool:
     return simd_level() == "AVX2" and target()[0] in _INTEL_CPUS
 
 
+def amd_target() -> bool:
+    """Whether the compile target is an AMD Zen core (LLVM's ``znver*``): the GRU backward's step
+    order is chosen by it (``cpu/sequence.py``)."""
+    return target()[0].startswith("znver")
+
+
 def sampling_dots() -> str:
     """How batch-1 sampling multiplies its compact weights on the compile target, for benchmark
     lines: e.g. 'bf16 vdpbf16ps, int8 vpmaddubsw AVX-512' (``cpu/simd.py``'s ``vdot_bf16`` and

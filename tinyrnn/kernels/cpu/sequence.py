@@ -39,11 +39,14 @@ L2 prefetcher follows an ascending run within a page.) Measured on the Intel VM 
 and new alternating in one process): the LSTM forward 0.89-0.96x the time at config b, its
 backward (its ``dh`` products likewise before the gate math of all its units) 0.95-0.98x, the GRU
 forward 0.91-0.98x at d and e; bit for bit the same numbers. The GRU backward ran 1.01-1.20x
-slower that way, so its step keeps to one chunk a call, as do the RNN's (one gate: chunk by chunk
-is address order). (One thread's products over the same rows at every step, kept in cache, ran
-1.2-1.3x faster than over fresh rows; software prefetches, before or inside the micro tile, and
-huge pages did not recover that; the order above and the gates written over their input, below,
-did: BENCHMARKS.md.)
+slower that way there, but 0.90-0.94x on the Zen 4 VM (d and e; bit for bit the same gradients;
+why the two CPUs differ was not found), so it takes all its chunks a call where the target is an
+AMD core (``isa.amd_target``: ``GRU_BACKWARD_ALL_CHUNKS``) and one chunk a call elsewhere (a
+Haswell build, as an Intel laptop runs, even on an AMD CPU). The RNN's steps keep one chunk a
+call (one gate: chunk by chunk is address order). (One thread's products over the same rows at
+every step, kept in cache, ran 1.2-1.3x faster than over fresh rows; software prefetches, before
+or inside the micro tile, and huge pages did not recover that; the order above and the gates
+written over their input, below, did: BENCHMARKS.md.)
 
 The thread count reaches each compiled kernel as an argument from its Python wrapper
 (``numba.get_num_threads()`` read inside a kernel would make it uncacheable, and a constant
@@ -91,6 +94,7 @@ Batch-1 generation of a whole model (``*_generate``) is in ``generate.py``.
 import numba
 import numpy as np
 
+from ..isa import amd_target
 from ..jit import kernel, parallel_kernel, prange
 from .activations import tanh
 from .cells import _gru_unit, _gru_unit_backward, _lstm_unit, _lstm_unit_backward
@@ -98,6 +102,9 @@ from .matmul import MR, MR_MAX, NR, gemm_panel_block, pack_panels
 from .simd import LANES, vload, vstore
 
 CHUNK = NR      # hidden units per chunk (64): one micro tile wide, and 256 bytes of float32
+# the GRU backward's step: all of a thread's chunks a call on AMD's cores, one chunk a call elsewhere
+# (module docstring: 0.90-0.94x the time on Zen 4, 1.01-1.20x on the Intel VM)
+GRU_BACKWARD_ALL_CHUNKS = amd_target()
 
 
 @kernel
@@ -421,24 +428,29 @@ def _gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out,
         for item in prange(n_items):
             chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
-                for chunk in range(chunk0, chunk1):     # one chunk a call: faster here (module docstring)
-                    _gru_backward_step(T - region * per_region - k, chunk, r0, r1, w, hs, acts, ghn, dhs,
-                                       batch_sizes, dgi_out, dgh_out, dh0_out, work[item])
+                t = T - region * per_region - k
+                if GRU_BACKWARD_ALL_CHUNKS:
+                    _gru_backward_step(t, chunk0, chunk1, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi_out,
+                                       dgh_out, dh0_out, work[item])
+                else:
+                    for chunk in range(chunk0, chunk1):
+                        _gru_backward_step(t, chunk, chunk + 1, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi_out,
+                                           dgh_out, dh0_out, work[item])
 
 
 @kernel
-def _gru_backward_step(t, chunk, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi_out, dgh_out, dh, work):
-    """Backward step t (T .. 0) of rows r0 .. r1-1 for the units of one chunk: dh w.r.t. h_t
-    (its direct part dh * z, left from step t+1, plus dgh_t @ W_hh), then the gate gradients
-    of step t-1 for these units and rows. dh (B, H): the running gradient."""
+def _gru_backward_step(t, chunk0, chunk1, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi_out, dgh_out, dh, work):
+    """Backward step t (T .. 0) of rows r0 .. r1-1 for the units of chunks chunk0 .. chunk1-1: dh
+    w.r.t. h_t (its direct part dh * z, left from step t+1, plus dgh_t @ W_hh), then the gate
+    gradients of step t-1 for these units and rows. dh (B, H): the running gradient."""
     T, H = dhs.shape[0], dhs.shape[2]
-    u0, u1 = _units(chunk, H)
+    u0, u1 = _units(chunk0, H)[0], _units(chunk1 - 1, H)[1]
     one = dh.dtype.type(1)
     nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
     ns = batch_sizes[t - 1] if t > 0 else 0
     a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # this item's rows active at t, at t-1
     if t < T:       # dh (= the direct path dh_t * z, left below) += dgh_t @ W_hh
-        gemm_panel_block(dgh_out[t, r0:a1], w[0, chunk], dh[r0:a1], dh[r0:a1], u0, u1 - u0, True, work)
+        _chunks_panel_block(dgh_out[t, r0:a1], w[0], dh[r0:a1], dh[r0:a1], 0, chunk0, chunk1, H, True, work)
     if t > 0:       # gate gradients of step s = t-1 for this chunk's units
         s, m = t - 1, u1 - u0
         v1 = u1 - m % LANES

@@ -79,10 +79,10 @@ def compact(matrix, weights):
     bfloat16 and int8 are rounded by the CPU kernels ``round_to_stored_bfloat16`` (in pairs where the
     kernels read pairs: ``isa.bf16_pairs``) and ``round_to_int8_rows`` (``to_stored_bfloat16``'s and
     ``to_int8_rows``' rules, bit for bit; int8 stored in excess 128 as uint8: ``to_stored_int8``),
-    into arrays on a cache line: in numpy
-    the rules took 16.6 ms for the 2 M numbers of c's layer 1 (bfloat16; ~7 us of each character of a
-    2,000-character sample, of ~50) and 6.4 ms for c's 3 M weights (int8); ``generation_weights`` at c
-    now takes 2.65 ms in bfloat16 against 2.16 in float32 (BENCHMARKS.md)."""
+    into arrays on a cache line: in numpy the rules took 16.6 ms for the 2 M numbers of c's layer 1
+    (bfloat16; ~7 us of each character of a 2,000-character sample, of ~50) and 6.4 ms for c's 3 M
+    weights (int8); ``generation_weights`` at c now takes 2.65 ms in bfloat16 against 2.16 in
+    float32 (BENCHMARKS.md)."""
     if weights not in ("bf16", "int8"):
         return matrix, no_scale(matrix)
     from .kernels.cpu.aligned import aligned_array

@@ -21,7 +21,8 @@ benchmark config (``configs.CONFIGS``), float32, on this process's threads:
 or, with ``--only sampling``, batch-1 sampling from the config's model (a, b, c or d, weights
 seeded) in each weight format, f32, bf16 and int8, 2,000 characters a call (ms a call / 2 = us a
 character). E.g. an AVX2 build's bfloat16 firsts by shift against ``vpshufb`` on an Intel CPU:
-``git worktree add /tmp/old ae811b4~1``, then the AVX2 command above with ``--config b --only sampling``.
+``git worktree add /tmp/old ae811b4~1``, then the AVX2 command above with ``--config b --only
+sampling``.
 
 (Products as M x K x N, in the layouts ``ops/primitives.py`` and ``ops/recurrent.py`` call them with.)
 

@@ -424,18 +424,15 @@ def _gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out,
     n_chunks, bounds, whole, n_items = _schedule(batch_sizes, B, H, n_threads)
     work = np.empty((n_items, MR_MAX * NR), dh_n.dtype)
     regions, per_region = _regions(T + 1, whole)
+    per_call = n_chunks if GRU_BACKWARD_ALL_CHUNKS else 1     # unit chunks a call of the step
     for region in range(regions):
         for item in prange(n_items):
             chunk0, chunk1, r0, r1 = _span(item, n_chunks, bounds, whole)
             for k in range(per_region):
                 t = T - region * per_region - k
-                if GRU_BACKWARD_ALL_CHUNKS:
-                    _gru_backward_step(t, chunk0, chunk1, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi_out,
-                                       dgh_out, dh0_out, work[item])
-                else:
-                    for chunk in range(chunk0, chunk1):
-                        _gru_backward_step(t, chunk, chunk + 1, r0, r1, w, hs, acts, ghn, dhs, batch_sizes, dgi_out,
-                                           dgh_out, dh0_out, work[item])
+                for c in range(chunk0, chunk1, per_call):
+                    _gru_backward_step(t, c, min(c + per_call, chunk1), r0, r1, w, hs, acts, ghn, dhs, batch_sizes,
+                                       dgi_out, dgh_out, dh0_out, work[item])
 
 
 @kernel

@@ -156,10 +156,11 @@ def vstore(typingctx, a, i, v):
     return types.none(a, i, v), codegen
 
 
-def _splat(builder, x):
-    vt = ir.VectorType(x.type, LANES)
+def _splat(builder, x, lanes=LANES):
+    """An LLVM vector of ``lanes`` copies of the scalar x."""
+    vt = ir.VectorType(x.type, lanes)
     v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-    mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
     return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
 
 
@@ -311,13 +312,13 @@ def vdot_u8s8(typingctx, acc, u, i, x, j):
     the unsigned by the signed bytes and adds each group of four products to its int32 lane (exact:
     no saturation); without VNNI ``vpmaddubsw`` multiplies them and adds neighbouring pairs into
     16-bit lanes, exactly (255 * 64 * 2 = 32,640 < 2**15: no saturation), ``vpmaddwd`` by ones adds
-    neighbouring 16-bit pairs into 32 bits, and an addition takes them into acc; against two widenings, two
-    ``vpmaddwd`` and two additions for a 16-bit x. The same sums either way (VNNI: int8 sampling
-    at b 0.9x the time on the Intel VM, BENCHMARKS.md). (``vpsignb`` instead of the bias, to
-    multiply |x| by q with x's sign, measured 1.3x slower on Zen 4. Weights stored as int8, their
-    top bits flipped here by a ``vpxor`` a register: int8 sampling 4% slower on Zen 4, and a
-    quarter of the loop on Intel's cores by LLVM's models; BENCHMARKS.md.) Elsewhere plain IR (widen,
-    multiply, add groups of four), the same numbers."""
+    neighbouring 16-bit pairs into 32 bits, and an addition takes them into acc; against two
+    widenings, two ``vpmaddwd`` and two additions for a 16-bit x. The same sums either way (VNNI:
+    int8 sampling at b 0.9x the time on the Intel VM, BENCHMARKS.md). (``vpsignb`` instead of the
+    bias, to multiply |x| by q with x's sign, measured 1.3x slower on Zen 4. Weights stored as
+    int8, their top bits flipped here by a ``vpxor`` a register: int8 sampling 4% slower on Zen 4,
+    and a quarter of the loop on Intel's cores by LLVM's models; BENCHMARKS.md.) Elsewhere plain IR
+    (widen, multiply, add groups of four), the same numbers."""
     if not (acc == ivec and _is_flat_unsigned_array(u, 8) and _is_flat_signed_array(x, 8)
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
@@ -395,12 +396,9 @@ def vadd_row_dots(typingctx, out, r, a0, a1, a2, a3, bias, scale, step):
 
     def codegen(context, builder, sig, args):
         out_a, r_v, *accs, bias_v, scale_a, step_v = args
-        four = ir.VectorType(I32, 4)
 
         def splat4(x):
-            vt = ir.VectorType(x.type, 4)
-            one = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-            return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), ir.Constant(four, [0] * 4))
+            return _splat(builder, x, 4)
 
         def at_r(array_type, array):
             return _vector_pointer(context, builder, array_type, array, sig.args[1], r_v, 4)

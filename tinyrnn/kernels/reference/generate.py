@@ -31,9 +31,9 @@ row of each matrix as stored, so a row of [w_ih | w_hh] shares one); float and b
 take empty scales (shape (..., 0)). The table x0 stays float. Each weight is the float value it
 stands for; a product with a compact matrix rounds its whole vector v first, to bfloat16 for a
 bfloat16 one, to 8-bit integers for an int8 one (``weight_formats.times``). h (L, H) (and c (L, H))
-hold the initial state and are updated in place. The model first reads prime (P,) (P >= 1, int64), then generates
-N = len(out) indices, one uniform from uniforms (N,) per index. On return h (c) is the state after
-reading prime and out[:-1]: to continue, pass out[-1:] as the next prime.
+hold the initial state and are updated in place. The model first reads prime (P,) (P >= 1, int64),
+then generates N = len(out) indices, one uniform from uniforms (N,) per index. On return h (c) is
+the state after reading prime and out[:-1]: to continue, pass out[-1:] as the next prime.
 
 Each sampled index follows the rule of ``sample_index`` (``sampling.py``, where it is described).
 """

@@ -292,7 +292,7 @@ def test_a_budget_paced_past_7_passes_stops_after_8_with_dropout(tmp_path, corpu
                       log_every=10, eval_every=50, save_every=1000, warmup=4)
     logs = []
     trainer = Trainer(CharTask, cfg, out=str(out), progress=False, log=logs.append,
-                      on_pace=budget_pace_rule(user_dropout))
+                      pace_rule=budget_pace_rule, pace={"user_dropout": user_dropout})
     summary = trainer.run()
     per_epoch = trainer.task.steps_per_epoch
     assert summary["stopped"] == "done" and summary["step"] == math.ceil(BUDGET_PASSES * per_epoch) > 20
@@ -319,7 +319,7 @@ def test_only_a_new_budget_run_checks_its_pace(tmp_path, corpus, monkeypatch):
     class Recorder:
         def __init__(self, task_class, cfg, **kwargs):
             self.cfg, self.log = cfg, lambda m: None
-            given.append((cfg, kwargs["on_pace"]))
+            given.append((cfg, kwargs["pace"]))
 
         def run(self):
             return {"train_loss": None}
@@ -347,9 +347,12 @@ def _paced_run(tmp_path, corpus, passes, **settings):
     cfg = TrainConfig(corpus=corpus, hidden=16, layers=2, embed=8, batch_size=4, seq_len=16, time_limit=1.5,
                       log_every=10, eval_every=1000, save_every=1000, warmup=4, **settings)
     seen, said = [], []
-    rule = budget_pace_rule(False)
+    def rule(t, steps, **pace):
+        seen.append(steps)
+        budget_pace_rule(t, passes * t.task.steps_per_epoch, **pace)
+
     trainer = Trainer(CharTask, cfg, out=str(tmp_path / "run"), progress=False, log=said.append,
-                      on_pace=lambda t, steps: (seen.append(steps), rule(t, passes * t.task.steps_per_epoch)))
+                      pace_rule=rule, pace={"user_dropout": False})
     return trainer, trainer.run(), said, seen
 
 
@@ -371,6 +374,96 @@ def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_
     meta = checkpoint.load(tmp_path / "run" / "last")[0]
     assert meta["train_config"]["epochs"] is None and meta["train_config"]["dropout"] == 0.0
     assert meta["model"]["dropout"] == 0.0 == trainer.model.drop.p == trainer.model.rnn.dropout
+
+
+class Killed(Exception):
+    """A kill -9 in the loop: nothing is saved."""
+
+
+def _budget_trainer(out, corpus, **kwargs):
+    """A fresh budget run on the tiny model, its pace not yet checked (60 s would read the small text
+    far more than 7 times: the rule caps it at 8 passes)."""
+    from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule
+    from tinyrnn.trainer import Trainer
+
+    cfg = TrainConfig(corpus=corpus, hidden=16, layers=2, embed=8, batch_size=4, seq_len=16, time_limit=60.0,
+                      log_every=10, eval_every=50, save_every=1000, warmup=4)
+    return cfg, Trainer(CharTask, cfg, out=str(out), progress=False, pace_rule=budget_pace_rule,
+                        pace={"user_dropout": False}, **kwargs)
+
+
+def _killed_at_step_0(out, corpus):
+    """A budget run killed right after its step-0 save, before its pace was measured."""
+    cfg, trainer = _budget_trainer(out, corpus, log=lambda m: None)
+    trainer.setup()
+    trainer.metrics_file.close()
+    trainer.lock.release()
+    return cfg
+
+
+def test_a_budget_run_killed_before_its_pace_was_measured_checks_it_when_resumed(tmp_path, corpus, warm):
+    from tinyrnn.train import BUDGET_DROPOUT, BUDGET_PASSES, train
+
+    out = tmp_path / "run"
+    cfg = _killed_at_step_0(out, corpus)
+    meta = checkpoint.load(out / "last")[0]
+    assert meta["step"] == 0 and meta["pace"] == {"user_dropout": False} and meta["train_config"]["epochs"] is None
+    logs = []
+    summary = train(cfg, out=str(out), resume=True, explicit=("time_limit",), budget=True, progress=False,
+                    log=logs.append)
+    assert any(m.startswith("at the pace measured, 60 s would read the text about") for m in logs), logs
+    assert summary["stopped"] == "done" and summary["seconds"] < 30     # stopped on its 8 passes
+    meta = checkpoint.load(out / "last")[0]
+    assert "pace" not in meta and meta["train_config"]["epochs"] == BUDGET_PASSES
+    assert meta["train_config"]["dropout"] == meta["model"]["dropout"] == BUDGET_DROPOUT
+
+
+def test_a_resumed_run_given_its_length_drops_the_pace_check(tmp_path, corpus, warm):
+    from tinyrnn.train import train
+
+    out = tmp_path / "run"
+    cfg = _killed_at_step_0(out, corpus)
+    logs = []
+    summary = train(replace(cfg, steps=30), out=str(out), resume=True, explicit=("time_limit", "steps"), budget=True,
+                    progress=False, log=logs.append)
+    assert summary["step"] == 30 and not [m for m in logs if "pace" in m]
+    meta = checkpoint.load(out / "last")[0]
+    assert "pace" not in meta and meta["train_config"]["epochs"] is None and meta["train_config"]["dropout"] == 0.0
+
+
+def test_the_pace_rules_change_is_saved_before_a_kill_can_lose_it(tmp_path, corpus, warm):
+    from tinyrnn.train import BUDGET_DROPOUT, BUDGET_PASSES
+
+    out = tmp_path / "run"
+    _, trainer = _budget_trainer(out, corpus, log=lambda m: None)
+    step = trainer.train_step
+
+    def killed_at_25():
+        if trainer.step == 25:
+            raise Killed
+        return step()
+
+    trainer.train_step = killed_at_25
+    with pytest.raises(Killed):
+        trainer.run()
+    meta = checkpoint.load(out / "last")[0]            # saved when the rule capped the run at step 20
+    assert meta["step"] == 20 and "pace" not in meta
+    assert meta["train_config"]["epochs"] == BUDGET_PASSES and meta["train_config"]["dropout"] == BUDGET_DROPOUT
+
+
+@pytest.mark.parametrize("pace,needle", [([1], "pace is [1], expected an object of true/false settings"),
+                                         ({"user_dropout": "yes"}, "expected an object of true/false"),
+                                         ({"users_dropout": True}, "pace: missing a required argument")])
+def test_a_damaged_pace_is_one_line_and_changes_nothing(tmp_path, corpus, pace, needle):
+    out = tmp_path / "run"
+    _killed_at_step_0(out, corpus)
+    meta, arrays = checkpoint.load(out / "last")
+    meta["pace"] = pace
+    meta.pop("format"), meta.pop("version")
+    (out / "last.npz").write_bytes(checkpoint.build(arrays, meta)[0])
+    before = (out / "last.npz").read_bytes()
+    fails(["train", "--resume", "--out", str(out), "--time-limit", "60"], needle, "damaged or hand-edited")
+    assert (out / "last.npz").read_bytes() == before
 
 
 def test_fit_schedule_to_budget_keeps_the_step_count_when_it_comes_first():

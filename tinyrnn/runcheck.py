@@ -96,6 +96,9 @@ def check_meta(meta, stem, kind, family, metric):
     schedule = need(meta, "schedule", lambda v: isinstance(v, dict), "an object", stem)
     need(schedule, "t", lambda v: is_int(v) and 0 <= v <= MAX_STEP, "an integer >= 0", stem, "schedule.")
     _check_metrics(need(meta, "metrics", lambda v: isinstance(v, dict), "an object", stem), stem, metric)
+    if "pace" in meta:                            # a budget's pace check not yet run: its arguments
+        need(meta, "pace", lambda v: isinstance(v, dict) and all(isinstance(x, bool) for x in v.values()),
+             "an object of true/false settings", stem)
     return cfg
 
 

@@ -148,29 +148,27 @@ def _passes_settings(passes, user_dropout, done_epochs=0.0):
     return settings
 
 
-def budget_pace_rule(user_dropout):
-    """The budget's rule again, on the pace the run measures in its first seconds (``Trainer.on_pace``):
-    ``budget_passes`` foresaw the passes at 2 cores' speed, and a faster machine (or a pipe, whose size
-    is not known beforehand) may read the text BUDGET_DROPOUT_FROM times or more, a slower one fewer. The
-    run is then set as if foreseen from its pace: it stops after BUDGET_PASSES epochs and, unless
-    ``user_dropout``, trains with BUDGET_DROPOUT from that step on; or it loses that stop and dropout."""
-    def rule(trainer, steps):
-        per_epoch = trainer.task.steps_per_epoch
-        passes, capped = steps / per_epoch, trainer.cfg.epochs is not None
-        if (passes >= BUDGET_DROPOUT_FROM) == capped:
-            return                                   # as foreseen
-        changes = _passes_settings(passes, user_dropout, trainer.step / per_epoch)
-        if "dropout" in changes:
-            trainer.model.set_dropout(changes["dropout"])
-        trainer.retarget(**changes)
-        done = (f"no stop after {BUDGET_PASSES:g} passes" if capped else
-                f"stopping after {trainer.cfg.epochs:g} passes")
-        if not user_dropout:
-            done += f", {'no dropout' if capped else f'dropout {BUDGET_DROPOUT:g}'} from step {trainer.step} on"
-        trainer.say(f"at the pace measured, {trainer.cfg.time_limit:g} s would read the text about {passes:.1f} "
-                    f"times: {done} (from {BUDGET_DROPOUT_FROM:g} passes the model overfits; set --epochs or "
-                    "--dropout to choose)")
-    return rule
+def budget_pace_rule(trainer, steps, user_dropout):
+    """The budget's rule again, on the pace the run measures in its first seconds (``Trainer.pace_rule``):
+    the whole budget is foreseen to train ``steps`` steps. ``budget_passes`` foresaw the passes at 2
+    cores' speed, and a faster machine (or a pipe, whose size is not known beforehand) may read the text
+    BUDGET_DROPOUT_FROM times or more, a slower one fewer. The run is then set as if foreseen from its
+    pace: it stops after BUDGET_PASSES epochs and, unless ``user_dropout`` (the user set --dropout),
+    trains with BUDGET_DROPOUT from that step on; or it loses that stop and dropout."""
+    per_epoch = trainer.task.steps_per_epoch
+    passes, capped = steps / per_epoch, trainer.cfg.epochs is not None
+    if (passes >= BUDGET_DROPOUT_FROM) == capped:
+        return                                   # as foreseen
+    changes = _passes_settings(passes, user_dropout, trainer.step / per_epoch)
+    if "dropout" in changes:
+        trainer.model.set_dropout(changes["dropout"])
+    trainer.retarget(**changes)
+    done = f"no stop after {BUDGET_PASSES:g} passes" if capped else f"stopping after {trainer.cfg.epochs:g} passes"
+    if not user_dropout:
+        done += f", {'no dropout' if capped else f'dropout {BUDGET_DROPOUT:g}'} from step {trainer.step} on"
+    trainer.say(f"at the pace measured, {trainer.cfg.time_limit:g} s would read the text about {passes:.1f} "
+                f"times: {done} (from {BUDGET_DROPOUT_FROM:g} passes the model overfits; set --epochs or "
+                "--dropout to choose)")
 
 
 def describe_budget_defaults(cfg):
@@ -371,9 +369,9 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
     """
     cfg = cfg or TrainConfig()
     chosen = budget_defaults(cfg, explicit, resume) if budget else cfg
-    on_pace = budget_pace_rule("dropout" in explicit) if chosen is not cfg else None
-    trainer = Trainer(CharTask, chosen, out=out, resume=resume, explicit=explicit,
-                      progress=progress, log=log, default_out=default_out_dir, on_pace=on_pace)
+    pace = {"user_dropout": "dropout" in explicit} if chosen is not cfg else None   # a resumed run's: saved
+    trainer = Trainer(CharTask, chosen, out=out, resume=resume, explicit=explicit, progress=progress, log=log,
+                      default_out=default_out_dir, pace_rule=budget_pace_rule if budget else None, pace=pace)
     if chosen is not cfg:
         trainer.log(describe_budget_defaults(chosen))
     summary = trainer.run()

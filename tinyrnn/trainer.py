@@ -21,9 +21,11 @@ held-out data it was scored on (``Task.scoring``): a resumed run whose ``best`` 
 scores that checkpoint again, so that a validation never competes with a score it cannot match.
 
 With ``time_limit`` the schedule ends where the budget does (``fit_schedule_to_budget``), from the
-pace the run measures; a caller's ``on_pace`` rule is told, once, how many steps the budget will
+pace the run measures; a caller's ``pace_rule`` is told, once, how many steps the budget will
 train, and may change the run's length or config (``retarget``; a character model's budget rule
-stops it after 8 passes over its text, ``train.budget_pace_rule``).
+stops it after 8 passes over its text, ``train.budget_pace_rule``). Until it has run, each
+checkpoint holds its arguments (``pace``), so a run killed in its first seconds checks its pace
+when resumed; a change it makes is saved at once.
 
 Reliability (what a run directory survives):
 
@@ -49,6 +51,7 @@ allreduce, agree on stopping and on the budget's pace (rank 0's clock), and let 
 the run directory, print and write.
 """
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -410,9 +413,12 @@ class Trainer:
     """
 
     def __init__(self, task_class, cfg, out=None, resume=False, explicit=(), progress=True, log=None,
-                 default_out=None, on_pace=None):
+                 default_out=None, pace_rule=None, pace=None):
         self.task_class, self.cfg, self.out, self.resume = task_class, cfg, out, resume
-        self.on_pace = on_pace      # a --time-limit run's rule, once its pace is measured (see _fit_to_budget)
+        # a --time-limit run's rule, pace_rule(trainer, steps, **pace), once its pace is measured (see
+        # _fit_to_budget); pace (JSON): its arguments while it has not run (a resumed run's come from its
+        # checkpoint), None when there is nothing to check
+        self.pace_rule, self.pace = pace_rule, pace
         self.explicit, self.progress = explicit, progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.default_out = default_out
@@ -465,7 +471,7 @@ class Trainer:
         return cfg.DEFAULT_STEPS if total is None and not cfg.time_limit else total
 
     def retarget(self, **changes):
-        """Change the running run's config (``on_pace``: e.g. ``epochs``): its total steps follow; the
+        """Change the running run's config (``pace_rule``: e.g. ``epochs``): its total steps follow; the
         next checkpoint saves the new config, which a resumed run then keeps."""
         self.cfg = self.task.cfg = replace(self.cfg, **changes).validate()
         self.total = self.bar.total = self._total_steps(self.cfg)
@@ -577,6 +583,18 @@ class Trainer:
         self.history = meta["metrics"]
         self.best = self.history.get("best")
         self.saved_processes = meta.get("processes", 1)
+        self.pace = self._saved_pace(meta.get("pace"), stem)
+
+    def _saved_pace(self, pace, stem):
+        """A resumed run's pace check not yet run (killed in its first seconds): its saved arguments,
+        unless the run has no such rule here or the user now sets its length (--steps, --epochs)."""
+        if pace is None or self.pace_rule is None or {"steps", "epochs"} & set(self.explicit):
+            return None
+        try:
+            inspect.signature(self.pace_rule).bind(self, 0, **pace)
+        except TypeError as e:
+            raise runcheck.damaged(stem, f"pace: {e}") from None
+        return pace
 
     def _path(self, name):
         return os.path.join(self.out, name)
@@ -700,6 +718,8 @@ class Trainer:
                 "processes": self.world.size, "train_config": self.cfg.to_json(),
                 "optimizer": checkpoint.pack(self.opt.state_dict(), arrays, "optim"),
                 "schedule": self.sched.state_dict(), "rng": _rng_state(), "metrics": self.history}
+        if self.pace is not None:                   # the budget's pace not yet checked: a resume checks it
+            meta["pace"] = self.pace
         with self.stop.critical() if self.stop is not None else contextlib.nullcontext():
             checkpoint.save(self._path(name), arrays, meta)
 
@@ -782,17 +802,20 @@ class Trainer:
     def _fit_to_budget(self, elapsed):
         """The schedule's horizon from the step rate (its first log window, which pays for compiling
         the kernels, left out; under MPI rank 0's clock) and the seconds left (see
-        ``fit_schedule_to_budget``). The first time the pace is known, ``on_pace(trainer, steps)`` is
-        told how many steps the whole budget is foreseen to train, and may ``retarget`` the run."""
+        ``fit_schedule_to_budget``). The first time the pace is known, ``pace_rule(trainer, steps,
+        **pace)`` is told how many steps the whole budget is foreseen to train, and may ``retarget`` the
+        run; a run it changed saves ``last`` at once, so a kill cannot take the change back."""
         if self._first_window is None:
             self._first_window = (self.step, elapsed)
             return
         left = self.world.from_root(lambda: self._steps_left(elapsed))   # MPI: one clock, the same schedule
         if math.isnan(left):
             return
-        if self.on_pace is not None:
-            rule, self.on_pace = self.on_pace, None
-            rule(self, self.step + left)
+        if self.pace is not None:
+            pace, self.pace, before = self.pace, None, self.cfg
+            self.pace_rule(self, self.step + left, **pace)
+            if self.cfg is not before:
+                self.save("last")
         fit_schedule_to_budget(self.sched, self.step, self.total, self.cfg.warmup, left)
 
     def _steps_left(self, elapsed):

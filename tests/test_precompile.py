@@ -81,36 +81,54 @@ print(json.dumps({"children": len(started), "missing": missing_after, "compiled"
 
 
 def test_a_cold_first_step_finds_every_kernel_compiled_by_the_processes(tmp_path):
-    """With an empty cache, precompile shares the workload's kernels between this process and a
-    child; the first training step, and the sampling after it, then compile nothing, and train
-    exactly as a run on the usual cache does (the children's machine code is the same code)."""
+    """With an empty cache, precompile shares the workload's kernels between two children; the
+    first training step, and the sampling after it, then compile nothing, and train the same weights,
+    bit for bit, as the same command run again on the now warm cache (kernels compiled in the
+    process that ran them trained other last bits: their calls bound to other copies of helpers)."""
     corpus = precompile._write_data(tmp_path)["TEXT"]
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), TINYRNN_PRECOMPILE="0")
-    args = ["train", corpus, "--steps", "2", "--cell", "rnn", "--hidden", "32", "--layers", "1"]
+    args = ["train", corpus, "--steps", "2", "--cell", "gru", "--hidden", "32", "--layers", "1"]
     cold = [args + ["--out", str(tmp_path / "cold")], ["sample", str(tmp_path / "cold"), "--length", "20"]]
-    r = subprocess.run([sys.executable, "-c", _COLD_FIRST_STEP, "train-rnn", json.dumps(cold)],
+    r = subprocess.run([sys.executable, "-c", _COLD_FIRST_STEP, "train-gru", json.dumps(cold)],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
-    assert report == {"children": 1, "missing": 0, "compiled": []}
+    assert report == {"children": 2, "missing": 0, "compiled": []}
 
     warm = subprocess.run([sys.executable, "-m", "tinyrnn_cli.main", *args, "--out", str(tmp_path / "warm")],
-                          capture_output=True, text=True)
+                          env=env, capture_output=True, text=True)
     assert warm.returncode == 0, warm.stderr[-3000:]
-    losses = [[row[key] for row in map(json.loads, (tmp_path / run / "metrics.jsonl").open())
-               for key in ("loss_bpc", "val_bpc") if key in row] for run in ("cold", "warm")]
-    assert losses[0] == losses[1] and len(losses[0]) == 2, losses      # the training loss, the validation's
+    from tinyrnn import checkpoint
+
+    cold, warm = (checkpoint.load(tmp_path / run / "last")[1] for run in ("cold", "warm"))
+    assert sorted(cold) == sorted(warm) and len(cold) > 10
+    assert [name for name in cold if cold[name].tobytes() != warm[name].tobytes()] == []
 
 
-def test_nothing_starts_on_one_core_or_when_all_is_cached(monkeypatch):
+def test_one_child_on_one_core_and_none_when_all_is_cached(monkeypatch):
+    """On one core the kernels still compile in a child (this process then loads them, as any later
+    run does); nothing starts for an unknown workload or when all is cached."""
     started = []
-    monkeypatch.setattr(precompile.subprocess, "Popen", lambda *a, **k: started.append(a))
-    precompile.precompile("train-lstm", processes=1)
+    monkeypatch.setattr(precompile.subprocess, "Popen", lambda *a, **k: started.append(a[0]) or Done())
     precompile.precompile("no-such-workload", processes=4)
-    asked = []
-    monkeypatch.setattr(precompile, "missing", lambda name, manifest=None: asked.append(name) or [])
-    precompile.precompile("train-lstm", processes=4)
-    assert started == [] and asked == ["train-lstm"]       # it looked, found all cached, started nothing
+    assert started == []
+    cached = []
+    monkeypatch.setattr(precompile, "missing", lambda name, manifest=None: [] if name in cached else
+                        [["m", k, [], 10.0] for k in "ab"])
+    precompile.precompile("w", processes=1)
+    assert len(started) == 1 and [e[1] for e in json.loads(started[0][-1])] == ["a", "b"]
+    cached.append("w")
+    precompile.precompile("w", processes=4)
+    assert len(started) == 1                                # all cached: nothing started
+
+
+class Done:
+    """A child that has already finished."""
+    def wait(self):
+        return 0
+
+    def poll(self):
+        return 0
 
 
 def test_each_task_names_its_workload():
@@ -148,19 +166,24 @@ def test_a_second_ctrl_c_kills_the_children(monkeypatch):
     children = []
     real_popen = subprocess.Popen
 
+    class Interrupted(real_popen):
+        def wait(self, timeout=None):
+            if len(pressed) == 0:
+                pressed.append(1)
+                raise KeyboardInterrupt           # the second Ctrl-C, while this process waits
+            return super().wait(timeout)
+
+    pressed = []
+
     def sleeper(args, **kws):
-        children.append(real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kws))
+        children.append(Interrupted([sys.executable, "-c", "import time; time.sleep(60)"], **kws))
         return children[-1]
 
-    def interrupted(entries):
-        raise KeyboardInterrupt
-
     monkeypatch.setattr(precompile.subprocess, "Popen", sleeper)
-    monkeypatch.setattr(precompile, "compile_entries", interrupted)
     monkeypatch.setattr(precompile, "missing", lambda name, manifest: [["m", k, [], 10.0] for k in "abc"])
     with pytest.raises(KeyboardInterrupt):
         precompile.precompile("w", processes=3)
-    assert len(children) == 2 and all(child.poll() is not None for child in children)
+    assert len(children) == 3 and all(child.poll() is not None for child in children)
 
 
 @pytest.mark.parametrize("presses", [1, 2])

@@ -6,15 +6,22 @@ first ``tinyrnn train`` step of the default model (LSTM 2x256) compiled for ~47 
 (the matrix products) 12 s, the layer's backward 9 s, ``_gemm_dot`` 4 s, eight small kernels the
 rest. Only more processes use more cores. Before a first step ``precompile(workload)`` looks up
 the step's top-level kernels and their argument types in ``signatures.json``; those the cache lacks
-are shared out by their recorded compile seconds among up to ``MAX_PROCESSES`` processes, one per
-core: this one and children (``python -m tinyrnn.kernels.precompile --compile ...``) that compile
-theirs into the on-disk cache and exit; the step then loads them. A char model's workload also
-holds the sampler (one kernel, 12 s), which the ``tinyrnn sample`` after training would compile. On
-the VM, a cold ``tinyrnn train --steps 1`` then ``tinyrnn sample``: 43-45 + 11.5 s -> 33-34 + 1.0 s
-(each process compiles the matmul micro tiles its kernels call: more work in all than in one).
+are shared out by their recorded compile seconds among up to ``MAX_PROCESSES`` child processes,
+one per core (``python -m tinyrnn.kernels.precompile --compile ...``), that compile theirs into the
+on-disk cache and exit; the step then loads them. A char model's workload also holds the sampler
+(one kernel, 12 s), which the ``tinyrnn sample`` after training would compile. On the VM, a cold
+``tinyrnn train --steps 1`` then ``tinyrnn sample``: 43-45 + 11.5 s -> 33-34 + 1.0 s (each process
+compiles the matmul micro tiles its kernels call: more work in all than in one).
+
+This process compiles none of them, even on one core: a kernel compiled in the process that runs
+it does not run the code its cache entry holds. Its calls to helper kernels that are not inlined
+bind to the helpers' own compiled copies, loaded first, where a process that loads it from the
+cache runs the copies compiled inside it; the two round differently in the last bit (a GRU layer's
+backward: most gradients, by ~1e-7), so a first run trained other weights than the same command
+run again. Loading from the cache alone, the first run and every later one train the same bits.
 
 Safe because saves are locked (``cache.LockedIndexDataCacheFile``); without ``fcntl`` (Windows)
-nothing runs in parallel. Nothing here is needed for correctness: a child that fails, or a
+one child compiles them all. Nothing here is needed for correctness: a child that fails, or a
 kernel the manifest lacks or types differently, is compiled by the step itself, as before.
 
 The manifest is recorded by running each workload's commands (``WORKLOADS``) with a hook on
@@ -34,7 +41,6 @@ from pathlib import Path
 
 MANIFEST = Path(__file__).resolve().parent / "signatures.json"
 MAX_PROCESSES = 4      # more would mostly compile the same shared micro tiles again
-MIN_SECONDS = 4.0      # less missing than this: not worth starting a process
 
 # workload -> the commands that record it, each training for one step on random data of the usual
 # sizes (``_write_data``: TEXT, a 200 KB text; TREEBANK, 1,000 CoNLL-U sentences; RUN, the run
@@ -147,31 +153,32 @@ def compile_entries(entries):
 
 
 def precompile(name, processes=None, manifest=None):
-    """Before a first step of workload ``name``: compile the kernels the cache lacks, shared among
-    ``processes`` processes (default: one per usable core, at most MAX_PROCESSES). Does nothing when
-    they are all cached, when fewer than MIN_SECONDS are missing, on one core, or without fcntl; nor
-    when the manifest cannot be read or no process starts (the step then compiles, as without it)."""
+    """Before a first step of workload ``name``: compile the kernels the cache lacks in child
+    processes, shared among ``processes`` of them (default: one per usable core, at most
+    MAX_PROCESSES; one without fcntl, whose cache saves are not locked), while this process waits.
+    The step then loads every kernel from the cache, as every later run does: a kernel compiled in the
+    process that runs it may round differently in the last bit (its calls bind to the helpers'
+    own compiled copies, not to the copies inside its cached code), and a first run would then train
+    other weights than the same command run again. Does nothing when all are cached; nor when the
+    manifest cannot be read or no process starts (the step then compiles, as without it)."""
     from ..distributed import cores
     from . import cache
 
     n = min(MAX_PROCESSES, cores()) if processes is None else processes
-    if n < 2 or cache.fcntl is None:
-        return
+    if cache.fcntl is None:
+        n = 1
+    children = []
     try:
         todo = missing(name, manifest)
-        if sum(entry[3] for entry in todo) < MIN_SECONDS:
-            return
-        groups = [group for group in share(todo, min(n, len(todo))) if group]
         # each child in a session of its own: a Ctrl-C at the terminal asks the trainer to stop after
         # its first step, which then needs the children's kernels; the trainer's own exit kills them
-        children = [subprocess.Popen([sys.executable, "-m", __name__, "--compile", json.dumps(group)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-                    for group in groups[1:]]
+        for group in share(todo, min(n, len(todo))):
+            children.append(subprocess.Popen([sys.executable, "-m", __name__, "--compile", json.dumps(group)],
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL, start_new_session=True))
     except Exception:           # noqa: BLE001 - a manifest that does not fit, no interpreter to start
-        return
+        pass
     try:
-        compile_entries(groups[0])
         for child in children:
             child.wait()
     finally:                    # only on an exception (a second Ctrl-C) is a child still running

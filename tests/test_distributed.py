@@ -235,6 +235,33 @@ def test_a_time_limit_run_keeps_one_schedule_on_every_rank(tmp_path, corpus):
 
 
 @needs_mpi
+def test_a_budget_capped_on_its_pace_saves_on_every_rank_and_stops_together(tmp_path, corpus):
+    """The budget's pace rule runs on every rank (rank 0's count of steps) and its change is saved at
+    once: the save's state gather is a collective, so every rank must take part, and then stop after
+    the same 8 passes with the same weights."""
+    code = ("import sys, zlib\n"
+            "from tinyrnn import distributed\n"
+            "from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule\n"
+            "from tinyrnn.trainer import Trainer\n"
+            "w = distributed.world()\n"
+            "cfg = TrainConfig(corpus=sys.argv[1], hidden=16, layers=1, embed=8, batch_size=4, seq_len=16,\n"
+            "                  time_limit=60.0, log_every=10, eval_every=10**6, save_every=10**6, threads=1)\n"
+            "t = Trainer(CharTask, cfg, out=sys.argv[2], progress=False, pace_rule=budget_pace_rule,\n"
+            "            pace={'user_dropout': False})\n"
+            "summary = t.run()\n"
+            "weights = b''.join(v.tobytes() for _, v in sorted(t.model.state_dict().items()))\n"
+            "row = (summary['stopped'], t.step, t.cfg.epochs, t.cfg.dropout, zlib.crc32(weights))\n"
+            "open(f'{sys.argv[3]}/{w.rank}', 'w').write(' '.join(map(str, row)))\n")
+    r = subprocess.run(mpirun(2) + [sys.executable, "-c", code, corpus, str(tmp_path / "run"), str(tmp_path)],
+                       env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [(tmp_path / str(rank)).read_text().split() for rank in (0, 1)]
+    assert rows[0] == rows[1] and rows[0][0] == "done" and rows[0][2:4] == ["8.0", "0.2"], rows
+    meta = checkpoint.load(tmp_path / "run" / "last")[0]
+    assert meta["step"] == int(rows[0][1]) and "pace" not in meta and meta["train_config"]["epochs"] == 8.0
+
+
+@needs_mpi
 def test_ctrl_c_on_mpiexec_saves_and_stops_every_rank(tmp_path, corpus):
     out = tmp_path / "run"
     cmd = mpirun(2) + [sys.executable, "-m", CLI_MODULE, "train", corpus, *TINY, "--batch-size", 4,

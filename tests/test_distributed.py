@@ -209,28 +209,34 @@ def test_time_limit_stops_every_rank_at_the_same_step(tmp_path, corpus):
     assert checkpoint.load(out / "last")[0]["step"] >= 1
 
 
-@needs_mpi
-def test_a_time_limit_run_keeps_one_schedule_on_every_rank(tmp_path, corpus):
-    """The budget's schedule follows rank 0's clock: a rank that started half a second later (its
-    own clock would leave it more steps) keeps the same learning rate, and so the same weights."""
+def ranks_train(tmp_path, corpus, settings, trainer_args, body):
+    """Run a tiny Trainer on 2 ranks under mpirun: ``settings`` and ``trainer_args`` go into the
+    TrainConfig and Trainer calls, ``body`` (its lines) trains ``t`` and sets ``row``. -> each rank's
+    row, as the list of its words, after a CRC of its weights."""
     code = ("import sys, time, zlib\n"
             "from tinyrnn import distributed\n"
-            "from tinyrnn.train import CharTask, TrainConfig\n"
+            "from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule\n"
             "from tinyrnn.trainer import Trainer\n"
             "w = distributed.world()\n"
             "cfg = TrainConfig(corpus=sys.argv[1], hidden=16, layers=1, embed=8, batch_size=4, seq_len=16,\n"
-            "                  time_limit=3.0, log_every=5, eval_every=10**6, save_every=10**6, threads=1)\n"
-            "t = Trainer(CharTask, cfg, out=sys.argv[2], progress=False)\n"
-            "t.setup()\n"
-            "time.sleep(0.5 * w.rank)\n"
-            "t._loop()\n"
+            f"                  eval_every=10**6, save_every=10**6, threads=1, {settings})\n"
+            f"t = Trainer(CharTask, cfg, out=sys.argv[2], progress=False, {trainer_args})\n"
+            f"{body}"
             "weights = b''.join(v.tobytes() for _, v in sorted(t.model.state_dict().items()))\n"
-            "row = (t.step, repr(t.opt.lr), zlib.crc32(weights))\n"
+            "row = (zlib.crc32(weights), *row)\n"
             "open(f'{sys.argv[3]}/{w.rank}', 'w').write(' '.join(map(str, row)))\n")
     r = subprocess.run(mpirun(2) + [sys.executable, "-c", code, corpus, str(tmp_path / "run"), str(tmp_path)],
                        env=env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    rows = [(tmp_path / str(rank)).read_text() for rank in (0, 1)]
+    return [(tmp_path / str(rank)).read_text().split() for rank in (0, 1)]
+
+
+@needs_mpi
+def test_a_time_limit_run_keeps_one_schedule_on_every_rank(tmp_path, corpus):
+    """The budget's schedule follows rank 0's clock: a rank that started half a second later (its
+    own clock would leave it more steps) keeps the same learning rate, and so the same weights."""
+    rows = ranks_train(tmp_path, corpus, "time_limit=3.0, log_every=5", "",
+                       "t.setup()\ntime.sleep(0.5 * w.rank)\nt._loop()\nrow = (t.step, repr(t.opt.lr))\n")
     assert rows[0] == rows[1], rows
 
 
@@ -239,26 +245,12 @@ def test_a_budget_capped_on_its_pace_saves_on_every_rank_and_stops_together(tmp_
     """The budget's pace rule runs on every rank (rank 0's count of steps) and its change is saved at
     once: the save's state gather is a collective, so every rank must take part, and then stop after
     the same 8 passes with the same weights."""
-    code = ("import sys, zlib\n"
-            "from tinyrnn import distributed\n"
-            "from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule\n"
-            "from tinyrnn.trainer import Trainer\n"
-            "w = distributed.world()\n"
-            "cfg = TrainConfig(corpus=sys.argv[1], hidden=16, layers=1, embed=8, batch_size=4, seq_len=16,\n"
-            "                  time_limit=60.0, log_every=10, eval_every=10**6, save_every=10**6, threads=1)\n"
-            "t = Trainer(CharTask, cfg, out=sys.argv[2], progress=False, pace_rule=budget_pace_rule,\n"
-            "            pace={'user_dropout': False})\n"
-            "summary = t.run()\n"
-            "weights = b''.join(v.tobytes() for _, v in sorted(t.model.state_dict().items()))\n"
-            "row = (summary['stopped'], t.step, t.cfg.epochs, t.cfg.dropout, zlib.crc32(weights))\n"
-            "open(f'{sys.argv[3]}/{w.rank}', 'w').write(' '.join(map(str, row)))\n")
-    r = subprocess.run(mpirun(2) + [sys.executable, "-c", code, corpus, str(tmp_path / "run"), str(tmp_path)],
-                       env=env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    rows = [(tmp_path / str(rank)).read_text().split() for rank in (0, 1)]
-    assert rows[0] == rows[1] and rows[0][0] == "done" and rows[0][2:4] == ["8.0", "0.2"], rows
+    rows = ranks_train(tmp_path, corpus, "time_limit=60.0, log_every=10",
+                       "pace_rule=budget_pace_rule, pace={'user_dropout': False}",
+                       "summary = t.run()\nrow = (summary['stopped'], t.step, t.cfg.epochs, t.cfg.dropout)\n")
+    assert rows[0] == rows[1] and rows[0][1] == "done" and rows[0][3:] == ["8.0", "0.2"], rows
     meta = checkpoint.load(tmp_path / "run" / "last")[0]
-    assert meta["step"] == int(rows[0][1]) and "pace" not in meta and meta["train_config"]["epochs"] == 8.0
+    assert meta["step"] == int(rows[0][2]) and "pace" not in meta and meta["train_config"]["epochs"] == 8.0
 
 
 @needs_mpi

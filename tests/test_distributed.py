@@ -253,6 +253,43 @@ def test_a_budget_capped_on_its_pace_saves_on_every_rank_and_stops_together(tmp_
     assert meta["step"] == int(rows[0][2]) and "pace" not in meta and meta["train_config"]["epochs"] == 8.0
 
 
+_COUNTED_CHILDREN = f"""
+import json, subprocess, sys
+from tinyrnn import distributed
+from tinyrnn.kernels import precompile
+started, popen = [], subprocess.Popen
+def counted(*args, **kws):
+    started.append(args[0])
+    return popen(*args, **kws)
+precompile.subprocess.Popen = counted
+from {CLI_MODULE} import cli
+code = cli.main(args=json.loads(sys.argv[1]), standalone_mode=False)
+open(sys.argv[2] + "/" + str(distributed.world().rank), "w").write(json.dumps([code, len(started)]))
+"""
+
+
+@needs_mpi
+def test_a_cold_cache_compiles_once_a_machine_and_trains_the_bits_of_a_warm_one(tmp_path, corpus):
+    """Under mpirun on an empty cache the machine's first rank compiles the step's kernels in child
+    processes while the other waits; both then load them from the cache, and the run trains the same
+    weights, bit for bit, as the same command run again on the warm cache."""
+    cache = dict(NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    runs = {}
+    for run in ("cold", "warm"):
+        args = ["train", corpus, *map(str, TINY), "--hidden", "32", "--cell", "gru", "--batch-size", "4", "--steps",
+                "3", "--out", str(tmp_path / run)]
+        r = subprocess.run(mpirun(2) + [sys.executable, "-c", _COUNTED_CHILDREN, json.dumps(args), str(tmp_path)],
+                           env=env(**cache), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        runs[run] = [json.loads((tmp_path / str(rank)).read_text()) for rank in (0, 1)]
+        runs[run + " weights"] = checkpoint.load(tmp_path / run / "last")[1]
+    assert runs["cold"][0][0] == runs["cold"][1][0] == 0
+    assert runs["cold"][0][1] >= 1 and runs["cold"][1][1] == 0          # children of the first rank only
+    assert runs["warm"] == [[0, 0], [0, 0]]                              # all cached: none started
+    cold, warm = runs["cold weights"], runs["warm weights"]
+    assert sorted(cold) == sorted(warm) and [k for k in cold if cold[k].tobytes() != warm[k].tobytes()] == []
+
+
 @needs_mpi
 def test_ctrl_c_on_mpiexec_saves_and_stops_every_rank(tmp_path, corpus):
     out = tmp_path / "run"

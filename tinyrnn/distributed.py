@@ -106,6 +106,9 @@ class Single:
     def check_task(self, task):
         pass
 
+    def precompile(self, compile_kernels):
+        compile_kernels()
+
     def average_gradients(self, params, value, units):
         return value, units
 
@@ -151,6 +154,21 @@ class MPIWorld(Single):
     def threads(self, requested):
         """``--threads`` if given, else this machine's cores shared among its ranks."""
         return requested or max(1, cores() // self.local_size())
+
+    def precompile(self, compile_kernels):
+        """A cold cache's kernels compiled once a machine: its first rank runs ``compile_kernels`` (child
+        processes, ``kernels/precompile.py``) while the others wait without spinning (a blocking
+        barrier polls, and would take a core from the compilers); then every rank loads them from the
+        cache, as every later run does. (A machine without the cache in common compiles its own.)"""
+        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        try:
+            if local.Get_rank() == 0:
+                compile_kernels()
+            done = local.Ibarrier()
+            while not done.Test():
+                time.sleep(0.05)
+        finally:
+            local.Free()
 
     def check_task(self, task):
         """Refuse what cannot be split: a task without shards, a GPU model."""

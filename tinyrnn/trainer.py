@@ -761,8 +761,8 @@ class Trainer:
             with StopSignal(self.say) as self.stop, \
                     compile_notice(self.bar.write if self.bar.tty else None):
                 try:
-                    if self.world.size == 1:      # a cold cache's kernels, in parallel (not per MPI rank)
-                        precompile(task.kernel_workload())
+                    # a cold cache's kernels, in parallel processes (MPI hook: once a machine)
+                    self.world.precompile(lambda: precompile(task.kernel_workload()))
                     while self.total is None or self.step < self.total:
                         window.add(*self.train_step())
                         if self.step % cfg.log_every == 0 or self.step == self.total:

@@ -418,7 +418,7 @@ class Trainer:
         # a --time-limit run's rule, pace_rule(trainer, steps, **pace), once its pace is measured (see
         # _fit_to_budget); pace (JSON): its arguments while it has not run (a resumed run's come from its
         # checkpoint), None when there is nothing to check
-        self.pace_rule, self.pace = pace_rule, pace
+        self.pace_rule, self.pace = pace_rule, (pace if pace_rule is not None else None)
         self.explicit, self.progress = explicit, progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.default_out = default_out
@@ -811,12 +811,13 @@ class Trainer:
         left = self.world.from_root(lambda: self._steps_left(elapsed))   # MPI: one clock, the same schedule
         if math.isnan(left):
             return
-        if self.pace is not None:
-            pace, self.pace, before = self.pace, None, self.cfg
+        pace, before = self.pace, self.cfg
+        if pace is not None:
+            self.pace = None
             self.pace_rule(self, self.step + left, **pace)
-            if self.cfg is not before:
-                self.save("last")
         fit_schedule_to_budget(self.sched, self.step, self.total, self.cfg.warmup, left)
+        if self.cfg is not before:
+            self.save("last")
 
     def _steps_left(self, elapsed):
         """The steps the seconds left allow at the pace since the first log window (NaN: unknown)."""

@@ -46,9 +46,9 @@ Reliability (what a run directory survives):
   down; it never stays above twice that.
 
 Under ``mpirun -n N`` the same loop runs on every process: the lines marked ``MPI hook`` (see
-``distributed.py``; no-ops without a launcher) split each batch, average the gradients with one
-allreduce, agree on stopping and on the budget's pace (rank 0's clock), and let rank 0 alone lock
-the run directory, print and write.
+``distributed.py``; no-ops without a launcher) compile a cold cache's kernels once a machine, split
+each batch, average the gradients with one allreduce, agree on stopping and on the budget's pace
+(rank 0's clock), and let rank 0 alone lock the run directory, print and write.
 """
 import contextlib
 import inspect

@@ -284,15 +284,11 @@ def warm(tmp_path, corpus):
 def test_a_budget_paced_past_7_passes_stops_after_8_with_dropout(tmp_path, corpus, user_dropout, warm):
     """A machine faster than the 2 cores the foresight assumes: the run checks again on its measured
     pace and stops after 8 passes, with dropout from then on unless the user set it."""
-    from tinyrnn.train import BUDGET_DROPOUT, BUDGET_PASSES, CharTask, TrainConfig, budget_pace_rule, train
-    from tinyrnn.trainer import Trainer
+    from tinyrnn.train import BUDGET_DROPOUT, BUDGET_PASSES, train
 
     out = tmp_path / "run"
-    cfg = TrainConfig(corpus=corpus, hidden=16, layers=2, embed=8, batch_size=4, seq_len=16, time_limit=60.0,
-                      log_every=10, eval_every=50, save_every=1000, warmup=4)
     logs = []
-    trainer = Trainer(CharTask, cfg, out=str(out), progress=False, log=logs.append,
-                      pace_rule=budget_pace_rule, pace={"user_dropout": user_dropout})
+    cfg, trainer = _budget_trainer(out, corpus, user_dropout, log=logs.append)
     summary = trainer.run()
     per_epoch = trainer.task.steps_per_epoch
     assert summary["stopped"] == "done" and summary["step"] == math.ceil(BUDGET_PASSES * per_epoch) > 20
@@ -380,16 +376,16 @@ class Killed(Exception):
     """A kill -9 in the loop: nothing is saved."""
 
 
-def _budget_trainer(out, corpus, **kwargs):
-    """A fresh budget run on the tiny model, its pace not yet checked (60 s would read the small text
-    far more than 7 times: the rule caps it at 8 passes)."""
+def _budget_trainer(out, corpus, user_dropout=False, **kwargs):
+    """-> (cfg, Trainer): a fresh budget run on the tiny model, its pace not yet checked (60 s would
+    read the small text far more than 7 times: the rule caps it at 8 passes)."""
     from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule
     from tinyrnn.trainer import Trainer
 
     cfg = TrainConfig(corpus=corpus, hidden=16, layers=2, embed=8, batch_size=4, seq_len=16, time_limit=60.0,
                       log_every=10, eval_every=50, save_every=1000, warmup=4)
     return cfg, Trainer(CharTask, cfg, out=str(out), progress=False, pace_rule=budget_pace_rule,
-                        pace={"user_dropout": False}, **kwargs)
+                        pace={"user_dropout": user_dropout}, **kwargs)
 
 
 def _killed_at_step_0(out, corpus):

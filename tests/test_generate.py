@@ -208,8 +208,9 @@ def test_compact_int8_is_the_reference_rule_bit_for_bit(dtype):
     (numpy took 6.4 ms for c's weights): the same bytes (stored in excess 128) and float32 scales as
     the reference rule ``to_int8_rows``, on rows of every scale (normal, huge, tiny, denormal, all
     zero), quotients tied halfway (ties to even, up and down), random bit patterns, in a 3-D stack
-    and an empty one, into an array on a cache line. (Its divisions are made in float64 under the kernels' fastmath,
-    which may multiply by a reciprocal: these rows would catch a quotient rounded the other way.)"""
+    and an empty one, into an array on a cache line. (Its divisions are made in float64 under the
+    kernels' fastmath, which may multiply by a reciprocal: these rows would catch a quotient rounded
+    the other way.)"""
     from tinyrnn.generate import compact
     from tinyrnn.kernels.cpu.aligned import ALIGNMENT
     from tinyrnn.kernels.reference.weight_formats import to_int8_rows, to_stored_int8

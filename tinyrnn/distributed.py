@@ -145,9 +145,15 @@ class MPIWorld(Single):
         for name in LOCAL_SIZE_VARS:
             if os.environ.get(name, "").isdigit():
                 return int(os.environ[name])
+        with self._machine() as local:
+            return local.Get_size()
+
+    @contextlib.contextmanager
+    def _machine(self):
+        """The ranks on this machine, as a communicator (a shared-memory split)."""
         local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
         try:
-            return local.Get_size()
+            yield local
         finally:
             local.Free()
 
@@ -160,15 +166,12 @@ class MPIWorld(Single):
         processes, ``kernels/precompile.py``) while the others wait without spinning (a blocking
         barrier polls, and would take a core from the compilers); then every rank loads them from the
         cache, as every later run does. (A machine without the cache in common compiles its own.)"""
-        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
-        try:
+        with self._machine() as local:
             if local.Get_rank() == 0:
                 compile_kernels()
             done = local.Ibarrier()
             while not done.Test():
                 time.sleep(0.05)
-        finally:
-            local.Free()
 
     def check_task(self, task):
         """Refuse what cannot be split: a task without shards, a GPU model."""

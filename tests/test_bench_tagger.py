@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from test_cli import ok, run
+from _cli import ok
 
 ROWS = ("training, B32 sentences", "predict in process, B256", "tag predict end to end (CoNLL-U)")
 TINY = ("--only", "tagger", "--repeats", "1", "--steps", "1", "--tagger-tokens", "200")

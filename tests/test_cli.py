@@ -16,50 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from tinyrnn import checkpoint
+from _cli import CLI_MODULE, ROOT, climain, env, fails, ok   # the CLI under test
 
-try:                                   # installed (pip install -e .): the real package name
-    import tinyrnn_cli.main as climain
-    CLI_MODULE = "tinyrnn_cli.main"
-except ImportError:                    # a plain checkout: the same file as `cli.main`
-    import cli.main as climain
-    CLI_MODULE = "cli.main"
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHINESE = os.path.join(ROOT, "samples", "corpora", "chinese.txt")
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--seq-len", "16",
         "--eval-every", "4", "--save-every", "4", "--quiet"]
 TEXT = ("the quick brown fox jumps over the lazy dog. a lamp burns by the harbour wall, "
         "and the boats come home when the tide turns.\n") * 20
-
-
-def env():
-    e = dict(os.environ)
-    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
-    return e
-
-
-def run(*args):
-    return CliRunner().invoke(climain.cli, [str(a) for a in args], catch_exceptions=True)
-
-
-def ok(*args):
-    r = run(*args)
-    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
-    return r
-
-
-def fails(args, *needles, code=None):
-    """The command fails with one `error: ...` line on stderr that mentions every needle."""
-    r = run(*args)
-    assert r.exit_code != 0, r.output
-    if code is not None:
-        assert r.exit_code == code
-    assert "Traceback" not in r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture

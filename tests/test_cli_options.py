@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tinyrnn import checkpoint
-from test_cli import TEXT, fails, ok, run
+from _cli import fails, ok
+from test_cli import TEXT
 
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--seq-len", "16",
         "--eval-every", "4", "--save-every", "4", "--quiet"]

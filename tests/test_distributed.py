@@ -18,14 +18,8 @@ import pytest
 
 from tinyrnn import checkpoint, distributed
 from tinyrnn.errors import TinyRNNError
+from _cli import CLI_MODULE, ROOT                  # the CLI under test
 
-try:
-    import tinyrnn_cli.main  # noqa: F401
-    CLI_MODULE = "tinyrnn_cli.main"
-except ImportError:
-    CLI_MODULE = "cli.main"
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = ("the quick brown fox jumps over the lazy dog. a lamp burns by the harbour wall, "
         "and the boats come home when the tide turns.\n") * 20
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--seq-len", "16", "--eval-every", "4",

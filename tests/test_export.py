@@ -13,7 +13,6 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tinyrnn import checkpoint
 from tinyrnn.data import Vocab
@@ -22,25 +21,8 @@ from tinyrnn.export import safetensors as st
 from tinyrnn.models import CharRNN
 from tinyrnn.tensor import Tensor
 
-try:
-    import tinyrnn_cli.main as climain
-except ImportError:
-    import cli.main as climain
-
-try:
-    import onnx
-    import onnxruntime as ort
-except ImportError:                    # pip install -e ".[test]" installs both
-    onnx = ort = None
-try:
-    import torch
-    torch.set_num_threads(1)
-except ImportError:                    # pip install -e ".[torch]"
-    torch = None
-needs_onnx = pytest.mark.skipif(ort is None, reason="needs onnx and onnxruntime: pip install -e '.[test]'")
-needs_torch = pytest.mark.skipif(torch is None, reason="needs PyTorch: pip install -e '.[torch]'")
-needs_safetensors = pytest.mark.skipif(importlib.util.find_spec("safetensors") is None,
-                                       reason="needs the safetensors package (a reference): pip install -e '.[test]'")
+from _cli import fails, run as run_cli                                            # the CLI under test
+from _references import needs_onnx, needs_safetensors, needs_torch, onnx, ort, torch    # what runs the files
 
 CHARS = "\n .abcdehlmnorst"
 V, E, H = len(CHARS), 5, 8
@@ -85,22 +67,6 @@ def random_state(cell, layers, batch, rng):
 def feeds(x, state):
     names = ("h0", "c0")
     return {"ids": np.asarray(x, dtype=np.int64), **{names[k]: s for k, s in enumerate(state)}}
-
-
-def run_cli(*args):
-    return CliRunner().invoke(climain.cli, [str(a) for a in args], catch_exceptions=True)
-
-
-def fails(args, *needles):
-    """The command fails with one ``error: ...`` line mentioning every needle, and no traceback."""
-    r = run_cli(*args)
-    assert r.exit_code != 0, r.output
-    assert "Traceback" not in r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- ONNX

@@ -15,7 +15,6 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tinyrnn import checkpoint
 from tinyrnn.export import export
@@ -25,25 +24,8 @@ from tinyrnn.tagging.crf import viterbi_decode
 from tinyrnn.tagging.model import Tagger
 from tinyrnn.tagging.task import build_vocabs
 
-try:
-    import tinyrnn_cli.main as climain
-except ImportError:
-    import cli.main as climain
-
-try:
-    import onnx
-    import onnxruntime as ort
-except ImportError:                    # pip install -e ".[test]" installs both
-    onnx = ort = None
-try:
-    import torch
-    torch.set_num_threads(1)
-except ImportError:                    # pip install -e ".[torch]"
-    torch = None
-needs_onnx = pytest.mark.skipif(ort is None, reason="needs onnx and onnxruntime: pip install -e '.[test]'")
-needs_torch = pytest.mark.skipif(torch is None, reason="needs PyTorch: pip install -e '.[torch]'")
-needs_safetensors = pytest.mark.skipif(importlib.util.find_spec("safetensors") is None,
-                                       reason="needs the safetensors package (a reference): pip install -e '.[test]'")
+from _cli import fails, run as run_cli                                            # the CLI under test
+from _references import needs_onnx, needs_safetensors, needs_torch, onnx, ort, torch    # what runs the files
 
 TRAIN = [Sentence(w.split(), t.split()) for w, t in (
     ("The cat sat on the mat .", "DET NOUN VERB ADP DET NOUN PUNCT"),
@@ -111,22 +93,6 @@ def decode(emissions, lengths, crf=None):
     if crf is not None:
         return viterbi_decode(emissions, lengths, *crf)
     return [emissions[:n, b].argmax(1).tolist() for b, n in enumerate(lengths)]
-
-
-def run_cli(*args):
-    return CliRunner().invoke(climain.cli, [str(a) for a in args], catch_exceptions=True)
-
-
-def fails(args, *needles):
-    """The command fails with one ``error: ...`` line mentioning every needle, and no traceback."""
-    r = run_cli(*args)
-    assert r.exit_code != 0, r.output
-    assert "Traceback" not in r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def import_file(path):

@@ -17,43 +17,19 @@ import types
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tinyrnn import checkpoint
 
-from test_cli import CLI_MODULE, ROOT, TEXT, climain, env   # the CLI under test, the shared corpus
+from _cli import CLI_MODULE, ROOT, env, ok, one_line_error, run   # the CLI under test
+from test_cli import TEXT                                             # the shared corpus
 
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--seq-len", "16",
         "--eval-every", "2", "--save-every", "2", "--quiet"]
 
 
-def run(*args, input=None):
-    return CliRunner().invoke(climain.cli, [a if isinstance(a, str) else os.fspath(a) for a in args],
-                              catch_exceptions=True, input=input)
-
-
-def ok(*args, input=None):
-    r = run(*args, input=input)
-    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
-    return r
-
-
-def one_line_error(r, *needles):
-    """A failure: non-zero exit, exactly one `error: ...` line, never "unexpected", no traceback."""
-    assert r.exit_code != 0, (r.stdout, r.stderr)
-    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
-    lines = r.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), r.stderr
-    line = lines[-1]
-    assert "unexpected" not in line and "Traceback" not in r.output, line
-    assert len([x for x in lines if x.startswith("error: ")]) == 1, r.stderr
-    for needle in needles:
-        assert needle in line, (needle, line)
-    return line
-
-
 def fails(args, *needles):
-    return one_line_error(run(*args), *needles)
+    """The command fails with one error line mentioning every needle; other lines may come before it."""
+    return one_line_error(run(*args), *needles, alone=False)
 
 
 def snapshot(directory):
@@ -337,7 +313,7 @@ def test_a_second_signal_outside_a_save_says_nothing_was_saved(tmp_path, corpus,
 
     monkeypatch.setattr(trainer.Trainer, "train_step", step_with_two_signals)
     r = run("train", corpus, *TINY, "--steps", "100", "--out", tmp_path / "run")
-    line = one_line_error(r, "interrupted again", "without saving", "(step 2)", "--resume")
+    line = one_line_error(r, "interrupted again", "without saving", "(step 2)", "--resume", alone=False)
     assert r.exit_code == 130, line
 
 
@@ -413,7 +389,7 @@ def test_bad_sample_eval_fill_options(trained, corpus, args, needle):
 
 def test_prime_with_unseen_characters_prints_nothing(trained):
     r = run("sample", trained, "--prime", "the Zebra", "--length", "5")
-    one_line_error(r, "never saw", "'Z'")
+    one_line_error(r, "never saw", "'Z'", alone=False)
     assert r.stdout == ""
 
 
@@ -520,7 +496,7 @@ def test_every_corrupted_field_is_one_line_and_changes_nothing(tmp_path, corpus)
             accepted.append(label)
             continue
         try:
-            line = one_line_error(r)
+            line = one_line_error(r, alone=False)
         except AssertionError as e:
             raise AssertionError(f"{label}: {e}") from None
         if "Try a lower --lr" in line:          # a valid (if absurd) learning rate: training ran, and diverged

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from tinyrnn import checkpoint
-from test_cli import CLI_MODULE, TEXT, climain, env, ok, run
+from _cli import CLI_MODULE, env, ok, run
+from test_cli import TEXT
 
 TIMING = {"time", "chars_per_s"}
 BASE = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--seq-len", "16",

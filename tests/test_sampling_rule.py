@@ -69,7 +69,7 @@ def test_reference_argmax_at_temperature_zero():
 def kernel_draws(kind, logits, uniforms, temperature, top_k, top_p):
     """The CPU generation kernel on a 1-layer model whose head ignores the state: logits = b_out."""
     rng = np.random.default_rng(0)
-    V, E, H = len(logits), 3, 4
+    V, H = len(logits), 4
     G = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
     x0, w0 = rng.standard_normal((V, G * H)), rng.standard_normal((G * H, H))   # layer 0's table and w_hh
     w = np.zeros((0, G * H, 2 * H))

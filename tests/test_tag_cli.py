@@ -4,25 +4,14 @@ One tiny tagger is trained once for the module (a few seconds); the data is the 
 synthetic language of test_tagger.py, written to tmp_path.
 """
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
+from _cli import CLI_MODULE, cli_tag, env, fails, ok   # the CLI under test
 from test_tagger import sentences, write_conllu
 
-try:                                   # installed (pip install -e .): the real package name
-    import tinyrnn_cli.main as climain
-    import tinyrnn_cli.tag as cli_tag
-    CLI_MODULE = "tinyrnn_cli.main"
-except ImportError:                    # a plain checkout
-    import cli.main as climain
-    import cli.tag as cli_tag
-    CLI_MODULE = "cli.main"
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--hidden", "16", "--layers", "1", "--word-dim", "8", "--char-dim", "8", "--char-hidden", "16",
         "--dropout", "0", "--batch-size", "16", "--lr", "0.03", "--warmup", "0", "--eval-every", "10", "--threads", "1", "--quiet"]
 CONLLU = ("# newdoc id = shop\n# sent_id = 1\n# text = I walked mango-juice\n"
@@ -34,28 +23,6 @@ CONLLU = ("# newdoc id = shop\n# sent_id = 1\n# text = I walked mango-juice\n"
           "4.1\tgot\tget\t_\t_\t_\t_\t_\t2:conj\t_\n"
           "\n# a comment between sentences\n\n"
           "# sent_id = 2\n1\tslowly\tslowly\tADV\tRB\t_\t0\troot\t_\t_\n\n")
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(climain.cli, [str(a) for a in args], input=input, catch_exceptions=True)
-
-
-def ok(*args, input=None):
-    r = run(*args, input=input)
-    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
-    return r
-
-
-def fails(args, *needles, input=None):
-    """The command fails with one `error: ...` line on stderr that mentions every needle."""
-    r = run(*args, input=input)
-    assert r.exit_code != 0, r.output
-    assert "Traceback" not in r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +50,7 @@ def test_help_does_not_load_numpy_or_numba():
             "for args in (['--help'], ['tag', '--help'], ['tag', 'train', '--help'], ['tag', 'predict', '--help']):\n"
             "    r = CliRunner().invoke(cli, args); assert r.exit_code == 0, r.output\n"
             "assert not {'numba', 'numpy', 'tinyrnn'} & set(sys.modules), sorted(sys.modules)\n")
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env())
 
 
 def test_cli_defaults_match_tag_config():
@@ -226,8 +192,7 @@ def test_ctrl_c_saves_a_checkpoint(data, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", CLI_MODULE, "tag", "train", data["train"], *TINY, "--steps", "1000000",
            "--eval-every", "1000000", "--save-every", "1000000", "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:

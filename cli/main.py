@@ -148,7 +148,8 @@ def train(ctx, corpus, quiet, resume, out, **options):
 
     Writes OUT/last and OUT/best checkpoints, OUT/metrics.jsonl and (with matplotlib) OUT/loss.png.
     Ctrl-C or SIGTERM saves a checkpoint (exit 130 / 143); --resume continues from it. One run per
-    OUT at a time (OUT/.lock).
+    OUT at a time (OUT/.lock). A training loss that climbs away from its lowest and stays there goes
+    back to OUT/best with the learning rate halved (at most 3 times, then it stops).
     """
     from click.core import ParameterSource
 

@@ -284,6 +284,48 @@ def test_a_cold_cache_compiles_once_a_machine_and_trains_the_bits_of_a_warm_one(
     assert sorted(cold) == sorted(warm) and [k for k in cold if cold[k].tobytes() != warm[k].tobytes()] == []
 
 
+_NOISE_FROM_120 = f"""
+import json, sys
+import numpy as np
+from tinyrnn import trainer
+real_step = trainer.Trainer.train_step
+def train_step(self):              # test_rollback.py's injected rise, until the first roll-back
+    out = real_step(self)
+    if self.step > 120 and not self.history.get("rollbacks", 0):
+        rng = np.random.default_rng(self.step)
+        for p in self.params:
+            p.numpy()[...] += rng.normal(0.0, 0.1, p.shape).astype(p.numpy().dtype)
+    return out
+trainer.Trainer.train_step = train_step
+from {CLI_MODULE} import cli
+sys.exit(cli.main(args=json.loads(sys.argv[1]), standalone_mode=False))
+"""
+
+
+@needs_mpi
+def test_a_roll_back_under_mpirun_is_the_one_process_roll_back(tmp_path, corpus):
+    """Every rank decides on the same (averaged) loss, reads ``best`` and goes back together; rank 0
+    alone trims metrics.jsonl and says so; the save after it is a collective all ranks join."""
+    runs = {}
+    for n in (None, 2):
+        out = tmp_path / f"run{n}"
+        args = ["train", corpus, *map(str, TINY), "--batch-size", "4", "--lr", "0.03", "--eval-every", "10",
+                "--save-every", "1000", "--steps", "170", "--out", str(out)]
+        cmd = [sys.executable, "-c", _NOISE_FROM_120, json.dumps(args)]
+        r = subprocess.run(cmd if n is None else mpirun(n) + cmd, env=env(), capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0 and r.stderr.count("back to the best checkpoint (step 120)") == 1, r.stderr
+        rows = [json.loads(line) for line in open(out / "metrics.jsonl", encoding="utf-8")]
+        runs[n] = ([row["step"] for row in rows], [row for row in rows if "rolled_back_from" in row],
+                   checkpoint.load(out / "last"))
+    (steps_1, events_1, (_, arrays_1)), (steps_2, events_2, (meta_2, arrays_2)) = runs[None], runs[2]
+    assert steps_1 == steps_2 and events_1 == events_2 and len(events_2) == 1
+    assert meta_2["metrics"]["rollbacks"] == 1 and meta_2["train_config"]["lr"] == 0.015
+    # 170 steps, 50 of them after the rise: the sums' order (1e-7) has grown, not the run's course
+    for k in arrays_1:
+        np.testing.assert_allclose(arrays_2[k], arrays_1[k], rtol=1e-2, atol=1e-3, err_msg=k)
+
+
 @needs_mpi
 def test_ctrl_c_on_mpiexec_saves_and_stops_every_rank(tmp_path, corpus):
     out = tmp_path / "run"

@@ -377,6 +377,30 @@ def test_schedule_state_dict_round_trip(make):
     assert lrs(opt2, sched2, 5) == rest
 
 
+@pytest.mark.parametrize("make", [
+    lambda o: optim.StepLR(o, 2, 0.5),
+    lambda o: optim.CosineLR(o, 6, min_lr=0.1),
+    lambda o: optim.WarmupLR(o, 3),
+    lambda o: optim.WarmupLR(o, 3, after=optim.CosineLR(o, 5, min_lr=0.1)),
+])
+def test_scale_multiplies_every_later_lr(make):
+    """``scale(f)`` (the trainer's roll-back: f = 0.5): from then on each lr is f times the unscaled
+    schedule's, the floor included; the state dict carries the scaled rates."""
+    opt, opt2 = one_param_opt(1.0), one_param_opt(1.0)
+    sched, plain = make(opt), make(opt2)
+    lrs(opt, sched, 4)
+    lrs(opt2, plain, 4)
+    sched.scale(0.5)
+    assert opt.lr == pytest.approx(0.5 * opt2.lr)
+    sd = json.loads(json.dumps(sched.state_dict()))
+    want = [0.5 * lr for lr in lrs(opt2, plain, 8)]
+    assert lrs(opt, sched, 8) == pytest.approx(want)
+    opt3 = one_param_opt(1.0)
+    sched3 = make(opt3)
+    sched3.load_state_dict(sd)
+    assert lrs(opt3, sched3, 8) == pytest.approx(want)
+
+
 # ---- training ----------------------------------------------------------------------------------
 
 def logistic_data(rng, n=64):

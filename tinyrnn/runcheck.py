@@ -130,6 +130,11 @@ def _check_metrics(history, stem, metric):
     for key in ("train_loss", metric):
         if key in history:
             need(history, key, lambda v: v is None or is_number(v), "a number", stem, "metrics.")
+    if "lowest_train_loss" in history:        # the trainer's rise check (absent: saved before it was recorded)
+        need(history, "lowest_train_loss", is_number, "a number", stem, "metrics.")
+    for key in ("rollbacks", "rise_windows"):
+        if key in history:
+            need(history, key, lambda v: is_int(v) and v >= 0, "an integer >= 0", stem, "metrics.")
     best = history.get("best")
     if best is not None:
         need(history, "best", lambda v: isinstance(v, dict), "an object", stem, "metrics.")

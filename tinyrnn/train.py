@@ -217,7 +217,7 @@ class CharTask(Task):
 
     family, unit, metric, higher_is_better = "char", "chars", "val_bpc", False
     shardable = True             # MPI: batch() reads only this rank's streams (see distributed.py)
-    loss_name, loss_scale, short_metric = "loss_bpc", 1 / LN2, "val {:.3f} bpc"
+    loss_name, loss_scale, loss_unit, short_metric = "loss_bpc", 1 / LN2, "bits/char", "val {:.3f} bpc"
 
     def __init__(self, cfg, saved, log):
         self.cfg = cfg

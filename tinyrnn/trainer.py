@@ -44,6 +44,15 @@ Reliability (what a run directory survives):
   whose mean training loss exceeds ``2 * uniform + 1`` nats, where ``uniform`` = log(V) is what
   a uniform guess costs (the task's ``uniform_loss()``). A healthy run starts near log(V) and goes
   down; it never stays above twice that.
+* A loss that climbs away from its lowest and stays there (the gradients explode, clipping keeps
+  them finite, and the model degrades over a few hundred steps to far worse than it was; measured:
+  a GRU 2x384 at lr 5e-3 on Python source, in tinyrnn and in PyTorch alike, BENCHMARKS.md): after
+  ``RISE_WINDOWS`` logged windows in a row above both ``RISE_FACTOR`` times the lowest window's
+  mean and that + ``RISE_NATS`` nats, the run goes back to its ``best`` checkpoint (weights,
+  optimizer, step, data position) with the learning rate halved, says so, trims ``metrics.jsonl``
+  to that step (plus a row ``rolled_back_from``) and saves ``last``: the same run as one resumed
+  from ``best`` at half the rate. At most ``ROLLBACKS`` times; then, or with no ``best`` to go back
+  to, it stops. A run that does not rise is not changed by this, bit for bit.
 
 Under ``mpirun -n N`` the same loop runs on every process: the lines marked ``MPI hook`` (see
 ``distributed.py``; no-ops without a launcher) compile a cold cache's kernels once a machine, split
@@ -70,6 +79,10 @@ from .runlock import RunLock
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("cosine", "constant", "step")
 EXPLODE_WINDOWS = 3          # logged windows in a row far above the uniform-guess loss -> stop
+# A loss that climbs away from its lowest: RISE_WINDOWS logged windows in a row above both RISE_FACTOR times
+# the lowest window's mean and the lowest + RISE_NATS -> back to ``best`` with the learning rate halved,
+# at most ROLLBACKS times (see the module docstring)
+RISE_WINDOWS, RISE_FACTOR, RISE_NATS, ROLLBACKS = 3, 1.5, 0.5, 3
 
 
 @dataclass
@@ -166,6 +179,7 @@ class Task:
     metric = "val_bpc"           # the evaluation metric that picks the best checkpoint
     higher_is_better = False
     loss_name, loss_scale = "loss_bpc", 1 / math.log(2)    # training loss as logged: nats * scale
+    loss_unit = "bits/char"                                # ... and in words, for messages
     short_metric = "val {:.3f} bpc"                        # the metric on the progress bar
 
     def check_checkpoint(self, meta, arrays, stem):
@@ -453,7 +467,7 @@ class Trainer:
         self._build()
         self.step, self.state, self.best, self.history = 0, None, None, {}
         if self.resume:
-            self._restore(saved, arrays)
+            self._restore(saved, arrays, self._path("last"))
         self.model.train()
         self._prepare_directory()          # the first change to the run directory
         if self.resume and self.best is not None:
@@ -543,14 +557,10 @@ class Trainer:
         if not self.resume and checkpoint.exists(self._path("last")):      # another run started meanwhile
             raise TinyRNNError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
         checkpoint.clean_temp(self.out)
-        path = self._path("metrics.jsonl")
-        try:
-            if self.resume:
-                rows = [r for r in read_metrics(path) if isinstance(r, dict) and r.get("step", 0) <= self.step]
-                checkpoint.atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-            self.metrics_file = open(path, "a" if self.resume else "w", encoding="utf-8")
-        except OSError as e:
-            raise TinyRNNError(checkpoint.os_error_line(e, "write", path)) from None
+        if self.resume:
+            self._trim_metrics()
+        else:
+            self._open_metrics("w")
         if self.resume:
             self.log(f"resuming {self.out} at step {self.step}")
             if self.saved_processes != self.world.size:              # MPI: resuming on another N is fine
@@ -558,11 +568,32 @@ class Trainer:
         else:
             self.save("last")
 
-    def _restore(self, meta, arrays):
-        """The saved run, checked and restored in memory (nothing on disk changes here)."""
+    def _open_metrics(self, mode):
+        path = self._path("metrics.jsonl")
+        try:
+            self.metrics_file = open(path, mode, encoding="utf-8")
+        except OSError as e:
+            raise TinyRNNError(checkpoint.os_error_line(e, "write", path)) from None
+
+    def _trim_metrics(self):
+        """metrics.jsonl cut back to the rows up to this step (a resumed or rolled-back run logs on from
+        there), then open to append. Rank 0 alone: the others write nowhere."""
+        if not self.world.is_root:
+            return
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+        path = self._path("metrics.jsonl")
+        rows = [r for r in read_metrics(path) if isinstance(r, dict) and r.get("step", 0) <= self.step]
+        try:
+            checkpoint.atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        except OSError as e:
+            raise TinyRNNError(checkpoint.os_error_line(e, "write", path)) from None
+        self._open_metrics("a")
+
+    def _restore(self, meta, arrays, stem):
+        """The run saved in checkpoint ``stem``, checked and restored in memory (nothing on disk changes here)."""
         from . import random
 
-        stem = self._path("last")
         try:
             self.task.check_checkpoint(meta, arrays, stem)
             weights = checkpoint.model_arrays(arrays)
@@ -623,6 +654,7 @@ class Trainer:
         self.sched.step()
         self.state = detach_state(new_state)
         self.step += 1
+        self.updates += 1          # in this process: the pace (``step`` goes back with a roll-back)
         return value, units
 
     def _diverged(self, value, norm):
@@ -640,6 +672,45 @@ class Trainer:
             return "no checkpoint was saved"
         return f"the last good checkpoint is {last} (step {step})"
 
+    def check_rise(self, mean_nats):
+        """Track the lowest logged window; go back to ``best`` when the loss has climbed away from it
+        (``roll_back``; see the module docstring). True when it went back. The lowest window and the
+        count of risen windows in a row are kept in the history, which checkpoints save: a resumed run
+        goes on counting."""
+        scale = self.task.loss_scale
+        lowest = self.history.get("lowest_train_loss")
+        lowest = mean_nats if lowest is None else min(lowest / scale, mean_nats)
+        self.history["lowest_train_loss"] = lowest * scale
+        risen = mean_nats > RISE_FACTOR * lowest and mean_nats > lowest + RISE_NATS
+        rises = self.history["rise_windows"] = self.history.get("rise_windows", 0) + 1 if risen else 0
+        if rises < RISE_WINDOWS:
+            return False
+        self.roll_back(f"the training loss rose to {mean_nats * scale:.4g} {self.task.loss_unit} at step "
+                       f"{self.step}, from {lowest * scale:.4g} at its lowest")
+        return True
+
+    def roll_back(self, what):
+        """Continue from the ``best`` checkpoint with the learning rate halved (what: why, for the line
+        that says so), or stop when there is no ``best`` or the run has rolled back ROLLBACKS times."""
+        done, from_step, stem = self.history.get("rollbacks", 0), self.step, self._path("best")
+        if self.best is None or done >= ROLLBACKS:
+            where = (f"after {done} roll-backs: the best checkpoint is {stem} (step {self.best['step']})"
+                     if self.best is not None else f"with no best checkpoint to go back to: {self._last_good()}")
+            raise TrainingDiverged(f"{what}; stopped {where}. Try a lower --lr (was {self.cfg.lr:g}) or --clip")
+        try:
+            meta, arrays = checkpoint.load(stem)       # every rank reads it, as a resume reads ``last``
+            self._restore(meta, arrays, stem)          # the weights, optimizer, step, data position, history
+        except TinyRNNError as e:
+            raise TrainingDiverged(f"{what}; stopped: cannot go back to the best checkpoint ({e})") from None
+        self.cfg = self.task.cfg = replace(self.cfg, lr=self.cfg.lr / 2)
+        self.sched.scale(0.5)
+        self.history["rollbacks"], self.history["rise_windows"] = done + 1, 0
+        self._trim_metrics()
+        self.record({"step": self.step, "rolled_back_from": from_step, "new_lr": self.cfg.lr})
+        self.say(f"{what}: back to the best checkpoint (step {self.step}) with the learning rate halved to "
+                 f"{self.cfg.lr:g} (roll-back {done + 1} of at most {ROLLBACKS})")
+        self.save("last")
+
     def check_explosion(self, mean_nats):
         """Stop when the training loss stays far above a uniform guess (see the module docstring)."""
         uniform = self.task.uniform_loss()
@@ -650,7 +721,7 @@ class Trainer:
         if self.high_windows >= EXPLODE_WINDOWS:
             scale = self.task.loss_scale
             raise TrainingDiverged(
-                f"the training loss exploded: {mean_nats * scale:.4g} {self.task.loss_name} at step {self.step}, "
+                f"the training loss exploded: {mean_nats * scale:.4g} {self.task.loss_unit} at step {self.step}, "
                 f"above {limit * scale:.3g} (a uniform guess costs {uniform * scale:.3g}) for {EXPLODE_WINDOWS} "
                 f"log windows in a row; stopped, checkpoints in {self.out} are from before. "
                 f"Try a lower --lr (was {self.cfg.lr:g}) or --clip")
@@ -754,7 +825,7 @@ class Trainer:
         cfg, task = self.cfg, self.task
         self.bar = Progress(total=self.total, time_limit=cfg.time_limit, enabled=self.progress and self.world.is_root,
                             unit=task.unit)
-        start_step, self.t_start, self._first_window = self.step, time.perf_counter(), None
+        start_step, self.t_start, self._first_window, self.updates = self.step, time.perf_counter(), None, 0
         window, self.high_windows = _Window(self.t_start), 0
         rate, self.stopped = None, "done"
         try:
@@ -765,14 +836,16 @@ class Trainer:
                     self.world.precompile(lambda: precompile(task.kernel_workload()))
                     while self.total is None or self.step < self.total:
                         window.add(*self.train_step())
+                        rolled_back = False
                         if self.step % cfg.log_every == 0 or self.step == self.total:
                             self.history["train_loss"], rate = window.flush(self, task)
                             self.check_explosion(self.history["train_loss"] / task.loss_scale)
+                            rolled_back = self.check_rise(self.history["train_loss"] / task.loss_scale)
                             if cfg.time_limit:
                                 self._fit_to_budget(time.perf_counter() - self.t_start)
-                        if task.has_eval and self.step % cfg.eval_every == 0:
+                        if task.has_eval and self.step % cfg.eval_every == 0 and not rolled_back:
                             self.evaluate()
-                        if self.step % cfg.save_every == 0:
+                        if self.step % cfg.save_every == 0 and not rolled_back:
                             self.save("last")
                         elapsed = time.perf_counter() - self.t_start
                         value = self.history.get(task.metric)
@@ -806,7 +879,7 @@ class Trainer:
         **pace)`` is told how many steps the whole budget is foreseen to train, and may ``retarget`` the
         run; a run it changed saves ``last`` at once, so a kill cannot take the change back."""
         if self._first_window is None:
-            self._first_window = (self.step, elapsed)
+            self._first_window = (self.updates, elapsed)
             return
         left = self.world.from_root(lambda: self._steps_left(elapsed))   # MPI: one clock, the same schedule
         if math.isnan(left):
@@ -821,7 +894,7 @@ class Trainer:
 
     def _steps_left(self, elapsed):
         """The steps the seconds left allow at the pace since the first log window (NaN: unknown)."""
-        steps, seconds = self.step - self._first_window[0], elapsed - self._first_window[1]
+        steps, seconds = self.updates - self._first_window[0], elapsed - self._first_window[1]
         if steps <= 0 or seconds <= 0:
             return float("nan")
         return (self.cfg.time_limit - elapsed) * steps / seconds

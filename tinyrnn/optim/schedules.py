@@ -21,6 +21,7 @@ class Schedule:
     """Base class: subclasses implement ``lr_at(t)`` and list their settings in ``_settings``."""
 
     _settings = ()
+    _scaled = ()         # settings that are learning rates (``scale`` multiplies them with base_lr)
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
@@ -41,6 +42,14 @@ class Schedule:
     def step(self):
         """Advance one update and set the optimizer's lr for the next one."""
         self.t += 1
+        self._apply()
+
+    def scale(self, factor):
+        """Multiply every learning rate the schedule gives by ``factor`` from now on (the trainer's
+        roll-back halves them), and set the optimizer's lr."""
+        self.base_lr *= factor
+        for name in self._scaled:
+            setattr(self, name, getattr(self, name) * factor)
         self._apply()
 
     def state_dict(self):
@@ -87,6 +96,7 @@ class CosineLR(Schedule):
     """
 
     _settings = ("total_steps", "min_lr")
+    _scaled = ("min_lr",)
 
     def __init__(self, optimizer, total_steps, min_lr=0.0):
         if not total_steps >= 1:
@@ -138,6 +148,13 @@ class WarmupLR(Schedule):
         if self.after is not None:
             self.after.t = max(0, self.t - self.warmup_steps)
         super()._apply()
+
+    def scale(self, factor):
+        if self.after is not None:
+            self.after.base_lr *= factor
+            for name in self.after._scaled:
+                setattr(self.after, name, getattr(self.after, name) * factor)
+        super().scale(factor)
 
     def state_dict(self):
         d = super().state_dict()

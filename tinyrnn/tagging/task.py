@@ -94,7 +94,7 @@ class TaggerTask(Task):
     """A tagger on a treebank: length-bucketed batches of sentences, per-token loss, dev accuracy."""
 
     family, unit, metric, higher_is_better = "tagger", "tokens", "dev_accuracy", True
-    loss_name, loss_scale, short_metric = "loss", 1.0, "dev {:.2%}"
+    loss_name, loss_scale, loss_unit, short_metric = "loss", 1.0, "nats/token", "dev {:.2%}"
     shardable = True             # MPI: batch() reads only this rank's sentences (see distributed.py)
 
     def __init__(self, cfg, saved, log):

@@ -485,8 +485,8 @@ class Trainer:
         return cfg.DEFAULT_STEPS if total is None and not cfg.time_limit else total
 
     def retarget(self, **changes):
-        """Change the running run's config (``pace_rule``: e.g. ``epochs``): its total steps follow; the
-        next checkpoint saves the new config, which a resumed run then keeps."""
+        """Change the running run's config (``pace_rule``: e.g. ``epochs``; ``roll_back``: ``lr``): its
+        total steps follow; the next checkpoint saves the new config, which a resumed run then keeps."""
         self.cfg = self.task.cfg = replace(self.cfg, **changes).validate()
         self.total = self.bar.total = self._total_steps(self.cfg)
 
@@ -693,16 +693,19 @@ class Trainer:
         """Continue from the ``best`` checkpoint with the learning rate halved (what: why, for the line
         that says so), or stop when there is no ``best`` or the run has rolled back ROLLBACKS times."""
         done, from_step, stem = self.history.get("rollbacks", 0), self.step, self._path("best")
-        if self.best is None or done >= ROLLBACKS:
-            where = (f"after {done} roll-backs: the best checkpoint is {stem} (step {self.best['step']})"
-                     if self.best is not None else f"with no best checkpoint to go back to: {self._last_good()}")
-            raise TrainingDiverged(f"{what}; stopped {where}. Try a lower --lr (was {self.cfg.lr:g}) or --clip")
+        if self.best is None:
+            raise TrainingDiverged(f"{what}; stopped with no best checkpoint to go back to: {self._last_good()}. "
+                                   f"Try a lower --lr (was {self.cfg.lr:g}) or --clip")
+        if done >= ROLLBACKS:
+            raise TrainingDiverged(f"{what}; stopped after {done} roll-backs: the best checkpoint is {stem} (step "
+                                   f"{self.best['step']}). Try an --lr below {self.cfg.lr:g}, where it rose last, "
+                                   "or a lower --clip")
         try:
             meta, arrays = checkpoint.load(stem)       # every rank reads it, as a resume reads ``last``
             self._restore(meta, arrays, stem)          # the weights, optimizer, step, data position, history
         except TinyRNNError as e:
             raise TrainingDiverged(f"{what}; stopped: cannot go back to the best checkpoint ({e})") from None
-        self.cfg = self.task.cfg = replace(self.cfg, lr=self.cfg.lr / 2)
+        self.retarget(lr=self.cfg.lr / 2)
         self.sched.scale(0.5)
         self.history["rollbacks"], self.history["rise_windows"] = done + 1, 0
         self._trim_metrics()

@@ -286,17 +286,10 @@ def test_a_cold_cache_compiles_once_a_machine_and_trains_the_bits_of_a_warm_one(
 
 _NOISE_FROM_120 = f"""
 import json, sys
-import numpy as np
+sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
 from tinyrnn import trainer
-real_step = trainer.Trainer.train_step
-def train_step(self):              # test_rollback.py's injected rise, until the first roll-back
-    out = real_step(self)
-    if self.step > 120 and not self.history.get("rollbacks", 0):
-        rng = np.random.default_rng(self.step)
-        for p in self.params:
-            p.numpy()[...] += rng.normal(0.0, 0.1, p.shape).astype(p.numpy().dtype)
-    return out
-trainer.Trainer.train_step = train_step
+from test_rollback import noisy    # test_rollback.py's injected rise, until the first roll-back
+trainer.Trainer.train_step = noisy(trainer.Trainer.train_step, once=True)
 from {CLI_MODULE} import cli
 sys.exit(cli.main(args=json.loads(sys.argv[1]), standalone_mode=False))
 """

@@ -29,11 +29,10 @@ def corpus(tmp_path):
     return str(path)
 
 
-def inject_rise(monkeypatch, once):
-    """From update RISE_FROM + 1 on, noise (sd 0.1) on every weight after each update; with ``once``,
-    only until the run has rolled back."""
-    real_step = trainer.Trainer.train_step
-
+def noisy(real_step, once):
+    """``Trainer.train_step`` followed, from update RISE_FROM + 1 on, by noise (sd 0.1, seeded by the
+    step) on every weight; with ``once``, only until the run has rolled back. (Also installed by
+    test_distributed.py's MPI run.)"""
     def train_step(self):
         out = real_step(self)
         if self.step > RISE_FROM and not (once and self.history.get("rollbacks", 0)):
@@ -42,7 +41,11 @@ def inject_rise(monkeypatch, once):
                 p.numpy()[...] += rng.normal(0.0, 0.1, p.shape).astype(p.numpy().dtype)
         return out
 
-    monkeypatch.setattr(trainer.Trainer, "train_step", train_step)
+    return train_step
+
+
+def inject_rise(monkeypatch, once):
+    monkeypatch.setattr(trainer.Trainer, "train_step", noisy(trainer.Trainer.train_step, once))
 
 
 def rows(out):

@@ -559,13 +559,11 @@ class Trainer:
         checkpoint.clean_temp(self.out)
         if self.resume:
             self._trim_metrics()
-        else:
-            self._open_metrics("w")
-        if self.resume:
             self.log(f"resuming {self.out} at step {self.step}")
             if self.saved_processes != self.world.size:              # MPI: resuming on another N is fine
                 self.log(distributed.resume_note(self.saved_processes, self.world.size))
         else:
+            self._open_metrics("w")
             self.save("last")
 
     def _open_metrics(self, mode):

@@ -151,9 +151,7 @@ class WarmupLR(Schedule):
 
     def scale(self, factor):
         if self.after is not None:
-            self.after.base_lr *= factor
-            for name in self.after._scaled:
-                setattr(self.after, name, getattr(self.after, name) * factor)
+            self.after.scale(factor)        # sets the optimizer's lr from ``after`` alone: reset below
         super().scale(factor)
 
     def state_dict(self):

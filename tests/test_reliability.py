@@ -398,6 +398,23 @@ def test_an_exploding_loss_is_caught(tmp_path, corpus):
           "exploded", "uniform guess", "--lr")
 
 
+def test_an_explosion_stopped_half_way_is_caught_at_the_same_step_after_resuming(tmp_path, corpus, monkeypatch):
+    """The exploding windows counted before a Ctrl-C are in the checkpoint: the resumed run stops
+    where the straight run did, not after three more windows."""
+    from test_resume import interrupt_at
+
+    args = ["train", corpus, *TINY, "--lr", "1e6", "--warmup", "0", "--steps", "200", "--out"]
+    straight = fails([*args, tmp_path / "straight"], "exploded")
+    at = int(straight.split(" at step ")[1].split(",")[0])
+    assert at >= 30, straight                            # three log windows of 10
+    restore = interrupt_at(monkeypatch, at - 15)         # one exploding window counted, the next half run
+    r = run(*args, tmp_path / "split")
+    restore()
+    assert r.exit_code == 130, (r.stdout, r.stderr)
+    resumed = fails(["train", "--resume", "--out", tmp_path / "split"], "exploded")
+    assert resumed == straight.replace(str(tmp_path / "straight"), str(tmp_path / "split"))
+
+
 @pytest.mark.parametrize("make,needle", [
     (lambda p: p.write_text("x"), "is a file"),
     (lambda p: None, "Not a directory"),

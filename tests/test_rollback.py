@@ -79,7 +79,7 @@ def test_a_run_that_rolled_back_resumes_exactly(tmp_path, corpus, monkeypatch):
     inject_rise(monkeypatch, once=True)
     args = [corpus, *TINY, "--steps", "240"]
     ok("train", *args, "--out", tmp_path / "straight")
-    for stop_at in (200, 140):
+    for stop_at in (200, 140, 145):                  # 145: in the middle of a log window, mid-rise
         split = tmp_path / f"split{stop_at}"
         restore = interrupt_at(monkeypatch, stop_at)
         r = run("train", *args, "--out", split)
@@ -116,10 +116,13 @@ def test_a_run_that_does_not_rise_is_unchanged(tmp_path, corpus):
     assert not any("rolled_back_from" in row for row in rows(out))
 
 
-@pytest.mark.parametrize("field,value", [("lowest_train_loss", "low"), ("rise_windows", -1), ("rollbacks", 1.5)])
-def test_a_damaged_rise_record_is_one_line(tmp_path, corpus, field, value):
+@pytest.mark.parametrize("field,value", [
+    ("lowest_train_loss", "low"), ("rise_windows", -1), ("rollbacks", 1.5), ("explode_windows", True),
+    ("window_loss", -0.5), ("window_loss", float("nan")), ("window_steps", "3")])
+def test_a_damaged_loop_record_is_one_line(tmp_path, corpus, field, value):
+    """The counts the loop keeps across steps (the checks' windows, the open log window), hand-edited."""
     out = tmp_path / "run"
-    ok("train", corpus, *TINY, "--steps", "20", "--out", out)
+    ok("train", corpus, *TINY, "--steps", "25", "--out", out)          # 25: a log window is open
     meta, arrays = checkpoint.load(out / "last")
     meta["metrics"][field] = value
     checkpoint.save(str(out / "last"), arrays, meta)

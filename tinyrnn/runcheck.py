@@ -132,7 +132,9 @@ def _check_metrics(history, stem, metric):
             need(history, key, lambda v: v is None or is_number(v), "a number", stem, "metrics.")
     if "lowest_train_loss" in history:        # the trainer's rise check (absent: saved before it was recorded)
         need(history, "lowest_train_loss", is_number, "a number", stem, "metrics.")
-    for key in ("rollbacks", "rise_windows"):
+    if "window_loss" in history:              # the open log window's summed loss (absent: as above)
+        need(history, "window_loss", lambda v: is_number(v) and v >= 0, "a number >= 0", stem, "metrics.")
+    for key in ("rollbacks", "rise_windows", "explode_windows", "window_steps"):
         if key in history:
             need(history, key, lambda v: is_int(v) and v >= 0, "an integer >= 0", stem, "metrics.")
     best = history.get("best")

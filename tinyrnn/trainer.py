@@ -34,6 +34,9 @@ Reliability (what a run directory survives):
 * A kill at any instant leaves a run that resumes: a fresh run writes ``last`` at step 0 before
   training, every checkpoint is one file replaced atomically (``checkpoint.save``), and
   ``metrics.jsonl`` is trimmed to the checkpoint's step on resume (a half-written line is dropped).
+  The checkpoint's history holds what the loop counts across steps (the open log window's loss,
+  the windows counted by the checks below), so a run resumed from any step logs the same rows and
+  makes the same decisions as a straight run.
 * Nothing in the run directory changes until the whole set-up has succeeded: a resume checks the
   checkpoint completely (``runcheck``), restores it in memory, and only then touches files.
 * SIGINT (Ctrl-C) and SIGTERM (``kill``, ``timeout``, schedulers) both stop after the current step
@@ -718,8 +721,9 @@ class Trainer:
         if uniform is None:
             return
         limit = 2 * uniform + 1
-        self.high_windows = self.high_windows + 1 if mean_nats > limit else 0
-        if self.high_windows >= EXPLODE_WINDOWS:
+        high = self.history.get("explode_windows", 0) + 1 if mean_nats > limit else 0
+        self.history["explode_windows"] = high        # in the checkpoint: a resumed run goes on counting
+        if high >= EXPLODE_WINDOWS:
             scale = self.task.loss_scale
             raise TrainingDiverged(
                 f"the training loss exploded: {mean_nats * scale:.4g} {self.task.loss_unit} at step {self.step}, "
@@ -827,7 +831,7 @@ class Trainer:
         self.bar = Progress(total=self.total, time_limit=cfg.time_limit, enabled=self.progress and self.world.is_root,
                             unit=task.unit)
         start_step, self.t_start, self._first_window, self.updates = self.step, time.perf_counter(), None, 0
-        window, self.high_windows = _Window(self.t_start), 0
+        window = _Window(self.t_start)
         rate, self.stopped = None, "done"
         try:
             with StopSignal(self.say) as self.stop, \
@@ -836,7 +840,7 @@ class Trainer:
                     # a cold cache's kernels, in parallel processes (MPI hook: once a machine)
                     self.world.precompile(lambda: precompile(task.kernel_workload()))
                     while self.total is None or self.step < self.total:
-                        window.add(*self.train_step())
+                        window.add(self.history, *self.train_step())
                         rolled_back = False
                         if self.step % cfg.log_every == 0 or self.step == self.total:
                             self.history["train_loss"], rate = window.flush(self, task)
@@ -928,24 +932,30 @@ class Trainer:
 
 
 class _Window:
-    """Training loss and speed over the steps since the last log line (and units over the whole run)."""
+    """Training loss and speed over the steps since the last log line (and units over the whole run).
+
+    The loss summed so far and its steps are kept in the trainer's history (``window_loss`` in nats,
+    ``window_steps``), which every checkpoint saves: a run stopped in the middle of a window (Ctrl-C,
+    the time limit) and resumed, or rolled back to a ``best`` saved mid-window, logs the window's mean
+    over the same steps as a straight run. The speed is this process's own (units since it started)."""
 
     def __init__(self, t0):
-        self.loss, self.n, self.units, self.t0, self.total_units = 0.0, 0, 0, t0, 0
+        self.units, self.t0, self.total_units = 0, t0, 0
 
-    def add(self, loss, units):
-        self.loss, self.n, self.units, self.total_units = self.loss + loss, self.n + 1, self.units + units, \
-            self.total_units + units
+    def add(self, history, loss, units):
+        history["window_loss"] = history.get("window_loss", 0.0) + loss
+        history["window_steps"] = history.get("window_steps", 0) + 1
+        self.units, self.total_units = self.units + units, self.total_units + units
 
     def flush(self, trainer, task):
         """Log the window to metrics.jsonl -> (mean loss as logged, units per second); start a new window."""
-        now = time.perf_counter()
+        now, history = time.perf_counter(), trainer.history
         rate = self.units / max(now - self.t0, 1e-9)
-        mean = self.loss / self.n * task.loss_scale
+        mean = history["window_loss"] / history["window_steps"] * task.loss_scale
         trainer.record({"step": trainer.step, task.loss_name: round(mean, 5),
                         "lr": trainer.opt.lr, f"{task.unit}_per_s": round(rate, 1),
                         "time": round(now - trainer.t_start, 3)})
-        self.loss, self.n, self.units, self.t0 = 0.0, 0, 0, now
+        history["window_loss"], history["window_steps"], self.units, self.t0 = 0.0, 0, 0, now
         return mean, rate
 
 

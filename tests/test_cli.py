@@ -67,6 +67,10 @@ def test_cli_defaults_match_train_config():
             f"{BUDGET_CHARS_PER_S // 1000}K chars/s that GRU trains at on 2 cores, and decided again on the pace it "
             f"measures in its first seconds), it adds --dropout {BUDGET_DROPOUT:g} and stops after "
             f"{BUDGET_PASSES:g} passes" in climain.TRAIN_TIME_LIMIT_HELP)
+    from tinyrnn.train import BUDGET_LONG_FROM, BUDGET_LONG_LR
+
+    assert (f"When it would train {BUDGET_LONG_FROM:,} updates or more (foreseen, then measured, likewise), it "
+            f"trains at --lr {BUDGET_LONG_LR:g}" in climain.TRAIN_TIME_LIMIT_HELP)
     from tinyrnn.generate import WEIGHT_FORMATS
 
     assert sorted(climain.WEIGHT_FORMATS) == sorted(WEIGHT_FORMATS)        # the CLI's copy of the formats

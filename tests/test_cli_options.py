@@ -259,6 +259,30 @@ def test_a_budget_that_reads_its_text_many_times_stops_after_8_passes_with_dropo
         assert budget_passes(cfg) == 0.0 and (chosen.dropout, chosen.epochs) == (0.0, None)
 
 
+def test_a_long_budget_trains_at_half_the_learning_rate(tmp_path):
+    """Foreseen updates = seconds x BUDGET_CHARS_PER_S / (batch x window), or 8 passes' when the run stops
+    on them first. From BUDGET_LONG_FROM updates the budget's lr is BUDGET_LONG_LR (measured: better at
+    2,600 and 6,552 updates, worse at 1,200), and the first line says why."""
+    from tinyrnn.train import (BUDGET_CHARS_PER_S, BUDGET_DEFAULTS, BUDGET_LONG_FROM, BUDGET_LONG_LR, TrainConfig,
+                               budget_defaults, budget_passes, budget_updates, describe_budget_defaults)
+
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"abc\n" * 2_500_000)                        # 10 MB: 600 s read it about 1.3 times
+    per_second = BUDGET_CHARS_PER_S / (32 * 96)
+    for updates, lr in ((BUDGET_LONG_FROM - 1, BUDGET_DEFAULTS["lr"]), (BUDGET_LONG_FROM, BUDGET_LONG_LR)):
+        cfg = TrainConfig(corpus=str(big), time_limit=updates / per_second)
+        assert budget_updates(cfg, budget_passes(cfg)) == pytest.approx(updates)
+        chosen = budget_defaults(cfg, {"seed"})
+        assert chosen.lr == lr and chosen.epochs is None
+        line = describe_budget_defaults(chosen)
+        assert (f"at lr 0.0025 (about {updates} updates foreseen: from 2000 a budget halves its 0.005)" in line) \
+            == (lr == BUDGET_LONG_LR), line
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"ab\n" * 3000)                             # 8 passes: 21 updates, however long the budget
+    chosen = budget_defaults(TrainConfig(corpus=str(small), time_limit=3600.0), set())
+    assert chosen.epochs == 8 and chosen.lr == BUDGET_DEFAULTS["lr"]
+
+
 def test_budget_defaults_leave_resumed_unbudgeted_and_gpu_runs_alone():
     from tinyrnn.train import TrainConfig, budget_defaults
 
@@ -335,7 +359,7 @@ def test_only_a_new_budget_run_checks_its_pace(tmp_path, corpus, monkeypatch):
     assert given[1][0].epochs == 8                   # the small text was capped beforehand
 
 
-def _paced_run(tmp_path, corpus, passes, **settings):
+def _paced_run(tmp_path, corpus, passes, long_lr=False, **settings):
     """A 1.5 s run on the budget's rule, told its pace reads the text ``passes`` times -> (trainer,
     summary, what the rule said, the steps it was told)."""
     from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule
@@ -349,7 +373,7 @@ def _paced_run(tmp_path, corpus, passes, **settings):
         budget_pace_rule(t, passes * t.task.steps_per_epoch, **pace)
 
     trainer = Trainer(CharTask, cfg, out=str(tmp_path / "run"), progress=False, log=said.append,
-                      pace_rule=rule, pace={"user_dropout": False})
+                      pace_rule=rule, pace={"user_dropout": False, "long_lr": long_lr})
     return trainer, trainer.run(), said, seen
 
 
@@ -371,6 +395,34 @@ def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_
     meta = checkpoint.load(tmp_path / "run" / "last")[0]
     assert meta["train_config"]["epochs"] is None and meta["train_config"]["dropout"] == 0.0
     assert meta["model"]["dropout"] == 0.0 == trainer.model.drop.p == trainer.model.rnn.dropout
+
+
+@pytest.mark.parametrize("long_lr", [False, True])
+def test_a_budget_paced_across_2000_updates_changes_its_learning_rate(tmp_path, long_lr, warm):
+    """A machine faster (or slower) than foreseen trains more (fewer) updates: from the pace check on,
+    the run trains at the budget's lr for the updates it will now train, and says so."""
+    from tinyrnn.train import BUDGET_DEFAULTS, BUDGET_LONG_LR
+
+    text = tmp_path / "text.txt"                        # a text a pass of which is more than 2,000 updates
+    text.write_text("".join(f"line {i} of a longer text\n" for i in range(6_000)), encoding="utf-8")
+    passes = 0.5 if long_lr else 1.0                    # 1 pass: 2,000 updates or more, half of one: fewer
+    peak = BUDGET_LONG_LR if long_lr else BUDGET_DEFAULTS["lr"]
+    trainer, summary, said, _ = _paced_run(tmp_path, str(text), passes, long_lr=long_lr, lr=peak)
+    per_epoch = trainer.task.steps_per_epoch
+    assert per_epoch / 2 < 2000 <= per_epoch
+    lr = BUDGET_DEFAULTS["lr"] if long_lr else BUDGET_LONG_LR
+    assert said == [f"at the pace measured, the run would train about {passes * per_epoch:.0f} updates: lr {lr:g} "
+                    "from step 20 on (from 2000 updates a budget trains at 0.0025, below at 0.005; set --lr to "
+                    "choose)"]
+    assert trainer.cfg.lr == lr and trainer.sched.base_lr == pytest.approx(lr)
+    meta, _ = checkpoint.load(tmp_path / "run" / "last")
+    assert meta["train_config"]["lr"] == lr and meta["schedule"]["base_lr"] == pytest.approx(lr)
+    rates = [row["lr"] for row in rows(tmp_path / "run") if "lr" in row]     # logged at steps 10, 20, 30...
+    assert len(rates) >= 3 and max(rates[:2]) <= peak * (1 + 1e-9)           # the old peak up to the check
+    if long_lr:
+        assert max(rates[2:]) > BUDGET_LONG_LR                               # risen
+    else:
+        assert max(rates[2:]) <= BUDGET_LONG_LR * (1 + 1e-9)                 # halved
 
 
 class Killed(Exception):

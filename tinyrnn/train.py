@@ -105,10 +105,19 @@ BUDGET_CHOICES = ("cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr
 # 3.4 passes, -0.015 at 5.8, +0.002 at 7.5, +0.025 at 12; its first 297K characters -0.034 at 3.9, -0.009
 # at 6.1, +0.012 at 7.5, +0.029 at 8.3, +0.11 at 12; EWT's first 297K -0.058 at 4.2, -0.012 at 6.5,
 # +0.031 at 7.9, +0.10 at 12: it turns between 6.5 and 7.5 passes on all three. With dropout 0.2, 7-8
-# passes beat 10-12 on all three (by 0.005, 0.033, 0.017). The passes are foreseen from the budget GRU's
-# speed on 2 cores: a faster machine reads the text more often than foreseen, a slower one less: a run
-# checks again once its pace is measured (``budget_pace_rule``).
+# passes beat 10-12 on all three (by 0.005, 0.033, 0.017). A larger text of another kind, 2.52 M characters
+# of Python source at 1200 s: +0.053 at 8 passes (1.861 against dropout's 1.808; both runs rolled back
+# once). The passes are foreseen from the budget GRU's speed on 2 cores: a faster machine reads the text
+# more often than foreseen, a slower one less: a run checks again once its pace is measured
+# (``budget_pace_rule``).
 BUDGET_DROPOUT, BUDGET_DROPOUT_FROM, BUDGET_PASSES, BUDGET_CHARS_PER_S = 0.2, 7.0, 8.0, 20_000
+# A long budget does better at half the learning rate. `tinyrnn eval` on the last 10% (Zen 4 VM,
+# BENCHMARKS.md): tinyshakespeare at 180 s (about 1,200 updates) lr 5e-3 2.076, 3.5e-3 2.090, 2.5e-3 2.114;
+# at 600 s (it stops after 8 passes: 2,600 updates) 5e-3 2.086, 2.5e-3 2.069; 2.52 M characters of Python
+# source at 1200 s (8 passes: 6,552 updates) 5e-3 1.808 (its loss climbed away at update 1,550 and it
+# rolled back), 2.5e-3 1.754. The switch lies between the measured lengths, where the differences
+# interpolated in log updates cross: 2,000.
+BUDGET_LONG_FROM, BUDGET_LONG_LR = 2000, 2.5e-3
 
 
 def budget_passes(cfg):
@@ -124,17 +133,31 @@ def budget_passes(cfg):
     return cfg.time_limit * BUDGET_CHARS_PER_S / max(1.0, st.st_size * (1.0 - cfg.val_frac))
 
 
+def budget_updates(cfg, passes):
+    """The updates a budget run is foreseen to train: ``time_limit`` seconds at BUDGET_CHARS_PER_S in
+    batches of ``batch_size`` windows of BUDGET_DEFAULTS' ``seq_len``, or fewer when it stops after
+    BUDGET_PASSES passes (foreseen to read its text ``passes`` times: BUDGET_DROPOUT_FROM or more)."""
+    updates = cfg.time_limit * BUDGET_CHARS_PER_S / (cfg.batch_size * BUDGET_DEFAULTS["seq_len"])
+    return updates * min(1.0, BUDGET_PASSES / passes) if passes >= BUDGET_DROPOUT_FROM else updates
+
+
+def budget_lr(updates):
+    """The budget's peak learning rate for a run of ``updates`` updates."""
+    return BUDGET_LONG_LR if updates >= BUDGET_LONG_FROM else BUDGET_DEFAULTS["lr"]
+
+
 def budget_defaults(cfg, explicit, resume=False):
     """``cfg`` with BUDGET_DEFAULTS in place of the plain defaults when it is a run on a time budget
     alone: ``time_limit`` set, on the CPU, no option of BUDGET_CHOICES among ``explicit`` (the
     names the user set), not resuming (a resumed run keeps its own model). When such a run is
     foreseen to read its text BUDGET_DROPOUT_FROM times or more, it stops after BUDGET_PASSES epochs
-    and takes BUDGET_DROPOUT unless ``dropout`` is among ``explicit``. Else ``cfg`` itself."""
+    and takes BUDGET_DROPOUT unless ``dropout`` is among ``explicit``; foreseen to train
+    BUDGET_LONG_FROM updates or more, it trains at BUDGET_LONG_LR. Else ``cfg`` itself."""
     if resume or not cfg.time_limit or cfg.device != "cpu" or set(explicit) & set(BUDGET_CHOICES):
         return cfg
     passes = budget_passes(cfg)
     stop = _passes_settings(passes, "dropout" in explicit) if passes >= BUDGET_DROPOUT_FROM else {}
-    return replace(cfg, **BUDGET_DEFAULTS, **stop)
+    return replace(cfg, **{**BUDGET_DEFAULTS, "lr": budget_lr(budget_updates(cfg, passes))}, **stop)
 
 
 def _passes_settings(passes, user_dropout, done_epochs=0.0):
@@ -148,17 +171,33 @@ def _passes_settings(passes, user_dropout, done_epochs=0.0):
     return settings
 
 
-def budget_pace_rule(trainer, steps, user_dropout):
+def budget_pace_rule(trainer, steps, user_dropout, long_lr=False):
     """The budget's rule again, on the pace the run measures in its first seconds (``Trainer.pace_rule``):
     the whole budget is foreseen to train ``steps`` steps. ``budget_passes`` foresaw the passes at 2
     cores' speed, and a faster machine (or a pipe, whose size is not known beforehand) may read the text
     BUDGET_DROPOUT_FROM times or more, a slower one fewer. The run is then set as if foreseen from its
     pace: it stops after BUDGET_PASSES epochs and, unless ``user_dropout`` (the user set --dropout),
-    trains with BUDGET_DROPOUT from that step on; or it loses that stop and dropout."""
+    trains with BUDGET_DROPOUT from that step on; or it loses that stop and dropout. Likewise its
+    learning rate (``long_lr``: it started at BUDGET_LONG_LR) follows the updates it will now train."""
     per_epoch = trainer.task.steps_per_epoch
     passes, capped = steps / per_epoch, trainer.cfg.epochs is not None
-    if (passes >= BUDGET_DROPOUT_FROM) == capped:
-        return                                   # as foreseen
+    over = passes >= BUDGET_DROPOUT_FROM
+    if over != capped:
+        _pace_passes(trainer, passes, user_dropout)
+    updates = min(steps, trainer.total) if trainer.total is not None else steps
+    if (updates >= BUDGET_LONG_FROM) != long_lr:
+        lr = budget_lr(updates)
+        factor = lr / trainer.cfg.lr
+        trainer.retarget(lr=lr)
+        trainer.sched.scale(factor)                # the warm-up and the decay after it, from this step on
+        trainer.say(f"at the pace measured, the run would train about {updates:.0f} updates: lr {trainer.cfg.lr:g} "
+                    f"from step {trainer.step} on (from {BUDGET_LONG_FROM} updates a budget trains at "
+                    f"{BUDGET_LONG_LR:g}, below at {BUDGET_DEFAULTS['lr']:g}; set --lr to choose)")
+
+
+def _pace_passes(trainer, passes, user_dropout):
+    """``budget_pace_rule``'s stop and dropout for a run now foreseen to read its text ``passes`` times."""
+    per_epoch, capped = trainer.task.steps_per_epoch, trainer.cfg.epochs is not None
     changes = _passes_settings(passes, user_dropout, trainer.step / per_epoch)
     if "dropout" in changes:
         trainer.model.set_dropout(changes["dropout"])
@@ -178,8 +217,12 @@ def describe_budget_defaults(cfg):
     if cfg.epochs:
         stop = (f", stopping after {cfg.epochs:g} passes over the text ({cfg.time_limit:g} s would read it about "
                 f"{budget_passes(cfg):.0f} times on 2 cores; from {BUDGET_DROPOUT_FROM:g} the model overfits)")
+    lr = f"lr {cfg.lr:g}"
+    if cfg.lr == BUDGET_LONG_LR:
+        lr += (f" (about {budget_updates(cfg, budget_passes(cfg)):.0f} updates foreseen: from {BUDGET_LONG_FROM} "
+               f"a budget halves its {BUDGET_DEFAULTS['lr']:g})")
     return (f"a {cfg.time_limit:g} s budget: training a {cfg.cell.upper()} {cfg.layers}x{cfg.hidden} on windows "
-            f"of {cfg.seq_len} at lr {cfg.lr:g}{dropout}{stop}, the settings measured best for a few minutes on "
+            f"of {cfg.seq_len} at {lr}{dropout}{stop}, the settings measured best for a few minutes on "
             "2 cores (set --cell, --hidden, --seq-len, --lr, --dropout, --epochs or another model option to "
             "choose your own)")
 
@@ -369,7 +412,8 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
     """
     cfg = cfg or TrainConfig()
     chosen = budget_defaults(cfg, explicit, resume) if budget else cfg
-    pace = {"user_dropout": "dropout" in explicit} if chosen is not cfg else None   # a resumed run's: saved
+    pace = ({"user_dropout": "dropout" in explicit, "long_lr": chosen.lr == BUDGET_LONG_LR}
+            if chosen is not cfg else None)                                       # a resumed run's: saved
     trainer = Trainer(CharTask, chosen, out=out, resume=resume, explicit=explicit, progress=progress, log=log,
                       default_out=default_out_dir, pace_rule=budget_pace_rule if budget else None, pace=pace)
     if chosen is not cfg:

@@ -113,10 +113,10 @@ BUDGET_CHOICES = ("cell", "layers", "hidden", "embed", "bidir", "optimizer", "lr
 BUDGET_DROPOUT, BUDGET_DROPOUT_FROM, BUDGET_PASSES, BUDGET_CHARS_PER_S = 0.2, 7.0, 8.0, 20_000
 # A long budget does better at half the learning rate. `tinyrnn eval` on the last 10% (Zen 4 VM,
 # BENCHMARKS.md): tinyshakespeare at 180 s (about 1,200 updates) lr 5e-3 2.076, 3.5e-3 2.090, 2.5e-3 2.114;
-# at 600 s (it stops after 8 passes: 2,600 updates) 5e-3 2.086, 2.5e-3 2.069; 2.52 M characters of Python
-# source at 1200 s (8 passes: 6,552 updates) 5e-3 1.808 (its loss climbed away at update 1,550 and it
-# rolled back), 2.5e-3 1.754. The switch lies between the measured lengths, where the differences
-# interpolated in log updates cross: 2,000.
+# at 600 s (it stops after 8 passes: 2,600 updates) 5e-3 2.086, 2.5e-3 2.069; EWT's running text at 600 s
+# (8 passes: 2,352 updates) 2.082, 2.053; 2.52 M characters of Python source at 1200 s (8 passes: 6,552
+# updates) 5e-3 1.808 (its loss climbed away at update 1,550 and it rolled back), 2.5e-3 1.754. The switch
+# lies between the measured lengths, where the differences interpolated in log updates cross: 2,000.
 BUDGET_LONG_FROM, BUDGET_LONG_LR = 2000, 2.5e-3
 
 

@@ -359,7 +359,7 @@ def test_only_a_new_budget_run_checks_its_pace(tmp_path, corpus, monkeypatch):
     assert given[1][0].epochs == 8                   # the small text was capped beforehand
 
 
-def _paced_run(tmp_path, corpus, passes, long_lr=False, **settings):
+def _paced_run(tmp_path, corpus, passes, **settings):
     """A 1.5 s run on the budget's rule, told its pace reads the text ``passes`` times -> (trainer,
     summary, what the rule said, the steps it was told)."""
     from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule
@@ -373,7 +373,7 @@ def _paced_run(tmp_path, corpus, passes, long_lr=False, **settings):
         budget_pace_rule(t, passes * t.task.steps_per_epoch, **pace)
 
     trainer = Trainer(CharTask, cfg, out=str(tmp_path / "run"), progress=False, log=said.append,
-                      pace_rule=rule, pace={"user_dropout": False, "long_lr": long_lr})
+                      pace_rule=rule, pace={"user_dropout": False})
     return trainer, trainer.run(), said, seen
 
 
@@ -407,7 +407,7 @@ def test_a_budget_paced_across_2000_updates_changes_its_learning_rate(tmp_path, 
     text.write_text("".join(f"line {i} of a longer text\n" for i in range(6_000)), encoding="utf-8")
     passes = 0.5 if long_lr else 1.0                    # 1 pass: 2,000 updates or more, half of one: fewer
     peak = BUDGET_LONG_LR if long_lr else BUDGET_DEFAULTS["lr"]
-    trainer, summary, said, _ = _paced_run(tmp_path, str(text), passes, long_lr=long_lr, lr=peak)
+    trainer, summary, said, _ = _paced_run(tmp_path, str(text), passes, lr=peak)     # the run's start decides
     per_epoch = trainer.task.steps_per_epoch
     assert per_epoch / 2 < 2000 <= per_epoch
     lr = BUDGET_DEFAULTS["lr"] if long_lr else BUDGET_LONG_LR

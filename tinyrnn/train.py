@@ -171,25 +171,22 @@ def _passes_settings(passes, user_dropout, done_epochs=0.0):
     return settings
 
 
-def budget_pace_rule(trainer, steps, user_dropout, long_lr=False):
+def budget_pace_rule(trainer, steps, user_dropout):
     """The budget's rule again, on the pace the run measures in its first seconds (``Trainer.pace_rule``):
     the whole budget is foreseen to train ``steps`` steps. ``budget_passes`` foresaw the passes at 2
     cores' speed, and a faster machine (or a pipe, whose size is not known beforehand) may read the text
     BUDGET_DROPOUT_FROM times or more, a slower one fewer. The run is then set as if foreseen from its
     pace: it stops after BUDGET_PASSES epochs and, unless ``user_dropout`` (the user set --dropout),
     trains with BUDGET_DROPOUT from that step on; or it loses that stop and dropout. Likewise its
-    learning rate (``long_lr``: it started at BUDGET_LONG_LR) follows the updates it will now train."""
+    learning rate, when the updates it will now train cross BUDGET_LONG_FROM."""
     per_epoch = trainer.task.steps_per_epoch
     passes, capped = steps / per_epoch, trainer.cfg.epochs is not None
     over = passes >= BUDGET_DROPOUT_FROM
     if over != capped:
         _pace_passes(trainer, passes, user_dropout)
     updates = min(steps, trainer.total) if trainer.total is not None else steps
-    if (updates >= BUDGET_LONG_FROM) != long_lr:
-        lr = budget_lr(updates)
-        factor = lr / trainer.cfg.lr
-        trainer.retarget(lr=lr)
-        trainer.sched.scale(factor)                # the warm-up and the decay after it, from this step on
+    if (updates >= BUDGET_LONG_FROM) != (trainer.cfg.lr == BUDGET_LONG_LR):
+        trainer.retarget(lr=budget_lr(updates))    # the warm-up and the decay after it, from this step on
         trainer.say(f"at the pace measured, the run would train about {updates:.0f} updates: lr {trainer.cfg.lr:g} "
                     f"from step {trainer.step} on (from {BUDGET_LONG_FROM} updates a budget trains at "
                     f"{BUDGET_LONG_LR:g}, below at {BUDGET_DEFAULTS['lr']:g}; set --lr to choose)")
@@ -412,8 +409,7 @@ def train(cfg=None, out=None, resume=False, explicit=(), progress=True, log=None
     """
     cfg = cfg or TrainConfig()
     chosen = budget_defaults(cfg, explicit, resume) if budget else cfg
-    pace = ({"user_dropout": "dropout" in explicit, "long_lr": chosen.lr == BUDGET_LONG_LR}
-            if chosen is not cfg else None)                                       # a resumed run's: saved
+    pace = {"user_dropout": "dropout" in explicit} if chosen is not cfg else None   # a resumed run's: saved
     trainer = Trainer(CharTask, chosen, out=out, resume=resume, explicit=explicit, progress=progress, log=log,
                       default_out=default_out_dir, pace_rule=budget_pace_rule if budget else None, pace=pace)
     if chosen is not cfg:

@@ -488,10 +488,14 @@ class Trainer:
         return cfg.DEFAULT_STEPS if total is None and not cfg.time_limit else total
 
     def retarget(self, **changes):
-        """Change the running run's config (``pace_rule``: e.g. ``epochs``; ``roll_back``: ``lr``): its
-        total steps follow; the next checkpoint saves the new config, which a resumed run then keeps."""
+        """Change the running run's config (``pace_rule``: e.g. ``epochs``, ``lr``; ``roll_back``: ``lr``):
+        its total steps follow, and a new peak ``lr`` scales the schedule from this step on; the next
+        checkpoint saves the new config, which a resumed run then keeps."""
+        before = self.cfg.lr
         self.cfg = self.task.cfg = replace(self.cfg, **changes).validate()
         self.total = self.bar.total = self._total_steps(self.cfg)
+        if self.cfg.lr != before:
+            self.sched.scale(self.cfg.lr / before)
 
     def say(self, message):
         """A line for the user while the loop runs (above the progress bar on a terminal)."""
@@ -707,7 +711,6 @@ class Trainer:
         except TinyRNNError as e:
             raise TrainingDiverged(f"{what}; stopped: cannot go back to the best checkpoint ({e})") from None
         self.retarget(lr=self.cfg.lr / 2)
-        self.sched.scale(0.5)
         self.history["rollbacks"], self.history["rise_windows"] = done + 1, 0
         self._trim_metrics()
         self.record({"step": self.step, "rolled_back_from": from_step, "new_lr": self.cfg.lr})

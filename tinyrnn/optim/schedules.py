@@ -45,8 +45,8 @@ class Schedule:
         self._apply()
 
     def scale(self, factor):
-        """Multiply every learning rate the schedule gives by ``factor`` from now on (the trainer's
-        roll-back halves them), and set the optimizer's lr."""
+        """Multiply every learning rate the schedule gives by ``factor`` from now on (``Trainer.retarget``
+        with a new peak lr), and set the optimizer's lr."""
         self.base_lr *= factor
         for name in self._scaled:
             setattr(self, name, getattr(self, name) * factor)

@@ -178,19 +178,48 @@ def test_time_limit_stops_and_saves(tmp_path, corpus):
     assert meta["step"] == int(m.group(1)) > 0 and elapsed >= 1.5
 
 
-def test_time_limit_fits_the_schedule_to_the_budget(tmp_path, corpus):
+class _StepClock:
+    """The trainer's clock, advanced by each training step alone (``seconds_per_step(step)``): a
+    time-limit run trains the same steps however loaded the machine is, and its pace can change."""
+
+    def __init__(self, monkeypatch, seconds_per_step):
+        import types
+
+        import tinyrnn.trainer as trainer_module
+
+        self.now, self.seconds_per_step = 0.0, seconds_per_step
+        real_step = trainer_module.Trainer.train_step
+
+        def train_step(trainer):
+            self.now += self.seconds_per_step(trainer.step)
+            return real_step(trainer)
+
+        monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: self.now))
+        monkeypatch.setattr(trainer_module.Trainer, "train_step", train_step)
+
+
+@pytest.mark.parametrize("pace", ["steady", "halved at step 200"])
+def test_time_limit_fits_the_schedule_to_the_budget(tmp_path, corpus, monkeypatch, pace):
     """With only --time-limit the cosine decay ends at the limit: the last logged lr is near its floor
-    (a fixed guess of the run's length would leave it near the peak or at the floor long before)."""
+    (a fixed guess of the run's length would leave it near the peak or at the floor long before),
+    also when the steps slow down half way (the horizon is refitted every log window). On a clock
+    that steps alone advance: 4 s at 1/256 s a step (1/128 s from step 256 when halved; both exact in
+    binary, so the steps that fit are exact too)."""
+    slow_from = 256 if pace != "steady" else None
+    _StepClock(monkeypatch, lambda step: 2.0 ** -7 if slow_from is not None and step >= slow_from else 2.0 ** -8)
     out = tmp_path / "run"
     ok("train", corpus, *TINY, "--warmup", "5", "--lr", "0.01", "--time-limit", "4", "--out", out)
-    lrs = [row["lr"] for row in rows(out) if "lr" in row]
-    assert len(lrs) >= 10, lrs
-    assert max(lrs) > 0.005                        # it did run near the peak
-    assert lrs[-1] < 0.002                         # near the floor (0 for char models) when the time ran out
     meta, _ = checkpoint.load(out / "last")
+    assert meta["step"] == (1024 if slow_from is None else 256 + 384)
+    lrs = [row["lr"] for row in rows(out) if "lr" in row]
+    assert len(lrs) == meta["step"] // 10
+    assert max(lrs) > 0.009                        # it did run near the peak
+    # at the floor (0 for char models) when the time ran out; had the horizon stayed where the first
+    # steps' pace put it (1024), the halved run would end at lr 0.0031
+    assert lrs[-1] < 0.0005
     horizon = meta["schedule"]["warmup_steps"] + meta["schedule"]["after"]["total_steps"]
     # the saved horizon is where the run ended, within a log window (it is refitted every 10 steps)
-    assert meta["step"] - 10 <= horizon <= meta["step"] * 1.2 + 10
+    assert meta["step"] - 10 <= horizon <= meta["step"] + 10
 
 
 def test_time_limit_alone_trains_the_budget_settings(tmp_path, corpus):

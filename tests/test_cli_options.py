@@ -388,12 +388,13 @@ def test_only_a_new_budget_run_checks_its_pace(tmp_path, corpus, monkeypatch):
     assert given[1][0].epochs == 8                   # the small text was capped beforehand
 
 
-def _paced_run(tmp_path, corpus, passes, **settings):
+def _paced_run(tmp_path, corpus, monkeypatch, passes, **settings):
     """A 1.5 s run on the budget's rule, told its pace reads the text ``passes`` times -> (trainer,
-    summary, what the rule said, the steps it was told)."""
+    summary, what the rule said, the steps it was told). 1.5 s on a step clock: 384 steps at most."""
     from tinyrnn.train import CharTask, TrainConfig, budget_pace_rule
     from tinyrnn.trainer import Trainer
 
+    _StepClock(monkeypatch, lambda step: 2.0 ** -8)
     cfg = TrainConfig(corpus=corpus, hidden=16, layers=2, embed=8, batch_size=4, seq_len=16, time_limit=1.5,
                       log_every=10, eval_every=1000, save_every=1000, warmup=4, **settings)
     seen, said = [], []
@@ -406,18 +407,18 @@ def _paced_run(tmp_path, corpus, passes, **settings):
     return trainer, trainer.run(), said, seen
 
 
-def test_a_budget_paced_as_foreseen_is_left_alone(tmp_path, corpus, warm):
-    trainer, summary, said, seen = _paced_run(tmp_path / "a", corpus, 6.9)
+def test_a_budget_paced_as_foreseen_is_left_alone(tmp_path, corpus, warm, monkeypatch):
+    trainer, summary, said, seen = _paced_run(tmp_path / "a", corpus, monkeypatch, 6.9)
     assert len(seen) == 1 and seen[0] > 20                # asked once, with the steps foreseen
     assert summary["stopped"] == "time limit" and trainer.cfg.epochs is None and trainer.model.dropout_p == 0.0
     assert not said
-    trainer, summary, said, _ = _paced_run(tmp_path / "b", corpus, 7.0, epochs=8.0, dropout=0.2)
+    trainer, summary, said, _ = _paced_run(tmp_path / "b", corpus, monkeypatch, 7.0, epochs=8.0, dropout=0.2)
     assert trainer.cfg.epochs == 8.0 and trainer.model.dropout_p == 0.2 and not said
 
 
-def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_dropout(tmp_path, corpus, warm):
+def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_dropout(tmp_path, corpus, warm, monkeypatch):
     """A machine slower than the foresight's 2 cores: fewer passes than foreseen, and dropout would cost."""
-    trainer, summary, said, _ = _paced_run(tmp_path, corpus, 5.0, epochs=8.0, dropout=0.2)
+    trainer, summary, said, _ = _paced_run(tmp_path, corpus, monkeypatch, 5.0, epochs=8.0, dropout=0.2)
     assert summary["stopped"] == "time limit" and trainer.total is None
     assert said == ["at the pace measured, 1.5 s would read the text about 5.0 times: no stop after 8 passes, "
                     "no dropout from step 20 on (from 7 passes the model overfits; set --epochs or --dropout to choose)"]
@@ -427,7 +428,7 @@ def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_
 
 
 @pytest.mark.parametrize("long_lr", [False, True])
-def test_a_budget_paced_across_2000_updates_changes_its_learning_rate(tmp_path, long_lr, warm):
+def test_a_budget_paced_across_2000_updates_changes_its_learning_rate(tmp_path, long_lr, warm, monkeypatch):
     """A machine faster (or slower) than foreseen trains more (fewer) updates: from the pace check on,
     the run trains at the budget's lr for the updates it will now train, and says so."""
     from tinyrnn.train import BUDGET_DEFAULTS, BUDGET_LONG_LR
@@ -436,7 +437,7 @@ def test_a_budget_paced_across_2000_updates_changes_its_learning_rate(tmp_path, 
     text.write_text("".join(f"line {i} of a longer text\n" for i in range(6_000)), encoding="utf-8")
     passes = 0.5 if long_lr else 1.0                    # 1 pass: 2,000 updates or more, half of one: fewer
     peak = BUDGET_LONG_LR if long_lr else BUDGET_DEFAULTS["lr"]
-    trainer, summary, said, _ = _paced_run(tmp_path, str(text), passes, lr=peak)     # the run's start decides
+    trainer, summary, said, _ = _paced_run(tmp_path, str(text), monkeypatch, passes, lr=peak)   # its start decides
     per_epoch = trainer.task.steps_per_epoch
     assert per_epoch / 2 < 2000 <= per_epoch
     lr = BUDGET_DEFAULTS["lr"] if long_lr else BUDGET_LONG_LR

@@ -110,7 +110,7 @@ TRAIN_TIME_LIMIT_HELP = TIME_LIMIT_HELP + (
     "--epochs), the run trains the settings measured best for a few minutes on 2 cores: --cell gru --hidden 384 "
     "--seq-len 96 --lr 0.005. When it would read the text 7 times or more (foreseen from the text's size at the "
     "20K chars/s that GRU trains at on 2 cores, and decided again on the pace it measures in its first "
-    "seconds), it adds --dropout 0.2 and stops after 8 passes: the model overfits. When it would train 2,000 "
+    "seconds), it adds --dropout 0.2 and stops after 8 passes: the model overfits. When it would train 1,600 "
     "updates or more (foreseen, then measured, likewise), it trains at --lr 0.0025: a long run does better at "
     "half the rate.")
 

@@ -198,7 +198,7 @@ class _StepClock:
         monkeypatch.setattr(trainer_module.Trainer, "train_step", train_step)
 
 
-@pytest.mark.parametrize("pace", ["steady", "halved at step 200"])
+@pytest.mark.parametrize("pace", ["steady", "halved at step 256"])
 def test_time_limit_fits_the_schedule_to_the_budget(tmp_path, corpus, monkeypatch, pace):
     """With only --time-limit the cosine decay ends at the limit: the last logged lr is near its floor
     (a fixed guess of the run's length would leave it near the peak or at the floor long before),
@@ -417,7 +417,8 @@ def test_a_budget_paced_as_foreseen_is_left_alone(tmp_path, corpus, warm, monkey
     assert trainer.cfg.epochs == 8.0 and trainer.model.dropout_p == 0.2 and not said
 
 
-def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_dropout(tmp_path, corpus, warm, monkeypatch):
+def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_dropout(tmp_path, corpus, warm,
+                                                                                          monkeypatch):
     """A machine slower than the foresight's 2 cores: fewer passes than foreseen, and dropout would cost."""
     trainer, summary, said, _ = _paced_run(tmp_path, corpus, monkeypatch, 5.0, epochs=8.0, dropout=0.2)
     assert summary["stopped"] == "time limit" and trainer.total is None
@@ -429,7 +430,8 @@ def test_a_budget_capped_beforehand_but_paced_under_7_passes_loses_the_stop_and_
 
 
 @pytest.mark.parametrize("long_lr", [False, True])
-def test_a_budget_paced_across_the_long_budgets_updates_changes_its_learning_rate(tmp_path, long_lr, warm, monkeypatch):
+def test_a_budget_paced_across_the_long_budgets_updates_changes_its_learning_rate(tmp_path, long_lr, warm,
+                                                                                  monkeypatch):
     """A machine faster (or slower) than foreseen trains more (fewer) updates: from the pace check on,
     the run trains at the budget's lr for the updates it will now train, and says so."""
     from tinyrnn.train import BUDGET_DEFAULTS, BUDGET_LONG_FROM, BUDGET_LONG_LR

@@ -213,13 +213,13 @@ def _pace_passes(trainer, passes, user_dropout):
 def describe_budget_defaults(cfg):
     """The line a budget run starts with: which settings it took, and how to choose others."""
     dropout = f" with dropout {cfg.dropout:g}" if cfg.dropout else ""
-    stop = ""
+    passes, stop = budget_passes(cfg), ""
     if cfg.epochs:
         stop = (f", stopping after {cfg.epochs:g} passes over the text ({cfg.time_limit:g} s would read it about "
-                f"{budget_passes(cfg):.0f} times on 2 cores; from {BUDGET_DROPOUT_FROM:g} the model overfits)")
+                f"{passes:.0f} times on 2 cores; from {BUDGET_DROPOUT_FROM:g} the model overfits)")
     lr = f"lr {cfg.lr:g}"
     if cfg.lr == BUDGET_LONG_LR:
-        lr += (f" (about {budget_updates(cfg, budget_passes(cfg)):.0f} updates foreseen: from {BUDGET_LONG_FROM} "
+        lr += (f" (about {budget_updates(cfg, passes):.0f} updates foreseen: from {BUDGET_LONG_FROM} "
                f"a budget halves its {BUDGET_DEFAULTS['lr']:g})")
     return (f"a {cfg.time_limit:g} s budget: training a {cfg.cell.upper()} {cfg.layers}x{cfg.hidden} on windows "
             f"of {cfg.seq_len} at {lr}{dropout}{stop}, the settings measured best for a few minutes on "

@@ -72,9 +72,13 @@ def test_each_variant_trains_and_is_scored(tmp_path):
     corpus = tmp_path / "abc.txt"
     corpus.write_text("abcd" * 3000, encoding="utf-8")
     out = tmp_path / "rows.json"
-    rows = candidates.main([str(corpus), "--updates", "60", "--hidden", "8", "--embed", "4", "--layers", "2",
-                            "--batch-size", "4", "--seq-len", "16", "--warmup", "5", "--lr", "0.02",
-                            "--threads", "1", "--out", str(out)])
+    threads = torch.get_num_threads()          # main sets PyTorch's threads for the whole process
+    try:
+        rows = candidates.main([str(corpus), "--updates", "60", "--hidden", "8", "--embed", "4", "--layers", "2",
+                                "--batch-size", "4", "--seq-len", "16", "--warmup", "5", "--lr", "0.02",
+                                "--threads", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
     assert [r["variant"] for r in rows] == list(candidates.VARIANTS)
     for row in rows:                # a cycle of 4 characters: every variant learns well below log2(4)
         assert math.isfinite(row["bpc"]) and row["bpc"] < 1.0, row

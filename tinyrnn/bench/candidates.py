@@ -3,13 +3,14 @@
     python -m tinyrnn.bench.candidates CORPUS --updates 1170 --variant base --variant layernorm ...
 
 Each variant is the time budget's model (a GRU 2x384 reading windows of 96 from 32 streams, a
-64-wide embedding) changed in one way, built in PyTorch (a reference here, never a tinyrnn
-dependency) and trained with tinyrnn's recipe for a fixed number of updates: the same batches
-(``tinyrnn.data.StreamBatches``, state carried across windows), Adam, a linear warm-up then a cosine
-to 0 at the last update (``curves.lr_at``), gradient clipping. The final model is scored on the whole
-held-out part as ``tinyrnn eval`` scores it (``curves.torch_bpc``). Equal updates make the scores a
-property of the model, not of the machine's speed: a variant worth building into tinyrnn's fused
-kernels must win here by more than it would lose to its extra cost per update.
+64-wide embedding: the options' defaults are ``TrainConfig(**BUDGET_DEFAULTS)``'s) changed in one
+way, built in PyTorch (a reference here, never a tinyrnn dependency) and trained with tinyrnn's
+recipe for a fixed number of updates: the same batches (``tinyrnn.data.StreamBatches``, state
+carried across windows), Adam, a linear warm-up then a cosine to 0 at the last update
+(``curves.lr_at``), gradient clipping (``curves.torch_update``). The final model is scored on the
+whole held-out part as ``tinyrnn eval`` scores it (``curves.torch_bpc``). Equal updates make the
+scores a property of the model, not of the machine's speed: a variant worth building into tinyrnn's
+fused kernels must win here by more than it would lose to its extra cost per update.
 
 Variants:
   base        the budget's model: Embedding(V, 64) -> GRU 2x384 -> Linear(384, V)
@@ -30,7 +31,8 @@ import os
 import statistics
 import time
 
-from .curves import lr_at, torch_bpc
+from ..train import BUDGET_DEFAULTS, TrainConfig
+from .curves import lr_at, torch_bpc, torch_update
 
 VARIANTS = ("base", "wide-embed", "tied", "layernorm", "layernorm-input", "layernorm-recurrent")
 
@@ -42,16 +44,10 @@ def _parse(argv):
     p.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable (default: all)")
     p.add_argument("--out", default=None, help="OUT.json is written")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--val-frac", type=float, default=0.1)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=384)
-    p.add_argument("--embed", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=96)
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--clip", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=1337)
+    budget = TrainConfig(**BUDGET_DEFAULTS)         # the model a time budget trains, and its recipe
+    for name in ("val_frac", "layers", "hidden", "embed", "batch_size", "seq_len", "lr", "warmup", "clip", "seed"):
+        default = getattr(budget, name)
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     return p.parse_args(argv)
 
 
@@ -133,7 +129,7 @@ def build(variant, args, vocab_size):
     return model
 
 
-def train(model, args, train_ids, vocab_size):
+def train(model, args, train_ids):
     """args.updates updates of tinyrnn's recipe; the median seconds an update took."""
     import torch
 
@@ -145,18 +141,8 @@ def train(model, args, train_ids, vocab_size):
     for step in range(args.updates):
         start = time.perf_counter()
         x, starts_epoch = batches.batch(step)
-        x = torch.from_numpy(x)
-        if starts_epoch:
-            state = None
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args, args.updates)
-        out, state = model["rnn"](model["embed"](x[:-1]), state)
-        loss = torch.nn.functional.cross_entropy(model["head"](out).reshape(-1, vocab_size), x[1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        opt.step()
-        state = state.detach()
+        state = torch_update(model, opt, torch.from_numpy(x), None if starts_epoch else state,
+                             lr_at(step, args, args.updates), args.clip)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
@@ -174,11 +160,11 @@ def main(argv=None):
     rows = []
     for variant in args.variant or VARIANTS:
         model = build(variant, args, vocab_size)
-        per_update = train(model, args, train_ids, vocab_size)
+        per_update = train(model, args, train_ids)
         bpc = torch_bpc(model, val_ids)
         rows.append(dict(variant=variant, seed=args.seed, updates=args.updates, bpc=bpc, ms_per_update=1e3 * per_update,
                          parameters=sum(p.numel() for p in model.parameters())))
-        print(f"{os.path.basename(args.corpus)}  {variant:<10}  seed {args.seed}  {args.updates} updates  "
+        print(f"{os.path.basename(args.corpus)}  {variant:<{max(map(len, VARIANTS))}}  seed {args.seed}  {args.updates} updates  "
               f"{bpc:.4f} bits/char  {1e3 * per_update:.0f} ms an update  {rows[-1]['parameters']:,} parameters",
               flush=True)
     if args.out:

@@ -117,6 +117,25 @@ def lr_at(step, args, horizon):
     return floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def torch_update(model, opt, x, state, lr, clip):
+    """One update of tinyrnn's recipe at learning rate lr: the model ({embed, rnn, head}) reads window
+    x (T + 1, B) of character ids from state, the mean cross-entropy of its next-character guesses is
+    backpropagated, the gradients clipped to norm clip, and opt steps. Returns the state after the
+    window, cut from the graph (a tuple for an LSTM)."""
+    import torch
+
+    for group in opt.param_groups:
+        group["lr"] = lr
+    out, state = model["rnn"](model["embed"](x[:-1]), state)
+    logits = model["head"](out)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[1:].reshape(-1))
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
 def run_torch(args, train_ids, val_ids, vocab_size):
     """(curve [(seconds, step, bpc)], final bpc on the whole held-out part)."""
     import torch
@@ -134,16 +153,7 @@ def run_torch(args, train_ids, val_ids, vocab_size):
         x = torch.from_numpy(x)
         if starts_epoch:
             state = None
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args, horizon)
-        out, state = model["rnn"](model["embed"](x[:-1]), state)
-        logits = model["head"](out)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), x[1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        opt.step()
-        state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        state = torch_update(model, opt, x, state, lr_at(step, args, horizon), args.clip)
         step += 1
         elapsed = time.perf_counter() - start
         if step % 10 == 0:        # refit the cosine's end to the budget, as the Trainer does

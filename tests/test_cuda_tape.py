@@ -143,6 +143,30 @@ def test_to_round_trips_and_gradients_flow_back():
     assert loss.item() == pytest.approx((ops.stack([yr, yr * 3.0], axis=0) * 0.5).mean().item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_on_the_gpu_matches_the_cpu(affine):
+    tinyrnn.manual_seed(4)
+    norm = nn.LayerNorm(2 * H, elementwise_affine=affine)
+    if affine:
+        rng = np.random.default_rng(6)
+        norm.load_state_dict({"weight": rng.standard_normal(2 * H), "bias": rng.standard_normal(2 * H)})
+    a = np.random.default_rng(7).standard_normal((T, B, 2 * H)).astype(np.float32) * 3 + 1
+    results = []
+    for device in ("cuda", "cpu"):
+        norm.to(device)
+        norm.zero_grad()
+        x = tinyrnn.tensor(a, requires_grad=True)
+        y = norm(x.to(device))
+        (y * y * ops.concat([y[:1], y[1:] * 2.0], axis=0)).sum().backward()   # a gradient unlike y's own
+        grads = [p.grad.copy_to_host() if device == "cuda" else p.grad for p in norm.parameters()]
+        results.append((y.numpy(), x.grad, grads))
+    (y_g, dx_g, dp_g), (y_c, dx_c, dp_c) = results
+    np.testing.assert_allclose(y_g, y_c, **TOL)
+    np.testing.assert_allclose(dx_g, dx_c, **TOL)
+    for g, c in zip(dp_g, dp_c):
+        np.testing.assert_allclose(g, c, **TOL)
+
+
 def test_module_to_and_state_dict_round_trip():
     tinyrnn.manual_seed(5)
     model = CharModel(nn.GRU(E, H))

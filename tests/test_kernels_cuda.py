@@ -158,6 +158,19 @@ def test_log_softmax(dtype):
     compare("log_softmax_backward", out, randn(n, v, dtype=dtype), nans(n, v, dtype=dtype), dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm(dtype, affine):
+    n, d = 3, 40                                    # 40 columns: wider than the 32 threads of a row
+    x = randn(n, d, dtype=dtype) * 2 + 1
+    w, b = (randn(d, dtype=dtype), randn(d, dtype=dtype)) if affine else (randn(0, dtype=dtype),) * 2
+    _, _, _, _, out, mean, rstd = compare("layer_norm_forward", x, w, b, 1e-5, nans(n, d, dtype=dtype),
+                                          nans(n, dtype=dtype), nans(n, dtype=dtype), dtype=dtype)
+    dw, db = (nans(d, dtype=dtype), nans(d, dtype=dtype)) if affine else (randn(0, dtype=dtype),) * 2
+    compare("layer_norm_backward", x, w, mean, rstd, randn(n, d, dtype=dtype), nans(n, d, dtype=dtype), dw, db,
+            dtype=dtype)
+
+
 # ---------------------------------------------------------------------------------- embedding
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_embedding(dtype):
@@ -379,6 +392,8 @@ for dt in (np.float32, np.float64):
     C.softmax_xent_backward(a, i, -100, 0.5, a)
     C.log_softmax_forward(a, a)
     C.log_softmax_backward(a, a, a)
+    C.layer_norm_forward(a, z(6, dt), z(6, dt), 1e-5, a, z(5, dt), z(5, dt))
+    C.layer_norm_backward(a, z(0, dt), z(5, dt), z(5, dt), a, a, z(6, dt), z(0, dt))
     C.embedding_forward(a, i, a)
     C.embedding_backward(i, a, a)
     C.add_bias_forward(a, z(6, dt))

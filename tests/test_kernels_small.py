@@ -1,4 +1,4 @@
-"""The small kernels (loss, embedding, elementwise and optimizer updates): Numba vs the numpy reference.
+"""The small kernels (loss, layer norm, embedding, elementwise and optimizer updates): Numba vs the numpy reference.
 
 Each cpu kernel runs on the same inputs as its reference, in float32 and float64, on awkward
 shapes. The references themselves are checked by finite differences (float64).
@@ -155,6 +155,57 @@ def test_log_softmax_reference_finite_differences():
     dx = np.empty_like(x)
     ref.log_softmax_backward(out, w, dx)
     np.testing.assert_allclose(dx, numerical_grad(loss, x), rtol=1e-6, atol=1e-9)
+
+
+# ---- layer normalisation -----------------------------------------------------------------------
+AFFINE = {"gain and shift": (True, True), "none": (False, False), "gain only": (True, False)}
+
+
+def run_layer_norm(K, x, weight, bias, dout):
+    """Forward then backward of one kernel module; every output starts as NaN (a number left unwritten fails)."""
+    N, D = x.shape
+    out, mean, rstd = np.full_like(x, np.nan), np.full(N, np.nan, x.dtype), np.full(N, np.nan, x.dtype)
+    K.layer_norm_forward(x, weight, bias, 1e-5, out, mean, rstd)
+    dx, dw, db = np.full_like(x, np.nan), np.full(weight.size, np.nan, x.dtype), np.full(bias.size, np.nan, x.dtype)
+    K.layer_norm_backward(x, weight, mean, rstd, dout, dx, dw, db)
+    return out, mean, rstd, dx, dw, db
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,D", [(1, 1), (5, 3), (17, 130), (0, 4), (3, 200)])
+@pytest.mark.parametrize("affine", list(AFFINE))
+def test_layer_norm_matches_reference(dtype, N, D, affine):
+    rng = np.random.default_rng(N * 1000 + D)
+    x = rand(rng, (N, D), dtype, scale=3.0) + 2             # a mean far from 0: the centring matters
+    gain, shift = AFFINE[affine]
+    weight = rand(rng, (D,), dtype) if gain else np.empty(0, dtype)
+    bias = rand(rng, (D,), dtype) if shift else np.empty(0, dtype)
+    dout = rand(rng, (N, D), dtype)
+    got, want = run_layer_norm(cpu, x, weight, bias, dout), run_layer_norm(ref, x, weight, bias, dout)
+    for name, a, b in zip(("out", "mean", "rstd", "dx", "dweight", "dbias"), got, want):
+        np.testing.assert_allclose(a, b, err_msg=name, **tol(dtype))
+    if N and D > 1:
+        out = got[0] if not gain and not shift else (got[0] - (bias if shift else 0)) / (weight if gain else 1)
+        np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-5)
+        np.testing.assert_allclose(out.var(axis=1), 1, rtol=2e-3)     # var / (var + eps), var ~ 9
+
+
+def test_layer_norm_reference_finite_differences():
+    rng = np.random.default_rng(4)
+    N, D = 4, 6
+    x, weight, bias = rng.standard_normal((N, D)) * 2 + 1, rng.standard_normal(D), rng.standard_normal(D)
+    w = rng.standard_normal((N, D))
+    out, mean, rstd = np.empty_like(x), np.empty(N), np.empty(N)
+
+    def loss():
+        ref.layer_norm_forward(x, weight, bias, 1e-5, out, mean, rstd)
+        return np.sum(w * out)
+
+    loss()
+    dx, dweight, dbias = np.empty_like(x), np.empty(D), np.empty(D)
+    ref.layer_norm_backward(x, weight, mean, rstd, w, dx, dweight, dbias)
+    for name, analytic, wrt in (("dx", dx, x), ("dweight", dweight, weight), ("dbias", dbias, bias)):
+        np.testing.assert_allclose(analytic, numerical_grad(loss, wrt), rtol=1e-6, atol=1e-9, err_msg=name)
 
 
 # ---- embedding ---------------------------------------------------------------------------------

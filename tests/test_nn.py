@@ -54,6 +54,46 @@ def test_linear_init_and_gradcheck():
     assert gradcheck(lambda *a: lin(x), [x] + lin.parameters())
 
 
+def test_layer_norm_module_gradcheck_and_options():
+    norm = nn.LayerNorm(6)
+    assert [n for n, _ in norm.named_parameters()] == ["weight", "bias"]       # PyTorch's names
+    np.testing.assert_array_equal(norm.weight.data, 1)
+    np.testing.assert_array_equal(norm.bias.data, 0)
+    assert nn.LayerNorm(6, bias=False).bias is None and nn.LayerNorm((6,), elementwise_affine=False).weight is None
+    norm.double()
+    rng = np.random.default_rng(3)
+    norm.weight.data, norm.bias.data = rng.standard_normal(6), rng.standard_normal(6)
+    x = Tensor(rng.standard_normal((2, 4, 6)) * 2 + 1, requires_grad=True)
+    assert gradcheck(lambda *a: norm(x), [x] + norm.parameters())
+    for bad in (0, (2, 3)):
+        with pytest.raises(ValueError, match="normalized_shape"):
+            nn.LayerNorm(bad)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_module_matches_pytorch(affine):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    ref = torch.nn.LayerNorm(37, elementwise_affine=affine)
+    if affine:
+        with torch.no_grad():
+            ref.weight.normal_()
+            ref.bias.normal_()
+    norm = nn.LayerNorm(37, elementwise_affine=affine).load_state_dict(
+        {k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    rng = np.random.default_rng(5)
+    x_np = (rng.standard_normal((3, 8, 37)) * 4 + 2).astype(np.float32)
+    dy = rng.standard_normal((3, 8, 37)).astype(np.float32)
+    x, xt = Tensor(x_np, requires_grad=True), torch.tensor(x_np, requires_grad=True)
+    y, yt = norm(x), ref(xt)
+    (y * Tensor(dy)).sum().backward()
+    (yt * torch.tensor(dy)).sum().backward()
+    np.testing.assert_allclose(y.data, yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for name, p in norm.named_parameters():
+        np.testing.assert_allclose(p.grad, getattr(ref, name).grad.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
 def test_zero_grad():
     model = TwoLayer()
     model(np.array([1, 2])).sum().backward()

@@ -115,6 +115,28 @@ def test_linear_op():
     assert gradcheck(lambda x, w: F.linear(x, w), [x, w])
 
 
+def test_layer_norm_op():
+    x, w, b = t(2, 3, 5), t(5), t(5)
+    x.data = x.data * 3 + 1
+    centred = x.data - x.data.mean(axis=-1, keepdims=True)
+    xhat = centred / np.sqrt((centred ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(F.layer_norm(x, w, b).data, xhat * w.data + b.data, rtol=1e-12)
+    assert gradcheck(F.layer_norm, [x, w, b])
+    assert gradcheck(lambda x: F.layer_norm(x), [x])
+    assert gradcheck(lambda x, w: F.layer_norm(x, w, eps=0.1), [x, w])
+    assert gradcheck(lambda x, b: F.layer_norm(x, bias=b), [x, b])
+
+
+def test_layer_norm_errors_name_the_fix():
+    x = t(3, 4)
+    with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
+        F.layer_norm(x, t(3))
+    with pytest.raises(ValueError, match="at least 1 number"):
+        F.layer_norm(t(3, 0))
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        F.layer_norm(x, Tensor(np.ones(4, np.float32)))
+
+
 def test_embedding_with_repeated_indices():
     w = t(6, 3)
     idx = np.array([[1, 1, 5], [0, 1, 5]])

@@ -29,6 +29,13 @@ loss.py
     log_softmax_forward(x[N,V], out[N,V])
     log_softmax_backward(out[N,V], dout[N,V], dx_out[N,V])   dx = dout - exp(out) * sum(dout)
 
+norm.py
+    layer_norm_forward(x[N,D], weight[D], bias[D], eps, out[N,D], mean_out[N], rstd_out[N])
+        out = (x - mean) * rstd * weight + bias per row, rstd = 1 / sqrt(var + eps); weight, bias may be
+        empty (0,): no gain, no shift
+    layer_norm_backward(x, weight, mean[N], rstd[N], dout[N,D], dx_out[N,D], dweight_out[D], dbias_out[D])
+        dweight, dbias overwritten (or empty: not computed)
+
 embedding.py
     embedding_forward(weight[V,E], idx[N], out[N,E])          out[n] = weight[idx[n]]
     embedding_backward(idx[N], dout[N,E], dweight[V,E])       dweight[idx[n]] += dout[n]  (repeats add up)
@@ -88,7 +95,7 @@ See each module for the exact math.
 
 import importlib
 
-SUBMODULES = ("matmul", "loss", "embedding", "elementwise", "cells", "sequence", "generate")
+SUBMODULES = ("matmul", "loss", "norm", "embedding", "elementwise", "cells", "sequence", "generate")
 
 
 def lazy_lookup(package: str, namespace: dict):

@@ -1,4 +1,4 @@
-"""Feed-forward layers: ``Linear``, ``Embedding``, ``Dropout``."""
+"""Feed-forward layers: ``Linear``, ``Embedding``, ``LayerNorm``, ``Dropout``."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,6 +47,36 @@ class Embedding(Module):
 
     def extra_repr(self):
         return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim}
+
+
+class LayerNorm(Module):
+    """Each row of the last axis to mean 0 and variance 1, then a gain and a shift (``ops.layer_norm``).
+    x: (..., normalized_shape) -> (..., normalized_shape).
+
+    PyTorch's ``nn.LayerNorm`` over one axis: its names (``weight``, the gain, init 1; ``bias``, the
+    shift, init 0), its eps (1e-5), and ``elementwise_affine=False`` or ``bias=False`` for none.
+    """
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, dtype=np.float32):
+        super().__init__()
+        if isinstance(normalized_shape, (tuple, list)):
+            if len(normalized_shape) != 1:
+                raise ValueError(f"LayerNorm normalises over the last axis only: normalized_shape must be "
+                                 f"one number, got {tuple(normalized_shape)}")
+            normalized_shape = normalized_shape[0]
+        if int(normalized_shape) <= 0:
+            raise ValueError(f"normalized_shape must be positive, got {normalized_shape}")
+        self.normalized_shape, self.eps = int(normalized_shape), float(eps)
+        affine = elementwise_affine
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype)) if affine and bias else None
+
+    def forward(self, x):
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return {"normalized_shape": self.normalized_shape, "eps": self.eps}
 
 
 class Dropout(Module):

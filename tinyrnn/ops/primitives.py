@@ -17,7 +17,7 @@ Devices: an op runs where its inputs are (all on the CPU, or all on the GPU; a m
 ``same_device``), calling ``K = kernels(device)`` and ``A = arrays(device)`` for its kernels and
 array helpers (numpy on the CPU, the same names over device arrays on the GPU), so each op is
 written once. The ops a character model needs run on CUDA tensors: matmul, linear, embedding,
-cross_entropy, log_softmax (last axis), add/sub/mul (same shapes, or a tensor and a Python
+cross_entropy, log_softmax and layer_norm (last axis), add/sub/mul (same shapes, or a tensor and a Python
 number), neg, sum/mean of everything, reshape, getitem with ints and slices, concat, stack,
 split, dropout; where the GPU helpers support less than numpy they raise ``DeviceError``. The
 rest (pow, astype, tanh, sigmoid, relu, exp, log, transpose, div by a tensor) are CPU-only.
@@ -501,6 +501,55 @@ def dropout(x, p: float, training: bool = True, rng: np.random.Generator | None 
     A = arrays(x.device)   # on the GPU the mask is drawn there, seeded from rng (see kernels/cuda/arrays.py)
     mask = A.dropout_mask(x.shape, x.dtype, p, rng)
     return record(A.mul(x.data, mask), (x,), lambda g: (A.mul(g, mask),), "dropout")
+
+
+# ---- normalisation ----------------------------------------------------------------------------
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
+    """Layer normalisation over the last axis, as PyTorch's ``layer_norm(x, (D,), weight, bias, eps)``:
+    x: (..., D), weight, bias: (D,) or None -> (..., D).
+
+        xhat = (x - mean) / sqrt(var + eps)      mean, var (biased) over each row's D numbers
+        y    = xhat * weight + bias
+
+    backward (g = dy * weight): dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps),
+    dweight = sum of dy * xhat over rows, dbias = sum of dy over rows. One op over the kernels
+    ``layer_norm_forward`` / ``layer_norm_backward`` (the math: ``kernels/reference/norm.py``),
+    which save each row's mean and 1/std for the backward.
+    """
+    x = _lift(x)
+    weight = None if weight is None else _lift(weight, x)
+    bias = None if bias is None else _lift(bias, x)
+    D = x.shape[-1] if x.ndim else 0
+    if D == 0:
+        raise ValueError(f"layer_norm: x must have a last axis of at least 1 number, got shape {x.shape}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != (D,):
+            raise ValueError(f"layer_norm: {name} must have shape ({D},) (one per number of x's last axis), "
+                             f"got {p.shape}")
+        if p is not None:
+            _check_dtype(x.data, p.data, "layer_norm")
+    device = same_device("layer_norm", x, weight, bias)
+    K, A = kernels(device), arrays(device)
+    none = A.empty((0,), dtype=x.dtype)                 # the kernels' "no gain" / "no shift"
+    x2 = _rows(A, x.data)
+    w = none if weight is None else A.contiguous(weight.data)
+    b = none if bias is None else A.contiguous(bias.data)
+    out = A.empty_like(x2)
+    mean, rstd = A.empty((x2.shape[0],), dtype=x.dtype), A.empty((x2.shape[0],), dtype=x.dtype)
+    K.layer_norm_forward(x2, w, b, float(eps), out, mean, rstd)
+
+    def backward(g):
+        dx = A.empty_like(x2)
+        dw = none if weight is None or not weight.requires_grad else A.empty((D,), dtype=x.dtype)
+        db = none if bias is None or not bias.requires_grad else A.empty((D,), dtype=x.dtype)
+        K.layer_norm_backward(x2, w, mean, rstd, _rows(A, g), dx, dw, db)
+        grads = [dx.reshape(x.shape)]
+        grads += [] if weight is None else [dw if dw.size else None]
+        grads += [] if bias is None else [db if db.size else None]
+        return tuple(grads)
+
+    parents = tuple(p for p in (x, weight, bias) if p is not None)
+    return record(out.reshape(x.shape), parents, backward, "layer_norm")
 
 
 # ---- softmax and the loss ---------------------------------------------------------------------

@@ -48,6 +48,8 @@ class CharModel(nn.Module):
 STACKS = {
     "lstm2": lambda: nn.LSTM(E, H, num_layers=2),
     "gru": lambda: nn.GRU(E, H),
+    "gru-layer-norm2": lambda: nn.GRU(E, H, num_layers=2, layer_norm=True),
+    "bigru-layer-norm": lambda: nn.GRU(E, H, bidirectional=True, layer_norm=True),
     "bilstm": lambda: nn.LSTM(E, H, bidirectional=True),
     "bigru-wrapper-sum": lambda: nn.Bidirectional(nn.GRU(E, H), merge_mode="sum"),
     "rnn-relu-wrapper-ave": lambda: nn.Bidirectional(nn.RNN(E, H, nonlinearity="relu"), merge_mode="ave"),

@@ -284,6 +284,20 @@ def test_gru_sequence(dtype):
             dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype, sizes", [(np.float32, FULL), (np.float64, FULL),
+                                          (np.float64, np.array([2, 2, 1, 1], np.int64))])   # with padding
+def test_layer_norm_gru_sequence(dtype, sizes):
+    xproj, w_hh = randn(int(sizes.sum()), 3 * SH, dtype=dtype), randn(3 * SH, SH, dtype=dtype) * 0.5
+    gain, shift, h0 = 1 + randn(3 * SH, dtype=dtype) * 0.3, randn(3 * SH, dtype=dtype) * 0.3, randn(SB, SH, dtype=dtype)
+    out = compare("layer_norm_gru_sequence_forward", xproj, w_hh, gain, shift, 1e-5, h0, sizes,
+                  nans(T + 1, SB, SH, dtype=dtype), nans(T, SB, 3 * SH, dtype=dtype), nans(T, SB, 3 * SH, dtype=dtype),
+                  nans(T, SB, dtype=dtype), dtype=dtype)
+    hs, acts, xhat, rstd = out[7:11]
+    compare("layer_norm_gru_sequence_backward", w_hh, gain, shift, hs, acts, xhat, rstd, randn(T, SB, SH, dtype=dtype),
+            randn(SB, SH, dtype=dtype), sizes, nans(T, SB, 3 * SH, dtype=dtype), nans(T, SB, 3 * SH, dtype=dtype),
+            nans(T, SB, 3 * SH, dtype=dtype), nans(SB, SH, dtype=dtype), dtype=dtype)
+
+
 @pytest.mark.parametrize("dtype, relu", [(np.float32, False), (np.float64, True), (np.float64, False)])
 def test_rnn_sequence(dtype, relu):
     xproj, w_hh, h0 = randn(T * SB, SH, dtype=dtype), randn(SH, SH, dtype=dtype) * 0.5, randn(SB, SH, dtype=dtype)
@@ -394,6 +408,7 @@ for dt in (np.float32, np.float64):
     C.log_softmax_backward(a, a, a)
     C.layer_norm_forward(a, z(6, dt), z(6, dt), 1e-5, a, z(5, dt), z(5, dt))
     C.layer_norm_backward(a, z(0, dt), z(5, dt), z(5, dt), a, a, z(6, dt), z(0, dt))
+    C.layer_norm_params_backward(a, z(5, dt), z(5, dt), a, z(0, dt), z(6, dt))
     C.embedding_forward(a, i, a)
     C.embedding_backward(i, a, a)
     C.add_bias_forward(a, z(6, dt))
@@ -419,6 +434,10 @@ for dt in (np.float32, np.float64):
     C.lstm_sequence_backward(z((4 * H, H), dt), hs, hs, s4, s1, bh, bh, bs, s4, bh, bh)
     C.gru_sequence_forward(p3, z((3 * H, H), dt), z(3 * H, dt), bh, bs, hs, s3, s1)
     C.gru_sequence_backward(z((3 * H, H), dt), hs, s3, s1, s1, bh, bs, s3, s3, bh)
+    C.layer_norm_gru_sequence_forward(p3, z((3 * H, H), dt), z(3 * H, dt), z(3 * H, dt), 1e-5, bh, bs, hs, s3, s3,
+                                      z((T, B), dt))
+    C.layer_norm_gru_sequence_backward(z((3 * H, H), dt), z(3 * H, dt), z(3 * H, dt), hs, s3, s3, z((T, B), dt), s1,
+                                       bh, bs, s3, s3, s3, bh)
     C.rnn_sequence_forward(p1, z((H, H), dt), bh, bs, hs, False)
     C.rnn_sequence_backward(z((H, H), dt), hs, s1, bh, True, bs, s1, bh)
 

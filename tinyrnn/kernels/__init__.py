@@ -35,6 +35,7 @@ norm.py
         empty (0,): no gain, no shift
     layer_norm_backward(x, weight, mean[N], rstd[N], dout[N,D], dx_out[N,D], dweight_out[D], dbias_out[D])
         dweight, dbias overwritten (or empty: not computed)
+    layer_norm_params_backward(x, mean, rstd, dout, dweight_out, dbias_out)   those two alone
 
 embedding.py
     embedding_forward(weight[V,E], idx[N], out[N,E])          out[n] = weight[idx[n]]
@@ -71,6 +72,12 @@ sequence.py - a whole layer, one direction; the time loop runs inside the kernel
     lstm_sequence_backward(w_hh, hs, cs, acts, dhs[T,B,H], dh_n[B,H], dc_n[B,H], batch_sizes[T], dgates_out[T,B,4H], dh0_out[B,H], dc0_out[B,H])
     gru_sequence_forward(xproj[N,3H], w_hh[3H,H], b_hh[3H], h0[B,H], batch_sizes[T], hs_out[T+1,B,H], acts_out[T,B,3H], ghn_out[T,B,H])
     gru_sequence_backward(w_hh, hs, acts, ghn, dhs[T,B,H], dh_n[B,H], batch_sizes[T], dgi_out[T,B,3H], dgh_out[T,B,3H], dh0_out[B,H])
+    layer_norm_gru_sequence_forward(xproj[N,3H], w_hh[3H,H], ln_weight[3H], ln_bias[3H], eps, h0[B,H], batch_sizes[T],
+                                    hs_out[T+1,B,H], acts_out[T,B,3H], xhat_out[T,B,3H], rstd_out[T,B])
+        the GRU with gh = layer_norm(h @ w_hh.T) * ln_weight + ln_bias; xproj already normalised by the caller
+    layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, rstd, dhs[T,B,H], dh_n[B,H],
+                                     batch_sizes[T], dgi_out[T,B,3H], dgh_out[T,B,3H], draw_out[T,B,3H], dh0_out[B,H])
+        dgh w.r.t. the normalised gh, draw w.r.t. h @ w_hh.T before it
     rnn_sequence_forward(xproj[N,H], w_hh[H,H], h0[B,H], batch_sizes[T], hs_out[T+1,B,H], relu)
     rnn_sequence_backward(w_hh, hs, dhs[T,B,H], dh_n[B,H], relu, batch_sizes[T], dpre_out[T,B,H], dh0_out[B,H])
 

@@ -20,6 +20,13 @@ GRU (gate order r, z, n as in PyTorch)
     n = tanh   (W_in x + b_in + r * (W_hn h + b_hn))  candidate; r gates only the hidden part
     h' = (1 - z) * n + z * h
 
+Layer-normalised GRU (``layer_norm=True``; Ba, Kiros and Hinton 2016): each side's 3H products are
+normalised together, then given a gain and a shift, which stand in for the biases:
+    LN(v) = (v - mean(v)) / sqrt(var(v) + eps)          over v's 3H numbers, eps = 1e-5
+    [a_r, a_z, a_n] = LN(W_ih x) * g_ih + s_ih        [c_r, c_z, c_n] = LN(W_hh h) * g_hh + s_hh
+    r = sigmoid(a_r + c_r),  z = sigmoid(a_z + c_z),  n = tanh(a_n + r * c_n)
+    h' = (1 - z) * n + z * h
+
 Each cell comes two ways, computing the same function:
 
 * ``*_step_composed`` (here): built from the tape's primitive ops. The readable spec; backward
@@ -37,7 +44,7 @@ import numpy as np
 
 from .. import ops
 from ..backend import arrays
-from ..ops.recurrent import gru_step_fused, lstm_step_fused, rnn_step_fused
+from ..ops.recurrent import gru_gates_fused, gru_step_fused, lstm_step_fused, rnn_step_fused
 from ..tensor import Tensor
 from .layers import uniform
 from .module import Module, Parameter
@@ -75,8 +82,20 @@ def lstm_step_composed(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
 def gru_step_composed(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     """x: (B, I), h: (B, H) -> h': (B, H), from primitives. The same as one op: ``gru_step_fused``; a whole
     layer over T steps as one op: ``gru_sequence`` (both in ``tinyrnn.ops.recurrent``)."""
-    gi = ops.linear(x, w_ih, b_ih)
-    gh = ops.linear(h, w_hh, b_hh)
+    return _gru_gates(ops.linear(x, w_ih, b_ih), ops.linear(h, w_hh, b_hh), h)
+
+
+def layer_norm_gru_step_composed(x, h, w_ih, w_hh, ih_gain, ih_shift, hh_gain, hh_shift, eps=1e-5):
+    """The layer-normalised GRU: x: (B, I), h: (B, H); gains and shifts (3H,) -> h': (B, H), from
+    primitives. A whole layer over T steps as one op: ``layer_norm_gru_sequence``; one step fused:
+    ``GRUCell(layer_norm=True)`` (the two normalisations, then the GRU's gate kernel)."""
+    gi = ops.layer_norm(ops.linear(x, w_ih), ih_gain, ih_shift, eps)
+    gh = ops.layer_norm(ops.linear(h, w_hh), hh_gain, hh_shift, eps)
+    return _gru_gates(gi, gh, h)
+
+
+def _gru_gates(gi, gh, h):
+    """The GRU's gate math from the two sides' projections gi, gh: (B, 3H) -> h': (B, H)."""
     i_r, i_z, i_n = ops.split(gi, 3, axis=1)
     h_r, h_z, h_n = ops.split(gh, 3, axis=1)
     r = (i_r + h_r).sigmoid()
@@ -140,11 +159,40 @@ class LSTMCell(_CellBase):
 
 
 class GRUCell(_CellBase):
-    """forward(x: (B, I), h: (B, H) or None) -> h': (B, H). Equations: module docstring."""
+    """forward(x: (B, I), h: (B, H) or None) -> h': (B, H). Equations: module docstring.
+
+    ``layer_norm=True``: the layer-normalised GRU, with gains ``norm_ih_weight``, ``norm_hh_weight``
+    (init 1) and shifts ``norm_ih_bias``, ``norm_hh_bias`` (init 0) in the place of the biases."""
 
     kind = "gru"
 
+    def __init__(self, input_size, hidden_size, bias=True, layer_norm=False, fused=True, dtype=np.float32):
+        if layer_norm and not bias:
+            raise ValueError(LAYER_NORM_NEEDS_BIAS)
+        super().__init__(input_size, hidden_size, bias and not layer_norm, fused, dtype)
+        self.layer_norm = layer_norm
+        if layer_norm:
+            for name, value in norm_parameters(3 * hidden_size, dtype).items():
+                setattr(self, name, Parameter(value))
+
     def forward(self, x, h=None):
         h = self._zeros(x) if h is None else h
-        step = gru_step_fused if self.fused else gru_step_composed
-        return step(x, h, *self._weights())
+        if not self.layer_norm:
+            step = gru_step_fused if self.fused else gru_step_composed
+            return step(x, h, *self._weights())
+        norms = tuple(getattr(self, name) for name in NORM_NAMES)
+        if not self.fused:
+            return layer_norm_gru_step_composed(x, h, self.weight_ih, self.weight_hh, *norms)
+        gi = ops.layer_norm(ops.linear(x, self.weight_ih), norms[0], norms[1])
+        gh = ops.layer_norm(ops.linear(h, self.weight_hh), norms[2], norms[3])
+        return gru_gates_fused(gi, gh, h)
+
+
+# The layer-normalised GRU's gains and shifts, by their names (a layer adds ``_l{k}[_reverse]``):
+NORM_NAMES = ("norm_ih_weight", "norm_ih_bias", "norm_hh_weight", "norm_hh_bias")
+LAYER_NORM_NEEDS_BIAS = "layer_norm=True puts the normalisations' shifts in the place of the biases: leave bias=True"
+
+
+def norm_parameters(size: int, dtype) -> dict:
+    """The initial gains (1) and shifts (0) of a layer-normalised GRU, by ``NORM_NAMES``: (size,) each."""
+    return {name: (np.ones if name.endswith("weight") else np.zeros)(size, dtype) for name in NORM_NAMES}

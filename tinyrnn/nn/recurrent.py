@@ -34,7 +34,8 @@ import numpy as np
 from .. import ops
 from ..backend import arrays
 from ..backend import DeviceError
-from ..ops.recurrent import LENGTHS_ON_CPU, check_lengths, gru_sequence, lstm_sequence, rnn_sequence
+from ..ops.recurrent import (LENGTHS_ON_CPU, check_lengths, gru_sequence, layer_norm_gru_sequence, lstm_sequence,
+                             rnn_sequence)
 from ..random import generator
 from ..tensor import Tensor
 from . import cells
@@ -47,8 +48,8 @@ class _RNNBase(Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 nonlinearity: str = "tanh", forget_bias: float | None = None, fused: bool = True,
-                 dtype=np.float32):
+                 nonlinearity: str = "tanh", forget_bias: float | None = None, layer_norm: bool = False,
+                 fused: bool = True, dtype=np.float32):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if int(value) <= 0:
@@ -63,6 +64,11 @@ class _RNNBase(Module):
             self.config["nonlinearity"] = nonlinearity
         if self.kind == "lstm":
             self.config["forget_bias"] = forget_bias
+        if self.kind == "gru":
+            self.config["layer_norm"] = layer_norm
+            if layer_norm and not bias:
+                raise ValueError(cells.LAYER_NORM_NEEDS_BIAS)
+        self.layer_norm = layer_norm
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
         self.bidirectional, self.nonlinearity, self.fused = bidirectional, nonlinearity, fused
@@ -74,7 +80,10 @@ class _RNNBase(Module):
             for suffix in self._suffixes():
                 setattr(self, f"weight_ih_l{layer}{suffix}", Parameter(uniform((G * H, layer_input), bound, dtype)))
                 setattr(self, f"weight_hh_l{layer}{suffix}", Parameter(uniform((G * H, H), bound, dtype)))
-                if bias:
+                if layer_norm:             # gains and shifts in the place of the biases
+                    for name, value in cells.norm_parameters(G * H, dtype).items():
+                        setattr(self, f"{name}_l{layer}{suffix}", Parameter(value))
+                elif bias:
                     b_ih = uniform((G * H,), bound, dtype)
                     b_hh = uniform((G * H,), bound, dtype)
                     if forget_bias is not None:  # LSTM: the sum b_if + b_hf is what the forget gate sees
@@ -91,6 +100,12 @@ class _RNNBase(Module):
         suffix = "_reverse" if reverse else ""
         get = lambda name: getattr(self, f"{name}_l{layer}{suffix}", None)  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+    def layer_norms(self, layer: int, reverse: bool = False):
+        """(ih gain, ih shift, hh gain, hh shift) of one layer and direction of a layer-normalised GRU
+        (``norm_ih_weight_l{layer}[_reverse]`` etc.: ``cells.NORM_NAMES``)."""
+        suffix = "_reverse" if reverse else ""
+        return tuple(getattr(self, f"{name}_l{layer}{suffix}") for name in cells.NORM_NAMES)
 
     def extra_repr(self):
         return {k: v for k, v in self.config.items() if v not in (None, False, 0.0) or k == "hidden_size"}
@@ -173,8 +188,12 @@ class _RNNBase(Module):
         """One layer, one direction over the whole sequence -> (outputs (T, B, H), h_n, c_n or None).
         lengths: None or (B,) sorted non-increasing."""
         w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, reverse)
+        norms = self.layer_norms(layer, reverse) if self.layer_norm else None
         if not self.fused:
-            return self._run_composed(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, lengths)
+            return self._run_composed(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, lengths, norms)
+        if norms is not None:
+            out, h_n = layer_norm_gru_sequence(x, h0, w_ih, w_hh, *norms, reverse=reverse, lengths=lengths)
+            return out, h_n, None
         if self.kind == "lstm":
             return lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, lengths=lengths)
         if self.kind == "gru":
@@ -183,14 +202,16 @@ class _RNNBase(Module):
             out, h_n = rnn_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse=reverse, lengths=lengths)
         return out, h_n, None
 
-    def _run_composed(self, x, h, c, w_ih, w_hh, b_ih, b_hh, reverse, lengths=None):
+    def _run_composed(self, x, h, c, w_ih, w_hh, b_ih, b_hh, reverse, lengths=None, norms=None):
         """The reference: a Python loop over time calling the composed cell (one tape node per primitive).
         With lengths, a row past its length keeps its state (h = m * h_new + (1 - m) * h, m = t < length)
         and outputs 0; read backward, each row so starts at its own last token."""
         T = x.shape[0]
         outputs = [None] * T
         for t in (reversed(range(T)) if reverse else range(T)):
-            if self.kind == "lstm":
+            if norms is not None:
+                h_new, c_new = cells.layer_norm_gru_step_composed(x[t], h, w_ih, w_hh, *norms), None
+            elif self.kind == "lstm":
                 h_new, c_new = cells.lstm_step_composed(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
             elif self.kind == "gru":
                 h_new, c_new = cells.gru_step_composed(x[t], h, w_ih, w_hh, b_ih, b_hh), None
@@ -230,14 +251,21 @@ class LSTM(_RNNBase):
 
 
 class GRU(_RNNBase):
-    """Gated recurrent unit; equations in ``tinyrnn.nn.cells``."""
+    """Gated recurrent unit; equations in ``tinyrnn.nn.cells``.
+
+    ``layer_norm=True``: the layer-normalised GRU (equations there too). Each layer and direction
+    then has, besides ``weight_ih_l{k}`` and ``weight_hh_l{k}``, the gains ``norm_ih_weight_l{k}``,
+    ``norm_hh_weight_l{k}`` (3H,) (init 1) and the shifts ``norm_ih_bias_l{k}``,
+    ``norm_hh_bias_l{k}`` (init 0) in the place of the biases (PyTorch has no such layer, so the
+    names follow its LayerNorm's ``weight`` and ``bias``). One op a layer and direction:
+    ``ops.layer_norm_gru_sequence``."""
 
     kind = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, fused=True, dtype=np.float32):
+                 bidirectional=False, layer_norm=False, fused=True, dtype=np.float32):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         fused=fused, dtype=dtype)
+                         layer_norm=layer_norm, fused=fused, dtype=dtype)
 
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)

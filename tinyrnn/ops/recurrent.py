@@ -218,24 +218,50 @@ class InputProjection:
         dTable  = scatter-add of dpre's rows by idx          (V, G*H)
         dW_ih   = dTable^T @ E,   dE = dTable @ W_ih,   dbias = dTable summed over rows
     ``source`` is the tensor the input gradient goes to: x itself, or the table E.
+
+    ``norm`` (gain (G*H,), shift (G*H,), eps), for the layer-normalised GRU: pre = layer_norm(x @ W_ih^T)
+    * gain + shift instead (``bias`` None). The normalisation is row by row, so over a table it is
+    taken on the table's V rows, before the lookup; its backward leaves the gain's and the shift's
+    gradients in ``norm_grads``.
     """
 
-    def __init__(self, K, A, x, w_ih, bias, steps):
+    def __init__(self, K, A, x, w_ih, bias, steps, norm=None):
         T, B, I = x.shape
         self.K, self.A, self.w, self.steps, self.shape = K, A, A.contiguous(w_ih.data), steps, x.shape
+        self.norm, self.norm_grads = norm, None
         lookup = x._lookup
         if lookup is not None and lookup[0].shape[0] < T * B:
             table, idx = lookup
             self.source, self.rows = table, A.contiguous(table.data)                     # E: (V, I)
             self.idx = steps.active(steps.read_index(idx))                              # (N,)
-            projected_table = _project(K, A, self.rows, self.w, bias)                     # (V, G*H)
+            projected_table = self._normalise(_project(K, A, self.rows, self.w, bias))   # (V, G*H)
             out = A.empty((self.idx.shape[0], self.w.shape[0]), dtype=self.rows.dtype)
             K.embedding_forward(projected_table, self.idx, out)
         else:
             self.source, self.idx = x, None
             self.rows = steps.gather(A, x.data)                                           # (N, I)
-            out = _project(K, A, self.rows, self.w, bias)                                 # (N, G*H)
+            out = self._normalise(_project(K, A, self.rows, self.w, bias))               # (N, G*H)
         self.out = out             # (N, G*H), packed: step t's real rows, then step t+1's (the kernels' layout)
+
+    def _normalise(self, pre):
+        """pre, or (with ``norm``) layer_norm(pre) * gain + shift, keeping what its backward needs."""
+        if self.norm is None:
+            return pre
+        gain, shift, eps = self.norm
+        self.pre, out = pre, self.A.empty_like(pre)
+        self.mean, self.rstd = (self.A.empty((pre.shape[0],), dtype=pre.dtype) for _ in range(2))
+        self.K.layer_norm_forward(pre, gain, shift, eps, out, self.mean, self.rstd)
+        return out
+
+    def _normalise_backward(self, dout):
+        """The gradient w.r.t. pre from the one w.r.t. ``_normalise``'s result (and ``norm_grads``)."""
+        if self.norm is None:
+            return dout
+        gain = self.norm[0]
+        dpre, dgain, dshift = self.A.empty_like(dout), self.A.empty_like(gain), self.A.empty_like(gain)
+        self.K.layer_norm_backward(self.pre, gain, self.mean, self.rstd, dout, dpre, dgain, dshift)
+        self.norm_grads = (dgain, dshift)
+        return dpre
 
     def backward(self, dpre, needs_w: bool, needs_bias: bool):
         """dpre: (N, G*H), the real tokens' rows (``steps.active``) -> (d source, dW_ih, dbias),
@@ -245,6 +271,7 @@ class InputProjection:
             dtable = A.zeros((self.rows.shape[0], dpre.shape[1]), dtype=dpre.dtype)
             K.embedding_backward(self.idx, dpre, dtable)
             dpre = dtable
+        dpre = self._normalise_backward(dpre)
         dsource, dw, db = _input_grads(K, A, dpre, self.rows, self.w, (self.source.requires_grad, needs_w, needs_bias))
         if dsource is not None and self.idx is None:
             dsource = self.steps.put_back(A, dsource, self.shape)
@@ -394,8 +421,12 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, le
 # ---- GRU ------------------------------------------------------------------------------------
 def gru_step_fused(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     """One GRU step, the gate math one op. x: (B, I), h: (B, H) -> h': (B, H)."""
-    gi = linear(x, w_ih, b_ih)
-    gh = linear(h, w_hh, b_hh)
+    return gru_gates_fused(linear(x, w_ih, b_ih), linear(h, w_hh, b_hh), h)
+
+
+def gru_gates_fused(gi, gh, h):
+    """The GRU's gate math as one op over the kernels ``gru_cell_forward`` / ``gru_cell_backward``:
+    gi, gh (B, 3H) the two sides' projections (biases, or normalisations, included), h (B, H) -> h' (B, H)."""
     device = same_device("gru_cell", gi, gh, h)
     K, A = kernels(device), arrays(device)
     gi_data, gh_data, h_prev = A.contiguous(gi.data), A.contiguous(gh.data), _data(A, h)
@@ -449,3 +480,51 @@ def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths
 
     parents = (proj.source, h0, w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())
     return record_outputs((_outputs(A, steps, hs), hs[T]), parents, backward, "gru_sequence")
+
+
+# ---- layer-normalised GRU ---------------------------------------------------------------------
+def layer_norm_gru_sequence(x, h0, w_ih, w_hh, ih_gain, ih_shift, hh_gain, hh_shift, reverse=False, lengths=None,
+                            eps=1e-5):
+    """A whole layer-normalised GRU layer, one direction (equations: ``tinyrnn.nn.cells``).
+    x: (T, B, I), h0: (B, H); w_ih: (3H, I), w_hh: (3H, H); the gains and shifts of the input side
+    (ih_*) and of the recurrent side (hh_*): (3H,) each, the shifts in the place of the biases
+    -> (outputs (T, B, H) in time order, h_n (B, H)); reverse and lengths as in ``rnn_sequence``.
+
+    The input side, layer_norm(x @ W_ih^T) for all steps, is taken before the time loop (on the
+    embedding table's rows when x is a lookup, ``InputProjection``); the recurrent side is
+    normalised at every step inside the kernels, which save each step's normalised products
+    (xhat) and 1/std. After the backward sweep: dW_hh = draw^T @ h_{t-1} (draw: the gradient before
+    the normalisation), d hh_gain = sum of dgh * xhat, d hh_shift = sum of dgh (dgh: after it).
+    """
+    T, B, I = x.shape
+    H = w_hh.shape[1]
+    device = same_device("layer_norm_gru_sequence", x, h0, w_ih, w_hh, ih_gain, ih_shift, hh_gain, hh_shift)
+    K, A = kernels(device), arrays(device)
+    steps = _steps(device, T, B, reverse, lengths)
+    w_h, dtype = _data(A, w_hh), w_hh.dtype
+    gain, shift = _data(A, hh_gain), _data(A, hh_shift)
+    proj = InputProjection(K, A, x, w_ih, None, steps, norm=(_data(A, ih_gain), _data(A, ih_shift), eps))
+    hs = A.empty((T + 1, B, H), dtype=dtype)
+    acts = _gates_buffer(A, device, proj, T, B, 3 * H, dtype)
+    xhat, rstd = A.empty((T, B, 3 * H), dtype=dtype), A.empty((T, B), dtype=dtype)
+    K.layer_norm_gru_sequence_forward(proj.out, w_h, gain, shift, eps, _data(A, h0), steps.batch_sizes, hs, acts,
+                                      xhat, rstd)
+
+    def backward(grads):
+        g_out, g_h = grads
+        dhs = steps.read(A, _or_zeros(A, g_out, (T, B, H), dtype))
+        dgi, dgh, draw = (A.empty((T, B, 3 * H), dtype=dtype) for _ in range(3))
+        dh0 = A.empty((B, H), dtype=dtype)
+        K.layer_norm_gru_sequence_backward(w_h, gain, shift, hs, acts, xhat, rstd, dhs,
+                                           _or_zeros(A, g_h, (B, H), dtype), steps.batch_sizes, dgi, dgh, draw, dh0)
+        dx, dw_ih, _ = proj.backward(steps.active(dgi.reshape(T * B, 3 * H)), w_ih.requires_grad, False)
+        dw_hh = A.empty_like(w_h)
+        K.matmul_tn(steps.active(draw.reshape(T * B, 3 * H)), steps.active(hs[:T].reshape(T * B, H)), dw_hh, False)
+        dgain, dshift = A.empty_like(gain), A.empty_like(shift)
+        zeros, ones = A.zeros((T * B,), dtype=dtype), A.empty((T * B,), dtype=dtype)
+        A.fill(ones, 1.0)                    # xhat is normalised already (padding: 0 in xhat and dgh)
+        K.layer_norm_params_backward(xhat.reshape(T * B, 3 * H), zeros, ones, dgh.reshape(T * B, 3 * H), dgain, dshift)
+        return (dx, dh0, dw_ih, dw_hh) + proj.norm_grads + (dgain, dshift)
+
+    parents = (proj.source, h0, w_ih, w_hh, ih_gain, ih_shift, hh_gain, hh_shift)
+    return record_outputs((_outputs(A, steps, hs), hs[T]), parents, backward, "layer_norm_gru_sequence")

@@ -4,16 +4,19 @@ Same math as ``tinyrnn.kernels.reference.norm`` (read that first). A row's mean 
 passes: the mean, then the squares about it) and the backward's two row means are accumulated in
 float64 whatever the dtype. The gain and shift gradients sum over rows: each ``prange`` iteration
 sums a block of rows, in address order, into float64 sums of its own (no two threads write the same
-number), and the blocks' sums are added last. (Cut by columns instead, 64 a parallel iteration, each
-walking every row, the sums took 3.05 ms at N = 3072, D = 1152 float32 on 2 threads of the Zen 4 VM;
-by rows, 0.36-0.40 ms; the forward takes 0.79-0.80 ms there, the input gradient 0.80-0.82, and
-PyTorch's ``layer_norm`` 1.47 forward and 2.40 backward, all three gradients.)
+number), and the blocks' sums are added last. Measured at N = 3072, D = 1152 float32 (one update's
+recurrent products at the time budget's GRU), 2 threads of the Zen 4 VM, each kernel alternating
+with the others, medians: forward 1.76 ms, input gradient 1.58, gain and shift gradients 1.08;
+PyTorch's ``layer_norm`` 1.85 forward, 3.68 backward (all three gradients). (The sums cut by
+columns instead, 64 a parallel iteration each walking every row, took 3.05 against 0.36-0.40 ms
+in a calmer moment; the forward's gain and shift in a pass after ``normalise_row``, which the
+sequence kernels share, costs ~12%: 1.76 against 1.57 written in one pass.)
 """
 import math
 
 import numpy as np
 
-from ..jit import parallel_kernel, prange
+from ..jit import kernel, parallel_kernel, prange
 
 ROW_BLOCKS = 16  # the gain and shift gradients' row blocks (parallel iterations; more than the threads of most
                 # machines, few enough that adding up their sums costs little)
@@ -28,24 +31,36 @@ def layer_norm_forward(x, weight, bias, eps, out, mean_out, rstd_out):
     N, D = x.shape
     gain, shift = weight.size > 0, bias.size > 0
     for n in prange(N):
-        xn, on = x[n], out[n]
-        total = 0.0
-        for d in range(D):
-            total += xn[d]
-        mean = total / D
-        squares = 0.0
-        for d in range(D):
-            squares += (xn[d] - mean) ** 2
-        rstd = 1.0 / math.sqrt(squares / D + eps)
-        for d in range(D):
-            y = (xn[d] - mean) * rstd
-            if gain:
-                y = y * weight[d]
-            if shift:
-                y = y + bias[d]
-            on[d] = y
-        mean_out[n] = mean
-        rstd_out[n] = rstd
+        on = out[n]
+        mean_out[n], rstd_out[n] = normalise_row(x[n], on, eps)
+        if gain and shift:
+            for d in range(D):
+                on[d] = on[d] * weight[d] + bias[d]
+        elif gain:
+            for d in range(D):
+                on[d] *= weight[d]
+        elif shift:
+            for d in range(D):
+                on[d] += bias[d]
+
+
+@kernel
+def normalise_row(v, out, eps):
+    """out = (v - mean) * rstd, rstd = 1 / sqrt(var + eps), over v's D numbers (out may be v: in place)
+    -> (mean, rstd). Two passes (the mean, then the squares about it), float64 sums. The
+    layer-normalised GRU's sequence kernels call it at every step (``sequence.py``)."""
+    D = v.shape[0]
+    total = 0.0
+    for d in range(D):
+        total += v[d]
+    mean = total / D
+    squares = 0.0
+    for d in range(D):
+        squares += (v[d] - mean) ** 2
+    rstd = 1.0 / math.sqrt(squares / D + eps)
+    for d in range(D):
+        out[d] = (v[d] - mean) * rstd
+    return mean, rstd
 
 
 @parallel_kernel
@@ -68,8 +83,9 @@ def _layer_norm_dx(x, weight, mean, rstd, dout, dx_out):
 
 
 @parallel_kernel
-def _layer_norm_dparams(x, mean, rstd, dout, dweight_out, dbias_out):
-    """dweight = sum over rows of dout * xhat, dbias = sum over rows of dout: the rows cut into
+def layer_norm_params_backward(x, mean, rstd, dout, dweight_out, dbias_out):
+    """dweight = sum over rows of dout * xhat, dbias = sum over rows of dout (the reference's
+    docstring has the shapes): the rows cut into
     ``ROW_BLOCKS`` blocks, each summed (in float64, a row at a time, in address order) by one
     parallel iteration into sums of its own, which are then added up in block order."""
     N, D = x.shape
@@ -102,4 +118,4 @@ def layer_norm_backward(x, weight, mean, rstd, dout, dx_out, dweight_out, dbias_
     """
     _layer_norm_dx(x, weight, mean, rstd, dout, dx_out)
     if dweight_out.size or dbias_out.size:
-        _layer_norm_dparams(x, mean, rstd, dout, dweight_out, dbias_out)
+        layer_norm_params_backward(x, mean, rstd, dout, dweight_out, dbias_out)

@@ -99,6 +99,7 @@ from ..jit import kernel, parallel_kernel, prange
 from .activations import tanh
 from .cells import _gru_unit, _gru_unit_backward, _lstm_unit, _lstm_unit_backward
 from .matmul import MR, MR_MAX, NR, gemm_panel_block, pack_panels
+from .norm import normalise_row
 from .simd import LANES, vload, vstore
 
 CHUNK = NR      # hidden units per chunk (64): one micro tile wide, and 256 bytes of float32
@@ -477,6 +478,172 @@ def _gru_backward_step(t, chunk0, chunk1, r0, r1, w, hs, acts, ghn, dhs, batch_s
                 dr, dz, dn, db[j] = _gru_unit_backward(a[j], a[H + j], a[2 * H + j], gh[j], hp[j], db[j], one)
                 di[j], di[H + j], di[2 * H + j] = dr, dz, dn
                 dg[j], dg[H + j], dg[2 * H + j] = dr, dz, dn * a[j]
+
+
+# ----------------------------------------------------------------------------- layer-normalised GRU
+# Its recurrent side is normalised over all 3H numbers of a row at every step, so a row's gate math
+# needs all of that row's products first: the work is cut by rows only (``_row_blocks``), each thread
+# running its block of rows through every step and every unit, in ONE parallel region (as the other
+# cells do with enough rows). With fewer rows than threads some threads idle. A row's mean and
+# variance, and the backward's two row means, are summed in float64 (as ``norm.py``).
+
+@kernel
+def _row_blocks(batch_sizes, B, n_threads):
+    """bounds (n_blocks + 1,): the rows cut into one block a thread (fewer when B is smaller), of
+    about equal work (``_balanced_rows``)."""
+    return _balanced_rows(batch_sizes, B, max(1, min(n_threads, B)))
+
+
+def layer_norm_gru_sequence_forward(xproj, w_hh, ln_weight, ln_bias, eps, h0, batch_sizes, hs_out, acts_out,
+                                    xhat_out, rstd_out):
+    """xproj (N, 3H) packed (the normalised input side), w_hh (3H, H), ln_weight, ln_bias (3H,), h0 (B, H),
+    batch_sizes (T,) -> hs_out (T+1, B, H), acts_out (T, B, 3H) = (r, z, n), xhat_out (T, B, 3H), rstd_out (T, B)."""
+    _layer_norm_gru_sequence_forward(xproj, w_hh, ln_weight, ln_bias, eps, h0, batch_sizes, hs_out, acts_out,
+                                     xhat_out, rstd_out, numba.get_num_threads())
+
+
+@parallel_kernel
+def _layer_norm_gru_sequence_forward(xproj, w_hh, ln_weight, ln_bias, eps, h0, batch_sizes, hs_out, acts_out,
+                                     xhat_out, rstd_out, n_threads):
+    """``layer_norm_gru_sequence_forward``, its rows cut into a block a thread (``_row_blocks``)."""
+    T = batch_sizes.shape[0]
+    B, H = h0.shape
+    hs_out[0, :, :] = h0
+    starts = _packed_starts(batch_sizes)
+    gain, shift = np.ascontiguousarray(ln_weight), np.ascontiguousarray(ln_bias)
+    w = pack_panels(np.ascontiguousarray(w_hh), False, 3)    # [gate, chunk]: W_hh[gate*H + u0:u1].T
+    bounds = _row_blocks(batch_sizes, B, n_threads)
+    n_blocks = bounds.shape[0] - 1
+    work = np.empty((n_blocks, MR_MAX * NR), h0.dtype)
+    for block in prange(n_blocks):
+        for t in range(T):
+            _layer_norm_gru_forward_step(t, bounds[block], bounds[block + 1], xproj, starts, w, gain, shift, eps,
+                                         batch_sizes, hs_out, acts_out, xhat_out, rstd_out, work[block])
+
+
+@kernel
+def _layer_norm_gru_forward_step(t, r0, r1, xproj, starts, w, gain, shift, eps, batch_sizes, hs_out, acts_out,
+                                 xhat_out, rstd_out, work):
+    """Step t of rows r0 .. r1-1, every unit: the recurrent products, their normalisation, the gates, h_t."""
+    H = hs_out.shape[2]
+    n_chunks = (H + CHUNK - 1) // CHUNK
+    one = hs_out.dtype.type(1)
+    x = xproj[starts[t]:starts[t + 1]]               # step t's active rows (packed)
+    h_prev, h, acts, xhat = hs_out[t], hs_out[t + 1], acts_out[t], xhat_out[t]
+    a1 = max(r0, min(r1, batch_sizes[t]))       # the block's active rows: r0 .. a1-1
+    for gate in range(3):                       # xhat = h_prev @ W_hh.T, normalised below
+        _chunks_panel_block(h_prev[r0:a1], w[gate], xhat[r0:a1], xhat[r0:a1], gate * H, 0, n_chunks, H, False, work)
+    for b in range(a1, r1):                     # inactive rows keep their state
+        h[b, :] = h_prev[b, :]
+        acts[b, :] = 0
+        xhat[b, :] = 0
+        rstd_out[t, b] = 0
+    v1 = H - H % LANES
+    for b in range(r0, a1):
+        rstd_out[t, b] = normalise_row(xhat[b], xhat[b], eps)[1]
+        a, xb, nb, hp, hn = acts[b], x[b], xhat[b], h_prev[b], h[b]
+        for j in range(0, v1, LANES):           # 16 units at a time (SIMD vectors)
+            r, z, n, hj = _gru_unit(vload(xb, j), vload(xb, H + j),
+                                    vload(nb, j) * vload(gain, j) + vload(shift, j),
+                                    vload(nb, H + j) * vload(gain, H + j) + vload(shift, H + j), vload(xb, 2 * H + j),
+                                    vload(nb, 2 * H + j) * vload(gain, 2 * H + j) + vload(shift, 2 * H + j),
+                                    vload(hp, j), one)
+            vstore(a, j, r)
+            vstore(a, H + j, z)
+            vstore(a, 2 * H + j, n)
+            vstore(hn, j, hj)
+        for j in range(v1, H):                  # the rest, one at a time
+            a[j], a[H + j], a[2 * H + j], hn[j] = _gru_unit(
+                xb[j], xb[H + j], nb[j] * gain[j] + shift[j], nb[H + j] * gain[H + j] + shift[H + j], xb[2 * H + j],
+                nb[2 * H + j] * gain[2 * H + j] + shift[2 * H + j], hp[j], one)
+
+
+def layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, rstd, dhs, dh_n, batch_sizes,
+                                     dgi_out, dgh_out, draw_out, dh0_out):
+    """w_hh (3H, H); ln_weight, ln_bias (3H,); hs (T+1, B, H); acts, xhat (T, B, 3H); rstd (T, B); dhs (T, B, H);
+    dh_n (B, H); batch_sizes (T,) -> dgi_out, dgh_out, draw_out (T, B, 3H), dh0_out (B, H) (also the running dh)."""
+    _layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, rstd, dhs, dh_n, batch_sizes,
+                                      dgi_out, dgh_out, draw_out, dh0_out, numba.get_num_threads())
+
+
+@parallel_kernel
+def _layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, rstd, dhs, dh_n, batch_sizes,
+                                      dgi_out, dgh_out, draw_out, dh0_out, n_threads):
+    """``layer_norm_gru_sequence_backward``, its rows cut into a block a thread (``_row_blocks``)."""
+    T = dhs.shape[0]
+    B, H = dh_n.shape
+    gain, shift = np.ascontiguousarray(ln_weight), np.ascontiguousarray(ln_bias)
+    w = pack_panels(np.ascontiguousarray(w_hh), True, 1)     # [0, chunk]: W_hh[:, u0:u1]
+    dh0_out[:, :] = dh_n
+    bounds = _row_blocks(batch_sizes, B, n_threads)
+    n_blocks = bounds.shape[0] - 1
+    work = np.empty((n_blocks, MR_MAX * NR), dh_n.dtype)
+    for block in prange(n_blocks):
+        for t in range(T, -1, -1):
+            _layer_norm_gru_backward_step(t, bounds[block], bounds[block + 1], w, gain, shift, hs, acts, xhat, rstd,
+                                          dhs, batch_sizes, dgi_out, dgh_out, draw_out, dh0_out, work[block])
+
+
+@kernel
+def _layer_norm_gru_backward_step(t, r0, r1, w, gain, shift, hs, acts, xhat, rstd, dhs, batch_sizes, dgi_out,
+                                  dgh_out, draw_out, dh, work):
+    """Backward step t (T .. 0) of rows r0 .. r1-1, every unit: dh w.r.t. h_t (its direct part, left
+    from step t+1, plus draw_t @ W_hh), then step t-1's gate gradients and its normalisation's
+    backward. dh (B, H): the running gradient."""
+    T, H = dhs.shape[0], dhs.shape[2]
+    n_chunks = (H + CHUNK - 1) // CHUNK
+    one = dh.dtype.type(1)
+    nb = batch_sizes[t] if t < T else 0          # rows active at step t, and at step t-1
+    ns = batch_sizes[t - 1] if t > 0 else 0
+    a1, s1 = max(r0, min(r1, nb)), max(r0, min(r1, ns))    # the block's rows active at t, at t-1
+    if t < T:       # dh (= the direct path dh_t * z, left below) += draw_t @ W_hh
+        _chunks_panel_block(draw_out[t, r0:a1], w[0], dh[r0:a1], dh[r0:a1], 0, 0, n_chunks, H, True, work)
+    if t == 0:
+        return
+    s = t - 1
+    for b in range(s1, r1):                     # inactive rows: zero gradients, dh passes through
+        dgi_out[s, b, :] = 0
+        dgh_out[s, b, :] = 0
+        draw_out[s, b, :] = 0
+    v1 = H - H % LANES
+    for b in range(r0, s1):
+        db = dh[b]
+        for j in range(H):                      # dh of step s, all paths: through h_{s+1} and the output
+            db[j] += dhs[s, b, j]
+        # dgi = (dr, dz, dn), dgh = (dr, dz, dn * r); dh keeps its direct part dh * z
+        a, di, dg, nb_, hp = acts[s, b], dgi_out[s, b], dgh_out[s, b], xhat[s, b], hs[s, b]
+        for j in range(0, v1, LANES):           # 16 units at a time (SIMD vectors)
+            r, n = vload(a, j), vload(a, 2 * H + j)
+            gh_n = vload(nb_, 2 * H + j) * vload(gain, 2 * H + j) + vload(shift, 2 * H + j)
+            dr, dz, dn, dh_direct = _gru_unit_backward(r, vload(a, H + j), n, gh_n, vload(hp, j), vload(db, j), one)
+            vstore(di, j, dr)
+            vstore(di, H + j, dz)
+            vstore(di, 2 * H + j, dn)
+            vstore(dg, j, dr)
+            vstore(dg, H + j, dz)
+            vstore(dg, 2 * H + j, dn * r)
+            vstore(db, j, dh_direct)
+        for j in range(v1, H):                  # the rest, one at a time
+            gh_n = nb_[2 * H + j] * gain[2 * H + j] + shift[2 * H + j]
+            dr, dz, dn, db[j] = _gru_unit_backward(a[j], a[H + j], a[2 * H + j], gh_n, hp[j], db[j], one)
+            di[j], di[H + j], di[2 * H + j] = dr, dz, dn
+            dg[j], dg[H + j], dg[2 * H + j] = dr, dz, dn * a[j]
+        _normalise_row_backward(dg, gain, nb_, rstd[s, b], draw_out[s, b])
+
+
+@kernel
+def _normalise_row_backward(dy, gain, xhat, rstd, dx):
+    """The gradient w.r.t. a row v before ``normalise_row`` and the gain (y = xhat * gain + shift):
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gain (float64 sums)."""
+    D = dy.shape[0]
+    sum_g, sum_gx = 0.0, 0.0
+    for k in range(D):
+        g = dy[k] * gain[k]
+        sum_g += g
+        sum_gx += g * xhat[k]
+    mean_g, mean_gx = sum_g / D, sum_gx / D
+    for k in range(D):
+        dx[k] = rstd * (dy[k] * gain[k] - mean_g - xhat[k] * mean_gx)
 
 
 # ----------------------------------------------------------------------------------------- RNN

@@ -96,5 +96,11 @@ def layer_norm_backward(x, weight, mean, rstd, dout, dx_out, dweight_out, dbias_
     N, D = x.shape
     if N:
         _layer_norm_dx_kernel[N, row_threads(D)](x, weight, mean, rstd, dout, dx_out)
+    layer_norm_params_backward(x, mean, rstd, dout, dweight_out, dbias_out)
+
+
+def layer_norm_params_backward(x, mean, rstd, dout, dweight_out, dbias_out):
+    """dweight = sum over rows of dout * xhat, dbias = sum of dout (the reference's docstring has the shapes)."""
+    D = x.shape[1]
     if D and (dweight_out.size or dbias_out.size):
         _layer_norm_dparams_kernel[blocks_for(D), threads_for(D)](x, mean, rstd, dout, dweight_out, dbias_out)

@@ -24,6 +24,9 @@ being processed and, after step 0, dL/dh_0 (dL/dc_0).
         activated gates in place, writing c_{t+1}, h_{t+1}.
     GRU forward: gh = h_t @ W_hh^T into a (B, 3H) scratch array (b_hh is added by the gate
         kernel, which also saves ghn[t] = gh_n + b_hn for the backward).
+    Layer-normalised GRU forward: the products h_t @ W_hh^T straight into xhat[t], then one block a
+        row normalises its 3H numbers in place (as ``norm.py``), then the gate kernel. Its backward
+        adds a block a row for the normalisation's backward between the gate kernel and the matmul.
     RNN forward: hs[1:] = xproj, then hs[t+1] += h_t @ W_hh^T and the activation in place.
 
 Variable lengths: ``batch_sizes`` (T,) is a host array (the time loop runs on the host); the
@@ -33,12 +36,14 @@ reference.
 
 ``*_generate`` (batch-1 sampling from a stacked character model) is in ``generate.py``.
 """
+import math
+
 import numpy as np
 from numba import cuda
 
 from .cells import gru_point_backward, gru_point_forward, lstm_point_backward, lstm_point_forward
 from .cells import rnn_point_backward, rnn_point_forward
-from .device import blocks_for, copy, is_device_array, jit, threads_for, to_host
+from .device import ROW_THREADS, block_sum, blocks_for, copy, is_device_array, jit, row_threads, threads_for, to_host
 from .matmul import matmul_nn_rows, matmul_nt_rows
 
 
@@ -228,6 +233,144 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, 
         _gru_step_backward_kernel[blocks, threads](acts, ghn, hs, dhs, t, dh0_out, dgi_out, dgh_out, sizes[t])
         if sizes[t] > 0:                                            # dh_t = dh * z + dgh[t] @ W_hh
             matmul_nn_rows(dgh2, t * B, w_hh, dh0_out, 0, sizes[t], True)
+
+
+# ============================================================================================
+# Layer-normalised GRU
+# ============================================================================================
+@jit
+def _normalise_rows_kernel(xhat, rstd, t, eps, nb):
+    """Block b: xhat[t, b] (3H products) to mean 0, variance 1 in place, rstd[t, b] = 1 / its std;
+    rows b >= nb are inactive: 0."""
+    shared = cuda.shared.array(ROW_THREADS, xhat.dtype)
+    b, tid, nthreads = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
+    D, zero, one = xhat.shape[2], xhat.dtype.type(0.0), xhat.dtype.type(1.0)
+    if b >= nb:                        # the whole block takes this branch: no barrier is skipped by half
+        for k in range(tid, D, nthreads):
+            xhat[t, b, k] = zero
+        if tid == 0:
+            rstd[t, b] = zero
+        return
+    per_d = one / xhat.dtype.type(D)
+    total = zero
+    for k in range(tid, D, nthreads):
+        total += xhat[t, b, k]
+    mean = block_sum(shared, total) * per_d
+    squares = zero
+    for k in range(tid, D, nthreads):
+        squares += (xhat[t, b, k] - mean) * (xhat[t, b, k] - mean)
+    r = one / math.sqrt(block_sum(shared, squares) * per_d + eps)
+    for k in range(tid, D, nthreads):
+        xhat[t, b, k] = (xhat[t, b, k] - mean) * r
+    if tid == 0:
+        rstd[t, b] = r
+
+
+@jit
+def _normalise_rows_backward_kernel(dgh, gain, xhat, rstd, t, draw, nb):
+    """Block b: draw[t, b] = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dgh[t, b] * gain; rows
+    b >= nb: 0."""
+    shared = cuda.shared.array(ROW_THREADS, xhat.dtype)
+    b, tid, nthreads = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
+    D, zero = xhat.shape[2], xhat.dtype.type(0.0)
+    if b >= nb:
+        for k in range(tid, D, nthreads):
+            draw[t, b, k] = zero
+        return
+    per_d = xhat.dtype.type(1.0) / xhat.dtype.type(D)
+    sum_g, sum_gx = zero, zero
+    for k in range(tid, D, nthreads):
+        g = dgh[t, b, k] * gain[k]
+        sum_g += g
+        sum_gx += g * xhat[t, b, k]
+    mean_g = block_sum(shared, sum_g) * per_d
+    mean_gx = block_sum(shared, sum_gx) * per_d
+    r = rstd[t, b]
+    for k in range(tid, D, nthreads):
+        draw[t, b, k] = r * (dgh[t, b, k] * gain[k] - mean_g - xhat[t, b, k] * mean_gx)
+
+
+@jit
+def _layer_norm_gru_step_forward_kernel(xproj, xhat, gain, shift, hs, acts, t, s, nb):
+    """xhat[t] normalised -> gh = xhat * gain + shift -> acts[t] = (r, z, n), hs[t+1]. Step t's input
+    rows are xproj[s:s + nb] (packed). Rows b >= nb keep their state; their acts are 0."""
+    idx = cuda.grid(1)
+    B, H = hs.shape[1], hs.shape[2]
+    if idx < B * H and idx // H >= nb:
+        b, j = idx // H, idx % H
+        hs[t + 1, b, j] = hs[t, b, j]
+        for gate in range(3):
+            acts[t, b, gate * H + j] = 0
+    elif idx < B * H:
+        b, j = idx // H, idx % H
+        r, z, n, h = gru_point_forward(xproj[s + b, j], xproj[s + b, H + j], xproj[s + b, 2 * H + j],
+                                       xhat[t, b, j] * gain[j] + shift[j],
+                                       xhat[t, b, H + j] * gain[H + j] + shift[H + j],
+                                       xhat[t, b, 2 * H + j] * gain[2 * H + j] + shift[2 * H + j],
+                                       hs[t, b, j], xproj.dtype.type(1.0))
+        acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j] = r, z, n
+        hs[t + 1, b, j] = h
+
+
+@jit
+def _layer_norm_gru_step_backward_kernel(acts, xhat, gain, shift, hs, dhs, t, dh_next, dgi, dgh, nb):
+    """dh = dhs[t] + dh_next -> dgi[t], dgh[t] (w.r.t. the normalised gh); dh_next becomes the
+    direct path dh * z (in place). Rows b >= nb: zero gradients, dh_next passes through."""
+    idx = cuda.grid(1)
+    B, H = dhs.shape[1], dhs.shape[2]
+    if idx < B * H and idx // H >= nb:
+        b, j = idx // H, idx % H
+        for gate in range(3):
+            dgi[t, b, gate * H + j] = 0
+            dgh[t, b, gate * H + j] = 0
+    elif idx < B * H:
+        b, j = idx // H, idx % H
+        gh_n = xhat[t, b, 2 * H + j] * gain[2 * H + j] + shift[2 * H + j]
+        d_r, d_z, dgi_n, dgh_n, d_h = gru_point_backward(
+            acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j], gh_n, hs[t, b, j],
+            dhs[t, b, j] + dh_next[b, j], acts.dtype.type(1.0))
+        dgi[t, b, j], dgi[t, b, H + j], dgi[t, b, 2 * H + j] = d_r, d_z, dgi_n
+        dgh[t, b, j], dgh[t, b, H + j], dgh[t, b, 2 * H + j] = d_r, d_z, dgh_n
+        dh_next[b, j] = d_h
+
+
+def layer_norm_gru_sequence_forward(xproj, w_hh, ln_weight, ln_bias, eps, h0, batch_sizes, hs_out, acts_out,
+                                    xhat_out, rstd_out):
+    """xproj: (N, 3H) packed (the normalised input side); w_hh: (3H, H); ln_weight, ln_bias: (3H,); h0: (B, H);
+    batch_sizes: (T,) (host). Writes hs_out (T+1, B, H), acts_out (T, B, 3H), xhat_out (T, B, 3H), rstd_out (T, B)."""
+    T = len(batch_sizes)
+    B, H = h0.shape
+    copy(h0, hs_out[0])
+    if T == 0 or B * H == 0:
+        return
+    hs2, xhat2 = hs_out.reshape((T + 1) * B, H), xhat_out.reshape(T * B, 3 * H)
+    blocks, threads = _units(B, H)
+    sizes, eps = _host_sizes(batch_sizes), xproj.dtype.type(eps)
+    for t, (s, nb) in enumerate(zip(_starts(sizes), sizes)):
+        if nb > 0:
+            matmul_nt_rows(hs2, t * B, w_hh, xhat2, t * B, nb, False)
+        _normalise_rows_kernel[B, row_threads(3 * H)](xhat_out, rstd_out, t, eps, nb)
+        _layer_norm_gru_step_forward_kernel[blocks, threads](xproj, xhat_out, ln_weight, ln_bias, hs_out, acts_out,
+                                                             t, s, nb)
+
+
+def layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, rstd, dhs, dh_n, batch_sizes,
+                                     dgi_out, dgh_out, draw_out, dh0_out):
+    """Forward tensors hs (T+1, B, H), acts, xhat (T, B, 3H), rstd (T, B); dhs (T, B, H); dh_n (B, H); batch_sizes
+    (T,). Writes dgi_out, dgh_out, draw_out (T, B, 3H) and dh0_out (B, H)."""
+    T, B, H = dhs.shape
+    copy(dh_n, dh0_out)                            # running dL/dh of the state after step t
+    if T == 0 or B * H == 0:
+        return
+    draw2 = draw_out.reshape(T * B, 3 * H)
+    blocks, threads = _units(B, H)
+    sizes = _host_sizes(batch_sizes)
+    for t in range(T - 1, -1, -1):
+        _layer_norm_gru_step_backward_kernel[blocks, threads](acts, xhat, ln_weight, ln_bias, hs, dhs, t, dh0_out,
+                                                              dgi_out, dgh_out, sizes[t])
+        _normalise_rows_backward_kernel[B, row_threads(3 * H)](dgh_out, ln_weight, xhat, rstd, t, draw_out, sizes[t])
+        if sizes[t] > 0:                                            # dh_t = dh * z + draw[t] @ W_hh
+            matmul_nn_rows(draw2, t * B, w_hh, dh0_out, 0, sizes[t], True)
 
 
 # ============================================================================================

@@ -45,6 +45,16 @@ def layer_norm_backward(x, weight, mean, rstd, dout, dx_out, dweight_out, dbias_
     xhat = (x - mean[:, None]) * rstd[:, None]
     g = dout * weight if weight.size else dout
     dx_out[...] = rstd[:, None] * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True))
+    layer_norm_params_backward(x, mean, rstd, dout, dweight_out, dbias_out)
+
+
+def layer_norm_params_backward(x, mean, rstd, dout, dweight_out, dbias_out):
+    """The gain and shift gradients alone: dweight = sum over rows of dout * xhat, dbias = sum of dout.
+
+    x, dout: (N, D); mean, rstd: (N,) (x already normalised: mean 0s, rstd 1s); dweight_out, dbias_out: (D,)
+    overwritten (or (0,): not computed)
+    """
+    xhat = (x - mean[:, None]) * rstd[:, None]
     if dweight_out.size:
         dweight_out[...] = (dout * xhat).sum(axis=0)
     if dbias_out.size:

@@ -119,6 +119,58 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, 
     dh0_out[...] = dh
 
 
+# ----------------------------------------------------------------------------- layer-normalised GRU
+# The GRU with its recurrent projection layer-normalised at every step (``tinyrnn.nn.cells`` has the
+# equations): gh = LN(h @ W_hh.T) * ln_weight + ln_bias, the normalisation over all 3H numbers of a
+# row, and ln_bias in the place of b_hh. (The input side, LN(x @ W_ih.T) * gain + shift, needs no
+# recurrence: the caller computes it for all steps at once and passes it as xproj.)
+
+def _normalised(raw, eps):
+    """raw (n, 3H) -> (xhat, rstd): each row to mean 0, variance 1 (``norm.py``)."""
+    mean = raw.mean(axis=1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((raw - mean) ** 2).mean(axis=1, keepdims=True) + eps)
+    return (raw - mean) * rstd, rstd[:, 0]
+
+
+def layer_norm_gru_sequence_forward(xproj, w_hh, ln_weight, ln_bias, eps, h0, batch_sizes, hs_out, acts_out,
+                                    xhat_out, rstd_out):
+    """xproj: (N, 3H) packed (the normalised input side); w_hh: (3H, H); ln_weight, ln_bias: (3H,)
+    the recurrent side's gain and shift; h0: (B, H); batch_sizes: (T,). Writes hs_out (T+1, B, H),
+    acts_out (T, B, 3H) = (r, z, n), and what the backward needs of the normalisation: xhat_out
+    (T, B, 3H) = the normalised h_t @ W_hh.T, rstd_out (T, B) = 1 / its row's std (0 when inactive)."""
+    hs_out[0] = h0
+    starts = _packed_starts(batch_sizes)
+    for t in range(len(batch_sizes)):
+        n = batch_sizes[t]
+        xhat, rstd = _normalised(hs_out[t, :n] @ w_hh.T, eps)
+        gru_cell_forward(xproj[starts[t]:starts[t + 1]], xhat * ln_weight + ln_bias, hs_out[t, :n],
+                         acts_out[t, :n], hs_out[t + 1, :n])
+        xhat_out[t, :n], rstd_out[t, :n] = xhat, rstd
+        acts_out[t, n:], xhat_out[t, n:], rstd_out[t, n:] = 0, 0, 0
+        _carry(n, (hs_out,), t)
+
+
+def layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, rstd, dhs, dh_n, batch_sizes,
+                                     dgi_out, dgh_out, draw_out, dh0_out):
+    """Forward tensors hs (T+1, B, H), acts, xhat (T, B, 3H), rstd (T, B); dhs (T, B, H); dh_n (B, H);
+    batch_sizes (T,). Writes dgi_out (T, B, 3H) w.r.t. xproj, dgh_out w.r.t. the normalised gh (so
+    d ln_weight = sum of dgh * xhat, d ln_bias = sum of dgh), draw_out w.r.t. h_t @ W_hh.T before
+    the normalisation (so dW_hh = draw^T @ hs[:-1]), and dh0_out (B, H)."""
+    H = dh_n.shape[1]
+    dh = dh_n.copy()
+    for t in reversed(range(dhs.shape[0])):
+        n = batch_sizes[t]
+        dh_direct = np.empty_like(dh[:n])
+        gru_cell_backward(acts[t, :n], xhat[t, :n] * ln_weight + ln_bias, hs[t, :n], dh[:n] + dhs[t, :n],
+                          dgi_out[t, :n], dgh_out[t, :n], dh_direct)
+        g, x = dgh_out[t, :n] * ln_weight, xhat[t, :n]       # the layer norm's backward (``norm.py``)
+        draw_out[t, :n] = rstd[t, :n, None] * (g - g.mean(axis=1, keepdims=True)
+                                               - x * (g * x).mean(axis=1, keepdims=True))
+        dgi_out[t, n:], dgh_out[t, n:], draw_out[t, n:] = 0, 0, 0
+        dh[:n] = dh_direct + draw_out[t, :n] @ w_hh
+    dh0_out[...] = dh
+
+
 # ----------------------------------------------------------------------------------------- RNN
 
 def rnn_sequence_forward(xproj, w_hh, h0, batch_sizes, hs_out, relu):

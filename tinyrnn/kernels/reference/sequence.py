@@ -156,7 +156,6 @@ def layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, r
     batch_sizes (T,). Writes dgi_out (T, B, 3H) w.r.t. xproj, dgh_out w.r.t. the normalised gh (so
     d ln_weight = sum of dgh * xhat, d ln_bias = sum of dgh), draw_out w.r.t. h_t @ W_hh.T before
     the normalisation (so dW_hh = draw^T @ hs[:-1]), and dh0_out (B, H)."""
-    H = dh_n.shape[1]
     dh = dh_n.copy()
     for t in reversed(range(dhs.shape[0])):
         n = batch_sizes[t]

@@ -187,6 +187,9 @@ class GRUCell(_CellBase):
         gh = ops.layer_norm(ops.linear(h, self.weight_hh), norms[2], norms[3])
         return gru_gates_fused(gi, gh, h)
 
+    def extra_repr(self):
+        return {**super().extra_repr(), **({"layer_norm": True} if self.layer_norm else {})}
+
 
 # The layer-normalised GRU's gains and shifts, by their names (a layer adds ``_l{k}[_reverse]``):
 NORM_NAMES = ("norm_ih_weight", "norm_ih_bias", "norm_hh_weight", "norm_hh_bias")

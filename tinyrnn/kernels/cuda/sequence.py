@@ -25,8 +25,10 @@ being processed and, after step 0, dL/dh_0 (dL/dc_0).
     GRU forward: gh = h_t @ W_hh^T into a (B, 3H) scratch array (b_hh is added by the gate
         kernel, which also saves ghn[t] = gh_n + b_hn for the backward).
     Layer-normalised GRU forward: the products h_t @ W_hh^T straight into xhat[t], then one block a
-        row normalises its 3H numbers in place (as ``norm.py``), then the gate kernel. Its backward
-        adds a block a row for the normalisation's backward between the gate kernel and the matmul.
+        row normalises its 3H numbers in place (as ``norm.py``) and writes xhat * gain into the
+        GRU's scratch gh, then the GRU's own gate kernel, the shift as its b_hh. Its backward runs
+        the GRU's gate kernel (the n part of the normalised gh rebuilt once, before the loop), then
+        a block a row for the normalisation's backward, then the matmul.
     RNN forward: hs[1:] = xproj, then hs[t+1] += h_t @ W_hh^T and the activation in place.
 
 Variable lengths: ``batch_sizes`` (T,) is a host array (the time loop runs on the host); the
@@ -239,9 +241,10 @@ def gru_sequence_backward(w_hh, hs, acts, ghn, dhs, dh_n, batch_sizes, dgi_out, 
 # Layer-normalised GRU
 # ============================================================================================
 @jit
-def _normalise_rows_kernel(xhat, rstd, t, eps, nb):
-    """Block b: xhat[t, b] (3H products) to mean 0, variance 1 in place, rstd[t, b] = 1 / its std;
-    rows b >= nb are inactive: 0."""
+def _normalise_rows_kernel(xhat, rstd, gain, gh, t, eps, nb):
+    """Block b: xhat[t, b] (3H products) to mean 0, variance 1 in place, rstd[t, b] = 1 / its std,
+    and gh[b] = xhat[t, b] * gain (the GRU's gate kernel adds the shift as its b_hh); rows b >= nb
+    are inactive: 0 (gh is not read there)."""
     shared = cuda.shared.array(ROW_THREADS, xhat.dtype)
     b, tid, nthreads = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     D, zero, one = xhat.shape[2], xhat.dtype.type(0.0), xhat.dtype.type(1.0)
@@ -262,6 +265,7 @@ def _normalise_rows_kernel(xhat, rstd, t, eps, nb):
     r = one / math.sqrt(block_sum(shared, squares) * per_d + eps)
     for k in range(tid, D, nthreads):
         xhat[t, b, k] = (xhat[t, b, k] - mean) * r
+        gh[b, k] = xhat[t, b, k] * gain[k]
     if tid == 0:
         rstd[t, b] = r
 
@@ -291,47 +295,14 @@ def _normalise_rows_backward_kernel(dgh, gain, xhat, rstd, t, draw, nb):
 
 
 @jit
-def _layer_norm_gru_step_forward_kernel(xproj, xhat, gain, shift, hs, acts, t, s, nb):
-    """xhat[t] normalised -> gh = xhat * gain + shift -> acts[t] = (r, z, n), hs[t+1]. Step t's input
-    rows are xproj[s:s + nb] (packed). Rows b >= nb keep their state; their acts are 0."""
+def _normalised_n_part_kernel(xhat, gain, shift, ghn):
+    """ghn[t, b, j] = xhat[t, b, 2H + j] * gain[2H + j] + shift[2H + j]: the n part of every step's
+    normalised gh, which the GRU's backward gate kernel reads (one thread a number)."""
     idx = cuda.grid(1)
-    B, H = hs.shape[1], hs.shape[2]
-    if idx < B * H and idx // H >= nb:
-        b, j = idx // H, idx % H
-        hs[t + 1, b, j] = hs[t, b, j]
-        for gate in range(3):
-            acts[t, b, gate * H + j] = 0
-    elif idx < B * H:
-        b, j = idx // H, idx % H
-        r, z, n, h = gru_point_forward(xproj[s + b, j], xproj[s + b, H + j], xproj[s + b, 2 * H + j],
-                                       xhat[t, b, j] * gain[j] + shift[j],
-                                       xhat[t, b, H + j] * gain[H + j] + shift[H + j],
-                                       xhat[t, b, 2 * H + j] * gain[2 * H + j] + shift[2 * H + j],
-                                       hs[t, b, j], xproj.dtype.type(1.0))
-        acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j] = r, z, n
-        hs[t + 1, b, j] = h
-
-
-@jit
-def _layer_norm_gru_step_backward_kernel(acts, xhat, gain, shift, hs, dhs, t, dh_next, dgi, dgh, nb):
-    """dh = dhs[t] + dh_next -> dgi[t], dgh[t] (w.r.t. the normalised gh); dh_next becomes the
-    direct path dh * z (in place). Rows b >= nb: zero gradients, dh_next passes through."""
-    idx = cuda.grid(1)
-    B, H = dhs.shape[1], dhs.shape[2]
-    if idx < B * H and idx // H >= nb:
-        b, j = idx // H, idx % H
-        for gate in range(3):
-            dgi[t, b, gate * H + j] = 0
-            dgh[t, b, gate * H + j] = 0
-    elif idx < B * H:
-        b, j = idx // H, idx % H
-        gh_n = xhat[t, b, 2 * H + j] * gain[2 * H + j] + shift[2 * H + j]
-        d_r, d_z, dgi_n, dgh_n, d_h = gru_point_backward(
-            acts[t, b, j], acts[t, b, H + j], acts[t, b, 2 * H + j], gh_n, hs[t, b, j],
-            dhs[t, b, j] + dh_next[b, j], acts.dtype.type(1.0))
-        dgi[t, b, j], dgi[t, b, H + j], dgi[t, b, 2 * H + j] = d_r, d_z, dgi_n
-        dgh[t, b, j], dgh[t, b, H + j], dgh[t, b, 2 * H + j] = d_r, d_z, dgh_n
-        dh_next[b, j] = d_h
+    T, B, H = ghn.shape
+    if idx < T * B * H:
+        t, b, j = idx // (B * H), idx // H % B, idx % H
+        ghn[t, b, j] = xhat[t, b, 2 * H + j] * gain[2 * H + j] + shift[2 * H + j]
 
 
 def layer_norm_gru_sequence_forward(xproj, w_hh, ln_weight, ln_bias, eps, h0, batch_sizes, hs_out, acts_out,
@@ -344,14 +315,15 @@ def layer_norm_gru_sequence_forward(xproj, w_hh, ln_weight, ln_bias, eps, h0, ba
     if T == 0 or B * H == 0:
         return
     hs2, xhat2 = hs_out.reshape((T + 1) * B, H), xhat_out.reshape(T * B, 3 * H)
+    gh = cuda.device_array((B, 3 * H), dtype=xproj.dtype)     # scratch: xhat_t * gain, reused every step
+    ghn = cuda.device_array((T, B, H), dtype=xproj.dtype)     # the gate kernel's n part (the backward rebuilds it)
     blocks, threads = _units(B, H)
     sizes, eps = _host_sizes(batch_sizes), xproj.dtype.type(eps)
     for t, (s, nb) in enumerate(zip(_starts(sizes), sizes)):
         if nb > 0:
             matmul_nt_rows(hs2, t * B, w_hh, xhat2, t * B, nb, False)
-        _normalise_rows_kernel[B, row_threads(3 * H)](xhat_out, rstd_out, t, eps, nb)
-        _layer_norm_gru_step_forward_kernel[blocks, threads](xproj, xhat_out, ln_weight, ln_bias, hs_out, acts_out,
-                                                             t, s, nb)
+        _normalise_rows_kernel[B, row_threads(3 * H)](xhat_out, rstd_out, ln_weight, gh, t, eps, nb)
+        _gru_step_forward_kernel[blocks, threads](xproj, gh, ln_bias, hs_out, acts_out, ghn, t, s, nb)
 
 
 def layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, rstd, dhs, dh_n, batch_sizes,
@@ -363,11 +335,12 @@ def layer_norm_gru_sequence_backward(w_hh, ln_weight, ln_bias, hs, acts, xhat, r
     if T == 0 or B * H == 0:
         return
     draw2 = draw_out.reshape(T * B, 3 * H)
+    ghn = cuda.device_array((T, B, H), dtype=xhat.dtype)
+    _normalised_n_part_kernel[blocks_for(T * B * H), threads_for(T * B * H)](xhat, ln_weight, ln_bias, ghn)
     blocks, threads = _units(B, H)
     sizes = _host_sizes(batch_sizes)
     for t in range(T - 1, -1, -1):
-        _layer_norm_gru_step_backward_kernel[blocks, threads](acts, xhat, ln_weight, ln_bias, hs, dhs, t, dh0_out,
-                                                              dgi_out, dgh_out, sizes[t])
+        _gru_step_backward_kernel[blocks, threads](acts, ghn, hs, dhs, t, dh0_out, dgi_out, dgh_out, sizes[t])
         _normalise_rows_backward_kernel[B, row_threads(3 * H)](dgh_out, ln_weight, xhat, rstd, t, draw_out, sizes[t])
         if sizes[t] > 0:                                            # dh_t = dh * z + draw[t] @ W_hh
             matmul_nn_rows(draw2, t * B, w_hh, dh0_out, 0, sizes[t], True)
